@@ -1,0 +1,145 @@
+"""The inputs the benchmarks run on: Mask R-CNN R50-FPN feature maps and proposal boxes (semantics.md §5).
+
+One 800x1216 image gives four FPN maps with C=256: P2 200x304 (stride 4), P3 100x152, P4 50x76, P5 25x38.
+torchvision's ``LevelMapper`` sends a box of side ``s = sqrt(w * h)`` image pixels to level
+``floor(4 + log2(s / 224))``, so P2 pools boxes up to 112 px, P3 112-224 px, P4 224-448 px and P5 the rest.
+Each workload draws its boxes from its own level's range, from a fixed seed: the same boxes on every run, for
+every backend. ``tiny`` is a toy map small enough for the pure-Python ``reference`` backend.
+
+A workload is one RoIAlign call: K boxes of one level into a ``P x P`` head (7x7 box head, 14x14 mask head)
+with ``sampling_ratio`` 2 (torchvision) or 0 (adaptive, detectron2), ``aligned=True``. ``crop_and_resize`` runs
+on the same boxes through the original port's ``transform_fpcoor`` normalization, with a ``2P x 2P`` crop: the
+same number of bilinear samples as ``sampling_ratio=2`` (tensorpack's Mask R-CNN crops 2x and average-pools).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+
+from impls.modules import normalize_boxes
+
+IMAGE_HEIGHT, IMAGE_WIDTH = 800, 1216
+SEED = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Level:
+    name: str
+    stride: int
+    channels: int
+    box_sides: tuple[float, float]  # sqrt(w * h) of its boxes in image pixels, [low, high)
+    image_size: tuple[int, int] = (IMAGE_HEIGHT, IMAGE_WIDTH)
+
+    @property
+    def spatial_scale(self) -> float:
+        return 1.0 / self.stride
+
+    @property
+    def map_size(self) -> tuple[int, int]:
+        # Rounded up like the FPN's stride-2 convolutions: 800x1216 / 32 -> 25x38.
+        return tuple(math.ceil(side / self.stride) for side in self.image_size)
+
+
+LEVELS = {
+    level.name: level
+    for level in (
+        Level("tiny", stride=4, channels=4, box_sides=(8.0, 48.0), image_size=(64, 96)),  # map 16x24
+        Level("p2", stride=4, channels=256, box_sides=(16.0, 112.0)),  # map 200x304, boxes 4-28 px on it
+        Level("p3", stride=8, channels=256, box_sides=(112.0, 224.0)),  # map 100x152
+        Level("p4", stride=16, channels=256, box_sides=(224.0, 448.0)),  # map 50x76
+        Level("p5", stride=32, channels=256, box_sides=(448.0, 896.0)),  # map 25x38
+    )
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Workload:
+    """One RoIAlign call of a Mask R-CNN head, and the matching crop_and_resize call."""
+
+    level: str
+    boxes: int  # K
+    output: int  # PH = PW: 7 for the box head, 14 for the mask head
+    sampling_ratio: int  # 2 (torchvision) or 0 (adaptive)
+    map_scale: int = 1  # the map's sides multiplied by this, boxes unchanged (feature-map sweep)
+
+    @property
+    def id(self) -> str:
+        """e.g. ``p2_k512_7x7_sr2``; ``_map2x`` when the map is scaled."""
+        scaled = f"_map{self.map_scale}x" if self.map_scale != 1 else ""
+        return f"{self.level}_k{self.boxes}_{self.output}x{self.output}_sr{self.sampling_ratio}{scaled}"
+
+    @property
+    def crop_id(self) -> str:
+        """The crop_and_resize case on the same boxes, e.g. ``p2_k512_14x14``."""
+        scaled = f"_map{self.map_scale}x" if self.map_scale != 1 else ""
+        return f"{self.level}_k{self.boxes}_{self.crop_size}x{self.crop_size}{scaled}"
+
+    @property
+    def crop_size(self) -> int:
+        return 2 * self.output
+
+    @property
+    def level_spec(self) -> Level:
+        return LEVELS[self.level]
+
+    @property
+    def map_shape(self) -> tuple[int, int, int, int]:
+        """[N, C, H, W] of the feature map: one image."""
+        height, width = self.level_spec.map_size
+        return 1, self.level_spec.channels, height * self.map_scale, width * self.map_scale
+
+
+def image_boxes(level: Level, count: int, image_scale: int = 1, seed: int = SEED) -> torch.Tensor:
+    """``count`` proposals of one FPN level, (x1, y1, x2, y2) image pixels, float64 [K, 4].
+
+    Side ``sqrt(w * h)`` log-uniform over the level's range, aspect ratio ``h / w`` log-uniform in [1/2, 2]
+    (the RPN's anchor ratios), centre uniform over the image, then clipped to the image as proposals are.
+    ``image_scale`` enlarges the image but not the boxes (the feature-map sweep: same boxes, bigger map).
+    """
+    g = torch.Generator().manual_seed(seed)
+    low, high = (math.log(side) for side in level.box_sides)
+    side = torch.exp(low + (high - low) * torch.rand(count, generator=g, dtype=torch.float64))  # [K]
+    ratio = torch.exp(math.log(2.0) * (2 * torch.rand(count, generator=g, dtype=torch.float64) - 1))  # [K]
+    height, width = (s * image_scale for s in level.image_size)
+    w, h = side / ratio.sqrt(), side * ratio.sqrt()  # [K] each
+    cx = width * torch.rand(count, generator=g, dtype=torch.float64)  # [K]
+    cy = height * torch.rand(count, generator=g, dtype=torch.float64)  # [K]
+    boxes = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=1)  # [K, 4]
+    return torch.stack(
+        [boxes[:, 0].clamp(0, width), boxes[:, 1].clamp(0, height),
+         boxes[:, 2].clamp(0, width), boxes[:, 3].clamp(0, height)],
+        dim=1,
+    )
+
+
+def feature_map(workload: Workload, seed: int = SEED) -> torch.Tensor:
+    """Standard-normal float32 [N, C, H, W]: values do not change the work, only the map's size does."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(workload.map_shape, generator=g, dtype=torch.float32)
+
+
+def roi_align_inputs(workload: Workload) -> tuple[torch.Tensor, dict]:
+    """``rois`` [K, 5] float64 (batch 0, image-pixel boxes) and the op's keyword arguments."""
+    boxes = image_boxes(workload.level_spec, workload.boxes, workload.map_scale)  # [K, 4]
+    rois = torch.cat([torch.zeros(workload.boxes, 1, dtype=torch.float64), boxes], dim=1)  # [K, 5]
+    kwargs = dict(
+        output_size=(workload.output, workload.output),
+        spatial_scale=workload.level_spec.spatial_scale,
+        sampling_ratio=workload.sampling_ratio,
+        aligned=True,
+    )
+    return rois, kwargs
+
+
+def crop_and_resize_inputs(workload: Workload) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Normalized ``(y1, x1, y2, x2)`` boxes [K, 4] float64 (fpcoor transform of the same proposals on the
+    feature map), ``box_index`` [K] int64, and the op's keyword arguments."""
+    _, _, height, width = workload.map_shape
+    boxes = image_boxes(workload.level_spec, workload.boxes, workload.map_scale) * workload.level_spec.spatial_scale
+    crop = workload.crop_size
+    normalized = normalize_boxes(boxes, height, width, crop, crop, transform_fpcoor=True)  # [K, 4]
+    box_index = torch.zeros(workload.boxes, dtype=torch.int64)
+    return normalized, box_index, dict(crop_size=(crop, crop))

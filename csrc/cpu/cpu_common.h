@@ -1,0 +1,39 @@
+// Helpers shared by the CPU kernels of both operators.
+#pragma once
+
+#include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+namespace impls {
+
+inline void check_box_index(const int64_t* box_index, int64_t num_boxes, int64_t batch) {
+  for (int64_t k = 0; k < num_boxes; ++k) {
+    TORCH_CHECK(box_index[k] >= 0 && box_index[k] < batch, "box_index[", k, "] = ", box_index[k],
+                " is out of range for a batch of ", batch, " images");
+  }
+}
+
+// Boxes grouped by image, each group in increasing k: order[start[n] .. start[n + 1]) are image n's boxes.
+// Walking a group in this order reproduces the reference's accumulation order for that image's elements.
+inline void boxes_by_image(const int64_t* batch_of_box, int64_t num_boxes, int64_t batch,
+                           std::vector<int64_t>& order, std::vector<int64_t>& start) {
+  start.assign(batch + 1, 0);
+  for (int64_t k = 0; k < num_boxes; ++k) ++start[batch_of_box[k] + 1];
+  for (int64_t n = 0; n < batch; ++n) start[n + 1] += start[n];
+  std::vector<int64_t> fill(start.begin(), start.end() - 1);
+  order.resize(num_boxes);
+  for (int64_t k = 0; k < num_boxes; ++k) order[fill[batch_of_box[k]]++] = k;
+}
+
+// at::parallel_for grain: about 32768 scalar steps per task (ATen's own GRAIN_SIZE), so that small calls stay on
+// one thread and large ones split into tasks big enough to amortize the dispatch.
+inline int64_t grain_for(int64_t work_per_item) {
+  constexpr int64_t kGrain = 32768;
+  return std::max<int64_t>(1, kGrain / std::max<int64_t>(1, work_per_item));
+}
+
+}  // namespace impls

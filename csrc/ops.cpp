@@ -1,0 +1,31 @@
+// Operator schemas, defined once; csrc/cpu and csrc/cuda each register their kernels for them.
+// Sizes are arguments (as in torchvision) so fake kernels and torch.compile know the output shapes.
+#include <Python.h>
+#include <torch/library.h>
+
+extern "C" {
+// `import impls._C` loads this library, which runs the TORCH_LIBRARY registrations below; the module itself
+// has no Python functions: everything is reached through torch.ops.impls.*.
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {
+      PyModuleDef_HEAD_INIT, "_C", "impls C++/CUDA kernels, registered as torch.ops.impls.*", -1, nullptr,
+  };
+  return PyModule_Create(&module_def);
+}
+}
+
+TORCH_LIBRARY(impls, m) {
+  m.def(
+      "crop_and_resize_forward(Tensor image, Tensor boxes, Tensor box_index, SymInt crop_height, "
+      "SymInt crop_width, str method, float extrapolation_value) -> Tensor");
+  m.def(
+      "crop_and_resize_backward(Tensor grad, Tensor image, Tensor boxes, Tensor box_index, SymInt crop_height, "
+      "SymInt crop_width, str method, bool image_grad, bool boxes_grad) -> (Tensor, Tensor)");
+  m.def(
+      "roi_align_forward(Tensor input, Tensor rois, float spatial_scale, SymInt pooled_height, "
+      "SymInt pooled_width, int sampling_ratio, bool aligned) -> Tensor");
+  m.def(
+      "roi_align_backward(Tensor grad, Tensor input, Tensor rois, float spatial_scale, SymInt pooled_height, "
+      "SymInt pooled_width, int sampling_ratio, bool aligned, bool input_grad, bool rois_grad) "
+      "-> (Tensor, Tensor)");
+}

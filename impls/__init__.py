@@ -1,0 +1,21 @@
+"""RoIAlign and crop_and_resize, four ways: ``reference``, ``vectorized``, ``cpp`` and ``cuda`` backends under one
+autograd interface, plus the peers ``torchvision`` and ``tensorflow`` wrapped for comparison.
+
+Public API: :func:`crop_and_resize`, :func:`roi_align`, the modules :class:`CropAndResize` and :class:`RoIAlign`,
+:func:`backends` (what is registered and whether it runs here) and :func:`resolve_backend` (what ``"auto"`` picks).
+"""
+
+from . import reference, vectorized, peers, _extension  # noqa: F401  (each registers its backends)
+from ._registry import BackendUnavailableError, backends
+from .functional import crop_and_resize, resolve_backend, roi_align
+from .modules import CropAndResize, RoIAlign
+
+__all__ = [
+    "BackendUnavailableError",
+    "CropAndResize",
+    "RoIAlign",
+    "backends",
+    "crop_and_resize",
+    "resolve_backend",
+    "roi_align",
+]

@@ -1,0 +1,141 @@
+"""The backend registry: one record per implementation, looked up by name.
+
+A backend is plain kernels (no autograd) plus what it supports. The autograd Functions in
+``_autograd.py`` call whichever backend was named; nothing here falls back from one backend to another.
+
+Kernel signatures (all arguments already validated and normalized by ``_validation.py``):
+
+* ``crop_and_resize.forward(image, boxes, box_index, crop_height, crop_width, method, extrapolation_value)``
+  -> ``Tensor[K, C, crop_height, crop_width]``; ``box_index`` is int64.
+* ``crop_and_resize.backward(grad, image, boxes, box_index, crop_height, crop_width, method,
+  image_grad, boxes_grad)`` -> ``(Tensor[N, C, H, W] | None, Tensor[K, 4] | None)``.
+* ``roi_align.forward(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned)``
+  -> ``Tensor[K, C, pooled_height, pooled_width]``; ``rois`` is ``Tensor[K, 5]``.
+* ``roi_align.backward(grad, input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned,
+  input_grad, rois_grad)`` -> ``(Tensor[N, C, H, W] | None, Tensor[K, 5] | None)``.
+
+A backward returns ``None`` for a gradient that was not asked for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Optional
+
+import torch
+
+OPS = ("crop_and_resize", "roi_align")
+
+
+class BackendUnavailableError(RuntimeError):
+    """The named backend exists but cannot run here (not built, no GPU, peer not installed...)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class OpKernels:
+    forward: Callable
+    backward: Callable
+    boxes_grad: bool = True  # False: the backend gives no gradient to the boxes (e.g. torchvision)
+
+
+@dataclasses.dataclass(frozen=True)
+class Backend:
+    name: str
+    summary: str
+    devices: tuple[str, ...]
+    dtypes: tuple[torch.dtype, ...]
+    kernels: dict[str, OpKernels]
+    # Returns None when the backend can run here, else a sentence saying why not and how to fix it.
+    unavailable_reason: Callable[[], Optional[str]] = lambda: None
+
+    @property
+    def available(self) -> bool:
+        return self.unavailable_reason() is None
+
+
+_BACKENDS: dict[str, Backend] = {}
+
+
+def register(backend: Backend) -> Backend:
+    if backend.name in _BACKENDS:
+        raise ValueError(f"backend {backend.name!r} is registered twice")
+    _BACKENDS[backend.name] = backend
+    return backend
+
+
+def registered() -> dict[str, Backend]:
+    return dict(_BACKENDS)
+
+
+def backends() -> list[dict]:
+    """One row per registered backend: ops, devices, dtypes, whether it runs here and why not."""
+    rows = []
+    for b in _BACKENDS.values():
+        reason = b.unavailable_reason()
+        rows.append(
+            {
+                "name": b.name,
+                "summary": b.summary,
+                "ops": tuple(b.kernels),
+                "devices": b.devices,
+                "dtypes": tuple(str(d).replace("torch.", "") for d in b.dtypes),
+                "boxes_grad": tuple(op for op, k in b.kernels.items() if k.boxes_grad),
+                "available": reason is None,
+                "reason": reason,
+            }
+        )
+    return rows
+
+
+def _available_listing() -> str:
+    parts = []
+    for b in _BACKENDS.values():
+        reason = b.unavailable_reason()
+        parts.append(f"{b.name} (available)" if reason is None else f"{b.name} (unavailable: {reason})")
+    return "; ".join(parts)
+
+
+def resolve(name: str, op: str, device: torch.device) -> str:
+    """The backend that ``backend=name`` means for a call of ``op`` on ``device``.
+
+    ``auto`` policy: ``cuda`` for CUDA tensors; on the CPU ``cpp`` when the extension is built, else
+    ``vectorized``. The choice is a rule on what is installed, never a retry after a failure.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"backend must be a str, got {type(name).__name__}; known: {', '.join(_BACKENDS)}")
+    if name == "auto":
+        if device.type == "cuda":
+            name = "cuda"
+        elif "cpp" in _BACKENDS and _BACKENDS["cpp"].available:
+            name = "cpp"
+        else:
+            name = "vectorized"
+    if name not in _BACKENDS:
+        raise ValueError(
+            f"unknown backend {name!r}; use 'auto' or one of: {_available_listing()}"
+        )
+    return name
+
+
+def get(name: str, op: str, device: torch.device, dtype: torch.dtype) -> Backend:
+    """The record for a resolved backend name, after checking it can run ``op`` on ``device``/``dtype``."""
+    backend = _BACKENDS[name]
+    reason = backend.unavailable_reason()
+    if reason is not None:
+        raise BackendUnavailableError(
+            f"backend {name!r} is unavailable: {reason}. Available here: {_available_listing()}"
+        )
+    if op not in backend.kernels:
+        offer = [b.name for b in _BACKENDS.values() if op in b.kernels]
+        raise ValueError(f"backend {name!r} does not implement {op}; backends that do: {', '.join(offer)}")
+    if device.type not in backend.devices:
+        raise ValueError(
+            f"backend {name!r} runs on {', '.join(backend.devices)}, not on {device.type}; "
+            f"move the tensors or pick another backend"
+        )
+    if dtype not in backend.dtypes:
+        raise TypeError(
+            f"backend {name!r} supports dtypes {', '.join(map(str, backend.dtypes))}, not {dtype}; "
+            f"cast the input or pick another backend"
+        )
+    return backend

@@ -1,0 +1,148 @@
+"""Argument checks, done once in Python before any backend runs.
+
+Every error names the argument, what was expected and what was given. Checks that read tensor values
+(box indices in range, finite boxes) are skipped while ``torch.compile`` traces, where they would break the
+graph; the compiled kernels check the same things themselves, so bad values still raise instead of reading
+out of bounds.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Sequence, Union
+
+import torch
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+METHODS = ("bilinear", "nearest")
+
+
+def _reads_values() -> bool:
+    return not torch.compiler.is_compiling()
+
+
+def _check_feature_map(name: str, x) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a Tensor[N, C, H, W], got {type(x).__name__}")
+    if x.dim() != 4:
+        raise ValueError(f"{name} must be 4-D [N, C, H, W], got shape {tuple(x.shape)}")
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be a floating tensor (float16, bfloat16, float32, float64), got {x.dtype}")
+    if x.shape[2] == 0 or x.shape[3] == 0:
+        raise ValueError(f"{name} must have H > 0 and W > 0, got shape {tuple(x.shape)}")
+
+
+def _check_like(name: str, t: torch.Tensor, ref_name: str, ref: torch.Tensor) -> None:
+    if t.device != ref.device:
+        raise ValueError(f"{name} is on {t.device} but {ref_name} is on {ref.device}; move both to one device")
+    if t.dtype != ref.dtype:
+        raise TypeError(f"{name} has dtype {t.dtype} but {ref_name} has {ref.dtype}; cast {name} to {ref.dtype}")
+
+
+def _check_finite(name: str, t: torch.Tensor) -> None:
+    if _reads_values() and t.numel() and not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} must be finite; found NaN or inf")
+
+
+def pair(name: str, value) -> tuple[int, int]:
+    """``int`` or ``(int, int)``, both > 0 -> ``(h, w)``."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        value = (value, value)
+    if isinstance(value, torch.Size) or (
+        isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2
+    ):
+        h, w = value
+        if all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in (h, w)):
+            if h > 0 and w > 0:
+                return int(h), int(w)
+            raise ValueError(f"{name} must be positive, got ({h}, {w})")
+    raise TypeError(f"{name} must be an int or a pair of ints (height, width), got {value!r}")
+
+
+def crop_and_resize_args(image, boxes, box_index, crop_size, method, extrapolation_value):
+    """Validate; returns ``(box_index as int64, crop_height, crop_width, extrapolation_value as float)``."""
+    _check_feature_map("image", image)
+    if not isinstance(boxes, torch.Tensor) or boxes.dim() != 2 or boxes.shape[1] != 4:
+        got = tuple(boxes.shape) if isinstance(boxes, torch.Tensor) else type(boxes).__name__
+        raise ValueError(f"boxes must be a Tensor[K, 4] of normalized (y1, x1, y2, x2), got {got}")
+    _check_like("boxes", boxes, "image", image)
+    if not isinstance(box_index, torch.Tensor) or box_index.dim() != 1:
+        got = tuple(box_index.shape) if isinstance(box_index, torch.Tensor) else type(box_index).__name__
+        raise ValueError(f"box_index must be a Tensor[K] of image indices, got {got}")
+    if box_index.dtype not in (torch.int32, torch.int64):
+        raise TypeError(f"box_index must be int32 or int64, got {box_index.dtype}; use box_index.long()")
+    if box_index.device != image.device:
+        raise ValueError(f"box_index is on {box_index.device} but image is on {image.device}; move it")
+    if box_index.shape[0] != boxes.shape[0]:
+        raise ValueError(
+            f"box_index has {box_index.shape[0]} entries but boxes has {boxes.shape[0]} rows; give one per box"
+        )
+    n = image.shape[0]
+    if _reads_values() and box_index.numel():
+        lo, hi = int(box_index.min()), int(box_index.max())
+        if lo < 0 or hi >= n:
+            raise IndexError(f"box_index must be in [0, {n}) (the image batch size), found values in [{lo}, {hi}]")
+    _check_finite("boxes", boxes)
+    crop_height, crop_width = pair("crop_size", crop_size)
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if not isinstance(extrapolation_value, numbers.Real):
+        raise TypeError(f"extrapolation_value must be a number, got {type(extrapolation_value).__name__}")
+    return box_index.long(), crop_height, crop_width, float(extrapolation_value)
+
+
+BoxesArg = Union[torch.Tensor, Sequence[torch.Tensor]]
+
+
+def roi_align_args(input, boxes: BoxesArg, output_size, spatial_scale, sampling_ratio, aligned):
+    """Validate; returns ``(rois Tensor[K, 5], pooled_height, pooled_width, spatial_scale, sampling_ratio)``.
+
+    A list of per-image ``Tensor[L_i, 4]`` becomes rows ``(i, x1, y1, x2, y2)`` with ``torch.cat``, so a
+    gradient to the list's tensors flows back through the concatenation.
+    """
+    _check_feature_map("input", input)
+    if isinstance(boxes, (list, tuple)):
+        for i, b in enumerate(boxes):
+            if not isinstance(b, torch.Tensor) or b.dim() != 2 or b.shape[1] != 4:
+                got = tuple(b.shape) if isinstance(b, torch.Tensor) else type(b).__name__
+                raise ValueError(f"boxes[{i}] must be a Tensor[L, 4] of (x1, y1, x2, y2), got {got}")
+            _check_like(f"boxes[{i}]", b, "input", input)
+        if len(boxes) > input.shape[0]:
+            raise IndexError(f"boxes is a list of {len(boxes)} tensors but input has only {input.shape[0]} images")
+        rois = _list_to_rois(boxes, input)
+    elif isinstance(boxes, torch.Tensor):
+        if boxes.dim() != 2 or boxes.shape[1] != 5:
+            raise ValueError(
+                f"boxes must be a Tensor[K, 5] of (batch_index, x1, y1, x2, y2) or a list of Tensor[L, 4], "
+                f"got shape {tuple(boxes.shape)}"
+            )
+        _check_like("boxes", boxes, "input", input)
+        rois = boxes
+        n = input.shape[0]
+        if _reads_values() and rois.numel():
+            batch = rois[:, 0]
+            if not bool(torch.isfinite(batch).all()) or bool((batch != batch.floor()).any()):
+                raise ValueError("boxes[:, 0] (the batch index) must hold whole numbers")
+            lo, hi = int(batch.min()), int(batch.max())
+            if lo < 0 or hi >= n:
+                raise IndexError(f"boxes[:, 0] (the batch index) must be in [0, {n}), found values in [{lo}, {hi}]")
+    else:
+        raise TypeError(f"boxes must be a Tensor[K, 5] or a list of Tensor[L, 4], got {type(boxes).__name__}")
+    _check_finite("boxes", rois)
+    pooled_height, pooled_width = pair("output_size", output_size)
+    if not isinstance(spatial_scale, numbers.Real) or isinstance(spatial_scale, bool) or not spatial_scale > 0:
+        raise ValueError(f"spatial_scale must be a positive number (e.g. 0.25 for stride 4), got {spatial_scale!r}")
+    if not isinstance(sampling_ratio, numbers.Integral) or isinstance(sampling_ratio, bool):
+        raise TypeError(f"sampling_ratio must be an int (<= 0 for adaptive), got {sampling_ratio!r}")
+    if not isinstance(aligned, bool):
+        raise TypeError(f"aligned must be a bool, got {aligned!r}")
+    return rois, pooled_height, pooled_width, float(spatial_scale), int(sampling_ratio)
+
+
+def _list_to_rois(boxes: Sequence[torch.Tensor], input: torch.Tensor) -> torch.Tensor:
+    if len(boxes) == 0:
+        return input.new_zeros((0, 5))
+    index = torch.cat(
+        [torch.full((b.shape[0], 1), i, dtype=b.dtype, device=b.device) for i, b in enumerate(boxes)]
+    )  # [K, 1]
+    return torch.cat([index, torch.cat(list(boxes))], dim=1)  # [K, 5]

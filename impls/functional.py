@@ -1,0 +1,105 @@
+"""The public operators: ``crop_and_resize`` (TensorFlow's) and ``roi_align`` (torchvision's)."""
+
+from __future__ import annotations
+
+import torch
+
+from . import _registry, _validation
+from ._autograd import CropAndResizeFunction, RoIAlignFunction
+
+
+def resolve_backend(backend: str, op: str, device) -> str:
+    """The backend name that ``backend`` ("auto" or a name) resolves to for ``op`` on ``device``.
+
+    ``auto``: ``cuda`` for CUDA tensors; on the CPU ``cpp`` when the C++ extension is built, else
+    ``vectorized``. Raises for an unknown name, listing every backend and why an unavailable one is.
+    """
+    if op not in _registry.OPS:
+        raise ValueError(f"op must be one of {_registry.OPS}, got {op!r}")
+    return _registry.resolve(backend, op, torch.device(device))
+
+
+def _boxes_need_grad(backend: _registry.Backend, op: str, boxes_require_grad: bool) -> None:
+    if boxes_require_grad and torch.is_grad_enabled() and not backend.kernels[op].boxes_grad:
+        raise ValueError(
+            f"backend {backend.name!r} gives no gradient to the boxes, but boxes.requires_grad is True; "
+            f"pass boxes.detach() or pick a backend with box gradients (see impls.backends())"
+        )
+
+
+def crop_and_resize(
+    image: torch.Tensor,
+    boxes: torch.Tensor,
+    box_index: torch.Tensor,
+    crop_size,
+    method: str = "bilinear",
+    extrapolation_value: float = 0.0,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """TensorFlow's ``tf.image.crop_and_resize`` in NCHW.
+
+    Args:
+        image (Tensor[N, C, H, W]): the feature map or image batch.
+        boxes (Tensor[K, 4]): normalized ``(y1, x1, y2, x2)``; ``y = 0`` is the centre of the first pixel row and
+            ``y = 1`` the centre of the last ("corner aligned"). ``y1 > y2`` flips the crop; values outside
+            ``[0, 1]`` are allowed and sample ``extrapolation_value`` beyond the image.
+        box_index (Tensor[K], int32 or int64): the image each box belongs to, in ``[0, N)``.
+        crop_size (int or (int, int)): ``(crop_height, crop_width)``, both > 0.
+        method (str): ``"bilinear"`` or ``"nearest"`` (round half away from zero).
+        extrapolation_value (float): the value of samples outside the image.
+        backend (str): ``"auto"`` or a name from :func:`impls.backends`.
+
+    Returns:
+        Tensor[K, C, crop_height, crop_width]. Differentiable with respect to ``image`` (both methods) and
+        ``boxes`` (bilinear; nearest has zero box gradient, unlike TensorFlow, which returns the bilinear one).
+    """
+    box_index, crop_height, crop_width, extrapolation_value = _validation.crop_and_resize_args(
+        image, boxes, box_index, crop_size, method, extrapolation_value
+    )
+    name = _registry.resolve(backend, "crop_and_resize", image.device)
+    record = _registry.get(name, "crop_and_resize", image.device, image.dtype)
+    _boxes_need_grad(record, "crop_and_resize", boxes.requires_grad)
+    return CropAndResizeFunction.apply(
+        image, boxes, box_index, crop_height, crop_width, method, extrapolation_value, name
+    )
+
+
+def roi_align(
+    input: torch.Tensor,
+    boxes,
+    output_size,
+    spatial_scale: float = 1.0,
+    sampling_ratio: int = -1,
+    aligned: bool = False,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """torchvision's ``roi_align`` (Mask R-CNN's RoIAlign), with gradients to the boxes as well.
+
+    Args:
+        input (Tensor[N, C, H, W]): the feature map.
+        boxes (Tensor[K, 5] or List[Tensor[L, 4]]): rows ``(batch_index, x1, y1, x2, y2)``, or one tensor of
+            ``(x1, y1, x2, y2)`` per image; in the coordinates of the original image (multiplied by
+            ``spatial_scale`` to reach the feature map).
+        output_size (int or (int, int)): ``(PH, PW)``.
+        spatial_scale (float): feature map size over image size, e.g. 0.25 for a stride-4 map.
+        sampling_ratio (int): samples per bin along each side; ``<= 0`` means adaptive,
+            ``ceil(roi_size / output_size)`` per box.
+        aligned (bool): shift boxes by -0.5 pixel so that pixel i covers ``[i, i + 1)`` (Detectron2's
+            ``ROIAlignV2``); ``False`` reproduces the original Mask R-CNN (and forces boxes to at least 1x1).
+        backend (str): ``"auto"`` or a name from :func:`impls.backends`.
+
+    Returns:
+        Tensor[K, C, PH, PW]. Differentiable with respect to ``input`` and the box coordinates. The box
+        gradient is the derivative of the bilinear sample positions with the sampling grid size held fixed
+        (adaptive ``ceil`` is piecewise constant); samples clamped to the border, and box sides clamped to 1
+        when ``aligned=False``, do not move with the box and contribute nothing. The batch-index column gets 0.
+    """
+    rois, pooled_height, pooled_width, spatial_scale, sampling_ratio = _validation.roi_align_args(
+        input, boxes, output_size, spatial_scale, sampling_ratio, aligned
+    )
+    name = _registry.resolve(backend, "roi_align", input.device)
+    record = _registry.get(name, "roi_align", input.device, input.dtype)
+    _boxes_need_grad(record, "roi_align", rois.requires_grad)
+    return RoIAlignFunction.apply(
+        input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned, name
+    )

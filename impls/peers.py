@@ -1,0 +1,133 @@
+"""The peers, wrapped as backends for cross-checks and benchmarks: ``torchvision`` and ``tensorflow``.
+
+They are what users compare against, not implementations of ours: each runs its project's own kernel, forward
+and backward called directly (no autograd of theirs), and keeps that project's limits:
+
+* ``torchvision``: ``roi_align`` only; no gradient to the boxes; no bfloat16.
+* ``tensorflow``: ``crop_and_resize`` only, CPU, float32 (TensorFlow computes box coordinates and outputs in
+  float32 whatever the image dtype); NHWC, so each call transposes to and from NCHW. For ``method="nearest"``
+  TensorFlow returns the bilinear box gradient; ``impls`` defines it as zero.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+
+import torch
+
+from ._registry import Backend, OpKernels, register
+
+
+def _missing(module: str, extra: str):
+    def reason():
+        if importlib.util.find_spec(module) is None:
+            return f"{module} is not installed; install it with `pip install -e .[{extra}]`"
+        return None
+
+    return reason
+
+
+# ---------------------------------------------------------------------------------------------- torchvision
+
+
+def _torchvision_forward(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):
+    return torch.ops.torchvision.roi_align(
+        input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned
+    )
+
+
+def _torchvision_backward(
+    grad, input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned, input_grad, rois_grad
+):
+    if rois_grad:
+        raise ValueError("backend 'torchvision' gives no gradient to the boxes; detach them")
+    N, C, H, W = input.shape
+    grad_input = torch.ops.torchvision._roi_align_backward(
+        grad.contiguous(), rois, spatial_scale, pooled_height, pooled_width, N, C, H, W, sampling_ratio, aligned
+    )
+    return (grad_input if input_grad else None), None
+
+
+# NB: torchvision is imported here, eagerly, so that it is always loaded before tensorflow: loaded after
+# tensorflow in the same process, its roi_align kernel crashes the interpreter (SIGSEGV; seen with
+# tensorflow-cpu 2.21 and torchvision 0.29.1).
+_torchvision_reason = _missing("torchvision", "torchvision")
+if _torchvision_reason() is None:
+    import torchvision  # noqa: F401  (registers torch.ops.torchvision.*)
+
+
+register(
+    Backend(
+        name="torchvision",
+        summary="peer: torchvision.ops.roi_align's own C++/CUDA kernels (no box gradient)",
+        devices=("cpu", "cuda"),
+        dtypes=(torch.float16, torch.float32, torch.float64),
+        kernels={"roi_align": OpKernels(_torchvision_forward, _torchvision_backward, boxes_grad=False)},
+        unavailable_reason=_torchvision_reason,
+    )
+)
+
+
+# ----------------------------------------------------------------------------------------------- tensorflow
+
+
+@functools.cache
+def _tf():
+    import tensorflow as tf
+
+    return tf
+
+
+def _to_tf_nhwc(x: torch.Tensor):
+    return _tf().constant(x.detach().permute(0, 2, 3, 1).contiguous().numpy())
+
+
+def _tf_args(boxes, box_index):
+    tf = _tf()
+    return (
+        tf.constant(boxes.detach().to(torch.float32).numpy()),
+        tf.constant(box_index.to(torch.int32).numpy()),
+    )
+
+
+def _tensorflow_forward(image, boxes, box_index, crop_height, crop_width, method, extrapolation_value):
+    tf = _tf()
+    tf_boxes, tf_index = _tf_args(boxes, box_index)
+    out = tf.image.crop_and_resize(
+        _to_tf_nhwc(image), tf_boxes, tf_index, (crop_height, crop_width),
+        method=method, extrapolation_value=extrapolation_value,
+    )  # [K, ch, cw, C] float32
+    return torch.from_numpy(out.numpy()).permute(0, 3, 1, 2).to(image.dtype)
+
+
+def _tensorflow_backward(grad, image, boxes, box_index, crop_height, crop_width, method, image_grad, boxes_grad):
+    tf = _tf()
+    tf_boxes, tf_index = _tf_args(boxes, box_index)
+    tf_grad = _to_tf_nhwc(grad.to(torch.float32))  # [K, ch, cw, C]
+    grad_image = grad_boxes = None
+    if image_grad:
+        N, C, H, W = image.shape
+        g = tf.raw_ops.CropAndResizeGradImage(
+            grads=tf_grad, boxes=tf_boxes, box_ind=tf_index, image_size=tf.constant([N, H, W, C], tf.int32),
+            T=tf.float32, method=method,
+        )
+        grad_image = torch.from_numpy(g.numpy()).permute(0, 3, 1, 2).to(image.dtype)
+    if boxes_grad:
+        g = tf.raw_ops.CropAndResizeGradBoxes(
+            grads=tf_grad, image=_to_tf_nhwc(image.to(torch.float32)), boxes=tf_boxes, box_ind=tf_index
+        )
+        grad_boxes = torch.from_numpy(g.numpy()).to(boxes.dtype)
+    return grad_image, grad_boxes
+
+
+register(
+    Backend(
+        name="tensorflow",
+        summary="peer: tf.image.crop_and_resize and its gradient ops (CPU, float32, NHWC)",
+        devices=("cpu",),
+        dtypes=(torch.float32,),
+        kernels={"crop_and_resize": OpKernels(_tensorflow_forward, _tensorflow_backward)},
+        unavailable_reason=_missing("tensorflow", "tensorflow"),
+    )
+)

@@ -1,0 +1,307 @@
+"""``reference``: plain Python scalar loops, the oracle every other backend is checked against.
+
+Cost: one Python-level multiply per bilinear tap, i.e. roughly a microsecond per sample per channel; use it on
+maps of tens of pixels, never on a detector workload. All arithmetic is done on Python floats (IEEE double),
+and every expression is written in the order the C++ kernels in ``csrc/`` evaluate it, so that float64 results
+of ``reference`` and ``cpp`` can be compared bit for bit. Loop order: box, channel, output cell, sample.
+
+Conventions (see ``shared/semantics.md``): ``crop_and_resize`` samples in pixel-index space ("corner aligned",
+pixel i sits at coordinate i) with TensorFlow's out-of-range rule; ``roi_align`` averages a grid of bilinear
+samples per bin with torchvision's clamping rule.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ._registry import Backend, OpKernels, register
+
+# --------------------------------------------------------------------------------------------- shared scalars
+
+
+def _round_half_away(v: float) -> float:
+    """std::round for v >= 0 (the only case used): 2.5 -> 3, unlike Python's round (2.5 -> 2)."""
+    f = math.floor(v)
+    return f + 1.0 if v - f >= 0.5 else f
+
+
+def _crop_coordinate(lo: float, hi: float, i: int, crop: int, size: int) -> float:
+    """crop_and_resize sample coordinate i of ``crop`` for a normalized box side [lo, hi] on a side of ``size``."""
+    if crop > 1:
+        scale = (hi - lo) * (size - 1) / (crop - 1)
+        return lo * (size - 1) + i * scale
+    return 0.5 * (lo + hi) * (size - 1)
+
+
+def _crop_coordinate_grads(i: int, crop: int, size: int) -> tuple[float, float]:
+    """d coordinate / d lo and d coordinate / d hi for ``_crop_coordinate``."""
+    if crop > 1:
+        ratio = (size - 1) / (crop - 1)
+        return (size - 1) - i * ratio, i * ratio
+    half = 0.5 * (size - 1)
+    return half, half
+
+
+def _roi_corner(v: float, size: int) -> tuple[int, int, float, bool]:
+    """torchvision's clamp of one in-range coordinate: (low, high, fraction, moves_with_v).
+
+    ``moves_with_v`` is False where the coordinate was clamped (v <= 0 or beyond the last pixel), so its
+    derivative with respect to the box is zero there.
+    """
+    moves = True
+    if v <= 0:
+        v = 0.0
+        moves = False
+    low = int(v)
+    if low >= size - 1:
+        low = high = size - 1
+        v = float(low)
+        moves = False
+    else:
+        high = low + 1
+    return low, high, v - low, moves
+
+
+# ------------------------------------------------------------------------------------------ crop_and_resize
+
+
+def crop_and_resize_forward(image, boxes, box_index, crop_height, crop_width, method, extrapolation_value):
+    N, C, H, W = image.shape
+    K = boxes.shape[0]
+    img = image.double().tolist()
+    bxs = boxes.double().tolist()
+    idx = box_index.tolist()
+    ext = float(extrapolation_value)
+    out = [[[[ext] * crop_width for _ in range(crop_height)] for _ in range(C)] for _ in range(K)]
+    for k in range(K):
+        y1, x1, y2, x2 = bxs[k]
+        n = idx[k]
+        for c in range(C):
+            plane = img[n][c]
+            for py in range(crop_height):
+                in_y = _crop_coordinate(y1, y2, py, crop_height, H)
+                if not (0 <= in_y <= H - 1):  # NB: written as not(in range) so NaN takes this branch
+                    continue
+                top = math.floor(in_y)
+                bottom = math.ceil(in_y)
+                y_lerp = in_y - top
+                for px in range(crop_width):
+                    in_x = _crop_coordinate(x1, x2, px, crop_width, W)
+                    if not (0 <= in_x <= W - 1):
+                        continue
+                    if method == "nearest":
+                        out[k][c][py][px] = plane[int(_round_half_away(in_y))][int(_round_half_away(in_x))]
+                        continue
+                    left = math.floor(in_x)
+                    right = math.ceil(in_x)
+                    x_lerp = in_x - left
+                    tl, tr = plane[top][left], plane[top][right]
+                    bl, br = plane[bottom][left], plane[bottom][right]
+                    t = tl + (tr - tl) * x_lerp
+                    b = bl + (br - bl) * x_lerp
+                    out[k][c][py][px] = t + (b - t) * y_lerp
+    return torch.tensor(out, dtype=image.dtype).reshape(K, C, crop_height, crop_width)
+
+
+def crop_and_resize_backward(
+    grad, image, boxes, box_index, crop_height, crop_width, method, image_grad, boxes_grad
+):
+    N, C, H, W = image.shape
+    K = boxes.shape[0]
+    img = image.double().tolist()
+    bxs = boxes.double().tolist()
+    idx = box_index.tolist()
+    g_out = grad.double().tolist()
+    g_img = [[[[0.0] * W for _ in range(H)] for _ in range(C)] for _ in range(N)]
+    g_box = [[0.0] * 4 for _ in range(K)]
+    bilinear = method == "bilinear"
+    for k in range(K):
+        y1, x1, y2, x2 = bxs[k]
+        n = idx[k]
+        for c in range(C):
+            plane = img[n][c]
+            g_plane = g_img[n][c]
+            for py in range(crop_height):
+                in_y = _crop_coordinate(y1, y2, py, crop_height, H)
+                if not (0 <= in_y <= H - 1):
+                    continue
+                dy_lo, dy_hi = _crop_coordinate_grads(py, crop_height, H)
+                top = math.floor(in_y)
+                bottom = math.ceil(in_y)
+                y_lerp = in_y - top
+                for px in range(crop_width):
+                    in_x = _crop_coordinate(x1, x2, px, crop_width, W)
+                    if not (0 <= in_x <= W - 1):
+                        continue
+                    g = g_out[k][c][py][px]
+                    if not bilinear:
+                        # Rounding has zero derivative almost everywhere: nearest gives no box gradient.
+                        g_plane[int(_round_half_away(in_y))][int(_round_half_away(in_x))] += g
+                        continue
+                    left = math.floor(in_x)
+                    right = math.ceil(in_x)
+                    x_lerp = in_x - left
+                    if image_grad:
+                        d_top = (1 - y_lerp) * g
+                        d_bottom = y_lerp * g
+                        g_plane[top][left] += (1 - x_lerp) * d_top
+                        g_plane[top][right] += x_lerp * d_top
+                        g_plane[bottom][left] += (1 - x_lerp) * d_bottom
+                        g_plane[bottom][right] += x_lerp * d_bottom
+                    if boxes_grad:
+                        tl, tr = plane[top][left], plane[top][right]
+                        bl, br = plane[bottom][left], plane[bottom][right]
+                        gy = g * ((1 - x_lerp) * (bl - tl) + x_lerp * (br - tr))
+                        gx = g * ((1 - y_lerp) * (tr - tl) + y_lerp * (br - bl))
+                        dx_lo, dx_hi = _crop_coordinate_grads(px, crop_width, W)
+                        g_box[k][0] += gy * dy_lo
+                        g_box[k][1] += gx * dx_lo
+                        g_box[k][2] += gy * dy_hi
+                        g_box[k][3] += gx * dx_hi
+    grad_image = torch.tensor(g_img, dtype=image.dtype).reshape(N, C, H, W) if image_grad else None
+    grad_boxes = torch.tensor(g_box, dtype=boxes.dtype).reshape(K, 4) if boxes_grad else None
+    return grad_image, grad_boxes
+
+
+# ------------------------------------------------------------------------------------------------ roi_align
+
+
+def _roi_geometry(roi, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):
+    """Per-box constants: batch index, start, bin size, grid, sample count, and whether the size was clamped."""
+    offset = 0.5 if aligned else 0.0
+    n = int(roi[0])
+    x_start = roi[1] * spatial_scale - offset
+    y_start = roi[2] * spatial_scale - offset
+    roi_w = roi[3] * spatial_scale - offset - x_start
+    roi_h = roi[4] * spatial_scale - offset - y_start
+    w_clamped = h_clamped = False
+    if not aligned:
+        # torchvision forces malformed boxes to 1x1; then the size no longer depends on the box.
+        if roi_w < 1.0:
+            roi_w, w_clamped = 1.0, True
+        if roi_h < 1.0:
+            roi_h, h_clamped = 1.0, True
+    bin_h = roi_h / pooled_height
+    bin_w = roi_w / pooled_width
+    grid_h = sampling_ratio if sampling_ratio > 0 else math.ceil(roi_h / pooled_height)
+    grid_w = sampling_ratio if sampling_ratio > 0 else math.ceil(roi_w / pooled_width)
+    count = max(grid_h * grid_w, 1)
+    return n, y_start, x_start, bin_h, bin_w, grid_h, grid_w, count, h_clamped, w_clamped
+
+
+def _roi_sample(start: float, p: int, bin_size: float, i: int, grid: int) -> float:
+    return start + p * bin_size + (i + 0.5) * bin_size / grid
+
+
+def _roi_position(p: int, i: int, grid: int, pooled: int, clamped: bool) -> float:
+    """Where sample i of bin p sits along the box, 0 at its start and 1 at its end: d sample / d end."""
+    if clamped:
+        return 0.0
+    return (p + (i + 0.5) / grid) / pooled
+
+
+def _roi_in_range(y: float, x: float, H: int, W: int) -> bool:
+    return -1.0 <= y <= H and -1.0 <= x <= W  # NaN compares False: an out-of-range sample
+
+
+def roi_align_forward(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):
+    N, C, H, W = input.shape
+    K = rois.shape[0]
+    img = input.double().tolist()
+    rs = rois.double().tolist()
+    out = [[[[0.0] * pooled_width for _ in range(pooled_height)] for _ in range(C)] for _ in range(K)]
+    for k in range(K):
+        n, y_start, x_start, bin_h, bin_w, grid_h, grid_w, count, _, _ = _roi_geometry(
+            rs[k], spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned
+        )
+        for c in range(C):
+            plane = img[n][c]
+            for ph in range(pooled_height):
+                for pw in range(pooled_width):
+                    acc = 0.0
+                    for iy in range(grid_h):
+                        y = _roi_sample(y_start, ph, bin_h, iy, grid_h)
+                        for ix in range(grid_w):
+                            x = _roi_sample(x_start, pw, bin_w, ix, grid_w)
+                            if not _roi_in_range(y, x, H, W):
+                                continue
+                            y_low, y_high, ly, _ = _roi_corner(y, H)
+                            x_low, x_high, lx, _ = _roi_corner(x, W)
+                            hy, hx = 1.0 - ly, 1.0 - lx
+                            w1, w2, w3, w4 = hy * hx, hy * lx, ly * hx, ly * lx
+                            acc += (
+                                w1 * plane[y_low][x_low]
+                                + w2 * plane[y_low][x_high]
+                                + w3 * plane[y_high][x_low]
+                                + w4 * plane[y_high][x_high]
+                            )
+                    out[k][c][ph][pw] = acc / count
+    return torch.tensor(out, dtype=input.dtype).reshape(K, C, pooled_height, pooled_width)
+
+
+def roi_align_backward(
+    grad, input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned, input_grad, rois_grad
+):
+    N, C, H, W = input.shape
+    K = rois.shape[0]
+    img = input.double().tolist()
+    rs = rois.double().tolist()
+    g_out = grad.double().tolist()
+    g_img = [[[[0.0] * W for _ in range(H)] for _ in range(C)] for _ in range(N)]
+    g_roi = [[0.0] * 5 for _ in range(K)]
+    for k in range(K):
+        n, y_start, x_start, bin_h, bin_w, grid_h, grid_w, count, h_clamped, w_clamped = _roi_geometry(
+            rs[k], spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned
+        )
+        for c in range(C):
+            plane = img[n][c]
+            g_plane = g_img[n][c]
+            for ph in range(pooled_height):
+                for pw in range(pooled_width):
+                    g = g_out[k][c][ph][pw]
+                    for iy in range(grid_h):
+                        y = _roi_sample(y_start, ph, bin_h, iy, grid_h)
+                        for ix in range(grid_w):
+                            x = _roi_sample(x_start, pw, bin_w, ix, grid_w)
+                            if not _roi_in_range(y, x, H, W):
+                                continue
+                            y_low, y_high, ly, y_moves = _roi_corner(y, H)
+                            x_low, x_high, lx, x_moves = _roi_corner(x, W)
+                            hy, hx = 1.0 - ly, 1.0 - lx
+                            if input_grad:
+                                g_plane[y_low][x_low] += g * (hy * hx) / count
+                                g_plane[y_low][x_high] += g * (hy * lx) / count
+                                g_plane[y_high][x_low] += g * (ly * hx) / count
+                                g_plane[y_high][x_high] += g * (ly * lx) / count
+                            if rois_grad:
+                                v1, v2 = plane[y_low][x_low], plane[y_low][x_high]
+                                v3, v4 = plane[y_high][x_low], plane[y_high][x_high]
+                                if y_moves:
+                                    gy = g * (hx * (v3 - v1) + lx * (v4 - v2)) / count
+                                    ay = _roi_position(ph, iy, grid_h, pooled_height, h_clamped)
+                                    g_roi[k][2] += gy * (spatial_scale * (1.0 - ay))
+                                    g_roi[k][4] += gy * (spatial_scale * ay)
+                                if x_moves:
+                                    gx = g * (hy * (v2 - v1) + ly * (v4 - v3)) / count
+                                    ax = _roi_position(pw, ix, grid_w, pooled_width, w_clamped)
+                                    g_roi[k][1] += gx * (spatial_scale * (1.0 - ax))
+                                    g_roi[k][3] += gx * (spatial_scale * ax)
+    grad_input = torch.tensor(g_img, dtype=input.dtype).reshape(N, C, H, W) if input_grad else None
+    grad_rois = torch.tensor(g_roi, dtype=rois.dtype).reshape(K, 5) if rois_grad else None
+    return grad_input, grad_rois
+
+
+BACKEND = register(
+    Backend(
+        name="reference",
+        summary="plain Python scalar loops; the oracle (slow: tiny inputs only)",
+        devices=("cpu",),
+        dtypes=(torch.float16, torch.bfloat16, torch.float32, torch.float64),
+        kernels={
+            "crop_and_resize": OpKernels(crop_and_resize_forward, crop_and_resize_backward),
+            "roi_align": OpKernels(roi_align_forward, roi_align_backward),
+        },
+    )
+)

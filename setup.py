@@ -1,0 +1,65 @@
+"""Builds the one extension module ``impls._C``: the C++ CPU kernels, plus the CUDA kernels when a toolkit is found.
+
+    pip install --no-build-isolation -e .
+
+A CUDA toolkit is used when ``CUDA_HOME`` (default ``/usr/local/cuda``) holds ``bin/nvcc``; a GPU is not needed
+to compile. Without a toolkit only the CPU kernels are built and the ``cuda`` backend reports itself unavailable.
+Compiler flags keep float64 results bit-exact with ``impls/reference.py``: no fast-math and no FP contraction
+(a fused multiply-add rounds once where the reference rounds twice).
+"""
+
+import glob
+import os
+
+from setuptools import setup
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def _cuda_home():
+    home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH") or "/usr/local/cuda"
+    return home if os.path.exists(os.path.join(home, "bin", "nvcc")) else None
+
+
+def _extension():
+    cuda_home = _cuda_home()
+    if cuda_home is not None:
+        # Must be set before torch.utils.cpp_extension is imported: unset, torch guesses /usr/local (where an
+        # nvcc wrapper may live) and linking fails with `cannot find -lcudart`.
+        os.environ["CUDA_HOME"] = cuda_home
+        # Unset, torch asks the (possibly absent) GPU for its architecture and fails with an IndexError.
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
+
+    from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
+
+    sources = [os.path.relpath(p, ROOT) for p in sorted(glob.glob(os.path.join(ROOT, "csrc", "**", "*.cpp"),
+                                                                  recursive=True))]
+    cxx = ["-O3", "-ffp-contract=off", "-fno-fast-math"]
+    if cuda_home is None:
+        return CppExtension("impls._C", sources, extra_compile_args={"cxx": cxx}), BuildExtension
+
+    sources += [os.path.relpath(p, ROOT) for p in sorted(glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cu")))]
+    include_dirs = []
+    try:
+        # cuBLAS/cuSPARSE headers (needed by ATen/cuda/CUDAContext.h) ship in the nvidia wheels torch installed,
+        # not in a minimal toolkit.
+        from cuda.pathfinder import find_nvidia_header_directory
+
+        header_dir = find_nvidia_header_directory("cusparse")
+        if header_dir:
+            include_dirs.append(header_dir)
+    except ImportError:
+        pass
+    # --fmad=false: no contraction on the GPU either, so CUDA float64 follows the same roundings as the CPU.
+    nvcc = ["-O3", "--fmad=false"]
+    ext = CUDAExtension(
+        "impls._C",
+        sources,
+        include_dirs=include_dirs,
+        extra_compile_args={"cxx": cxx, "nvcc": nvcc},
+    )
+    return ext, BuildExtension
+
+
+ext, build_ext = _extension()
+setup(ext_modules=[ext], cmdclass={"build_ext": build_ext.with_options(use_ninja=True)})

@@ -1,0 +1,159 @@
+"""Inputs, backend lists and tolerances shared by the tests: one place that defines the matrix.
+
+Every backend registered in ``impls`` is tested by the same matrix; a backend added to the registry is picked up
+here with no new test code. A backend whose record says it cannot run here makes its tests fail, not skip, except
+the ``cuda`` device, which is only part of the matrix on a machine with a GPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+import impls
+from impls._registry import registered
+
+ORACLE = "reference"
+PEERS = ("torchvision", "tensorflow")
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+CONTIGUITY = ("contiguous", "strided", "channels_last")
+PASSES = ("fwd", "bwd")
+
+# Allowed error relative to the largest magnitude of the oracle's result, per dtype, and why:
+TOLERANCE = {
+    # Same formulas, other evaluation order (vectorized sums samples per tap, not per sample): a few ulps
+    # times the number of terms summed (< 1e3 here).
+    torch.float64: 1e-12,
+    # Coordinates are computed in float32: a position error of ~1e-6 px times |d value / d position| ~ 1,
+    # accumulated over up to ~1e3 terms in a box gradient.
+    torch.float32: 1e-4,
+    # Inputs are rounded to 11 (float16) or 8 (bfloat16) mantissa bits before the oracle sees them, so only
+    # the output rounding (2**-11, 2**-8 relative) and float32-accumulated sums remain.
+    torch.float16: 4e-3,
+    torch.bfloat16: 3e-2,
+}
+# torchvision computes float16 in float16 (coordinates included): a sample ~10 px from the origin is misplaced by
+# up to 10 * 2**-11 = 5e-3 px, and its value by that times the map's slope (~2 here).
+PEER_TOLERANCE = {("torchvision", torch.float16): 3e-2}
+
+
+def tolerance(backend: str, dtype: torch.dtype) -> float:
+    return PEER_TOLERANCE.get((backend, dtype), TOLERANCE[dtype])
+
+
+@dataclasses.dataclass(frozen=True)
+class OpCase:
+    """One operator configuration of the matrix."""
+
+    id: str
+    op: str
+    kwargs: tuple  # keyword arguments of the public op besides input and boxes, as sorted pairs
+
+    @property
+    def params(self) -> dict:
+        return dict(self.kwargs)
+
+
+OP_CASES = (
+    OpCase("crop_and_resize-bilinear", "crop_and_resize", (("crop_size", (4, 5)), ("extrapolation_value", -1.5))),
+    OpCase("crop_and_resize-nearest", "crop_and_resize", (("crop_size", (3, 4)), ("method", "nearest"))),
+    OpCase("roi_align-aligned_sr2", "roi_align",
+           (("aligned", True), ("output_size", (3, 4)), ("sampling_ratio", 2), ("spatial_scale", 0.5))),
+    OpCase("roi_align-unaligned_adaptive", "roi_align",
+           (("aligned", False), ("output_size", 3), ("sampling_ratio", 0), ("spatial_scale", 1.0))),
+)
+
+
+def feature_map(seed: int = 0, n: int = 2, c: int = 3, h: int = 9, w: int = 11) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, c, h, w, generator=g, dtype=torch.float64)
+
+
+def crop_boxes(k: int = 6, seed: int = 1, n: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalized (y1, x1, y2, x2) boxes: some flipped, some reaching outside [0, 1]; random, so no sample
+    lands on a rounding tie or a pixel edge where the derivative jumps."""
+    g = torch.Generator().manual_seed(seed)
+    boxes = torch.rand(k, 4, generator=g, dtype=torch.float64) * 1.4 - 0.2  # [K, 4] in [-0.2, 1.2)
+    box_index = torch.randint(0, n, (k,), generator=g)
+    return boxes, box_index
+
+
+def roi_boxes(k: int = 6, seed: int = 2, n: int = 2, h: int = 9, w: int = 11, scale: float = 1.0) -> torch.Tensor:
+    """[K, 5] (batch, x1, y1, x2, y2) in image coordinates; some cross the border, one is smaller than a pixel."""
+    g = torch.Generator().manual_seed(seed)
+    x1 = torch.rand(k, generator=g, dtype=torch.float64) * (w + 2) - 2
+    y1 = torch.rand(k, generator=g, dtype=torch.float64) * (h + 2) - 2
+    bw = torch.rand(k, generator=g, dtype=torch.float64) * w * 0.8 + 0.3
+    bh = torch.rand(k, generator=g, dtype=torch.float64) * h * 0.8 + 0.3
+    bw[0], bh[0] = 0.37, 0.61  # sub-pixel box: exercises aligned=False's clamp to 1x1
+    batch = torch.randint(0, n, (k,), generator=g).to(torch.float64)
+    return torch.stack([batch, x1, y1, x1 + bw, y1 + bh], dim=1) / torch.tensor([1, scale, scale, scale, scale])
+
+
+def with_layout(x: torch.Tensor, contiguity: str) -> torch.Tensor:
+    """The same values as ``x`` in the memory layout named by ``contiguity``."""
+    if contiguity == "contiguous":
+        return x.contiguous()
+    if contiguity == "channels_last":
+        return x.contiguous(memory_format=torch.channels_last)
+    if contiguity == "strided":  # every other element of a wider tensor
+        wide = torch.zeros(*x.shape[:-1], 2 * x.shape[-1], dtype=x.dtype, device=x.device)
+        wide[..., ::2] = x
+        out = wide[..., ::2]
+        assert not out.is_contiguous()
+        return out
+    raise ValueError(contiguity)
+
+
+def call(case: OpCase, backend: str, x: torch.Tensor, boxes: torch.Tensor, box_index=None) -> torch.Tensor:
+    if case.op == "crop_and_resize":
+        return impls.crop_and_resize(x, boxes, box_index, backend=backend, **case.params)
+    return impls.roi_align(x, boxes, backend=backend, **case.params)
+
+
+def inputs(case: OpCase, seed: int = 0):
+    """float64 (feature map, boxes, box_index or None) for ``case``."""
+    x = feature_map(seed)
+    if case.op == "crop_and_resize":
+        boxes, box_index = crop_boxes(seed=seed + 1)
+        return x, boxes, box_index
+    scale = case.params["spatial_scale"]
+    return x, roi_boxes(seed=seed + 2, scale=scale), None
+
+
+def supports(backend: str, case: OpCase, device: str, dtype: torch.dtype) -> bool:
+    record = registered()[backend]
+    return case.op in record.kernels and device in record.devices and dtype in record.dtypes
+
+
+def gives_boxes_grad(backend: str, case: OpCase) -> bool:
+    """Whether the matrix compares box gradients. TensorFlow's nearest box gradient is its bilinear one
+    (a documented difference, tested in test_tensorflow_parity), so it is not compared to ours (zero)."""
+    if not registered()[backend].kernels[case.op].boxes_grad:
+        return False
+    return not (backend in PEERS and case.params.get("method") == "nearest")
+
+
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, tol: float, what: str) -> None:
+    """|actual - expected| <= tol * max(1, max|expected|), compared in float64."""
+    actual = actual.detach().to("cpu", torch.float64)
+    expected = expected.detach().to("cpu", torch.float64)
+    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    scale = max(1.0, expected.abs().max().item()) if expected.numel() else 1.0
+    err = (actual - expected).abs().max().item() if expected.numel() else 0.0
+    assert err <= tol * scale, f"{what}: max error {err:.3g} > {tol:.1g} x {scale:.3g}"
+
+
+def backends_for(op: str, device: str = "cpu", dtype: torch.dtype | None = None, exclude=()) -> list[str]:
+    """Registered backends that implement ``op`` on ``device`` (and ``dtype``), available here or not: an
+    unavailable one fails its tests instead of vanishing from them."""
+    return [
+        name for name, b in registered().items()
+        if op in b.kernels and device in b.devices and (dtype is None or dtype in b.dtypes) and name not in exclude
+    ]
+
+
+def best_dtype(backend: str) -> torch.dtype:
+    """float64 where the backend has it (the peers' tensorflow has only float32)."""
+    return torch.float64 if torch.float64 in registered()[backend].dtypes else torch.float32

@@ -1,0 +1,71 @@
+"""The one matrix every backend runs: backend x device x dtype x contiguity x op x pass, against ``reference``.
+
+The oracle is the ``reference`` backend evaluated in float64 on the very values the backend under test received
+(inputs are rounded to the tested dtype first), so only the backend's own arithmetic is measured.
+Tolerances and their reasons: ``cases.TOLERANCE``.
+"""
+
+import pytest
+import torch
+
+import cases
+from impls._registry import registered
+
+DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
+
+
+def _matrix():
+    for backend in registered():
+        if backend == cases.ORACLE:
+            continue
+        for device in cases.DEVICES:
+            for dtype in DTYPES:
+                for case in cases.OP_CASES:
+                    if not cases.supports(backend, case, device, dtype):
+                        continue
+                    for contiguity in cases.CONTIGUITY:
+                        for pass_ in cases.PASSES:
+                            dt = str(dtype).replace("torch.", "")
+                            yield pytest.param(
+                                backend, device, dtype, contiguity, case, pass_,
+                                id=f"{backend}-{device}-{dt}-{contiguity}-{case.id}-{pass_}",
+                            )
+
+
+def _run(case, backend, x, boxes, box_index, grad, boxes_grad):
+    x = x.detach().requires_grad_(grad is not None)
+    boxes = boxes.detach().requires_grad_(grad is not None and boxes_grad)
+    out = cases.call(case, backend, x, boxes, box_index)
+    if grad is None:
+        return out, None, None
+    out.backward(grad)
+    return out, x.grad, boxes.grad
+
+
+@pytest.mark.parametrize("backend,device,dtype,contiguity,case,pass_", list(_matrix()))
+def test_matches_reference(backend, device, dtype, contiguity, case, pass_):
+    x64, boxes64, box_index = cases.inputs(case)
+    x = cases.with_layout(x64.to(device, dtype), contiguity)
+    boxes = boxes64.to(device, dtype)
+    if contiguity == "strided":
+        boxes = cases.with_layout(boxes, "strided")
+    if box_index is not None:
+        box_index = box_index.to(device)
+    boxes_grad = cases.gives_boxes_grad(backend, case)
+    grad = None
+    if pass_ == "bwd":
+        out_shape = cases.call(case, cases.ORACLE, x64[:, :, :1, :1].expand_as(x64), boxes64, box_index).shape
+        grad = torch.randn(out_shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    got = _run(case, backend, x, boxes, box_index, None if grad is None else grad.to(device, dtype), boxes_grad)
+    want = _run(
+        case, cases.ORACLE, x.detach().cpu().double(), boxes.detach().cpu().double(),
+        None if box_index is None else box_index.cpu(), None if grad is None else grad.to(dtype).double(),
+        boxes_grad,
+    )
+    assert got[0].dtype == dtype and got[0].device.type == device
+    tol = cases.tolerance(backend, dtype)
+    cases.assert_close(got[0], want[0], tol, "forward")
+    if pass_ == "bwd":
+        cases.assert_close(got[1], want[1], tol, "input gradient")
+        if boxes_grad:
+            cases.assert_close(got[2], want[2], tol, "boxes gradient")

@@ -1,0 +1,75 @@
+"""The backend registry: what is listed, what ``auto`` picks, and that nothing falls back silently."""
+
+import dataclasses
+
+import pytest
+import torch
+
+import impls
+from impls import _registry
+
+# What `make test` installs on this project's machines; a backend missing here is a broken install, so the test
+# fails rather than skipping the backend's share of the matrix.
+EXPECTED_HERE = ("reference", "vectorized", "cpp", "torchvision", "tensorflow")
+
+
+def test_backends_lists_every_backend_with_its_support():
+    rows = {row["name"]: row for row in impls.backends()}
+    assert set(rows) == {"reference", "vectorized", "cpp", "cuda", "torchvision", "tensorflow"}
+    assert rows["torchvision"]["ops"] == ("roi_align",) and rows["torchvision"]["boxes_grad"] == ()
+    assert rows["tensorflow"]["ops"] == ("crop_and_resize",) and rows["tensorflow"]["dtypes"] == ("float32",)
+    for name in ("reference", "vectorized", "cpp", "cuda"):
+        assert set(rows[name]["ops"]) == {"crop_and_resize", "roi_align"}, name
+        assert set(rows[name]["boxes_grad"]) == {"crop_and_resize", "roi_align"}, name
+    for row in rows.values():
+        assert row["available"] == (row["reason"] is None), row
+
+
+@pytest.mark.parametrize("name", EXPECTED_HERE)
+def test_expected_backends_are_available(name):
+    row = {r["name"]: r for r in impls.backends()}[name]
+    assert row["available"], f"{name}: {row['reason']}"
+
+
+def test_cuda_available_exactly_when_a_gpu_is():
+    row = {r["name"]: r for r in impls.backends()}["cuda"]
+    assert row["available"] == torch.cuda.is_available(), row["reason"]
+
+
+def test_auto_policy():
+    assert impls.resolve_backend("auto", "roi_align", "cpu") == "cpp"
+    assert impls.resolve_backend("auto", "crop_and_resize", "cpu") == "cpp"
+    assert impls.resolve_backend("auto", "roi_align", "cuda") == "cuda"
+    assert impls.resolve_backend("vectorized", "roi_align", "cpu") == "vectorized"
+
+
+def test_auto_without_the_extension_is_vectorized_and_cpp_raises(monkeypatch):
+    unbuilt = dataclasses.replace(_registry.registered()["cpp"], unavailable_reason=lambda: "not built (test)")
+    monkeypatch.setitem(_registry._BACKENDS, "cpp", unbuilt)
+    assert impls.resolve_backend("auto", "roi_align", "cpu") == "vectorized"
+    with pytest.raises(impls.BackendUnavailableError, match=r"'cpp' is unavailable: not built \(test\)"):
+        impls.roi_align(torch.zeros(1, 1, 4, 4), torch.tensor([[0.0, 0, 0, 2, 2]]), 2, backend="cpp")
+
+
+def test_unknown_backend_lists_the_known_ones():
+    with pytest.raises(ValueError, match="unknown backend 'fast'.*reference \\(available\\).*cuda"):
+        impls.roi_align(torch.zeros(1, 1, 4, 4), torch.tensor([[0.0, 0, 0, 2, 2]]), 2, backend="fast")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without a GPU")
+def test_cuda_backend_without_gpu_says_why():
+    with pytest.raises(impls.BackendUnavailableError, match="'cuda' is unavailable: .*no CUDA GPU"):
+        impls.crop_and_resize(torch.zeros(1, 1, 4, 4), torch.zeros(1, 4), torch.tensor([0]), 2, backend="cuda")
+
+
+def test_backend_limits_raise_instead_of_falling_back():
+    x = torch.zeros(1, 1, 4, 4, dtype=torch.float64)
+    with pytest.raises(ValueError, match="'torchvision' does not implement crop_and_resize"):
+        impls.crop_and_resize(x, torch.zeros(1, 4, dtype=torch.float64), torch.tensor([0]), 2, backend="torchvision")
+    with pytest.raises(TypeError, match="'tensorflow' supports dtypes torch.float32, not torch.float64"):
+        impls.crop_and_resize(x, torch.zeros(1, 4, dtype=torch.float64), torch.tensor([0]), 2, backend="tensorflow")
+    with pytest.raises(TypeError, match="'torchvision' supports dtypes .* not torch.bfloat16"):
+        impls.roi_align(x.bfloat16(), torch.zeros(1, 5, dtype=torch.bfloat16), 2, backend="torchvision")
+    boxes = torch.tensor([[0.0, 0, 0, 2, 2]], dtype=torch.float64, requires_grad=True)
+    with pytest.raises(ValueError, match="'torchvision' gives no gradient to the boxes"):
+        impls.roi_align(x, boxes, 2, backend="torchvision")

@@ -1,0 +1,135 @@
+"""Bad input raises a clear Python exception naming the argument, before any backend runs; empty inputs work.
+
+The validation is shared by every backend, so the error cases run on every available CPU backend that
+implements the op (a backend must not be reachable with unvalidated input).
+"""
+
+import pytest
+import torch
+
+import cases
+import impls
+
+CROP_BACKENDS = cases.backends_for("crop_and_resize")
+ROI_BACKENDS = cases.backends_for("roi_align")
+
+
+def _crop_args(**change):
+    args = dict(
+        image=torch.zeros(2, 3, 5, 6), boxes=torch.tensor([[0.1, 0.1, 0.9, 0.9]] * 3),
+        box_index=torch.tensor([0, 1, 1]), crop_size=(2, 2),
+    )
+    args.update(change)
+    return args
+
+
+CROP_ERRORS = {
+    "image_3d": (dict(image=torch.zeros(3, 5, 6)), ValueError, "image must be 4-D"),
+    "image_int": (dict(image=torch.zeros(2, 3, 5, 6, dtype=torch.int64)), TypeError, "image must be a floating"),
+    "image_empty_plane": (dict(image=torch.zeros(2, 3, 0, 6)), ValueError, "H > 0 and W > 0"),
+    "boxes_k3": (dict(boxes=torch.zeros(3, 3)), ValueError, r"boxes must be a Tensor\[K, 4\]"),
+    "boxes_dtype": (dict(boxes=torch.zeros(3, 4, dtype=torch.float64)), TypeError, "cast boxes to torch.float32"),
+    "boxes_nan": (dict(boxes=torch.tensor([[0.1, 0.1, float("nan"), 0.9]] * 3)), ValueError, "boxes must be finite"),
+    "boxes_inf": (dict(boxes=torch.tensor([[0.1, 0.1, float("inf"), 0.9]] * 3)), ValueError, "boxes must be finite"),
+    "box_index_float": (dict(box_index=torch.tensor([0.0, 1.0, 1.0])), TypeError, "box_index must be int32 or int64"),
+    "box_index_2d": (dict(box_index=torch.tensor([[0, 1, 1]])), ValueError, r"box_index must be a Tensor\[K\]"),
+    "box_index_count": (dict(box_index=torch.tensor([0, 1])), ValueError, "box_index has 2 entries but boxes has 3"),
+    "box_index_high": (dict(box_index=torch.tensor([0, 2, 1])), IndexError, r"box_index must be in \[0, 2\)"),
+    "box_index_negative": (dict(box_index=torch.tensor([0, -1, 1])), IndexError, r"box_index must be in \[0, 2\)"),
+    "crop_size_zero": (dict(crop_size=(0, 2)), ValueError, "crop_size must be positive"),
+    "crop_size_float": (dict(crop_size=(2.0, 2)), TypeError, "crop_size must be an int or a pair"),
+    "method": (dict(method="bicubic"), ValueError, "method must be one of"),
+    "extrapolation_value": (dict(extrapolation_value="0"), TypeError, "extrapolation_value must be a number"),
+}
+
+
+@pytest.mark.parametrize("case", CROP_ERRORS)
+@pytest.mark.parametrize("backend", CROP_BACKENDS)
+def test_crop_and_resize_rejects(backend, case):
+    change, error, message = CROP_ERRORS[case]
+    with pytest.raises(error, match=message):
+        impls.crop_and_resize(**_crop_args(**change), backend=backend)
+
+
+def _roi_args(**change):
+    args = dict(input=torch.zeros(2, 3, 5, 6), boxes=torch.tensor([[0, 0.5, 0.5, 3.0, 4.0], [1, 1, 1, 2, 2]]),
+                output_size=(2, 2))
+    args.update(change)
+    return args
+
+
+ROI_ERRORS = {
+    "input_5d": (dict(input=torch.zeros(1, 2, 3, 5, 6)), ValueError, "input must be 4-D"),
+    "input_not_tensor": (dict(input=[[1.0]]), TypeError, r"input must be a Tensor\[N, C, H, W\]"),
+    "boxes_k4": (dict(boxes=torch.zeros(2, 4)), ValueError, r"boxes must be a Tensor\[K, 5\]"),
+    "boxes_list_k5": (dict(boxes=[torch.zeros(2, 5)]), ValueError, r"boxes\[0\] must be a Tensor\[L, 4\]"),
+    "boxes_list_too_long": (dict(boxes=[torch.zeros(1, 4)] * 3), IndexError, "list of 3 tensors but input has only 2"),
+    "boxes_dtype": (dict(boxes=torch.zeros(2, 5, dtype=torch.float64)), TypeError, "cast boxes to torch.float32"),
+    "boxes_not_tensor": (dict(boxes="boxes"), TypeError, "boxes must be a Tensor"),
+    "batch_index_high": (dict(boxes=torch.tensor([[2.0, 0, 0, 1, 1]])), IndexError, r"batch index\) must be in"),
+    "batch_index_fraction": (dict(boxes=torch.tensor([[0.5, 0, 0, 1, 1]])), ValueError, "whole numbers"),
+    "boxes_nan": (dict(boxes=torch.tensor([[0.0, 0, float("nan"), 1, 1]])), ValueError, "boxes must be finite"),
+    "output_size_negative": (dict(output_size=-1), ValueError, "output_size must be positive"),
+    "output_size_triple": (dict(output_size=(2, 2, 2)), TypeError, "output_size must be an int or a pair"),
+    "spatial_scale_zero": (dict(spatial_scale=0.0), ValueError, "spatial_scale must be a positive number"),
+    "sampling_ratio_float": (dict(sampling_ratio=1.5), TypeError, "sampling_ratio must be an int"),
+    "aligned_int": (dict(aligned=1), TypeError, "aligned must be a bool"),
+}
+
+
+@pytest.mark.parametrize("case", ROI_ERRORS)
+@pytest.mark.parametrize("backend", ROI_BACKENDS)
+def test_roi_align_rejects(backend, case):
+    change, error, message = ROI_ERRORS[case]
+    with pytest.raises(error, match=message):
+        impls.roi_align(**_roi_args(**change), backend=backend)
+
+
+def test_modules_reject_bad_sizes_and_boxes():
+    with pytest.raises(ValueError, match=r"\(crop_height, crop_width\) must be positive"):
+        impls.CropAndResize(0, 3)
+    with pytest.raises(TypeError, match=r"\(crop_height, crop_width\) must be an int or a pair"):
+        impls.RoIAlign(2.5, 3)
+    with pytest.raises(ValueError, match=r"boxes must be a Tensor\[K, 4\] of pixel"):
+        impls.RoIAlign(2, 2)(torch.zeros(1, 1, 4, 4), torch.zeros(1, 5), torch.tensor([0]))
+
+
+def _grads(op, backend, x, boxes, extra):
+    x = x.detach().requires_grad_()
+    boxes_grad = impls._registry.registered()[backend].kernels[op].boxes_grad
+    boxes = boxes.detach().requires_grad_(boxes_grad)
+    fn = getattr(impls, op)
+    out = fn(x, boxes, *extra, backend=backend)
+    out.sum().backward()
+    return out, x.grad, boxes.grad if boxes_grad else torch.zeros_like(boxes)
+
+
+@pytest.mark.parametrize("n", [2, 0], ids=["n2", "n0"])
+@pytest.mark.parametrize("backend", CROP_BACKENDS)
+def test_crop_and_resize_empty(backend, n):
+    dtype = cases.best_dtype(backend)
+    image = torch.randn(n, 3, 5, 6, dtype=dtype)
+    out, d_image, d_boxes = _grads("crop_and_resize", backend, image, torch.zeros(0, 4, dtype=dtype),
+                                   (torch.zeros(0, dtype=torch.int64), (2, 4)))
+    assert out.shape == (0, 3, 2, 4) and out.dtype == dtype
+    assert d_image.shape == image.shape and not d_image.any()
+    assert d_boxes.shape == (0, 4)
+
+
+@pytest.mark.parametrize("n", [2, 0], ids=["n2", "n0"])
+@pytest.mark.parametrize("backend", ROI_BACKENDS)
+def test_roi_align_empty(backend, n):
+    dtype = cases.best_dtype(backend)
+    x = torch.randn(n, 3, 5, 6, dtype=dtype)
+    out, d_x, d_boxes = _grads("roi_align", backend, x, torch.zeros(0, 5, dtype=dtype), ((2, 4),))
+    assert out.shape == (0, 3, 2, 4) and out.dtype == dtype
+    assert d_x.shape == x.shape and not d_x.any()
+    assert d_boxes.shape == (0, 5)
+
+
+@pytest.mark.parametrize("backend", ROI_BACKENDS)
+def test_roi_align_empty_list_of_boxes(backend):
+    dtype = cases.best_dtype(backend)
+    out = impls.roi_align(torch.randn(2, 3, 5, 6, dtype=dtype), [torch.zeros(0, 4, dtype=dtype)] * 2, 3,
+                          backend=backend)
+    assert out.shape == (0, 3, 3, 3)

@@ -1,0 +1,62 @@
+"""``torch.autograd.gradcheck`` in float64: each backend's analytic image and box gradients equal finite
+differences of its own forward, for both ops.
+
+Boxes are random (no sample on a pixel edge or a rounding tie, where the bilinear map has a kink) and kept at
+least two pixels wide, so that neither a finite-difference step (1e-6) nor roi_align's adaptive
+``ceil(size / output)`` crosses a discontinuity. roi_align boxes are passed as a list of ``Tensor[L, 4]``, so the
+box gradient is checked on the coordinates only (the batch column is an index, not a variable).
+"""
+
+import pytest
+import torch
+
+import cases
+import impls
+
+
+
+def _backend_devices(op):
+    return [
+        pytest.param(b, d, id=f"{b}-{d}")
+        for d in cases.DEVICES for b in cases.backends_for(op, device=d, dtype=torch.float64)
+    ]
+
+
+def _roi_case(device, seed=31):
+    x = cases.feature_map(seed=seed, n=2, c=2, h=6, w=7).to(device)  # [2, 2, 6, 7]
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(5, 2, generator=g, dtype=torch.float64) * 5 - 1.2  # some cross the top/left border
+    wh = torch.rand(5, 2, generator=g, dtype=torch.float64) * 3 + 2
+    boxes = torch.cat([xy, xy + wh], dim=1).to(device)  # [5, 4] (x1, y1, x2, y2)
+    return x, [boxes[:3], boxes[3:]]
+
+
+@pytest.mark.parametrize("aligned,sampling_ratio", [(True, 2), (False, 0)], ids=["aligned_sr2", "unaligned_adaptive"])
+@pytest.mark.parametrize("backend,device", _backend_devices("roi_align"))
+def test_roi_align_gradcheck(backend, aligned, sampling_ratio, device):
+    x, (b0, b1) = _roi_case(device)
+    boxes_grad = impls._registry.registered()[backend].kernels["roi_align"].boxes_grad
+    x.requires_grad_()
+    b0.requires_grad_(boxes_grad)
+    b1.requires_grad_(boxes_grad)
+
+    def fn(x, b0, b1):
+        return impls.roi_align(x, [b0, b1], (2, 3), spatial_scale=0.9, sampling_ratio=sampling_ratio,
+                               aligned=aligned, backend=backend)
+
+    assert torch.autograd.gradcheck(fn, (x, b0, b1), eps=1e-6, atol=1e-8, rtol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["bilinear", "nearest"])
+@pytest.mark.parametrize("backend,device", _backend_devices("crop_and_resize"))
+def test_crop_and_resize_gradcheck(backend, method, device):
+    image = cases.feature_map(seed=41, n=2, c=2, h=5, w=6).to(device).requires_grad_()  # [2, 2, 5, 6]
+    boxes, box_index = cases.crop_boxes(k=4, seed=42)  # flipped and outside [0, 1] included
+    boxes = boxes.to(device).requires_grad_()
+
+    def fn(image, boxes):
+        return impls.crop_and_resize(image, boxes, box_index.to(device), (3, 2), method=method,
+                                     extrapolation_value=0.5, backend=backend)
+
+    # nearest: the box gradient is zero and finite differences agree (the crop is locally constant in the boxes).
+    assert torch.autograd.gradcheck(fn, (image, boxes), eps=1e-6, atol=1e-8, rtol=1e-6)
