@@ -2,8 +2,9 @@
 //
 // Forward: one thread per output element (k, c, y, x), grid-stride.
 // Image gradient: by default one thread per incoming gradient element, atomically adding its (up to) four taps
-// into grad_image (float32 accumulation buffer for half/bfloat16, then one cast: fewer roundings than half
-// atomics). With torch.use_deterministic_algorithms(True): the atomic-free "pull" of cuda_common.cuh.
+// into grad_image with at::native::fastAtomicAdd (paired half2/bfloat162 atomics for half types; see
+// roi_align_kernel.cu). With torch.use_deterministic_algorithms(True): the atomic-free "pull" of
+// cuda_common.cuh, which sums in float for half types and rounds once.
 // Box gradient: one block per box, a fixed partition of (channel, cell) over its threads and a fixed tree
 // reduction: deterministic.
 // Invalid input that slipped past the Python checks (box_index outside [0, N)) cannot raise here without a
@@ -12,6 +13,7 @@
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/cuda/Atomic.cuh>
+#include <ATen/native/cuda/KernelUtils.cuh>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -96,14 +98,18 @@ template <typename scalar_t, typename T>
 __global__ void crop_image_grad_atomic_kernel(CropShape s, const scalar_t* __restrict__ grad,
                                               const scalar_t* __restrict__ boxes,
                                               const int64_t* __restrict__ box_index, bool nearest,
-                                              T* __restrict__ grad_image) {
+                                              scalar_t* __restrict__ grad_image) {
   const int64_t total = s.K * s.C * s.cells();
+  const int64_t numel = s.N * s.C * s.H * s.W;
   IMPLS_GRID_STRIDE(i, total) {
     const int64_t px = i % s.crop_w, py = (i / s.crop_w) % s.crop_h;
     const int64_t c = (i / s.cells()) % s.C, k = i / (s.cells() * s.C);
     const CropSample<T> smp = crop_sample<scalar_t, T>(boxes, box_index, s, k, py, px);
     if (!smp.valid || !(smp.n >= 0 && smp.n < s.N)) continue;
-    T* plane = grad_image + (smp.n * s.C + c) * s.H * s.W;
+    const int64_t plane = (smp.n * s.C + c) * s.H * s.W;
+    const auto add = [&](int64_t y, int64_t x, T v) {
+      at::native::fastAtomicAdd(grad_image, plane + y * s.W + x, numel, static_cast<scalar_t>(v), true);
+    };
     const T g = static_cast<T>(grad[i]);
     if (nearest) {
       // The crop tap's floor/ceil are not needed: nearest rounds the coordinate itself.
@@ -111,15 +117,15 @@ __global__ void crop_image_grad_atomic_kernel(CropShape s, const scalar_t* __res
       const T x1 = static_cast<T>(boxes[k * 4 + 1]), x2 = static_cast<T>(boxes[k * 4 + 3]);
       const int64_t ny = round_half_away(crop_coordinate<T>(y1, y2, py, s.crop_h, s.H));
       const int64_t nx = round_half_away(crop_coordinate<T>(x1, x2, px, s.crop_w, s.W));
-      gpuAtomicAddNoReturn(plane + ny * s.W + nx, g);
+      add(ny, nx, g);
       continue;
     }
     const T d_top = (1 - smp.y.lerp) * g;
     const T d_bottom = smp.y.lerp * g;
-    gpuAtomicAddNoReturn(plane + smp.y.lo * s.W + smp.x.lo, (1 - smp.x.lerp) * d_top);
-    gpuAtomicAddNoReturn(plane + smp.y.lo * s.W + smp.x.hi, smp.x.lerp * d_top);
-    gpuAtomicAddNoReturn(plane + smp.y.hi * s.W + smp.x.lo, (1 - smp.x.lerp) * d_bottom);
-    gpuAtomicAddNoReturn(plane + smp.y.hi * s.W + smp.x.hi, smp.x.lerp * d_bottom);
+    add(smp.y.lo, smp.x.lo, (1 - smp.x.lerp) * d_top);
+    add(smp.y.lo, smp.x.hi, smp.x.lerp * d_top);
+    add(smp.y.hi, smp.x.lo, (1 - smp.x.lerp) * d_bottom);
+    add(smp.y.hi, smp.x.hi, smp.x.lerp * d_bottom);
   }
 }
 
@@ -265,14 +271,12 @@ std::tuple<at::Tensor, at::Tensor> crop_and_resize_backward_cuda(const at::Tenso
       }
       gather_taps<scalar_t, T>(e, grad, grad_image, s.cells(), CropCombine<T>{});
     } else if (image_grad) {
-      // float/double accumulate in grad_image itself; half/bfloat16 in a float32 buffer, cast once at the end.
-      at::Tensor acc = at::zeros({s.N, s.C, s.H, s.W}, image.options().dtype(c10::CppTypeToScalarType<T>::value));
+      grad_image = at::zeros({s.N, s.C, s.H, s.W}, image.options());
       if (grad.numel() > 0) {
         crop_image_grad_atomic_kernel<scalar_t, T><<<blocks_for(grad.numel()), kThreads, 0, stream>>>(
-            s, grad.const_data_ptr<scalar_t>(), bx, idx, nearest, acc.mutable_data_ptr<T>());
+            s, grad.const_data_ptr<scalar_t>(), bx, idx, nearest, grad_image.mutable_data_ptr<scalar_t>());
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       }
-      grad_image = acc.scalar_type() == image.scalar_type() ? acc : acc.to(image.scalar_type());
     }
     // Nearest sampling has zero derivative with respect to the box almost everywhere: grad_boxes stays 0.
     if (boxes_grad && !nearest && s.K > 0) {

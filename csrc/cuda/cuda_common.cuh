@@ -34,7 +34,9 @@ __device__ __forceinline__ void block_sum(T (&v)[kValues], T* shared /* [kValues
   __syncthreads();
   for (int stride = kThreads / 2; stride > 0; stride /= 2) {
     if (threadIdx.x < stride) {
-      for (int j = 0; j < kValues; ++j) shared[j * kThreads + threadIdx.x] += shared[j * kThreads + threadIdx.x + stride];
+      for (int j = 0; j < kValues; ++j) {
+        shared[j * kThreads + threadIdx.x] += shared[j * kThreads + threadIdx.x + stride];
+      }
     }
     __syncthreads();
   }

@@ -3,7 +3,7 @@
 // Forward: one thread per output element (k, c, ph, pw), looping over the bin's samples; the per-box geometry
 // is a few flops and is recomputed per thread rather than staged through memory.
 // Input gradient: by default one thread per incoming gradient element, atomically adding each sample's four
-// taps into grad_input (float32 accumulation buffer for half/bfloat16, then one cast). With
+// taps into grad_input with at::native::fastAtomicAdd (see the kernel). With
 // torch.use_deterministic_algorithms(True): the atomic-free "pull" of cuda_common.cuh; the adaptive grid makes
 // the number of taps per box data-dependent, so this path reads its total back to the host (one sync).
 // Box gradient: one block per box, a fixed partition of (channel, cell) over its threads and a fixed tree
@@ -15,6 +15,7 @@
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/cuda/Atomic.cuh>
+#include <ATen/native/cuda/KernelUtils.cuh>
 #include <ATen/ops/cumsum.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
@@ -112,11 +113,17 @@ __global__ void roi_forward_kernel(RoiShape s, T spatial_scale, const scalar_t* 
   }
 }
 
-// Atomic input gradient: one thread per grad element.
+// Atomic input gradient: one thread per grad element. Each tap's share is computed in T (float for half types)
+// and added with at::native::fastAtomicAdd: a native atomicAdd for float/double; for half/bfloat16 a paired
+// half2/bfloat162 atomic on the aligned pair holding the element (native on sm_80+) instead of a 32-bit CAS
+// loop. grad_input stays in the input's dtype: no float32 buffer (2x the bytes) and no cast pass afterwards.
+// Each element then rounds once per add in its own dtype, as torchvision's half backward does; the
+// deterministic path below sums in T and rounds once.
 template <typename scalar_t, typename T>
 __global__ void roi_input_grad_atomic_kernel(RoiShape s, T spatial_scale, const scalar_t* __restrict__ grad,
-                                             const scalar_t* __restrict__ rois, T* __restrict__ grad_input) {
+                                             const scalar_t* __restrict__ rois, scalar_t* __restrict__ grad_input) {
   const int64_t total = s.K * s.C * s.cells();
+  const int64_t numel = s.N * s.C * s.H * s.W;
   IMPLS_GRID_STRIDE(i, total) {
     const int64_t pw = i % s.PW, ph = (i / s.PW) % s.PH;
     const int64_t c = (i / s.cells()) % s.C, k = i / (s.cells() * s.C);
@@ -124,16 +131,19 @@ __global__ void roi_input_grad_atomic_kernel(RoiShape s, T spatial_scale, const 
     if (!box.ok) continue;
     const RoiGeometry<T>& g = box.g;
     const T count = static_cast<T>(g.count);
-    T* plane = grad_input + (box.n * s.C + c) * s.H * s.W;
+    const int64_t plane = (box.n * s.C + c) * s.H * s.W;
+    const auto add = [&](int64_t y, int64_t x, T v) {
+      at::native::fastAtomicAdd(grad_input, plane + y * s.W + x, numel, static_cast<scalar_t>(v), true);
+    };
     const T gv = static_cast<T>(grad[i]);
     for (int64_t iy = 0; iy < g.grid_h; ++iy) {
       for (int64_t ix = 0; ix < g.grid_w; ++ix) {
         const RoiTap<T> t = roi_tap(s, g, ph, pw, iy, ix);
         if (!t.valid) continue;
-        gpuAtomicAddNoReturn(plane + t.y.low * s.W + t.x.low, gv * (t.hy * t.hx) / count);
-        gpuAtomicAddNoReturn(plane + t.y.low * s.W + t.x.high, gv * (t.hy * t.x.frac) / count);
-        gpuAtomicAddNoReturn(plane + t.y.high * s.W + t.x.low, gv * (t.y.frac * t.hx) / count);
-        gpuAtomicAddNoReturn(plane + t.y.high * s.W + t.x.high, gv * (t.y.frac * t.x.frac) / count);
+        add(t.y.low, t.x.low, gv * (t.hy * t.hx) / count);
+        add(t.y.low, t.x.high, gv * (t.hy * t.x.frac) / count);
+        add(t.y.high, t.x.low, gv * (t.y.frac * t.hx) / count);
+        add(t.y.high, t.x.high, gv * (t.y.frac * t.x.frac) / count);
       }
     }
   }
@@ -308,14 +318,12 @@ std::tuple<at::Tensor, at::Tensor> roi_align_backward_cuda(const at::Tensor& gra
       }
       gather_taps<scalar_t, T>(e, grad, grad_input, s.cells(), RoiCombine<T>{});
     } else if (input_grad) {
-      // float/double accumulate in grad_input itself; half/bfloat16 in a float32 buffer, cast once at the end.
-      at::Tensor acc = at::zeros({s.N, s.C, s.H, s.W}, acc_options);
+      grad_input = at::zeros({s.N, s.C, s.H, s.W}, input.options());
       if (grad.numel() > 0) {
         roi_input_grad_atomic_kernel<scalar_t, T><<<blocks_for(grad.numel()), kThreads, 0, stream>>>(
-            s, scale, grad.const_data_ptr<scalar_t>(), r, acc.mutable_data_ptr<T>());
+            s, scale, grad.const_data_ptr<scalar_t>(), r, grad_input.mutable_data_ptr<scalar_t>());
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       }
-      grad_input = acc.scalar_type() == input.scalar_type() ? acc : acc.to(input.scalar_type());
     }
     if (rois_grad && s.K > 0) {
       roi_rois_grad_kernel<scalar_t, T><<<static_cast<unsigned int>(s.K), kThreads, 0, stream>>>(

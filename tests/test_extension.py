@@ -1,0 +1,243 @@
+"""The compiled extension ``impls._C`` as an operator library: what the backend matrix does not show.
+
+Each test states one property of the four ``torch.ops.impls`` operators or of the ``cpp``/``cuda`` backends:
+their registrations pass ``torch.library.opcheck``; ``torch.compile(fullgraph=True)`` and ``torch.export``
+trace through the public ops with ``backend="cpp"``; the CPU backward gives the same bits whatever the thread
+count; the CUDA kernels are in the dispatcher whenever the build found a toolkit; and bad values that bypass
+the Python checks raise instead of reading out of bounds.
+"""
+
+import os
+
+import pytest
+import torch
+
+import impls
+from impls import _extension
+
+OPS = torch.ops.impls
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+DTYPES = (torch.float32, torch.float64)
+GRAD_FLAGS = ((True, True), (True, False), (False, True), (False, False))
+OP_NAMES = ("crop_and_resize_forward", "crop_and_resize_backward", "roi_align_forward", "roi_align_backward")
+
+
+def _dt(dtype):
+    return str(dtype).replace("torch.", "")
+
+
+def _crop_inputs(device, dtype, n=2, c=3, h=7, w=9, k=5):
+    g = torch.Generator().manual_seed(0)
+    image = torch.randn(n, c, h, w, generator=g, dtype=dtype).to(device)
+    boxes = (torch.rand(k, 4, generator=g, dtype=dtype) * 1.2 - 0.1).to(device)  # some reach outside [0, 1]
+    box_index = torch.randint(0, n, (k,), generator=g).to(device)
+    return image, boxes, box_index
+
+
+def _roi_inputs(device, dtype, n=2, c=3, h=7, w=9, k=5):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(n, c, h, w, generator=g, dtype=dtype).to(device)
+    xy = torch.rand(k, 2, generator=g, dtype=dtype) * torch.tensor([w, h], dtype=dtype)  # [K, 2] (x1, y1)
+    size = torch.rand(k, 2, generator=g, dtype=dtype) * 4 + 0.5  # [K, 2] (w, h)
+    batch = torch.randint(0, n, (k, 1), generator=g).to(dtype)  # [K, 1]
+    rois = torch.cat([batch, xy, xy + size], dim=1).to(device)  # [K, 5]
+    return x, rois
+
+
+# -------------------------------------------------------------------------------------------------- opcheck
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=_dt)
+@pytest.mark.parametrize("method", ("bilinear", "nearest"))
+def test_opcheck_crop_and_resize_forward(device, dtype, method):
+    image, boxes, box_index = _crop_inputs(device, dtype)
+    torch.library.opcheck(OPS.crop_and_resize_forward.default, (image, boxes, box_index, 3, 4, method, -1.0))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=_dt)
+@pytest.mark.parametrize("image_grad,boxes_grad", GRAD_FLAGS)
+def test_opcheck_crop_and_resize_backward(device, dtype, image_grad, boxes_grad):
+    image, boxes, box_index = _crop_inputs(device, dtype)
+    grad = torch.randn(boxes.shape[0], image.shape[1], 3, 4, dtype=dtype, device=device)
+    torch.library.opcheck(
+        OPS.crop_and_resize_backward.default,
+        (grad, image, boxes, box_index, 3, 4, "bilinear", image_grad, boxes_grad),
+    )
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=_dt)
+@pytest.mark.parametrize("aligned,sampling_ratio", ((True, 2), (False, 0)))
+def test_opcheck_roi_align_forward(device, dtype, aligned, sampling_ratio):
+    x, rois = _roi_inputs(device, dtype)
+    torch.library.opcheck(OPS.roi_align_forward.default, (x, rois, 0.5, 3, 2, sampling_ratio, aligned))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=_dt)
+@pytest.mark.parametrize("input_grad,rois_grad", GRAD_FLAGS)
+def test_opcheck_roi_align_backward(device, dtype, input_grad, rois_grad):
+    x, rois = _roi_inputs(device, dtype)
+    grad = torch.randn(rois.shape[0], x.shape[1], 3, 2, dtype=dtype, device=device)
+    torch.library.opcheck(
+        OPS.roi_align_backward.default, (grad, x, rois, 0.5, 3, 2, 2, True, input_grad, rois_grad)
+    )
+
+
+# ------------------------------------------------------------------------------------- compile and export
+
+
+class _TwoHeads(torch.nn.Module):
+    """Both public ops on one feature map, as a detector would call them."""
+
+    def forward(self, x, rois, crop_boxes, box_index):
+        pooled = impls.roi_align(x, rois, (3, 2), spatial_scale=0.5, sampling_ratio=2, aligned=True, backend="cpp")
+        crops = impls.crop_and_resize(x, crop_boxes, box_index, (4, 3), backend="cpp")
+        # Returned as they are: a reduction here would be fused by inductor and reordered, changing the bits.
+        return pooled, crops  # [K, C, 3, 2], [K, C, 4, 3]
+
+
+def _two_heads_inputs(requires_grad):
+    x, rois = _roi_inputs("cpu", torch.float32)
+    _, crop_boxes, box_index = _crop_inputs("cpu", torch.float32)
+    x = x.requires_grad_(requires_grad)
+    rois = rois.requires_grad_(requires_grad)
+    crop_boxes = crop_boxes.requires_grad_(requires_grad)
+    return x, rois, crop_boxes, box_index
+
+
+def test_compile_fullgraph_equals_eager():
+    # Same kernels either way: the compiled graph must give the eager bits, forward and backward.
+    torch._dynamo.reset()
+    model = _TwoHeads()
+    compiled = torch.compile(model, fullgraph=True)
+    results = []
+    for fn in (model, compiled):
+        x, rois, crop_boxes, box_index = _two_heads_inputs(requires_grad=True)
+        pooled, crops = fn(x, rois, crop_boxes, box_index)
+        grads = [torch.linspace(-1, 1, t.numel()).reshape(t.shape) for t in (pooled, crops)]
+        torch.autograd.backward((pooled, crops), grads)
+        results.append((pooled.detach(), crops.detach(), x.grad, rois.grad, crop_boxes.grad))
+    names = ("roi_align", "crop_and_resize", "input grad", "rois grad", "crop boxes grad")
+    for name, eager, comp in zip(names, *results):
+        assert torch.equal(eager, comp), f"{name}: compiled differs from eager"
+
+
+def test_export():
+    x, rois, crop_boxes, box_index = _two_heads_inputs(requires_grad=False)
+    exported = torch.export.export(_TwoHeads(), (x, rois, crop_boxes, box_index))
+    targets = {str(node.target) for node in exported.graph.nodes if node.op == "call_function"}
+    assert "impls.roi_align_forward.default" in targets and "impls.crop_and_resize_forward.default" in targets
+    got = exported.module()(x, rois, crop_boxes, box_index)
+    want = _TwoHeads()(x, rois, crop_boxes, box_index)
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+
+
+# --------------------------------------------------------------------------------- deterministic backward
+
+
+def _backward_with_threads(threads, op):
+    """Image and box gradients of the cpp backend with ``threads`` threads, on 64 heavily overlapping boxes
+    (so that many boxes add to the same pixels) and 19 channels (two full channel blocks of 8 plus three
+    single channels)."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 19, 12, 14, generator=g, requires_grad=True)
+    if op == "roi_align":
+        xy = torch.rand(64, 2, generator=g) * 4 + 2  # [K, 2] all boxes start near the same corner
+        boxes = torch.cat([torch.randint(0, 2, (64, 1), generator=g).float(), xy, xy + 6], dim=1)  # [K, 5]
+        boxes.requires_grad_()
+        fn = lambda: impls.roi_align(x, boxes, 5, sampling_ratio=0, aligned=True, backend="cpp")  # noqa: E731
+    else:
+        boxes = (torch.rand(64, 4, generator=g) * 0.3 + torch.tensor([0.2, 0.2, 0.5, 0.5])).requires_grad_()
+        box_index = torch.randint(0, 2, (64,), generator=g)
+        fn = lambda: impls.crop_and_resize(x, boxes, box_index, (6, 5), backend="cpp")  # noqa: E731
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        out = fn()
+        out.backward(torch.randn(out.shape, generator=g))
+    finally:
+        torch.set_num_threads(previous)
+    return x.grad, boxes.grad
+
+
+@pytest.mark.parametrize("op", ("roi_align", "crop_and_resize"))
+def test_cpp_backward_is_deterministic_across_thread_counts(op):
+    one = _backward_with_threads(1, op)
+    two = _backward_with_threads(2, op)
+    again = _backward_with_threads(2, op)
+    for name, a, b, c in zip(("image grad", "boxes grad"), one, two, again):
+        assert torch.equal(a, b), f"{name}: 1 thread and 2 threads differ"
+        assert torch.equal(b, c), f"{name}: two runs with 2 threads differ"
+
+
+# -------------------------------------------------------------------------------------------- CUDA build
+
+
+def _toolkit_found_at_build():
+    """setup.py's rule: a toolkit is used when CUDA_HOME (default /usr/local/cuda) holds bin/nvcc."""
+    home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH") or "/usr/local/cuda"
+    return os.path.exists(os.path.join(home, "bin", "nvcc"))
+
+
+@pytest.mark.parametrize("op", OP_NAMES)
+def test_cuda_kernels_registered_when_toolkit_present(op):
+    has_cuda_kernel = torch._C._dispatch_has_kernel_for_dispatch_key(f"impls::{op}", "CUDA")
+    assert torch._C._dispatch_has_kernel_for_dispatch_key(f"impls::{op}", "CPU")
+    if _toolkit_found_at_build():
+        assert has_cuda_kernel, f"a CUDA toolkit is installed but impls._C has no CUDA kernel for {op}: rebuild"
+    else:
+        # Without a toolkit the build is CPU-only, and the cuda backend must say why it cannot run.
+        assert not has_cuda_kernel
+        assert "without CUDA kernels" in _extension._cuda_reason()
+
+
+def test_cuda_backend_without_gpu_says_so(monkeypatch):
+    # Simulated on a GPU machine too, so this runs everywhere.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    x, rois = _roi_inputs("cpu", torch.float32)
+    with pytest.raises(impls.BackendUnavailableError) as info:
+        impls.roi_align(x, rois, 2, backend="cuda")
+    if torch._C._dispatch_has_kernel_for_dispatch_key("impls::roi_align_forward", "CUDA"):
+        assert "no CUDA GPU" in str(info.value)
+    else:
+        assert "without CUDA kernels" in str(info.value)
+
+
+# ------------------------------------------------------------------------------------------- defence in depth
+# The operators are called directly, bypassing impls/_validation.py: the kernels' own checks must raise.
+
+
+@pytest.mark.parametrize("bad", (2, -1, 1 << 40))
+def test_crop_and_resize_kernels_reject_box_index_out_of_range(bad):
+    image, boxes, box_index = _crop_inputs("cpu", torch.float32)  # N = 2
+    box_index[1] = bad
+    with pytest.raises(RuntimeError, match=r"box_index\[1\] = .* out of range"):
+        OPS.crop_and_resize_forward(image, boxes, box_index, 3, 3, "bilinear", 0.0)
+    grad = torch.ones(boxes.shape[0], image.shape[1], 3, 3)
+    with pytest.raises(RuntimeError, match=r"box_index\[1\] = .* out of range"):
+        OPS.crop_and_resize_backward(grad, image, boxes, box_index, 3, 3, "bilinear", True, True)
+
+
+@pytest.mark.parametrize("bad", (2.0, -1.0, float("nan"), 1e30))
+def test_roi_align_kernels_reject_batch_column_out_of_range(bad):
+    x, rois = _roi_inputs("cpu", torch.float32)  # N = 2
+    rois[3, 0] = bad
+    with pytest.raises(RuntimeError, match=r"rois\[3, 0\] = .* is not a batch index"):
+        OPS.roi_align_forward(x, rois, 1.0, 2, 2, 2, True)
+    grad = torch.ones(rois.shape[0], x.shape[1], 2, 2)
+    with pytest.raises(RuntimeError, match=r"rois\[3, 0\] = .* is not a batch index"):
+        OPS.roi_align_backward(grad, x, rois, 1.0, 2, 2, 2, True, True, True)
+
+
+def test_kernels_reject_wrong_shapes_naming_the_argument():
+    image, boxes, box_index = _crop_inputs("cpu", torch.float32)
+    with pytest.raises(RuntimeError, match="boxes must be"):
+        OPS.crop_and_resize_forward(image, boxes[:, :3], box_index, 3, 3, "bilinear", 0.0)
+    with pytest.raises(RuntimeError, match="method must be"):
+        OPS.crop_and_resize_forward(image, boxes, box_index, 3, 3, "bicubic", 0.0)
+    x, rois = _roi_inputs("cpu", torch.float32)
+    with pytest.raises(RuntimeError, match="grad must be"):
+        OPS.roi_align_backward(torch.ones(1, 1, 2, 2), x, rois, 1.0, 2, 2, 2, True, True, True)
