@@ -26,8 +26,10 @@ env: $(STAMP)
 build: env
 	$(BIN)/python setup.py -q build_ext --inplace
 
+# The tests, then a smoke run of the benchmark suite (one tiny case per backend, untimed) so it cannot rot.
 test: build
 	$(BIN)/python -m pytest tests
+	BENCH=smoke $(BIN)/python -m pytest bench -q --benchmark-disable
 
 # The default matrix (~10 min on 2 CPU cores; CUDA cases too on a GPU machine): JSON + table + plots.
 bench: build

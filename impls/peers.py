@@ -76,6 +76,9 @@ register(
 def _tf():
     import tensorflow as tf
 
+    # NB: without op determinism TensorFlow's multi-threaded CPU CropAndResizeGradImage races and returns wrong
+    # pixels (up to 12% of the largest gradient on a P2 call; tensorflow/tensorflow#42033). ~1.5x slower, correct.
+    tf.config.experimental.enable_op_determinism()
     return tf
 
 

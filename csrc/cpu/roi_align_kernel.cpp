@@ -50,29 +50,33 @@ struct RoiAxis {
 template <typename T>
 struct RoiBox {
   int64_t n;
-  RoiGeometry<T> geo;
+  RoiGeometry<double> geo;
   int64_t grid_h;  // max(geo.grid_h, 0): rows of samples per bin actually visited
   int64_t grid_w;
   int64_t y_offset;  // first row of this box in the y table
   int64_t x_offset;
 };
 
+// NB: sample positions are computed in double for every dtype (once per box and sample row or column, not per
+// channel), as the reference does. Half-precision boxes often put a sample exactly on a pixel row (e.g. y = 25.0),
+// where the box gradient switches from one row pair's slope to the next; in float the same sample can land at
+// 24.999998 and take the other slope: measured 15% off the float64 box gradient on a float16 P2 box.
 template <typename T>
-RoiAxis<T> roi_axis(T start, int64_t p, T bin, int64_t i, int64_t grid, int64_t pooled, bool clamped, int64_t size,
-                    T spatial_scale) {
+RoiAxis<T> roi_axis(double start, int64_t p, double bin, int64_t i, int64_t grid, int64_t pooled, bool clamped,
+                    int64_t size, double spatial_scale) {
   RoiAxis<T> a{};
-  const T v = roi_sample(start, p, bin, i, grid);
+  const double v = roi_sample(start, p, bin, i, grid);
   a.valid = roi_in_range(v, size) && size > 0;
   if (!a.valid) return a;
-  const RoiCorner<T> corner = roi_corner(v, size);
+  const RoiCorner<double> corner = roi_corner(v, size);
   a.moves = corner.moves;
   a.low = corner.low;
   a.high = corner.high;
-  a.l = corner.frac;
-  a.h = static_cast<T>(1) - corner.frac;
-  const T pos = roi_position<T>(p, i, grid, pooled, clamped);
-  a.scale_lo = spatial_scale * (static_cast<T>(1) - pos);
-  a.scale_hi = spatial_scale * pos;
+  a.l = static_cast<T>(corner.frac);
+  a.h = static_cast<T>(1.0 - corner.frac);
+  const double pos = roi_position<double>(p, i, grid, pooled, clamped);
+  a.scale_lo = static_cast<T>(spatial_scale * (1.0 - pos));
+  a.scale_hi = static_cast<T>(spatial_scale * pos);
   return a;
 }
 
@@ -85,12 +89,12 @@ struct RoiTables {
 
   RoiTables(const scalar_t* rois, int64_t K, int64_t N, int64_t H, int64_t W, double spatial_scale_, int64_t PH,
             int64_t PW, int64_t sampling_ratio, bool aligned) {
-    const T spatial_scale = static_cast<T>(spatial_scale_);
+    const double spatial_scale = spatial_scale_;
     boxes.resize(K);
     int64_t y_rows = 0, x_rows = 0;
     for (int64_t k = 0; k < K; ++k) {
       const scalar_t* r = rois + k * 5;
-      const T b = static_cast<T>(r[0]);
+      const double b = static_cast<double>(r[0]);
       TORCH_CHECK(roi_batch_valid(b, N), "rois[", k, ", 0] = ", static_cast<double>(b),
                   " is not a batch index in [0, ", N, ")");
       if (sampling_ratio <= 0) {
@@ -102,8 +106,9 @@ struct RoiTables {
       }
       RoiBox<T>& box = boxes[k];
       box.n = static_cast<int64_t>(b);
-      box.geo = roi_geometry<T>(static_cast<T>(r[1]), static_cast<T>(r[2]), static_cast<T>(r[3]),
-                                static_cast<T>(r[4]), spatial_scale, PH, PW, sampling_ratio, aligned);
+      box.geo = roi_geometry<double>(static_cast<double>(r[1]), static_cast<double>(r[2]),
+                                     static_cast<double>(r[3]), static_cast<double>(r[4]), spatial_scale, PH, PW,
+                                     sampling_ratio, aligned);
       box.grid_h = std::max<int64_t>(box.geo.grid_h, 0);
       box.grid_w = std::max<int64_t>(box.geo.grid_w, 0);
       box.y_offset = y_rows;
@@ -116,15 +121,15 @@ struct RoiTables {
     at::parallel_for(0, K, 16, [&](int64_t begin, int64_t end) {
       for (int64_t k = begin; k < end; ++k) {
         const RoiBox<T>& box = boxes[k];
-        const RoiGeometry<T>& g = box.geo;
+        const RoiGeometry<double>& g = box.geo;
         for (int64_t ph = 0; ph < PH; ++ph)
           for (int64_t iy = 0; iy < box.grid_h; ++iy)
             ys[box.y_offset + ph * box.grid_h + iy] =
-                roi_axis(g.y_start, ph, g.bin_h, iy, g.grid_h, PH, g.h_clamped, H, spatial_scale);
+                roi_axis<T>(g.y_start, ph, g.bin_h, iy, g.grid_h, PH, g.h_clamped, H, spatial_scale);
         for (int64_t pw = 0; pw < PW; ++pw)
           for (int64_t ix = 0; ix < box.grid_w; ++ix)
             xs[box.x_offset + pw * box.grid_w + ix] =
-                roi_axis(g.x_start, pw, g.bin_w, ix, g.grid_w, PW, g.w_clamped, W, spatial_scale);
+                roi_axis<T>(g.x_start, pw, g.bin_w, ix, g.grid_w, PW, g.w_clamped, W, spatial_scale);
       }
     });
   }

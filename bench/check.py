@@ -1,0 +1,98 @@
+"""The check before timing: each case's results against a peer's, on the same (dtype-rounded) inputs.
+
+A benchmark of a wrong result is worthless, so every case asserts, once, that what it is about to time agrees
+with another implementation: ``torchvision`` for ``roi_align``, ``tensorflow`` for ``crop_and_resize`` (the
+projects users compare against); when the case *is* that peer, or the peer lacks the pass (box gradients), the
+next of ``cpp``, ``vectorized``. ``reference`` stands in only on the tiny workload (it is pure Python). The peer
+runs on the CPU, in float64 when it can (``tensorflow``: float32 only), on the case's inputs rounded to its dtype.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from calls import Inputs, make_call
+from impls._registry import registered
+from matrix import Case, ORACLE
+
+PEER_ORDER = {
+    "roi_align": ("torchvision", "cpp", "vectorized", ORACLE),
+    "crop_and_resize": ("tensorflow", "cpp", "vectorized", ORACLE),
+}
+
+# Allowed max |result - peer| over max |peer|, by the case's dtype, and why:
+TOLERANCE = {
+    # float32 coordinates and sums on one side, float64 (or another float32 order) on the other: ~1e-7 per
+    # operation, accumulated over the hundreds of terms of a scattered gradient or box gradient. Seen on the
+    # default matrix: up to 3.5e-5 (outputs and gradients alike); 1e-4 leaves a 3x margin.
+    torch.float32: 1e-4,
+    # Both sides in float64: ~1e-16 per operation over up to ~1e5 terms (a box gradient), with room to spare.
+    torch.float64: 1e-10,
+    # The inputs are rounded before the peer sees them, so only the output rounding (2**-11, 2**-8 relative) and
+    # half-precision accumulation remain; seen: 3.2e-3 in bfloat16.
+    torch.float16: 4e-3,
+    torch.bfloat16: 3e-2,
+}
+# torchvision computes float16 in float16, sample coordinates included: near x = 300 px (a P2 map is 304 wide)
+# float16 steps by 0.25 px, so samples move by up to ~0.25 px and their values by that times the slope of a
+# standard-normal map (neighbours differ by up to ~4): ~1 against a largest output of ~3. Seen: 0.25.
+PEER_TOLERANCE = {("torchvision", torch.float16): 0.5}
+
+_last_peer: dict[tuple, tuple[torch.Tensor, ...]] = {}  # one entry: consecutive cases share it (matrix order)
+
+
+def choose_peer(case: Case) -> str:
+    """The implementation ``case`` is checked against."""
+    for name in PEER_ORDER[case.op]:
+        backend = registered().get(name)
+        if name == case.backend or backend is None or not backend.available or case.op not in backend.kernels:
+            continue
+        if name == ORACLE and case.workload.level != "tiny":
+            continue
+        if case.pass_ == "fwdbwd_boxes" and not backend.kernels[case.op].boxes_grad:
+            continue
+        return name
+    raise LookupError(f"no peer available to check {case.id}")
+
+
+def _peer_dtype(peer: str) -> torch.dtype:
+    dtypes = registered()[peer].dtypes
+    return torch.float64 if torch.float64 in dtypes else torch.float32
+
+
+def _peer_results(case: Case, peer: str, inputs: Inputs) -> tuple[torch.Tensor, ...]:
+    key = (case.op, case.case_id, case.pass_, case.dtype, peer)
+    if key not in _last_peer:
+        _last_peer.clear()
+        _last_peer[key] = make_call(peer, case.pass_, inputs.to("cpu", _peer_dtype(peer)))()
+    return _last_peer[key]
+
+
+def tolerance(case: Case, peer: str) -> float:
+    """The looser of the case's and the peer's precision (a float64 case checked against float32 tensorflow gets
+    float32's tolerance)."""
+    return max(
+        TOLERANCE[case.torch_dtype],
+        TOLERANCE[_peer_dtype(peer)],
+        PEER_TOLERANCE.get((case.backend, case.torch_dtype), 0.0),
+    )
+
+
+def relative_error(result: torch.Tensor, expected: torch.Tensor) -> float:
+    """max |result - expected| / max |expected| (the denominator floored at 1e-30 for an all-zero result)."""
+    expected = expected.to(torch.float64)
+    difference = (result.detach().cpu().to(torch.float64) - expected).abs().max()
+    return float(difference / expected.abs().max().clamp_min(1e-30))
+
+
+def check_against_peer(case: Case, inputs: Inputs, results: tuple[torch.Tensor, ...]) -> dict:
+    """Asserts that ``results`` (from ``make_call(case...)``) match the peer's; returns what was checked."""
+    peer = choose_peer(case)
+    expected = _peer_results(case, peer, inputs)
+    names = ("output",) if case.pass_ == "fwd" else ("grad_image", "grad_boxes")[: len(results)]
+    errors = {name: relative_error(r, e) for name, r, e in zip(names, results, expected)}
+    limit = tolerance(case, peer)
+    assert all(error <= limit for error in errors.values()), (
+        f"{case.id}: relative error against {peer} {errors} exceeds {limit:g}"
+    )
+    return {"peer": peer, "check_error": max(errors.values()), "check_tolerance": limit}

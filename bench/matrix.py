@@ -1,0 +1,194 @@
+"""Which benchmarks run: the case matrix for each ``BENCH`` mode, as pytest params.
+
+``BENCH`` (environment variable) picks the matrix:
+
+* ``smoke``: the ``tiny`` workload, float32, every pass, every backend: checks that the suite runs (CI, < 1 min).
+* ``default`` (``make bench``, ~10 min on 2 CPU cores): the P2 box head (512 boxes, 7x7) and mask head (128
+  boxes, 14x14) with sampling_ratio 2 and 0, box gradients and bfloat16 on the box head only, a box-count sweep
+  and a feature-map sweep (roi_align).
+* ``full``: P2-P5, training and inference box counts, every dtype a backend supports, longer sweeps, the tiny case.
+
+Backends come from the registry: every available backend runs every case whose op, device and dtype it supports,
+so a new backend (or a GPU) adds rows with no change here. ``reference`` is the oracle, too slow for anything but
+``tiny``. Boxes of the mask head follow semantics.md section 5 (128 in training, 100 at inference).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+
+import pytest
+import torch
+
+from impls import resolve_backend
+from impls._registry import registered
+from workloads import Workload
+
+MODES = ("smoke", "default", "full")
+MODE = os.environ.get("BENCH", "default")
+if MODE not in MODES:
+    raise ValueError(f"BENCH={MODE!r}; use one of {', '.join(MODES)}")
+
+# fwd: forward alone. fwdbwd: forward + backward to the image only, the work every backend (torchvision
+# included) can do, so their times compare. fwdbwd_boxes: image and box gradients, for backends that offer them.
+PASSES = ("fwd", "fwdbwd", "fwdbwd_boxes")
+ORACLE = "reference"
+DEVICES = ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)
+ARGNAMES = ("op", "backend", "device", "dtype", "case", "pass_")
+
+TINY = Workload("tiny", boxes=8, output=7, sampling_ratio=2)
+BOX_HEAD = Workload("p2", boxes=512, output=7, sampling_ratio=2)  # the headline case
+# The sweeps: smoke runs one point of each on the tiny map, so that the code path is exercised in CI.
+BOX_SWEEP_BOXES = {"smoke": (16,), "default": (16, 128, 1024), "full": (16, 64, 256, 1024, 4096)}
+# P5's 25x38 map scaled up to P2's 200x304 (default) or beyond; same boxes (14-28 px on the map), same work.
+MAP_SWEEP_SCALES = {"smoke": (2,), "default": (1, 2, 4, 8), "full": (1, 2, 4, 8, 16)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One benchmark: an op on one workload, by one backend, device, dtype and pass."""
+
+    op: str
+    backend: str
+    device: str
+    dtype: str
+    workload: Workload
+    pass_: str
+
+    @property
+    def case_id(self) -> str:
+        """The workload as this op sees it: ``p2_k512_7x7_sr2`` (roi_align), ``p2_k512_14x14`` (crop_and_resize)."""
+        return self.workload.id if self.op == "roi_align" else self.workload.crop_id
+
+    @property
+    def id(self) -> str:
+        """e.g. ``roi_align-cpp-cpu-float32-p2_k512_7x7_sr2-fwd``."""
+        return "-".join((self.op, self.backend, self.device, self.dtype, self.case_id, self.pass_))
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return getattr(torch, self.dtype)
+
+    def param(self):
+        return pytest.param(self.op, self.backend, self.device, self.dtype, self.case_id, self.pass_, id=self.id)
+
+
+def _head_workloads(mode: str) -> list[Workload]:
+    if mode == "smoke":
+        return [TINY]
+    levels = ("p2",) if mode == "default" else ("p2", "p3", "p4", "p5")
+    box_head_counts = (512,) if mode == "default" else (512, 1000)
+    mask_head_counts = (128,) if mode == "default" else (128, 100)
+    heads = [(7, k) for k in box_head_counts] + [(14, k) for k in mask_head_counts]
+    workloads = [
+        Workload(level, boxes=k, output=output, sampling_ratio=sr)
+        for level, (output, k), sr in itertools.product(levels, heads, (2, 0))
+    ]
+    return workloads + ([TINY] if mode == "full" else [])
+
+
+def _sweep_bases(mode: str) -> tuple[Workload, Workload]:
+    """The workloads the box-count and the map-size sweeps vary."""
+    return (TINY, TINY) if mode == "smoke" else (BOX_HEAD, Workload("p5", boxes=512, output=7, sampling_ratio=2))
+
+
+def _sweep_workloads(mode: str) -> list[Workload]:
+    box_base, map_base = _sweep_bases(mode)
+    boxes = [dataclasses.replace(box_base, boxes=k) for k in BOX_SWEEP_BOXES[mode]]
+    maps = [dataclasses.replace(map_base, map_scale=s) for s in MAP_SWEEP_SCALES[mode]]
+    return boxes + maps
+
+
+def sweep_of(workload: Workload, mode: str = MODE) -> str | None:
+    """``"boxes"`` or ``"map_size"`` when ``workload`` is a point of that sweep (a head case can be one: the P2
+    box head is the box sweep's 512-box point), else None. The report plots the sweeps from this label."""
+    box_base, map_base = _sweep_bases(mode)
+    if dataclasses.replace(workload, boxes=box_base.boxes) == box_base:
+        return "boxes"
+    if dataclasses.replace(workload, map_scale=map_base.map_scale) == map_base:
+        return "map_size"
+    return None
+
+
+def _dtypes(mode: str, backend: str, backend_dtypes: tuple[torch.dtype, ...], workload: Workload) -> list[str]:
+    names = [str(d).removeprefix("torch.") for d in backend_dtypes]
+    if mode == "full":
+        return names
+    # Half precision once, on the headline case, by the backend ``auto`` picks (cpp on the CPU, cuda on a GPU):
+    # what a user gets by default, without doubling the run.
+    auto = {resolve_backend("auto", "roi_align", device) for device in DEVICES}
+    half = mode == "default" and workload == BOX_HEAD and backend in auto
+    return [d for d in (["float32", "bfloat16"] if half else ["float32"]) if d in names]
+
+
+def _passes(mode: str, workload: Workload, dtype: str) -> tuple[str, ...]:
+    # The box-gradient pass once, on the headline case in float32, unless everything is asked for.
+    if mode == "default" and (workload != BOX_HEAD or dtype != "float32"):
+        return PASSES[:2]
+    return PASSES
+
+
+def _cases(op: str, workloads: list[Workload], mode: str, passes=None) -> list[Case]:
+    # Ordered workload > dtype > pass > backend, so that consecutive cases share one peer result (check.py).
+    cases = {}
+    for workload in workloads:
+        # Every dtype some backend runs, in order, once.
+        dtypes = dict.fromkeys(
+            d for name, b in registered().items() for d in _dtypes(mode, name, b.dtypes, workload)
+        )
+        for dtype, pass_ in itertools.product(dtypes, PASSES):
+            for name, backend in registered().items():
+                if pass_ not in (passes or _passes(mode, workload, dtype)):
+                    continue
+                if not _supports(backend, op, dtype, workload, mode):
+                    continue
+                if pass_ == "fwdbwd_boxes" and not _box_gradients(backend, op, dtype):
+                    continue
+                for device in (d for d in DEVICES if d in backend.devices):
+                    case = Case(op, name, device, dtype, workload, pass_)
+                    # sr2 and sr0 share one crop_and_resize case: keep the first.
+                    cases.setdefault(case.id, case)
+    return list(cases.values())
+
+
+def _supports(backend, op: str, dtype: str, workload: Workload, mode: str) -> bool:
+    if op not in backend.kernels or not backend.available:
+        return False
+    if backend.name == ORACLE and workload.level != "tiny":
+        return False
+    return dtype in _dtypes(mode, backend.name, backend.dtypes, workload)
+
+
+def _box_gradients(backend, op: str, dtype: str) -> bool:
+    # crop_and_resize's box gradients are in normalized units, (H - 1) times the pixel ones: on P2 they reach
+    # 1.7e5, past float16's largest finite value (65504), and come out inf. Not a benchmark worth running.
+    if op == "crop_and_resize" and dtype == "float16":
+        return False
+    return backend.kernels[op].boxes_grad
+
+
+def head_cases(op: str, mode: str = MODE) -> list[Case]:
+    """The detector-head cases of ``op``: P2 (P2-P5 in ``full``) box and mask heads."""
+    return _cases(op, _head_workloads(mode), mode)
+
+
+def sweep_cases(op: str, mode: str = MODE) -> list[Case]:
+    """Box-count and map-size sweeps (fwd and fwdbwd); ``roi_align`` only, except in ``full`` and ``smoke``."""
+    if op == "crop_and_resize" and mode == "default":
+        return []
+    return _cases(op, _sweep_workloads(mode), mode, passes=PASSES[:2])
+
+
+def params(cases: list[Case]) -> list:
+    return [case.param() for case in cases]
+
+
+def find(op: str, backend: str, device: str, dtype: str, case_id: str, pass_: str) -> Case:
+    """The Case behind one set of pytest params (params are plain strings so that JSON and group-by read them)."""
+    for workload in _head_workloads(MODE) + _sweep_workloads(MODE):
+        case = Case(op, backend, device, dtype, workload, pass_)
+        if case.case_id == case_id:
+            return case
+    raise KeyError(f"no workload {case_id!r} for {op} in BENCH={MODE}")

@@ -1,0 +1,60 @@
+"""Reading pytest-benchmark JSON files into flat rows: one per benchmark, its ``extra_info`` plus the statistics
+pytest-benchmark computed (median, IQR, min, rounds) and the machine it ran on. Used by the report and the plots.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+BASELINE = {"roi_align": "torchvision", "crop_and_resize": "tensorflow"}  # speed-up is measured against these
+# Columns and legends read best with the compiled contenders first and the oracle last.
+DISPLAY_ORDER = ("cuda", "cpp", "vectorized", "torchvision", "tensorflow", "reference")
+DTYPE_ORDER = ("float32", "bfloat16", "float16", "float64")
+PASS_LABELS = {"fwd": "fwd", "fwdbwd": "fwd+bwd", "fwdbwd_boxes": "fwd+bwd (+boxes)"}
+
+
+def load(paths: list[Path]) -> tuple[list[dict], list[dict]]:
+    """(rows, runs): ``rows`` one dict per benchmark; ``runs`` one dict per file with its machine and commit."""
+    rows, runs = [], []
+    for index, path in enumerate(paths):
+        data = json.loads(Path(path).read_text())
+        runs.append({
+            "file": Path(path).name,
+            "machine_info": data["machine_info"],
+            "commit_info": data.get("commit_info", {}),
+            "datetime": data.get("datetime"),
+        })
+        for bench in data["benchmarks"]:
+            stats = bench["stats"]
+            rows.append({
+                **bench["extra_info"],
+                "run": index,
+                "test": bench["name"].split("[")[0],
+                "median": stats["median"],
+                "iqr": stats["iqr"],
+                "min": stats["min"],
+                "rounds": stats["rounds"],
+            })
+    return rows, runs
+
+
+def backend_key(row: dict) -> tuple:
+    """Sort key: display order of the backend, then device and dtype."""
+    def rank(order: tuple[str, ...], name: str) -> int:
+        return order.index(name) if name in order else len(order)
+
+    return rank(DISPLAY_ORDER, row["backend"]), row["backend"], row["device"], rank(DTYPE_ORDER, row["dtype"])
+
+
+def baseline_median(rows: list[dict], row: dict) -> float | None:
+    """The baseline peer's median for the same run, op, case and pass: float32, on the row's device if the peer
+    runs there (torchvision on CUDA), else on the CPU (tensorflow). None when the peer lacks the pass."""
+    peer = BASELINE[row["op"]]
+    candidates = {
+        r["device"]: r["median"]
+        for r in rows
+        if r["backend"] == peer and r["dtype"] == "float32" and r["run"] == row["run"]
+        and r["op"] == row["op"] and r["case"] == row["case"] and r["pass"] == row["pass"]
+    }
+    return candidates.get(row["device"], candidates.get("cpu"))

@@ -1,0 +1,49 @@
+"""``make bench``: run the benchmark suite, save its JSON as ``bench/results/<host>-<date>.json``, write the report.
+
+    python bench/run.py                  # the default matrix (~10 min on 2 CPU cores)
+    BENCH=full python bench/run.py       # everything (hours on a CPU; see matrix.py)
+    python bench/run.py -k cpp           # extra arguments go to pytest
+
+Exits with pytest's status when the suite fails (the report is then not regenerated).
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+RESULTS_DIR = BENCH_DIR / "results"
+
+
+def results_path() -> Path:
+    host = re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname())
+    return RESULTS_DIR / f"{host}-{datetime.date.today().isoformat()}.json"
+
+
+def main(pytest_args: list[str]) -> int:
+    RESULTS_DIR.mkdir(exist_ok=True)
+    output = results_path()
+    command = [
+        sys.executable, "-m", "pytest", str(BENCH_DIR), "-q",
+        f"--benchmark-json={output}",
+        "--benchmark-group-by=param:op,param:case,param:pass_",
+        "--benchmark-columns=median,iqr,min,rounds",
+        *pytest_args,
+    ]
+    print(" ".join(command), flush=True)
+    start = time.perf_counter()
+    status = subprocess.call(command, cwd=BENCH_DIR.parent)
+    print(f"pytest finished in {time.perf_counter() - start:.0f} s with status {status}", flush=True)
+    if status != 0:
+        return status
+    return subprocess.call([sys.executable, str(BENCH_DIR / "report.py"), str(output)], cwd=BENCH_DIR.parent)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
