@@ -4,9 +4,15 @@
 #include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
 
+#include <ATen/core/Tensor.h>
+
 #include <algorithm>
 #include <cstdint>
 #include <vector>
+
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
 
 namespace impls {
 
@@ -50,6 +56,24 @@ inline int64_t block_start(int64_t b, int64_t C, bool& full) {
 inline int64_t grain_for(int64_t work_per_item) {
   constexpr int64_t kGrain = 32768;
   return std::max<int64_t>(1, kGrain / std::max<int64_t>(1, work_per_item));
+}
+
+// Asks Linux to back a freshly allocated, not yet touched tensor with transparent huge pages (THP "madvise" mode,
+// as on this machine), so that its first touch takes one page fault per 2 MB instead of one per 4 KB. PyTorch's
+// CPU allocator does the same for every allocation only under THP_MEM_ALLOC_ENABLE=1. Measured on this 2-core
+// machine: allocating and first writing a 100 MB tensor (the P2 14x14 crop_and_resize output) 51 ms -> 13 ms,
+// 411 MB (28x28) 184 ms -> 47 ms. Only whole 2 MB pages inside the tensor are advised; the advice is a hint, so
+// its failure (another kernel, THP off) changes nothing but the speed.
+inline void advise_huge_pages(const at::Tensor& t) {
+#ifdef __linux__
+  constexpr uintptr_t kHugePage = uintptr_t{2} << 20;
+  const auto begin = reinterpret_cast<uintptr_t>(t.data_ptr());
+  const uintptr_t lo = (begin + kHugePage - 1) & ~(kHugePage - 1);
+  const uintptr_t hi = (begin + t.nbytes()) & ~(kHugePage - 1);
+  if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);
+#else
+  (void)t;
+#endif
 }
 
 }  // namespace impls
