@@ -6,7 +6,7 @@
 // 64 values instead of 64 strided scalar loads from NCHW planes. Measured on this shared 2-core machine (P2
 // workload: 512 boxes on 1x256x200x304 float32, 2 threads, min of 5), before -> after, tensorflow backend in the
 // same run: forward 14x14 98 -> 64-66 ms (tensorflow 69-76 ms), 28x28 353 -> 137-147 ms (135-143 ms); forward +
-// image gradient 14x14 228 -> 126 ms (216-226 ms), 28x28 686 -> 288-312 ms (455-534 ms). TODO(#4): the forward is
+// image gradient 14x14 228 -> 126 ms (216-226 ms), 28x28 686 -> 288-312 ms (455-534 ms). Known gap: the forward is
 // not yet 1.5x tensorflow's; at 28x28, 22% of it is the kernel zeroing the fresh 411 MB output's pages.
 // Forward: per channel slice, split over boxes; a box's crop is built channels last in a per-thread buffer and
 // transposed into out[k] ([C, cells]). Image rows are interpolated horizontally once per box (LerpRowCache).
