@@ -47,7 +47,7 @@ struct RoiAxis {
   T scale_hi;   // spatial_scale * position: d sample / d box end
 };
 
-template <typename T>
+// One box: its image, its geometry (in double, see roi_axis) and where its samples sit in the tables.
 struct RoiBox {
   int64_t n;
   RoiGeometry<double> geo;
@@ -83,7 +83,7 @@ RoiAxis<T> roi_axis(double start, int64_t p, double bin, int64_t i, int64_t grid
 // Per-box geometry and the sample tables of all boxes. Checks every box's batch column before any read.
 template <typename scalar_t, typename T>
 struct RoiTables {
-  std::vector<RoiBox<T>> boxes;
+  std::vector<RoiBox> boxes;
   std::vector<RoiAxis<T>> ys;
   std::vector<RoiAxis<T>> xs;
 
@@ -95,7 +95,7 @@ struct RoiTables {
     for (int64_t k = 0; k < K; ++k) {
       const scalar_t* r = rois + k * 5;
       const double b = static_cast<double>(r[0]);
-      TORCH_CHECK(roi_batch_valid(b, N), "rois[", k, ", 0] = ", static_cast<double>(b),
+      TORCH_CHECK(roi_batch_valid(b, N), "rois[", k, ", 0] = ", b,
                   " is not a batch index in [0, ", N, ")");
       if (sampling_ratio <= 0) {
         // The adaptive grid is ceil(box size / output size) samples: it needs a finite box.
@@ -104,7 +104,7 @@ struct RoiTables {
                       "sampling (sampling_ratio <= 0)");
         }
       }
-      RoiBox<T>& box = boxes[k];
+      RoiBox& box = boxes[k];
       box.n = static_cast<int64_t>(b);
       box.geo = roi_geometry<double>(static_cast<double>(r[1]), static_cast<double>(r[2]),
                                      static_cast<double>(r[3]), static_cast<double>(r[4]), spatial_scale, PH, PW,
@@ -120,7 +120,7 @@ struct RoiTables {
     xs.resize(x_rows);
     at::parallel_for(0, K, 16, [&](int64_t begin, int64_t end) {
       for (int64_t k = begin; k < end; ++k) {
-        const RoiBox<T>& box = boxes[k];
+        const RoiBox& box = boxes[k];
         const RoiGeometry<double>& g = box.geo;
         for (int64_t ph = 0; ph < PH; ++ph)
           for (int64_t iy = 0; iy < box.grid_h; ++iy)
@@ -138,7 +138,7 @@ struct RoiTables {
 // Output (k, c0 .. c0 + CB) for one box: CB planes, CB outputs per cell. src_t is scalar_t, or T when the
 // planes were copied to a buffer of T beforehand (see roi_align_forward_cpu).
 template <int64_t CB, typename src_t, typename scalar_t, typename T>
-void roi_forward_block(const RoiTables<scalar_t, T>& tab, const RoiBox<T>& box, const src_t* plane0,
+void roi_forward_block(const RoiTables<scalar_t, T>& tab, const RoiBox& box, const src_t* plane0,
                        int64_t plane_size, int64_t W, int64_t PH, int64_t PW, scalar_t* dst0,
                        int64_t dst_stride) {
   const T count = static_cast<T>(box.geo.count);
@@ -197,7 +197,7 @@ at::Tensor roi_align_forward_cpu(const at::Tensor& input_, const at::Tensor& roi
     // box reads (float32 P2 7x7: 48 -> 40 ms), and for half/bfloat16 it converts each value once instead of
     // 4 times per sample (bfloat16 went from 1.4x slower than float32 to faster). Same values, same results.
     int64_t reads = 0;
-    for (const RoiBox<T>& box : tab.boxes) reads += 4 * cells * box.grid_h * box.grid_w;
+    for (const RoiBox& box : tab.boxes) reads += 4 * cells * box.grid_h * box.grid_w;
     const bool copy_planes = reads >= N * plane_size;
     at::parallel_for(0, channel_blocks(C) * K, grain_for(cells * 4 * kChannelBlock), [&](int64_t begin,
                                                                                           int64_t end) {
@@ -208,7 +208,7 @@ at::Tensor roi_align_forward_cpu(const at::Tensor& input_, const at::Tensor& roi
         bool full;
         const int64_t c0 = block_start(item / K, C, full);
         const int64_t cb = full ? kChannelBlock : 1;
-        const RoiBox<T>& box = tab.boxes[k];
+        const RoiBox& box = tab.boxes[k];
         const scalar_t* plane0 = img + (box.n * C + c0) * plane_size;
         scalar_t* dst0 = o + (k * C + c0) * cells;
         if (copy_planes) {
@@ -236,7 +236,7 @@ at::Tensor roi_align_forward_cpu(const at::Tensor& input_, const at::Tensor& roi
 // Each tap adds (g * w) / count. With a power-of-two count (sampling_ratio 2: 4) it multiplies by the exact
 // reciprocal instead: the same correctly rounded result, without 4 divisions per sample.
 template <int64_t CB, bool kPow2, typename scalar_t, typename T>
-void roi_input_grad_block(const RoiTables<scalar_t, T>& tab, const RoiBox<T>& box, const scalar_t* g0,
+void roi_input_grad_block(const RoiTables<scalar_t, T>& tab, const RoiBox& box, const scalar_t* g0,
                           int64_t g_stride, int64_t PH, int64_t PW, int64_t W, T* acc0, int64_t plane_size) {
   const T count = static_cast<T>(box.geo.count);
   const T inv = static_cast<T>(1) / count;
@@ -270,7 +270,7 @@ void roi_input_grad_block(const RoiTables<scalar_t, T>& tab, const RoiBox<T>& bo
 }
 
 template <int64_t CB, typename scalar_t, typename T>
-void roi_input_grad_box(const RoiTables<scalar_t, T>& tab, const RoiBox<T>& box, const scalar_t* g0,
+void roi_input_grad_box(const RoiTables<scalar_t, T>& tab, const RoiBox& box, const scalar_t* g0,
                         int64_t g_stride, int64_t PH, int64_t PW, int64_t W, T* acc0, int64_t plane_size) {
   const int64_t count = box.geo.count;
   if ((count & (count - 1)) == 0) {
@@ -345,7 +345,7 @@ std::tuple<at::Tensor, at::Tensor> roi_align_backward_cpu(const at::Tensor& grad
         std::vector<std::array<T, 4>> sums(end - begin, {T(0), T(0), T(0), T(0)});  // d x1, d y1, d x2, d y2
         for (int64_t c = 0; c < C; ++c) {
           for (int64_t k = begin; k < end; ++k) {
-            const RoiBox<T>& box = tab.boxes[k];
+            const RoiBox& box = tab.boxes[k];
             const T count = static_cast<T>(box.geo.count);
             T d_x1 = sums[k - begin][0], d_y1 = sums[k - begin][1];
             T d_x2 = sums[k - begin][2], d_y2 = sums[k - begin][3];
