@@ -1,4 +1,4 @@
-"""The inputs the benchmarks run on: Mask R-CNN R50-FPN feature maps and proposal boxes (semantics.md §5).
+"""The inputs the benchmarks run on: Mask R-CNN R50-FPN feature maps and proposal boxes (CONVENTIONS.md §5).
 
 One 800x1216 image gives four FPN maps with C=256: P2 200x304 (stride 4), P3 100x152, P4 50x76, P5 25x38.
 torchvision's ``LevelMapper`` sends a box of side ``s = sqrt(w * h)`` image pixels to level

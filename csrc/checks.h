@@ -1,5 +1,9 @@
 // Argument checks shared by every kernel entry (CPU and CUDA), so that calling torch.ops.impls.* directly,
 // without the Python validation, still cannot read out of bounds. Per-box index checks live in the kernels.
+//
+// The "feature map" a check names is the tensor the boxes must match in dtype and device: the image or input
+// for a forward or a box gradient, the incoming gradient for an input gradient (which gets the input's sizes,
+// not the input).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -20,45 +24,49 @@ inline void check_same(const at::Tensor& t, const at::Tensor& like, const char* 
               "), got ", t.device());
 }
 
-// image [N, C, H, W], boxes [K, box_cols]; `device` is "cpu" or "cuda" for the kernel being run.
-inline void check_image_and_boxes(const at::Tensor& image, const at::Tensor& boxes, int64_t box_cols,
-                                  c10::DeviceType device, const char* image_name, const char* boxes_name) {
-  TORCH_CHECK(image.device().type() == device, image_name, " must be a ", c10::DeviceTypeName(device),
-              " tensor, got ", image.device());
-  TORCH_CHECK(image.dim() == 4, image_name, " must be [N, C, H, W], got ", image.sizes());
-  TORCH_CHECK(at::isFloatingType(image.scalar_type()), image_name, " must be floating point, got ",
-              image.scalar_type());
+// map [N, C, H, W] on `device`, boxes [K, box_cols] of its dtype and device.
+inline void check_map_and_boxes(const at::Tensor& map, const at::Tensor& boxes, int64_t box_cols,
+                                c10::DeviceType device, const char* map_name, const char* boxes_name) {
+  TORCH_CHECK(map.device().type() == device, map_name, " must be a ", c10::DeviceTypeName(device),
+              " tensor, got ", map.device());
+  TORCH_CHECK(map.dim() == 4, map_name, " must be [N, C, H, W], got ", map.sizes());
+  TORCH_CHECK(at::isFloatingType(map.scalar_type()), map_name, " must be floating point, got ",
+              map.scalar_type());
   TORCH_CHECK(boxes.dim() == 2 && boxes.size(1) == box_cols, boxes_name, " must be [K, ", box_cols, "], got ",
               boxes.sizes());
-  check_same(boxes, image, boxes_name, image_name);
+  check_same(boxes, map, boxes_name, map_name);
 }
 
-inline void check_crop_and_resize(const at::Tensor& image, const at::Tensor& boxes, const at::Tensor& box_index,
-                                  int64_t crop_height, int64_t crop_width, c10::string_view method,
-                                  c10::DeviceType device) {
-  check_image_and_boxes(image, boxes, 4, device, "image", "boxes");
+inline void check_crop_and_resize(const at::Tensor& map, const char* map_name, const at::Tensor& boxes,
+                                  const at::Tensor& box_index, int64_t crop_height, int64_t crop_width,
+                                  c10::string_view method, c10::DeviceType device) {
+  check_map_and_boxes(map, boxes, 4, device, map_name, "boxes");
   TORCH_CHECK(box_index.dim() == 1 && box_index.size(0) == boxes.size(0), "box_index must be [K] with K = ",
               boxes.size(0), ", got ", box_index.sizes());
   TORCH_CHECK(box_index.scalar_type() == at::kLong, "box_index must be int64, got ", box_index.scalar_type());
-  TORCH_CHECK(box_index.device() == image.device(), "box_index must be on ", image.device(), ", got ",
+  TORCH_CHECK(box_index.device() == map.device(), "box_index must be on ", map.device(), ", got ",
               box_index.device());
   check_sizes(crop_height, crop_width, "crop size");
   TORCH_CHECK(method == "bilinear" || method == "nearest", "method must be 'bilinear' or 'nearest', got '",
               std::string(method), "'");
 }
 
-inline void check_roi_align(const at::Tensor& input, const at::Tensor& rois, int64_t pooled_height,
-                            int64_t pooled_width, c10::DeviceType device) {
-  check_image_and_boxes(input, rois, 5, device, "input", "rois");
+inline void check_roi_align(const at::Tensor& map, const char* map_name, const at::Tensor& rois,
+                            int64_t pooled_height, int64_t pooled_width, c10::DeviceType device) {
+  check_map_and_boxes(map, rois, 5, device, map_name, "rois");
   check_sizes(pooled_height, pooled_width, "output size");
 }
 
-// grad [K, C, out_h, out_w] for an image [N, C, H, W] and K boxes.
-inline void check_grad(const at::Tensor& grad, const at::Tensor& image, int64_t k, int64_t out_h, int64_t out_w) {
-  check_same(grad, image, "grad", "the input");
-  TORCH_CHECK(grad.dim() == 4 && grad.size(0) == k && grad.size(1) == image.size(1) && grad.size(2) == out_h &&
-                  grad.size(3) == out_w,
-              "grad must be [", k, ", ", image.size(1), ", ", out_h, ", ", out_w, "], got ", grad.sizes());
+// grad [K, channels, out_h, out_w], already checked as a feature map.
+inline void check_grad(const at::Tensor& grad, int64_t k, int64_t channels, int64_t out_h, int64_t out_w) {
+  TORCH_CHECK(grad.size(0) == k && grad.size(1) == channels && grad.size(2) == out_h && grad.size(3) == out_w,
+              "grad must be [", k, ", ", channels, ", ", out_h, ", ", out_w, "], got ", grad.sizes());
+}
+
+// The input sizes an input-gradient kernel is given.
+inline void check_input_sizes(int64_t n, int64_t c, int64_t h, int64_t w) {
+  TORCH_CHECK(n >= 0 && c >= 0 && h >= 0 && w >= 0, "input sizes (batch_size, channels, height, width) must be ",
+              "non-negative, got (", n, ", ", c, ", ", h, ", ", w, ")");
 }
 
 }  // namespace impls

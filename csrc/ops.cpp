@@ -14,18 +14,26 @@ PyObject* PyInit__C(void) {
 }
 }
 
+// Each gradient is its own operator, as torchvision's _roi_align_backward: the input gradient takes the input's
+// sizes (batch_size, channels, height, width), not its values; only the box gradient reads the feature map.
 TORCH_LIBRARY(impls, m) {
   m.def(
       "crop_and_resize_forward(Tensor image, Tensor boxes, Tensor box_index, SymInt crop_height, "
       "SymInt crop_width, str method, float extrapolation_value) -> Tensor");
   m.def(
-      "crop_and_resize_backward(Tensor grad, Tensor image, Tensor boxes, Tensor box_index, SymInt crop_height, "
-      "SymInt crop_width, str method, bool image_grad, bool boxes_grad) -> (Tensor, Tensor)");
+      "crop_and_resize_backward_input(Tensor grad, Tensor boxes, Tensor box_index, SymInt crop_height, "
+      "SymInt crop_width, SymInt batch_size, SymInt channels, SymInt height, SymInt width, str method) -> Tensor");
+  m.def(
+      "crop_and_resize_backward_boxes(Tensor grad, Tensor image, Tensor boxes, Tensor box_index, "
+      "SymInt crop_height, SymInt crop_width, str method) -> Tensor");
   m.def(
       "roi_align_forward(Tensor input, Tensor rois, float spatial_scale, SymInt pooled_height, "
       "SymInt pooled_width, int sampling_ratio, bool aligned) -> Tensor");
   m.def(
-      "roi_align_backward(Tensor grad, Tensor input, Tensor rois, float spatial_scale, SymInt pooled_height, "
-      "SymInt pooled_width, int sampling_ratio, bool aligned, bool input_grad, bool rois_grad) "
-      "-> (Tensor, Tensor)");
+      "roi_align_backward_input(Tensor grad, Tensor rois, float spatial_scale, SymInt pooled_height, "
+      "SymInt pooled_width, SymInt batch_size, SymInt channels, SymInt height, SymInt width, int sampling_ratio, "
+      "bool aligned) -> Tensor");
+  m.def(
+      "roi_align_backward_boxes(Tensor grad, Tensor input, Tensor rois, float spatial_scale, SymInt pooled_height, "
+      "SymInt pooled_width, int sampling_ratio, bool aligned) -> Tensor");
 }

@@ -1,7 +1,8 @@
-"""The one autograd.Function per operator: each calls the named backend's forward and backward kernels.
+"""The one autograd.Function per operator: each calls one backend's kernels (an ``OpKernels`` record).
 
-Nothing else in the project does autograd. The backend travels as its name (a str), so that
-``torch.compile`` sees a constant.
+Nothing else in the project does autograd. The record is looked up once per call, by the public op, and
+travels through ``apply`` to the backward. The feature map is saved for the backward only when the boxes need
+a gradient: the input gradient needs its sizes, not its values.
 """
 
 from __future__ import annotations
@@ -9,54 +10,58 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-from . import _registry
-
 
 class CropAndResizeFunction(torch.autograd.Function):
     @staticmethod
-    def forward(image, boxes, box_index, crop_height, crop_width, method, extrapolation_value, backend):
-        kernels = _registry.registered()[backend].kernels["crop_and_resize"]
+    def forward(image, boxes, box_index, crop_height, crop_width, method, extrapolation_value, kernels):
         return kernels.forward(image, boxes, box_index, crop_height, crop_width, method, extrapolation_value)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        image, boxes, box_index, crop_height, crop_width, method, _, backend = inputs
-        ctx.save_for_backward(image, boxes, box_index)
-        ctx.params = (crop_height, crop_width, method, backend)
+        image, boxes, box_index, crop_height, crop_width, method, _, kernels = inputs
+        ctx.save_for_backward(image if ctx.needs_input_grad[1] else None, boxes, box_index)
+        ctx.image_shape = image.shape
+        ctx.params = (crop_height, crop_width, method, kernels)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
         image, boxes, box_index = ctx.saved_tensors
-        crop_height, crop_width, method, backend = ctx.params
-        kernels = _registry.registered()[backend].kernels["crop_and_resize"]
-        grad_image, grad_boxes = kernels.backward(
-            grad, image, boxes, box_index, crop_height, crop_width, method,
-            ctx.needs_input_grad[0], ctx.needs_input_grad[1],
-        )
+        crop_height, crop_width, method, kernels = ctx.params
+        grad_image = grad_boxes = None
+        if ctx.needs_input_grad[0]:
+            grad_image = kernels.backward_input(
+                grad, boxes, box_index, crop_height, crop_width, *ctx.image_shape, method
+            )
+        if ctx.needs_input_grad[1]:
+            grad_boxes = kernels.backward_boxes(grad, image, boxes, box_index, crop_height, crop_width, method)
         return grad_image, grad_boxes, None, None, None, None, None, None
 
 
 class RoIAlignFunction(torch.autograd.Function):
     @staticmethod
-    def forward(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned, backend):
-        kernels = _registry.registered()[backend].kernels["roi_align"]
+    def forward(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned, kernels):
         return kernels.forward(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         input, rois, *params = inputs
-        ctx.save_for_backward(input, rois)
+        ctx.save_for_backward(input if ctx.needs_input_grad[1] else None, rois)
+        ctx.input_shape = input.shape
         ctx.params = params
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
         input, rois = ctx.saved_tensors
-        spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned, backend = ctx.params
-        kernels = _registry.registered()[backend].kernels["roi_align"]
-        grad_input, grad_rois = kernels.backward(
-            grad, input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned,
-            ctx.needs_input_grad[0], ctx.needs_input_grad[1],
-        )
+        spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned, kernels = ctx.params
+        grad_input = grad_rois = None
+        if ctx.needs_input_grad[0]:
+            grad_input = kernels.backward_input(
+                grad, rois, spatial_scale, pooled_height, pooled_width, *ctx.input_shape, sampling_ratio, aligned
+            )
+        if ctx.needs_input_grad[1]:
+            grad_rois = kernels.backward_boxes(
+                grad, input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned
+            )
         return grad_input, grad_rois, None, None, None, None, None, None

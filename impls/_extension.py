@@ -1,8 +1,8 @@
 """``cpp`` and ``cuda`` backends: glue to the compiled extension ``impls._C`` (``csrc/``).
 
-The extension registers four operators, ``torch.ops.impls.{crop_and_resize,roi_align}_{forward,backward}``,
-with CPU kernels (``csrc/cpu``, parallel over boxes x channels, float64 bit-exact with ``reference``) and, when
-built with a CUDA toolkit, CUDA kernels (``csrc/cuda``). This module binds the op handles once, registers fake
+The extension registers six operators, ``torch.ops.impls.{crop_and_resize,roi_align}_{forward,backward_input,
+backward_boxes}`` (one operator per gradient), with CPU kernels (``csrc/cpu``, parallel over boxes x channels,
+float64 bit-exact with ``reference``) and, when built with a CUDA toolkit, CUDA kernels (``csrc/cuda``). This module binds the op handles once, registers fake
 kernels so the ops trace under ``torch.compile``, and registers the two backends. The package still imports
 when the extension is not built: the backends then report why they are unavailable.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ._registry import Backend, OpKernels, register
+from ._registry import FLOAT_DTYPES, Backend, OpKernels, register
 
 try:
     from . import _C  # noqa: F401  (loading the library runs its TORCH_LIBRARY registrations)
@@ -20,37 +20,65 @@ try:
 except (ImportError, OSError) as e:  # not built, or built against another torch
     _IMPORT_ERROR = f"{type(e).__name__}: {e}"
 
-_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-
 if _IMPORT_ERROR is None:
-    _ops = torch.ops.impls
-    _crop_fwd = _ops.crop_and_resize_forward.default
-    _crop_bwd = _ops.crop_and_resize_backward.default
-    _roi_fwd = _ops.roi_align_forward.default
-    _roi_bwd = _ops.roi_align_backward.default
+    _crop_forward = torch.ops.impls.crop_and_resize_forward.default
+    _crop_backward_input = torch.ops.impls.crop_and_resize_backward_input.default
+    _crop_backward_boxes = torch.ops.impls.crop_and_resize_backward_boxes.default
+    _roi_forward = torch.ops.impls.roi_align_forward.default
+    _roi_backward_input = torch.ops.impls.roi_align_backward_input.default
+    _roi_backward_boxes = torch.ops.impls.roi_align_backward_boxes.default
+
+    # Fake kernels: the output shapes and the shape contracts the C++ kernels check, for torch.compile.
 
     @torch.library.register_fake("impls::crop_and_resize_forward")
     def _(image, boxes, box_index, crop_height, crop_width, method, extrapolation_value):
+        torch._check(image.dim() == 4, lambda: f"image must be [N, C, H, W], got {tuple(image.shape)}")
+        torch._check(
+            boxes.dim() == 2 and boxes.shape[1] == 4, lambda: f"boxes must be [K, 4], got {tuple(boxes.shape)}"
+        )
+        torch._check(box_index.shape == (boxes.shape[0],), lambda: "box_index must be [K]")
         return image.new_empty((boxes.shape[0], image.shape[1], crop_height, crop_width))
 
-    @torch.library.register_fake("impls::crop_and_resize_backward")
-    def _(grad, image, boxes, box_index, crop_height, crop_width, method, image_grad, boxes_grad):
-        return (
-            image.new_empty(image.shape if image_grad else (0,)),
-            boxes.new_empty(boxes.shape if boxes_grad else (0,)),
+    @torch.library.register_fake("impls::crop_and_resize_backward_input")
+    def _(grad, boxes, box_index, crop_height, crop_width, batch_size, channels, height, width, method):
+        torch._check(
+            grad.shape == (boxes.shape[0], channels, crop_height, crop_width),
+            lambda: f"grad must be [K, C, crop_height, crop_width], got {tuple(grad.shape)}",
         )
+        return grad.new_empty((batch_size, channels, height, width))
+
+    @torch.library.register_fake("impls::crop_and_resize_backward_boxes")
+    def _(grad, image, boxes, box_index, crop_height, crop_width, method):
+        torch._check(
+            grad.shape == (boxes.shape[0], image.shape[1], crop_height, crop_width),
+            lambda: f"grad must be [K, C, crop_height, crop_width], got {tuple(grad.shape)}",
+        )
+        return boxes.new_empty(boxes.shape)
 
     @torch.library.register_fake("impls::roi_align_forward")
     def _(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):
+        torch._check(input.dim() == 4, lambda: f"input must be [N, C, H, W], got {tuple(input.shape)}")
+        torch._check(
+            rois.dim() == 2 and rois.shape[1] == 5, lambda: f"rois must be [K, 5], got {tuple(rois.shape)}"
+        )
         return input.new_empty((rois.shape[0], input.shape[1], pooled_height, pooled_width))
 
-    @torch.library.register_fake("impls::roi_align_backward")
-    def _(grad, input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned, input_grad,
-          rois_grad):
-        return (
-            input.new_empty(input.shape if input_grad else (0,)),
-            rois.new_empty(rois.shape if rois_grad else (0,)),
+    @torch.library.register_fake("impls::roi_align_backward_input")
+    def _(grad, rois, spatial_scale, pooled_height, pooled_width, batch_size, channels, height, width,
+          sampling_ratio, aligned):
+        torch._check(
+            grad.shape == (rois.shape[0], channels, pooled_height, pooled_width),
+            lambda: f"grad must be [K, C, pooled_height, pooled_width], got {tuple(grad.shape)}",
         )
+        return grad.new_empty((batch_size, channels, height, width))
+
+    @torch.library.register_fake("impls::roi_align_backward_boxes")
+    def _(grad, input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):
+        torch._check(
+            grad.shape == (rois.shape[0], input.shape[1], pooled_height, pooled_width),
+            lambda: f"grad must be [K, C, pooled_height, pooled_width], got {tuple(grad.shape)}",
+        )
+        return rois.new_empty(rois.shape)
 
 
 def _cpp_reason():
@@ -77,34 +105,50 @@ def _cuda_reason():
 
 
 def crop_and_resize_forward(image, boxes, box_index, crop_height, crop_width, method, extrapolation_value):
-    return _crop_fwd(image, boxes, box_index, crop_height, crop_width, method, float(extrapolation_value))
-
-
-def crop_and_resize_backward(grad, image, boxes, box_index, crop_height, crop_width, method, image_grad,
-                             boxes_grad):
-    grad_image, grad_boxes = _crop_bwd(
-        grad, image, boxes, box_index, crop_height, crop_width, method, bool(image_grad), bool(boxes_grad)
+    return _crop_forward(
+        image, boxes, box_index, crop_height, crop_width, method, float(extrapolation_value)
     )
-    return (grad_image if image_grad else None), (grad_boxes if boxes_grad else None)
+
+
+def crop_and_resize_backward_input(
+    grad, boxes, box_index, crop_height, crop_width, batch_size, channels, height, width, method
+):
+    return _crop_backward_input(
+        grad, boxes, box_index, crop_height, crop_width, batch_size, channels, height, width, method
+    )
+
+
+def crop_and_resize_backward_boxes(grad, image, boxes, box_index, crop_height, crop_width, method):
+    return _crop_backward_boxes(grad, image, boxes, box_index, crop_height, crop_width, method)
 
 
 def roi_align_forward(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):
-    return _roi_fwd(input, rois, float(spatial_scale), pooled_height, pooled_width, int(sampling_ratio),
-                    bool(aligned))
-
-
-def roi_align_backward(grad, input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned,
-                       input_grad, rois_grad):
-    grad_input, grad_rois = _roi_bwd(
-        grad, input, rois, float(spatial_scale), pooled_height, pooled_width, int(sampling_ratio), bool(aligned),
-        bool(input_grad), bool(rois_grad),
+    return _roi_forward(
+        input, rois, float(spatial_scale), pooled_height, pooled_width, int(sampling_ratio), bool(aligned)
     )
-    return (grad_input if input_grad else None), (grad_rois if rois_grad else None)
+
+
+def roi_align_backward_input(
+    grad, rois, spatial_scale, pooled_height, pooled_width, batch_size, channels, height, width, sampling_ratio,
+    aligned,
+):
+    return _roi_backward_input(
+        grad, rois, float(spatial_scale), pooled_height, pooled_width, batch_size, channels, height, width,
+        int(sampling_ratio), bool(aligned),
+    )
+
+
+def roi_align_backward_boxes(grad, input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):
+    return _roi_backward_boxes(
+        grad, input, rois, float(spatial_scale), pooled_height, pooled_width, int(sampling_ratio), bool(aligned)
+    )
 
 
 _KERNELS = {
-    "crop_and_resize": OpKernels(crop_and_resize_forward, crop_and_resize_backward),
-    "roi_align": OpKernels(roi_align_forward, roi_align_backward),
+    "crop_and_resize": OpKernels(
+        crop_and_resize_forward, crop_and_resize_backward_input, crop_and_resize_backward_boxes
+    ),
+    "roi_align": OpKernels(roi_align_forward, roi_align_backward_input, roi_align_backward_boxes),
 }
 
 CPP = register(
@@ -112,7 +156,7 @@ CPP = register(
         name="cpp",
         summary="C++ extension (csrc/cpu): parallel over boxes x channels; float64 bit-exact with reference",
         devices=("cpu",),
-        dtypes=_DTYPES,
+        dtypes=FLOAT_DTYPES,
         kernels=_KERNELS,
         unavailable_reason=_cpp_reason,
     )
@@ -124,7 +168,7 @@ CUDA = register(
         summary="CUDA extension (csrc/cuda): one thread per output; deterministic image gradient when "
         "torch.use_deterministic_algorithms(True)",
         devices=("cuda",),
-        dtypes=_DTYPES,
+        dtypes=FLOAT_DTYPES,
         kernels=_KERNELS,
         unavailable_reason=_cuda_reason,
     )

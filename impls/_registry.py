@@ -3,18 +3,28 @@
 A backend is plain kernels (no autograd) plus what it supports. The autograd Functions in
 ``_autograd.py`` call whichever backend was named; nothing here falls back from one backend to another.
 
-Kernel signatures (all arguments already validated and normalized by ``_validation.py``):
+Kernel signatures (all arguments already validated and normalized by ``_validation.py``). Each gradient is its
+own kernel, as in torchvision: the input gradient needs the input's sizes, not its values; only the box gradient
+reads the feature map.
 
-* ``crop_and_resize.forward(image, boxes, box_index, crop_height, crop_width, method, extrapolation_value)``
-  -> ``Tensor[K, C, crop_height, crop_width]``; ``box_index`` is int64.
-* ``crop_and_resize.backward(grad, image, boxes, box_index, crop_height, crop_width, method,
-  image_grad, boxes_grad)`` -> ``(Tensor[N, C, H, W] | None, Tensor[K, 4] | None)``.
-* ``roi_align.forward(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned)``
-  -> ``Tensor[K, C, pooled_height, pooled_width]``; ``rois`` is ``Tensor[K, 5]``.
-* ``roi_align.backward(grad, input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned,
-  input_grad, rois_grad)`` -> ``(Tensor[N, C, H, W] | None, Tensor[K, 5] | None)``.
+* ``crop_and_resize``:
 
-A backward returns ``None`` for a gradient that was not asked for.
+  * ``forward(image, boxes, box_index, crop_height, crop_width, method, extrapolation_value)``
+    -> ``Tensor[K, C, crop_height, crop_width]``; ``box_index`` is int64.
+  * ``backward_input(grad, boxes, box_index, crop_height, crop_width, batch_size, channels, height, width,
+    method)`` -> ``Tensor[N, C, H, W]``.
+  * ``backward_boxes(grad, image, boxes, box_index, crop_height, crop_width, method)`` -> ``Tensor[K, 4]``.
+
+* ``roi_align`` (``rois`` is ``Tensor[K, 5]``):
+
+  * ``forward(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned)``
+    -> ``Tensor[K, C, pooled_height, pooled_width]``.
+  * ``backward_input(grad, rois, spatial_scale, pooled_height, pooled_width, batch_size, channels, height, width,
+    sampling_ratio, aligned)`` -> ``Tensor[N, C, H, W]`` (torchvision's ``_roi_align_backward`` order).
+  * ``backward_boxes(grad, input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned)``
+    -> ``Tensor[K, 5]`` (column 0, the batch index, gets 0).
+
+``backward_boxes`` is ``None`` for a backend that gives no gradient to the boxes.
 """
 
 from __future__ import annotations
@@ -25,6 +35,8 @@ from typing import Callable, Optional
 import torch
 
 OPS = ("crop_and_resize", "roi_align")
+# The dtypes a feature map may have; a backend supports these or a subset.
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 class BackendUnavailableError(RuntimeError):
@@ -33,9 +45,15 @@ class BackendUnavailableError(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class OpKernels:
+    """One operator of one backend: plain functions, no autograd (signatures in the module docstring)."""
+
     forward: Callable
-    backward: Callable
-    boxes_grad: bool = True  # False: the backend gives no gradient to the boxes (e.g. torchvision)
+    backward_input: Callable
+    backward_boxes: Optional[Callable] = None  # None: no gradient to the boxes (e.g. torchvision)
+
+    @property
+    def boxes_grad(self) -> bool:
+        return self.backward_boxes is not None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,7 +117,8 @@ def resolve(name: str, op: str, device: torch.device) -> str:
     """The backend that ``backend=name`` means for a call of ``op`` on ``device``.
 
     ``auto`` policy: ``cuda`` for CUDA tensors; on the CPU ``cpp`` when the extension is built, else
-    ``vectorized``. The choice is a rule on what is installed, never a retry after a failure.
+    ``vectorized``. The choice is a rule on what is installed, never a retry after a failure. Raises for an
+    unknown name and for a backend that does not implement ``op``.
     """
     if not isinstance(name, str):
         raise TypeError(f"backend must be a str, got {type(name).__name__}; known: {', '.join(_BACKENDS)}")
@@ -114,20 +133,20 @@ def resolve(name: str, op: str, device: torch.device) -> str:
         raise ValueError(
             f"unknown backend {name!r}; use 'auto' or one of: {_available_listing()}"
         )
+    if op not in _BACKENDS[name].kernels:
+        offer = [b.name for b in _BACKENDS.values() if op in b.kernels]
+        raise ValueError(f"backend {name!r} does not implement {op}; backends that do: {', '.join(offer)}")
     return name
 
 
-def get(name: str, op: str, device: torch.device, dtype: torch.dtype) -> Backend:
-    """The record for a resolved backend name, after checking it can run ``op`` on ``device``/``dtype``."""
+def kernels(name: str, op: str, device: torch.device, dtype: torch.dtype) -> OpKernels:
+    """The kernels of ``op`` in the resolved backend ``name``, after checking they can run on ``device``/``dtype``."""
     backend = _BACKENDS[name]
     reason = backend.unavailable_reason()
     if reason is not None:
         raise BackendUnavailableError(
             f"backend {name!r} is unavailable: {reason}. Available here: {_available_listing()}"
         )
-    if op not in backend.kernels:
-        offer = [b.name for b in _BACKENDS.values() if op in b.kernels]
-        raise ValueError(f"backend {name!r} does not implement {op}; backends that do: {', '.join(offer)}")
     if device.type not in backend.devices:
         raise ValueError(
             f"backend {name!r} runs on {', '.join(backend.devices)}, not on {device.type}; "
@@ -138,4 +157,4 @@ def get(name: str, op: str, device: torch.device, dtype: torch.dtype) -> Backend
             f"backend {name!r} supports dtypes {', '.join(map(str, backend.dtypes))}, not {dtype}; "
             f"cast the input or pick another backend"
         )
-    return backend
+    return backend.kernels[op]

@@ -13,7 +13,7 @@ from typing import Sequence, Union
 
 import torch
 
-FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+from ._registry import FLOAT_DTYPES
 METHODS = ("bilinear", "nearest")
 
 

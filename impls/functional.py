@@ -19,12 +19,16 @@ def resolve_backend(backend: str, op: str, device) -> str:
     return _registry.resolve(backend, op, torch.device(device))
 
 
-def _boxes_need_grad(backend: _registry.Backend, op: str, boxes_require_grad: bool) -> None:
-    if boxes_require_grad and torch.is_grad_enabled() and not backend.kernels[op].boxes_grad:
+def _kernels(backend: str, op: str, x: torch.Tensor, boxes: torch.Tensor) -> _registry.OpKernels:
+    """The kernels ``backend`` names for ``op`` on ``x``'s device and dtype, checked to give every gradient asked."""
+    name = _registry.resolve(backend, op, x.device)
+    kernels = _registry.kernels(name, op, x.device, x.dtype)
+    if boxes.requires_grad and torch.is_grad_enabled() and not kernels.boxes_grad:
         raise ValueError(
-            f"backend {backend.name!r} gives no gradient to the boxes, but boxes.requires_grad is True; "
+            f"backend {name!r} gives no gradient to the boxes, but boxes.requires_grad is True; "
             f"pass boxes.detach() or pick a backend with box gradients (see impls.backends())"
         )
+    return kernels
 
 
 def crop_and_resize(
@@ -34,6 +38,7 @@ def crop_and_resize(
     crop_size,
     method: str = "bilinear",
     extrapolation_value: float = 0.0,
+    *,
     backend: str = "auto",
 ) -> torch.Tensor:
     """TensorFlow's ``tf.image.crop_and_resize`` in NCHW.
@@ -47,7 +52,7 @@ def crop_and_resize(
         crop_size (int or (int, int)): ``(crop_height, crop_width)``, both > 0.
         method (str): ``"bilinear"`` or ``"nearest"`` (round half away from zero).
         extrapolation_value (float): the value of samples outside the image.
-        backend (str): ``"auto"`` or a name from :func:`impls.backends`.
+        backend (str, keyword-only): ``"auto"`` or a name from :func:`impls.backends`.
 
     Returns:
         Tensor[K, C, crop_height, crop_width]. Differentiable with respect to ``image`` (both methods) and
@@ -56,11 +61,9 @@ def crop_and_resize(
     box_index, crop_height, crop_width, extrapolation_value = _validation.crop_and_resize_args(
         image, boxes, box_index, crop_size, method, extrapolation_value
     )
-    name = _registry.resolve(backend, "crop_and_resize", image.device)
-    record = _registry.get(name, "crop_and_resize", image.device, image.dtype)
-    _boxes_need_grad(record, "crop_and_resize", boxes.requires_grad)
+    kernels = _kernels(backend, "crop_and_resize", image, boxes)
     return CropAndResizeFunction.apply(
-        image, boxes, box_index, crop_height, crop_width, method, extrapolation_value, name
+        image, boxes, box_index, crop_height, crop_width, method, extrapolation_value, kernels
     )
 
 
@@ -71,6 +74,7 @@ def roi_align(
     spatial_scale: float = 1.0,
     sampling_ratio: int = -1,
     aligned: bool = False,
+    *,
     backend: str = "auto",
 ) -> torch.Tensor:
     """torchvision's ``roi_align`` (Mask R-CNN's RoIAlign), with gradients to the boxes as well.
@@ -86,7 +90,7 @@ def roi_align(
             ``ceil(roi_size / output_size)`` per box.
         aligned (bool): shift boxes by -0.5 pixel so that pixel i covers ``[i, i + 1)`` (Detectron2's
             ``ROIAlignV2``); ``False`` reproduces the original Mask R-CNN (and forces boxes to at least 1x1).
-        backend (str): ``"auto"`` or a name from :func:`impls.backends`.
+        backend (str, keyword-only): ``"auto"`` or a name from :func:`impls.backends`.
 
     Returns:
         Tensor[K, C, PH, PW]. Differentiable with respect to ``input`` and the box coordinates. The box
@@ -97,9 +101,7 @@ def roi_align(
     rois, pooled_height, pooled_width, spatial_scale, sampling_ratio = _validation.roi_align_args(
         input, boxes, output_size, spatial_scale, sampling_ratio, aligned
     )
-    name = _registry.resolve(backend, "roi_align", input.device)
-    record = _registry.get(name, "roi_align", input.device, input.dtype)
-    _boxes_need_grad(record, "roi_align", rois.requires_grad)
+    kernels = _kernels(backend, "roi_align", input, rois)
     return RoIAlignFunction.apply(
-        input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned, name
+        input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned, kernels
     )

@@ -37,16 +37,14 @@ def _torchvision_forward(input, rois, spatial_scale, pooled_height, pooled_width
     )
 
 
-def _torchvision_backward(
-    grad, input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned, input_grad, rois_grad
+def _torchvision_backward_input(
+    grad, rois, spatial_scale, pooled_height, pooled_width, batch_size, channels, height, width, sampling_ratio,
+    aligned,
 ):
-    if rois_grad:
-        raise ValueError("backend 'torchvision' gives no gradient to the boxes; detach them")
-    N, C, H, W = input.shape
-    grad_input = torch.ops.torchvision._roi_align_backward(
-        grad.contiguous(), rois, spatial_scale, pooled_height, pooled_width, N, C, H, W, sampling_ratio, aligned
+    return torch.ops.torchvision._roi_align_backward(
+        grad.contiguous(), rois, spatial_scale, pooled_height, pooled_width, batch_size, channels, height, width,
+        sampling_ratio, aligned,
     )
-    return (grad_input if input_grad else None), None
 
 
 # NB: torchvision is imported here, eagerly, so that it is always loaded before tensorflow: loaded after
@@ -63,7 +61,7 @@ register(
         summary="peer: torchvision.ops.roi_align's own C++/CUDA kernels (no box gradient)",
         devices=("cpu", "cuda"),
         dtypes=(torch.float16, torch.float32, torch.float64),
-        kernels={"roi_align": OpKernels(_torchvision_forward, _torchvision_backward, boxes_grad=False)},
+        kernels={"roi_align": OpKernels(_torchvision_forward, _torchvision_backward_input)},
         unavailable_reason=_torchvision_reason,
     )
 )
@@ -104,24 +102,26 @@ def _tensorflow_forward(image, boxes, box_index, crop_height, crop_width, method
     return torch.from_numpy(out.numpy()).permute(0, 3, 1, 2).to(image.dtype)
 
 
-def _tensorflow_backward(grad, image, boxes, box_index, crop_height, crop_width, method, image_grad, boxes_grad):
+def _tensorflow_backward_input(
+    grad, boxes, box_index, crop_height, crop_width, batch_size, channels, height, width, method
+):
     tf = _tf()
     tf_boxes, tf_index = _tf_args(boxes, box_index)
-    tf_grad = _to_tf_nhwc(grad.to(torch.float32))  # [K, ch, cw, C]
-    grad_image = grad_boxes = None
-    if image_grad:
-        N, C, H, W = image.shape
-        g = tf.raw_ops.CropAndResizeGradImage(
-            grads=tf_grad, boxes=tf_boxes, box_ind=tf_index, image_size=tf.constant([N, H, W, C], tf.int32),
-            T=tf.float32, method=method,
-        )
-        grad_image = torch.from_numpy(g.numpy()).permute(0, 3, 1, 2).to(image.dtype)
-    if boxes_grad:
-        g = tf.raw_ops.CropAndResizeGradBoxes(
-            grads=tf_grad, image=_to_tf_nhwc(image.to(torch.float32)), boxes=tf_boxes, box_ind=tf_index
-        )
-        grad_boxes = torch.from_numpy(g.numpy()).to(boxes.dtype)
-    return grad_image, grad_boxes
+    g = tf.raw_ops.CropAndResizeGradImage(
+        grads=_to_tf_nhwc(grad.to(torch.float32)), boxes=tf_boxes, box_ind=tf_index,
+        image_size=tf.constant([batch_size, height, width, channels], tf.int32), T=tf.float32, method=method,
+    )  # [N, H, W, C]
+    return torch.from_numpy(g.numpy()).permute(0, 3, 1, 2).to(grad.dtype)
+
+
+def _tensorflow_backward_boxes(grad, image, boxes, box_index, crop_height, crop_width, method):
+    tf = _tf()
+    tf_boxes, tf_index = _tf_args(boxes, box_index)
+    g = tf.raw_ops.CropAndResizeGradBoxes(
+        grads=_to_tf_nhwc(grad.to(torch.float32)), image=_to_tf_nhwc(image.to(torch.float32)), boxes=tf_boxes,
+        box_ind=tf_index,
+    )  # [K, 4]
+    return torch.from_numpy(g.numpy()).to(boxes.dtype)
 
 
 register(
@@ -130,7 +130,11 @@ register(
         summary="peer: tf.image.crop_and_resize and its gradient ops (CPU, float32, NHWC)",
         devices=("cpu",),
         dtypes=(torch.float32,),
-        kernels={"crop_and_resize": OpKernels(_tensorflow_forward, _tensorflow_backward)},
+        kernels={
+            "crop_and_resize": OpKernels(
+                _tensorflow_forward, _tensorflow_backward_input, _tensorflow_backward_boxes
+            )
+        },
         unavailable_reason=_missing("tensorflow", "tensorflow"),
     )
 )

@@ -3,20 +3,23 @@
 Cost: one Python-level multiply per bilinear tap, i.e. roughly a microsecond per sample per channel; use it on
 maps of tens of pixels, never on a detector workload. All arithmetic is done on Python floats (IEEE double),
 and every expression is written in the order the C++ kernels in ``csrc/`` evaluate it, so that float64 results
-of ``reference`` and ``cpp`` can be compared bit for bit. Loop order: box, channel, output cell, sample.
+of ``reference`` and ``cpp`` can be compared bit for bit. Loop order: box, channel, output cell, sample. A box's
+in-range samples (pixels, weights, position derivatives) do not depend on the channel: they are listed once per
+box (``_crop_samples``, ``_roi_samples``) and every kernel walks that list.
 
-Conventions (see ``shared/semantics.md``): ``crop_and_resize`` samples in pixel-index space ("corner aligned",
+Conventions (see ``CONVENTIONS.md``): ``crop_and_resize`` samples in pixel-index space ("corner aligned",
 pixel i sits at coordinate i) with TensorFlow's out-of-range rule; ``roi_align`` averages a grid of bilinear
 samples per bin with torchvision's clamping rule.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
 
-from ._registry import Backend, OpKernels, register
+from ._registry import FLOAT_DTYPES, Backend, OpKernels, register
 
 # --------------------------------------------------------------------------------------------- shared scalars
 
@@ -67,6 +70,50 @@ def _roi_corner(v: float, size: int) -> tuple[int, int, float, bool]:
 # ------------------------------------------------------------------------------------------ crop_and_resize
 
 
+@dataclasses.dataclass(frozen=True)
+class _CropSample:
+    """One in-range sample of a crop: output cell (py, px), its four pixels and lerps, its nearest pixel and the
+    derivatives of its coordinates with respect to the box sides."""
+
+    py: int
+    px: int
+    top: int
+    bottom: int
+    y_lerp: float
+    left: int
+    right: int
+    x_lerp: float
+    nearest_y: int
+    nearest_x: int
+    dy_lo: float
+    dy_hi: float
+    dx_lo: float
+    dx_hi: float
+
+
+def _crop_samples(box, crop_height: int, crop_width: int, H: int, W: int) -> list[_CropSample]:
+    """The in-range samples of one normalized box (y1, x1, y2, x2), row by row; the others keep the
+    extrapolation value and get no gradient."""
+    y1, x1, y2, x2 = box
+    samples = []
+    for py in range(crop_height):
+        in_y = _crop_coordinate(y1, y2, py, crop_height, H)
+        if not (0 <= in_y <= H - 1):  # NB: written as not(in range) so NaN takes this branch
+            continue
+        dy_lo, dy_hi = _crop_coordinate_grads(py, crop_height, H)
+        for px in range(crop_width):
+            in_x = _crop_coordinate(x1, x2, px, crop_width, W)
+            if not (0 <= in_x <= W - 1):
+                continue
+            dx_lo, dx_hi = _crop_coordinate_grads(px, crop_width, W)
+            samples.append(_CropSample(
+                py, px, math.floor(in_y), math.ceil(in_y), in_y - math.floor(in_y),
+                math.floor(in_x), math.ceil(in_x), in_x - math.floor(in_x),
+                int(_round_half_away(in_y)), int(_round_half_away(in_x)), dy_lo, dy_hi, dx_lo, dx_hi,
+            ))
+    return samples
+
+
 def crop_and_resize_forward(image, boxes, box_index, crop_height, crop_width, method, extrapolation_value):
     N, C, H, W = image.shape
     K = boxes.shape[0]
@@ -76,93 +123,74 @@ def crop_and_resize_forward(image, boxes, box_index, crop_height, crop_width, me
     ext = float(extrapolation_value)
     out = [[[[ext] * crop_width for _ in range(crop_height)] for _ in range(C)] for _ in range(K)]
     for k in range(K):
-        y1, x1, y2, x2 = bxs[k]
-        n = idx[k]
+        samples = _crop_samples(bxs[k], crop_height, crop_width, H, W)
         for c in range(C):
-            plane = img[n][c]
-            for py in range(crop_height):
-                in_y = _crop_coordinate(y1, y2, py, crop_height, H)
-                if not (0 <= in_y <= H - 1):  # NB: written as not(in range) so NaN takes this branch
+            plane = img[idx[k]][c]
+            for s in samples:
+                if method == "nearest":
+                    out[k][c][s.py][s.px] = plane[s.nearest_y][s.nearest_x]
                     continue
-                top = math.floor(in_y)
-                bottom = math.ceil(in_y)
-                y_lerp = in_y - top
-                for px in range(crop_width):
-                    in_x = _crop_coordinate(x1, x2, px, crop_width, W)
-                    if not (0 <= in_x <= W - 1):
-                        continue
-                    if method == "nearest":
-                        out[k][c][py][px] = plane[int(_round_half_away(in_y))][int(_round_half_away(in_x))]
-                        continue
-                    left = math.floor(in_x)
-                    right = math.ceil(in_x)
-                    x_lerp = in_x - left
-                    tl, tr = plane[top][left], plane[top][right]
-                    bl, br = plane[bottom][left], plane[bottom][right]
-                    t = tl + (tr - tl) * x_lerp
-                    b = bl + (br - bl) * x_lerp
-                    out[k][c][py][px] = t + (b - t) * y_lerp
+                tl, tr = plane[s.top][s.left], plane[s.top][s.right]
+                bl, br = plane[s.bottom][s.left], plane[s.bottom][s.right]
+                t = tl + (tr - tl) * s.x_lerp
+                b = bl + (br - bl) * s.x_lerp
+                out[k][c][s.py][s.px] = t + (b - t) * s.y_lerp
     return torch.tensor(out, dtype=image.dtype).reshape(K, C, crop_height, crop_width)
 
 
-def crop_and_resize_backward(
-    grad, image, boxes, box_index, crop_height, crop_width, method, image_grad, boxes_grad
+def crop_and_resize_backward_input(
+    grad, boxes, box_index, crop_height, crop_width, batch_size, channels, height, width, method
 ):
-    N, C, H, W = image.shape
+    N, C, H, W = batch_size, channels, height, width
     K = boxes.shape[0]
-    img = image.double().tolist()
     bxs = boxes.double().tolist()
     idx = box_index.tolist()
     g_out = grad.double().tolist()
     g_img = [[[[0.0] * W for _ in range(H)] for _ in range(C)] for _ in range(N)]
-    g_box = [[0.0] * 4 for _ in range(K)]
-    bilinear = method == "bilinear"
     for k in range(K):
-        y1, x1, y2, x2 = bxs[k]
-        n = idx[k]
+        samples = _crop_samples(bxs[k], crop_height, crop_width, H, W)
         for c in range(C):
-            plane = img[n][c]
-            g_plane = g_img[n][c]
-            for py in range(crop_height):
-                in_y = _crop_coordinate(y1, y2, py, crop_height, H)
-                if not (0 <= in_y <= H - 1):
+            g_plane = g_img[idx[k]][c]
+            for s in samples:
+                g = g_out[k][c][s.py][s.px]
+                if method == "nearest":
+                    g_plane[s.nearest_y][s.nearest_x] += g
                     continue
-                dy_lo, dy_hi = _crop_coordinate_grads(py, crop_height, H)
-                top = math.floor(in_y)
-                bottom = math.ceil(in_y)
-                y_lerp = in_y - top
-                for px in range(crop_width):
-                    in_x = _crop_coordinate(x1, x2, px, crop_width, W)
-                    if not (0 <= in_x <= W - 1):
-                        continue
-                    g = g_out[k][c][py][px]
-                    if not bilinear:
-                        # Rounding has zero derivative almost everywhere: nearest gives no box gradient.
-                        g_plane[int(_round_half_away(in_y))][int(_round_half_away(in_x))] += g
-                        continue
-                    left = math.floor(in_x)
-                    right = math.ceil(in_x)
-                    x_lerp = in_x - left
-                    if image_grad:
-                        d_top = (1 - y_lerp) * g
-                        d_bottom = y_lerp * g
-                        g_plane[top][left] += (1 - x_lerp) * d_top
-                        g_plane[top][right] += x_lerp * d_top
-                        g_plane[bottom][left] += (1 - x_lerp) * d_bottom
-                        g_plane[bottom][right] += x_lerp * d_bottom
-                    if boxes_grad:
-                        tl, tr = plane[top][left], plane[top][right]
-                        bl, br = plane[bottom][left], plane[bottom][right]
-                        gy = g * ((1 - x_lerp) * (bl - tl) + x_lerp * (br - tr))
-                        gx = g * ((1 - y_lerp) * (tr - tl) + y_lerp * (br - bl))
-                        dx_lo, dx_hi = _crop_coordinate_grads(px, crop_width, W)
-                        g_box[k][0] += gy * dy_lo
-                        g_box[k][1] += gx * dx_lo
-                        g_box[k][2] += gy * dy_hi
-                        g_box[k][3] += gx * dx_hi
-    grad_image = torch.tensor(g_img, dtype=image.dtype).reshape(N, C, H, W) if image_grad else None
-    grad_boxes = torch.tensor(g_box, dtype=boxes.dtype).reshape(K, 4) if boxes_grad else None
-    return grad_image, grad_boxes
+                d_top = (1 - s.y_lerp) * g
+                d_bottom = s.y_lerp * g
+                g_plane[s.top][s.left] += (1 - s.x_lerp) * d_top
+                g_plane[s.top][s.right] += s.x_lerp * d_top
+                g_plane[s.bottom][s.left] += (1 - s.x_lerp) * d_bottom
+                g_plane[s.bottom][s.right] += s.x_lerp * d_bottom
+    return torch.tensor(g_img, dtype=grad.dtype).reshape(N, C, H, W)
+
+
+def crop_and_resize_backward_boxes(grad, image, boxes, box_index, crop_height, crop_width, method):
+    N, C, H, W = image.shape
+    K = boxes.shape[0]
+    g_box = [[0.0] * 4 for _ in range(K)]
+    if method == "nearest":
+        # Rounding has zero derivative almost everywhere: nearest gives no box gradient.
+        return torch.tensor(g_box, dtype=boxes.dtype).reshape(K, 4)
+    img = image.double().tolist()
+    bxs = boxes.double().tolist()
+    idx = box_index.tolist()
+    g_out = grad.double().tolist()
+    for k in range(K):
+        samples = _crop_samples(bxs[k], crop_height, crop_width, H, W)
+        for c in range(C):
+            plane = img[idx[k]][c]
+            for s in samples:
+                g = g_out[k][c][s.py][s.px]
+                tl, tr = plane[s.top][s.left], plane[s.top][s.right]
+                bl, br = plane[s.bottom][s.left], plane[s.bottom][s.right]
+                gy = g * ((1 - s.x_lerp) * (bl - tl) + s.x_lerp * (br - tr))
+                gx = g * ((1 - s.y_lerp) * (tr - tl) + s.y_lerp * (br - bl))
+                g_box[k][0] += gy * s.dy_lo
+                g_box[k][1] += gx * s.dx_lo
+                g_box[k][2] += gy * s.dy_hi
+                g_box[k][3] += gx * s.dx_hi
+    return torch.tensor(g_box, dtype=boxes.dtype).reshape(K, 4)
 
 
 # ------------------------------------------------------------------------------------------------ roi_align
@@ -206,6 +234,50 @@ def _roi_in_range(y: float, x: float, H: int, W: int) -> bool:
     return -1.0 <= y <= H and -1.0 <= x <= W  # NaN compares False: an out-of-range sample
 
 
+@dataclasses.dataclass(frozen=True)
+class _RoiSample:
+    """One in-range sample of a bin: its four pixels, weights, whether each coordinate moves with the box, and
+    where it sits along the box (``_roi_position``) on each axis."""
+
+    y_low: int
+    y_high: int
+    ly: float
+    hy: float
+    y_moves: bool
+    ay: float
+    x_low: int
+    x_high: int
+    lx: float
+    hx: float
+    x_moves: bool
+    ax: float
+
+
+def _roi_samples(roi, H, W, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):
+    """One box: ``(n, count, samples)`` with ``samples[ph][pw]`` the bin's in-range samples in (iy, ix) order."""
+    n, y_start, x_start, bin_h, bin_w, grid_h, grid_w, count, h_clamped, w_clamped = _roi_geometry(
+        roi, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned
+    )
+    samples = [[[] for _ in range(pooled_width)] for _ in range(pooled_height)]
+    for ph in range(pooled_height):
+        for pw in range(pooled_width):
+            for iy in range(grid_h):
+                y = _roi_sample(y_start, ph, bin_h, iy, grid_h)
+                for ix in range(grid_w):
+                    x = _roi_sample(x_start, pw, bin_w, ix, grid_w)
+                    if not _roi_in_range(y, x, H, W):
+                        continue
+                    y_low, y_high, ly, y_moves = _roi_corner(y, H)
+                    x_low, x_high, lx, x_moves = _roi_corner(x, W)
+                    samples[ph][pw].append(_RoiSample(
+                        y_low, y_high, ly, 1.0 - ly, y_moves,
+                        _roi_position(ph, iy, grid_h, pooled_height, h_clamped),
+                        x_low, x_high, lx, 1.0 - lx, x_moves,
+                        _roi_position(pw, ix, grid_w, pooled_width, w_clamped),
+                    ))
+    return n, count, samples
+
+
 def roi_align_forward(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):
     N, C, H, W = input.shape
     K = rois.shape[0]
@@ -213,84 +285,82 @@ def roi_align_forward(input, rois, spatial_scale, pooled_height, pooled_width, s
     rs = rois.double().tolist()
     out = [[[[0.0] * pooled_width for _ in range(pooled_height)] for _ in range(C)] for _ in range(K)]
     for k in range(K):
-        n, y_start, x_start, bin_h, bin_w, grid_h, grid_w, count, _, _ = _roi_geometry(
-            rs[k], spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned
+        n, count, samples = _roi_samples(
+            rs[k], H, W, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned
         )
         for c in range(C):
             plane = img[n][c]
             for ph in range(pooled_height):
                 for pw in range(pooled_width):
                     acc = 0.0
-                    for iy in range(grid_h):
-                        y = _roi_sample(y_start, ph, bin_h, iy, grid_h)
-                        for ix in range(grid_w):
-                            x = _roi_sample(x_start, pw, bin_w, ix, grid_w)
-                            if not _roi_in_range(y, x, H, W):
-                                continue
-                            y_low, y_high, ly, _ = _roi_corner(y, H)
-                            x_low, x_high, lx, _ = _roi_corner(x, W)
-                            hy, hx = 1.0 - ly, 1.0 - lx
-                            w1, w2, w3, w4 = hy * hx, hy * lx, ly * hx, ly * lx
-                            acc += (
-                                w1 * plane[y_low][x_low]
-                                + w2 * plane[y_low][x_high]
-                                + w3 * plane[y_high][x_low]
-                                + w4 * plane[y_high][x_high]
-                            )
+                    for s in samples[ph][pw]:
+                        w1, w2, w3, w4 = s.hy * s.hx, s.hy * s.lx, s.ly * s.hx, s.ly * s.lx
+                        acc += (
+                            w1 * plane[s.y_low][s.x_low]
+                            + w2 * plane[s.y_low][s.x_high]
+                            + w3 * plane[s.y_high][s.x_low]
+                            + w4 * plane[s.y_high][s.x_high]
+                        )
                     out[k][c][ph][pw] = acc / count
     return torch.tensor(out, dtype=input.dtype).reshape(K, C, pooled_height, pooled_width)
 
 
-def roi_align_backward(
-    grad, input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned, input_grad, rois_grad
+def roi_align_backward_input(
+    grad, rois, spatial_scale, pooled_height, pooled_width, batch_size, channels, height, width, sampling_ratio,
+    aligned,
+):
+    N, C, H, W = batch_size, channels, height, width
+    K = rois.shape[0]
+    rs = rois.double().tolist()
+    g_out = grad.double().tolist()
+    g_img = [[[[0.0] * W for _ in range(H)] for _ in range(C)] for _ in range(N)]
+    for k in range(K):
+        n, count, samples = _roi_samples(
+            rs[k], H, W, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned
+        )
+        for c in range(C):
+            g_plane = g_img[n][c]
+            for ph in range(pooled_height):
+                for pw in range(pooled_width):
+                    g = g_out[k][c][ph][pw]
+                    for s in samples[ph][pw]:
+                        g_plane[s.y_low][s.x_low] += g * (s.hy * s.hx) / count
+                        g_plane[s.y_low][s.x_high] += g * (s.hy * s.lx) / count
+                        g_plane[s.y_high][s.x_low] += g * (s.ly * s.hx) / count
+                        g_plane[s.y_high][s.x_high] += g * (s.ly * s.lx) / count
+    return torch.tensor(g_img, dtype=grad.dtype).reshape(N, C, H, W)
+
+
+def roi_align_backward_boxes(
+    grad, input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned
 ):
     N, C, H, W = input.shape
     K = rois.shape[0]
     img = input.double().tolist()
     rs = rois.double().tolist()
     g_out = grad.double().tolist()
-    g_img = [[[[0.0] * W for _ in range(H)] for _ in range(C)] for _ in range(N)]
     g_roi = [[0.0] * 5 for _ in range(K)]
     for k in range(K):
-        n, y_start, x_start, bin_h, bin_w, grid_h, grid_w, count, h_clamped, w_clamped = _roi_geometry(
-            rs[k], spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned
+        n, count, samples = _roi_samples(
+            rs[k], H, W, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned
         )
         for c in range(C):
             plane = img[n][c]
-            g_plane = g_img[n][c]
             for ph in range(pooled_height):
                 for pw in range(pooled_width):
                     g = g_out[k][c][ph][pw]
-                    for iy in range(grid_h):
-                        y = _roi_sample(y_start, ph, bin_h, iy, grid_h)
-                        for ix in range(grid_w):
-                            x = _roi_sample(x_start, pw, bin_w, ix, grid_w)
-                            if not _roi_in_range(y, x, H, W):
-                                continue
-                            y_low, y_high, ly, y_moves = _roi_corner(y, H)
-                            x_low, x_high, lx, x_moves = _roi_corner(x, W)
-                            hy, hx = 1.0 - ly, 1.0 - lx
-                            if input_grad:
-                                g_plane[y_low][x_low] += g * (hy * hx) / count
-                                g_plane[y_low][x_high] += g * (hy * lx) / count
-                                g_plane[y_high][x_low] += g * (ly * hx) / count
-                                g_plane[y_high][x_high] += g * (ly * lx) / count
-                            if rois_grad:
-                                v1, v2 = plane[y_low][x_low], plane[y_low][x_high]
-                                v3, v4 = plane[y_high][x_low], plane[y_high][x_high]
-                                if y_moves:
-                                    gy = g * (hx * (v3 - v1) + lx * (v4 - v2)) / count
-                                    ay = _roi_position(ph, iy, grid_h, pooled_height, h_clamped)
-                                    g_roi[k][2] += gy * (spatial_scale * (1.0 - ay))
-                                    g_roi[k][4] += gy * (spatial_scale * ay)
-                                if x_moves:
-                                    gx = g * (hy * (v2 - v1) + ly * (v4 - v3)) / count
-                                    ax = _roi_position(pw, ix, grid_w, pooled_width, w_clamped)
-                                    g_roi[k][1] += gx * (spatial_scale * (1.0 - ax))
-                                    g_roi[k][3] += gx * (spatial_scale * ax)
-    grad_input = torch.tensor(g_img, dtype=input.dtype).reshape(N, C, H, W) if input_grad else None
-    grad_rois = torch.tensor(g_roi, dtype=rois.dtype).reshape(K, 5) if rois_grad else None
-    return grad_input, grad_rois
+                    for s in samples[ph][pw]:
+                        v1, v2 = plane[s.y_low][s.x_low], plane[s.y_low][s.x_high]
+                        v3, v4 = plane[s.y_high][s.x_low], plane[s.y_high][s.x_high]
+                        if s.y_moves:
+                            gy = g * (s.hx * (v3 - v1) + s.lx * (v4 - v2)) / count
+                            g_roi[k][2] += gy * (spatial_scale * (1.0 - s.ay))
+                            g_roi[k][4] += gy * (spatial_scale * s.ay)
+                        if s.x_moves:
+                            gx = g * (s.hy * (v2 - v1) + s.ly * (v4 - v3)) / count
+                            g_roi[k][1] += gx * (spatial_scale * (1.0 - s.ax))
+                            g_roi[k][3] += gx * (spatial_scale * s.ax)
+    return torch.tensor(g_roi, dtype=rois.dtype).reshape(K, 5)
 
 
 BACKEND = register(
@@ -298,10 +368,12 @@ BACKEND = register(
         name="reference",
         summary="plain Python scalar loops; the oracle (slow: tiny inputs only)",
         devices=("cpu",),
-        dtypes=(torch.float16, torch.bfloat16, torch.float32, torch.float64),
+        dtypes=FLOAT_DTYPES,
         kernels={
-            "crop_and_resize": OpKernels(crop_and_resize_forward, crop_and_resize_backward),
-            "roi_align": OpKernels(roi_align_forward, roi_align_backward),
+            "crop_and_resize": OpKernels(
+                crop_and_resize_forward, crop_and_resize_backward_input, crop_and_resize_backward_boxes
+            ),
+            "roi_align": OpKernels(roi_align_forward, roi_align_backward_input, roi_align_backward_boxes),
         },
     )
 )

@@ -15,11 +15,10 @@ rounding, not bit for bit.
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import torch
 
-from ._registry import Backend, OpKernels, register
+from ._registry import FLOAT_DTYPES, Backend, OpKernels, register
 
 # Gathered values per corner tensor in one chunk of boxes: 2**22 elements = 16 MB in float32, so a chunk
 # holds at most ~100 MB of temporaries whatever K is (P2 box head, 7x7 x 2x2 samples x 256 channels: 83 boxes).
@@ -156,24 +155,29 @@ def crop_and_resize_forward(image, boxes, box_index, crop_height, crop_width, me
     return out.permute(0, 3, 1, 2).to(image.dtype)  # [K, C, ch, cw]
 
 
-def crop_and_resize_backward(
-    grad, image, boxes, box_index, crop_height, crop_width, method, image_grad, boxes_grad
+def crop_and_resize_backward_input(
+    grad, boxes, box_index, crop_height, crop_width, batch_size, channels, height, width, method
 ):
+    N, C, H, W = batch_size, channels, height, width
+    K = boxes.shape[0]
+    g_all = grad.permute(0, 2, 3, 1).to(_compute_dtype(grad.dtype))  # [K, ch, cw, C]
+    grad_rows = g_all.new_zeros((N * H * W, C))  # [N*H*W, C]
+    for idx in _chunks(torch.arange(K, device=grad.device), crop_height * crop_width * C):
+        n, ay, ax = _crop_geometry(boxes[idx], box_index[idx], crop_height, crop_width, H, W, method)
+        _scatter_image_grad(grad_rows, g_all[idx], n, ay, ax, H, W)
+    return grad_rows.view(N, H, W, C).permute(0, 3, 1, 2).to(grad.dtype)  # [N, C, H, W]
+
+
+def crop_and_resize_backward_boxes(grad, image, boxes, box_index, crop_height, crop_width, method):
     N, C, H, W = image.shape
     K = boxes.shape[0]
     rows = _rows(image)  # [N*H*W, C]
     g_all = grad.permute(0, 2, 3, 1).to(rows.dtype)  # [K, ch, cw, C]
-    grad_rows = torch.zeros_like(rows) if image_grad else None
-    grad_boxes = boxes.new_zeros((K, 4), dtype=rows.dtype) if boxes_grad else None
+    grad_boxes = boxes.new_zeros((K, 4), dtype=rows.dtype)  # (y1, x1, y2, x2) order
     for idx in _chunks(torch.arange(K, device=image.device), crop_height * crop_width * C):
         n, ay, ax = _crop_geometry(boxes[idx], box_index[idx], crop_height, crop_width, H, W, method)
-        g = g_all[idx]  # [Kc, ch, cw, C]
-        if image_grad:
-            _scatter_image_grad(grad_rows, g, n, ay, ax, H, W)
-        if boxes_grad:
-            grad_boxes[idx] = _box_grads(rows, g, n, ay, ax, H, W)  # (y1, x1, y2, x2) order
-    grad_image = grad_rows.view(N, H, W, C).permute(0, 3, 1, 2).to(image.dtype) if image_grad else None
-    return grad_image, grad_boxes.to(boxes.dtype) if boxes_grad else None
+        grad_boxes[idx] = _box_grads(rows, g_all[idx], n, ay, ax, H, W)  # nearest: d_start = d_end = 0
+    return grad_boxes.to(boxes.dtype)
 
 
 # ------------------------------------------------------------------------------------------------ roi_align
@@ -252,30 +256,43 @@ def roi_align_forward(input, rois, spatial_scale, pooled_height, pooled_width, s
     return out.permute(0, 3, 1, 2).to(input.dtype)  # [K, C, PH, PW]
 
 
-def roi_align_backward(
-    grad, input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned, input_grad, rois_grad
+def _bin_share(g_all, idx, gh: int, gw: int, pooled_height: int, pooled_width: int) -> torch.Tensor:
+    """Each sample's share of its bin's incoming gradient: [Kc, PH*gh, PW*gw, C] from g_all [K, PH, PW, C]."""
+    Kc, C = len(idx), g_all.shape[-1]
+    g = g_all[idx][:, :, None, :, None, :] / (gh * gw)  # [Kc, PH, 1, PW, 1, C]: the mean's share
+    return g.expand(Kc, pooled_height, gh, pooled_width, gw, C).reshape(
+        Kc, pooled_height * gh, pooled_width * gw, C
+    )  # [Kc, PH*gh, PW*gw, C]
+
+
+def roi_align_backward_input(
+    grad, rois, spatial_scale, pooled_height, pooled_width, batch_size, channels, height, width, sampling_ratio,
+    aligned,
 ):
+    N, C, H, W = batch_size, channels, height, width
+    g_all = grad.permute(0, 2, 3, 1).to(_compute_dtype(grad.dtype))  # [K, PH, PW, C]
+    grad_rows = g_all.new_zeros((N * H * W, C))  # [N*H*W, C]
+    for idx, n, gh, gw, ay, ax in _roi_chunks(
+        rois, C, H, W, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned
+    ):
+        g = _bin_share(g_all, idx, gh, gw, pooled_height, pooled_width)  # [Kc, PH*gh, PW*gw, C]
+        _scatter_image_grad(grad_rows, g, n, ay, ax, H, W)
+    return grad_rows.view(N, H, W, C).permute(0, 3, 1, 2).to(grad.dtype)  # [N, C, H, W]
+
+
+def roi_align_backward_boxes(grad, input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):
     N, C, H, W = input.shape
     K = rois.shape[0]
     rows = _rows(input)  # [N*H*W, C]
     g_all = grad.permute(0, 2, 3, 1).to(rows.dtype)  # [K, PH, PW, C]
-    grad_rows = torch.zeros_like(rows) if input_grad else None
-    grad_rois = rois.new_zeros((K, 5), dtype=rows.dtype) if rois_grad else None
+    grad_rois = rois.new_zeros((K, 5), dtype=rows.dtype)
     for idx, n, gh, gw, ay, ax in _roi_chunks(
         rois, C, H, W, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned
     ):
-        Kc = len(idx)
-        g = g_all[idx][:, :, None, :, None, :] / (gh * gw)  # [Kc, PH, 1, PW, 1, C]: the mean's share
-        g = g.expand(Kc, pooled_height, gh, pooled_width, gw, C).reshape(
-            Kc, pooled_height * gh, pooled_width * gw, C
-        )  # [Kc, PH*gh, PW*gw, C]
-        if input_grad:
-            _scatter_image_grad(grad_rows, g, n, ay, ax, H, W)
-        if rois_grad:
-            y1, x1, y2, x2 = _box_grads(rows, g, n, ay, ax, H, W).unbind(1)  # each [Kc]
-            grad_rois[idx, 1:] = torch.stack([x1, y1, x2, y2], dim=1)  # [Kc, 4] in (x1, y1, x2, y2) order
-    grad_input = grad_rows.view(N, H, W, C).permute(0, 3, 1, 2).to(input.dtype) if input_grad else None
-    return grad_input, grad_rois.to(rois.dtype) if rois_grad else None
+        g = _bin_share(g_all, idx, gh, gw, pooled_height, pooled_width)  # [Kc, PH*gh, PW*gw, C]
+        y1, x1, y2, x2 = _box_grads(rows, g, n, ay, ax, H, W).unbind(1)  # each [Kc]
+        grad_rois[idx, 1:] = torch.stack([x1, y1, x2, y2], dim=1)  # [Kc, 4] in (x1, y1, x2, y2) order
+    return grad_rois.to(rois.dtype)
 
 
 BACKEND = register(
@@ -283,10 +300,12 @@ BACKEND = register(
         name="vectorized",
         summary="pure torch gathers and index_add_, chunked over boxes; any torch device",
         devices=("cpu", "cuda"),
-        dtypes=(torch.float16, torch.bfloat16, torch.float32, torch.float64),
+        dtypes=FLOAT_DTYPES,
         kernels={
-            "crop_and_resize": OpKernels(crop_and_resize_forward, crop_and_resize_backward),
-            "roi_align": OpKernels(roi_align_forward, roi_align_backward),
+            "crop_and_resize": OpKernels(
+                crop_and_resize_forward, crop_and_resize_backward_input, crop_and_resize_backward_boxes
+            ),
+            "roi_align": OpKernels(roi_align_forward, roi_align_backward_input, roi_align_backward_boxes),
         },
     )
 )

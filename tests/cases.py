@@ -74,6 +74,13 @@ OP_CASES = (
 )
 
 
+def output_shape(case: OpCase, x: torch.Tensor, boxes: torch.Tensor) -> tuple[int, int, int, int]:
+    """[K, C, PH, PW] of ``case`` on a feature map ``x`` and ``boxes`` (a tensor)."""
+    size = case.params["crop_size" if case.op == "crop_and_resize" else "output_size"]
+    height, width = (size, size) if isinstance(size, int) else size
+    return boxes.shape[0], x.shape[1], height, width
+
+
 def feature_map(seed: int = 0, n: int = 2, c: int = 3, h: int = 9, w: int = 11) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, c, h, w, generator=g, dtype=torch.float64)

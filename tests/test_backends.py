@@ -56,6 +56,7 @@ def test_unknown_backend_lists_the_known_ones():
         impls.roi_align(torch.zeros(1, 1, 4, 4), torch.tensor([[0.0, 0, 0, 2, 2]]), 2, backend="fast")
 
 
+@pytest.mark.needs_peers("torchvision", "tensorflow")
 def test_backend_limits_raise_instead_of_falling_back():
     x = torch.zeros(1, 1, 4, 4, dtype=torch.float64)
     with pytest.raises(ValueError, match="'torchvision' does not implement crop_and_resize"):
@@ -67,3 +68,30 @@ def test_backend_limits_raise_instead_of_falling_back():
     boxes = torch.tensor([[0.0, 0, 0, 2, 2]], dtype=torch.float64, requires_grad=True)
     with pytest.raises(ValueError, match="'torchvision' gives no gradient to the boxes"):
         impls.roi_align(x, boxes, 2, backend="torchvision")
+
+
+def test_backend_is_keyword_only():
+    # TensorFlow's seventh positional argument is `name`: a ported call must not pass it as our backend.
+    image, boxes, box_index = torch.zeros(1, 1, 4, 4), torch.zeros(1, 4), torch.tensor([0])
+    with pytest.raises(TypeError, match="positional"):
+        impls.crop_and_resize(image, boxes, box_index, 2, "bilinear", 0.0, "crop")
+    with pytest.raises(TypeError, match="positional"):
+        impls.roi_align(image, torch.tensor([[0.0, 0, 0, 2, 2]]), 2, 1.0, -1, False, "cpp")
+
+
+@pytest.mark.parametrize("boxes_grad", (False, True))
+@pytest.mark.parametrize("op", ("crop_and_resize", "roi_align"))
+def test_feature_map_is_saved_only_for_a_box_gradient(op, boxes_grad):
+    # The input gradient needs the map's sizes, not its values: the map is kept alive for the backward only
+    # when the boxes need a gradient (a detector's boxes usually do not).
+    x = torch.randn(1, 2, 6, 6, requires_grad=True)
+    if op == "roi_align":
+        boxes = torch.tensor([[0.0, 1, 1, 4, 4]], requires_grad=boxes_grad)
+        out = impls.roi_align(x, boxes, 2, backend="cpp")
+    else:
+        boxes = torch.tensor([[0.1, 0.1, 0.8, 0.8]], requires_grad=boxes_grad)
+        out = impls.crop_and_resize(x, boxes, torch.tensor([0]), 2, backend="cpp")
+    saved = out.grad_fn.saved_tensors
+    assert any(t is not None and t.shape == x.shape for t in saved) == boxes_grad
+    out.sum().backward()
+    assert x.grad is not None and (boxes.grad is not None) == boxes_grad

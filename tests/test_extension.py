@@ -1,6 +1,6 @@
 """The compiled extension ``impls._C`` as an operator library: what the backend matrix does not show.
 
-Each test states one property of the four ``torch.ops.impls`` operators or of the ``cpp``/``cuda`` backends:
+Each test states one property of the six ``torch.ops.impls`` operators or of the ``cpp``/``cuda`` backends:
 their registrations pass ``torch.library.opcheck``; ``torch.compile(fullgraph=True)`` and ``torch.export``
 trace through the public ops with ``backend="cpp"``; the CPU backward gives the same bits whatever the thread
 count; the CUDA kernels are in the dispatcher whenever the build found a toolkit; and bad values that bypass
@@ -18,8 +18,8 @@ from impls import _extension
 OPS = torch.ops.impls
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 DTYPES = (torch.float32, torch.float64)
-GRAD_FLAGS = ((True, True), (True, False), (False, True), (False, False))
-OP_NAMES = ("crop_and_resize_forward", "crop_and_resize_backward", "roi_align_forward", "roi_align_backward")
+OP_NAMES = tuple(f"{op}_{kernel}" for op in ("crop_and_resize", "roi_align")
+                 for kernel in ("forward", "backward_input", "backward_boxes"))
 
 
 def _dt(dtype):
@@ -57,13 +57,23 @@ def test_opcheck_crop_and_resize_forward(device, dtype, method):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES, ids=_dt)
-@pytest.mark.parametrize("image_grad,boxes_grad", GRAD_FLAGS)
-def test_opcheck_crop_and_resize_backward(device, dtype, image_grad, boxes_grad):
+@pytest.mark.parametrize("method", ("bilinear", "nearest"))
+def test_opcheck_crop_and_resize_backward_input(device, dtype, method):
     image, boxes, box_index = _crop_inputs(device, dtype)
     grad = torch.randn(boxes.shape[0], image.shape[1], 3, 4, dtype=dtype, device=device)
     torch.library.opcheck(
-        OPS.crop_and_resize_backward.default,
-        (grad, image, boxes, box_index, 3, 4, "bilinear", image_grad, boxes_grad),
+        OPS.crop_and_resize_backward_input.default, (grad, boxes, box_index, 3, 4, *image.shape, method)
+    )
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=_dt)
+@pytest.mark.parametrize("method", ("bilinear", "nearest"))
+def test_opcheck_crop_and_resize_backward_boxes(device, dtype, method):
+    image, boxes, box_index = _crop_inputs(device, dtype)
+    grad = torch.randn(boxes.shape[0], image.shape[1], 3, 4, dtype=dtype, device=device)
+    torch.library.opcheck(
+        OPS.crop_and_resize_backward_boxes.default, (grad, image, boxes, box_index, 3, 4, method)
     )
 
 
@@ -77,12 +87,23 @@ def test_opcheck_roi_align_forward(device, dtype, aligned, sampling_ratio):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES, ids=_dt)
-@pytest.mark.parametrize("input_grad,rois_grad", GRAD_FLAGS)
-def test_opcheck_roi_align_backward(device, dtype, input_grad, rois_grad):
+@pytest.mark.parametrize("aligned,sampling_ratio", ((True, 2), (False, 0)))
+def test_opcheck_roi_align_backward_input(device, dtype, aligned, sampling_ratio):
     x, rois = _roi_inputs(device, dtype)
     grad = torch.randn(rois.shape[0], x.shape[1], 3, 2, dtype=dtype, device=device)
     torch.library.opcheck(
-        OPS.roi_align_backward.default, (grad, x, rois, 0.5, 3, 2, 2, True, input_grad, rois_grad)
+        OPS.roi_align_backward_input.default, (grad, rois, 0.5, 3, 2, *x.shape, sampling_ratio, aligned)
+    )
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=_dt)
+@pytest.mark.parametrize("aligned,sampling_ratio", ((True, 2), (False, 0)))
+def test_opcheck_roi_align_backward_boxes(device, dtype, aligned, sampling_ratio):
+    x, rois = _roi_inputs(device, dtype)
+    grad = torch.randn(rois.shape[0], x.shape[1], 3, 2, dtype=dtype, device=device)
+    torch.library.opcheck(
+        OPS.roi_align_backward_boxes.default, (grad, x, rois, 0.5, 3, 2, sampling_ratio, aligned)
     )
 
 
@@ -218,7 +239,9 @@ def test_crop_and_resize_kernels_reject_box_index_out_of_range(bad):
         OPS.crop_and_resize_forward(image, boxes, box_index, 3, 3, "bilinear", 0.0)
     grad = torch.ones(boxes.shape[0], image.shape[1], 3, 3)
     with pytest.raises(RuntimeError, match=r"box_index\[1\] = .* out of range"):
-        OPS.crop_and_resize_backward(grad, image, boxes, box_index, 3, 3, "bilinear", True, True)
+        OPS.crop_and_resize_backward_input(grad, boxes, box_index, 3, 3, *image.shape, "bilinear")
+    with pytest.raises(RuntimeError, match=r"box_index\[1\] = .* out of range"):
+        OPS.crop_and_resize_backward_boxes(grad, image, boxes, box_index, 3, 3, "bilinear")
 
 
 @pytest.mark.parametrize("bad", (2.0, -1.0, float("nan"), 1e30))
@@ -229,7 +252,9 @@ def test_roi_align_kernels_reject_batch_column_out_of_range(bad):
         OPS.roi_align_forward(x, rois, 1.0, 2, 2, 2, True)
     grad = torch.ones(rois.shape[0], x.shape[1], 2, 2)
     with pytest.raises(RuntimeError, match=r"rois\[3, 0\] = .* is not a batch index"):
-        OPS.roi_align_backward(grad, x, rois, 1.0, 2, 2, 2, True, True, True)
+        OPS.roi_align_backward_input(grad, rois, 1.0, 2, 2, *x.shape, 2, True)
+    with pytest.raises(RuntimeError, match=r"rois\[3, 0\] = .* is not a batch index"):
+        OPS.roi_align_backward_boxes(grad, x, rois, 1.0, 2, 2, 2, True)
 
 
 def test_kernels_reject_wrong_shapes_naming_the_argument():
@@ -240,4 +265,8 @@ def test_kernels_reject_wrong_shapes_naming_the_argument():
         OPS.crop_and_resize_forward(image, boxes, box_index, 3, 3, "bicubic", 0.0)
     x, rois = _roi_inputs("cpu", torch.float32)
     with pytest.raises(RuntimeError, match="grad must be"):
-        OPS.roi_align_backward(torch.ones(1, 1, 2, 2), x, rois, 1.0, 2, 2, 2, True, True, True)
+        OPS.roi_align_backward_boxes(torch.ones(1, 1, 2, 2), x, rois, 1.0, 2, 2, 2, True)
+    with pytest.raises(RuntimeError, match="grad must be"):
+        OPS.roi_align_backward_input(torch.ones(1, 1, 2, 2), rois, 1.0, 2, 2, *x.shape, 2, True)
+    with pytest.raises(RuntimeError, match="input sizes"):
+        OPS.roi_align_backward_input(torch.ones(rois.shape[0], 3, 2, 2), rois, 1.0, 2, 2, 2, 3, -1, 9, 2, True)

@@ -1,4 +1,4 @@
-"""Values worked out by hand (shared/semantics.md section 1, and a roi_align bin computed below), for every backend."""
+"""Values worked out by hand (CONVENTIONS.md §1.7 and §3.5), for every backend."""
 
 import pytest
 import torch

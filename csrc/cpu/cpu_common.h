@@ -60,10 +60,10 @@ inline int64_t grain_for(int64_t work_per_item) {
 
 // Asks Linux to back a freshly allocated, not yet touched tensor with transparent huge pages (THP "madvise" mode,
 // as on this machine), so that its first touch takes one page fault per 2 MB instead of one per 4 KB. PyTorch's
-// CPU allocator does the same for every allocation only under THP_MEM_ALLOC_ENABLE=1. Measured on this 2-core
-// machine: allocating and first writing a 100 MB tensor (the P2 14x14 crop_and_resize output) 51 ms -> 13 ms,
-// 411 MB (28x28) 184 ms -> 47 ms. Only whole 2 MB pages inside the tensor are advised; the advice is a hint, so
-// its failure (another kernel, THP off) changes nothing but the speed.
+// CPU allocator does the same for every allocation only under THP_MEM_ALLOC_ENABLE=1. The first touch of a fresh
+// 100 MB output (the P2 14x14 crop_and_resize forward) is otherwise a large share of the kernel's time. Only whole
+// 2 MB pages inside the tensor are advised; the advice is a hint, so its failure (another kernel, THP off)
+// changes nothing but the speed.
 inline void advise_huge_pages(const at::Tensor& t) {
 #ifdef __linux__
   constexpr uintptr_t kHugePage = uintptr_t{2} << 20;

@@ -3,11 +3,7 @@
 // The per-row and per-column sample data (pixel pair, lerp, in-range flag) depend only on the box, so they are
 // computed once per box into tables (CropAxis) and reused for every channel. The sampling loops run channels
 // last, over kChunk (64) channels at a time (ChannelsLastSlice): each tap is then a contiguous, vectorized run of
-// 64 values instead of 64 strided scalar loads from NCHW planes. Measured on this shared 2-core machine (P2
-// workload: 512 boxes on 1x256x200x304 float32, 2 threads, min of 5), before -> after, tensorflow backend in the
-// same run: forward 14x14 98 -> 64-66 ms (tensorflow 69-76 ms), 28x28 353 -> 137-147 ms (135-143 ms); forward +
-// image gradient 14x14 228 -> 126 ms (216-226 ms), 28x28 686 -> 288-312 ms (455-534 ms). Known gap: the forward is
-// not yet 1.5x tensorflow's; at 28x28, 22% of it is the kernel zeroing the fresh 411 MB output's pages.
+// 64 values instead of 64 strided scalar loads from NCHW planes. (Timings: bench/results.)
 // Forward: per channel slice, split over boxes; a box's crop is built channels last in a per-thread buffer and
 // transposed into out[k] ([C, cells]). Image rows are interpolated horizontally once per box (LerpRowCache).
 // Image gradient: split over (image, channel slice); each walks the boxes of its image in increasing k, so
@@ -73,19 +69,17 @@ std::vector<CropAxis<T>> crop_axis_tables(const scalar_t* boxes, int64_t num_box
 // Channels sampled together, channels last: an image is read as kChunk-channel slices [N, H, W, kChunk], so that
 // every tap of a sample is one contiguous, vectorizable run of kChunk values (TensorFlow's NHWC advantage). An
 // NCHW image is converted one slice at a time instead of whole: a 1x256x200x304 float32 map is 4 slices of
-// 15.6 MB, under glibc's 32 MB mmap ceiling, so the slice buffer's pages are reused from call to call; converting
-// the whole 62 MB map into a fresh channels_last tensor cost 46 ms on this 2-core machine, 38 of them page faults
-// (8 ms into reused memory). A channels_last image is read in place. 64 float32 = 256 bytes: whole cache lines
-// per tap.
+// 15.6 MB, under glibc's 32 MB mmap ceiling, so the slice buffer's pages are reused from call to call, where a
+// whole-map copy into a fresh 62 MB tensor would page-fault on every call. A channels_last image is read in
+// place. 64 float32 = 256 bytes: whole cache lines per tap.
 constexpr int64_t kChunk = 64;
 
 // Pixels per block when transposing between NCHW planes and a channels-last slice: each of the kChunk planes is
 // accessed in runs of 128 values, long enough for the hardware prefetcher, against a 32 KB float32 block of the
-// slice (in L1/L2). Runs of 16 (one cache line from each of 64 planes) left every line a demand miss: 45% of the
-// forward's kernel time; 128 and 512 measured the same (P2 14x14 forward 63 ms, from 94 ms with runs of 16).
+// slice (in L1/L2). Runs of 16 (one cache line from each of 64 planes) leave every line a demand miss.
 constexpr int64_t kPixels = 128;
 
-// Channels [c0, c0 + cw) of an image, channels last: pixel p of image n at image(n) + p * stride.
+// Channels [c0, c0 + slice_c) of an image, channels last: pixel p of image n at image(n) + p * stride.
 template <typename scalar_t>
 class ChannelsLastSlice {
  public:
@@ -97,24 +91,24 @@ class ChannelsLastSlice {
     if (!in_place_) buf_.resize(N_ * HW_ * std::min(kChunk, C_));
   }
 
-  void load(int64_t c0, int64_t cw) {
+  void load(int64_t c0, int64_t slice_c) {
     if (in_place_) {
       data_ = src_ + c0;
       stride_ = C_;
       return;
     }
-    stride_ = cw;
+    stride_ = slice_c;
     data_ = buf_.data();
     // Transposed kPixels pixels at a time (see kPixels).
     const int64_t blocks = (HW_ + kPixels - 1) / kPixels;
-    at::parallel_for(0, N_ * blocks, grain_for(kPixels * cw), [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, N_ * blocks, grain_for(kPixels * slice_c), [&](int64_t begin, int64_t end) {
       for (int64_t item = begin; item < end; ++item) {
         const int64_t n = item / blocks, p0 = item % blocks * kPixels;
         const int64_t pn = std::min(kPixels, HW_ - p0);
         const scalar_t* src = src_ + (n * C_ + c0) * HW_ + p0;
-        scalar_t* dst = buf_.data() + (n * HW_ + p0) * cw;
-        for (int64_t c = 0; c < cw; ++c) {
-          for (int64_t p = 0; p < pn; ++p) dst[p * cw + c] = src[c * HW_ + p];
+        scalar_t* dst = buf_.data() + (n * HW_ + p0) * slice_c;
+        for (int64_t c = 0; c < slice_c; ++c) {
+          for (int64_t p = 0; p < pn; ++p) dst[p * slice_c + c] = src[c * HW_ + p];
         }
       }
     });
@@ -132,11 +126,11 @@ class ChannelsLastSlice {
   int64_t stride_ = 0;
 };
 
-// Horizontal pass of one image row for every column of a box: h[px * cw + c] is the reference's
+// Horizontal pass of one image row for every column of a box: h[px * slice_c + c] is the reference's
 // "t = TL + (TR - TL) * x_lerp" for that row, computed once and shared by every crop row that reads this image row
 // (a 28x28 crop of a 16-pixel-high box reads 17 image rows for its 56 row taps).
 template <typename scalar_t, typename T>
-void lerp_image_row(const CropAxis<T>* xk, int64_t crop_width, const scalar_t* row, int64_t stride, int64_t cw,
+void lerp_image_row(const CropAxis<T>* xk, int64_t crop_width, const scalar_t* row, int64_t stride, int64_t slice_c,
                     T* h) {
   for (int64_t px = 0; px < crop_width; ++px) {
     const CropAxis<T>& x = xk[px];
@@ -144,8 +138,8 @@ void lerp_image_row(const CropAxis<T>* xk, int64_t crop_width, const scalar_t* r
     const scalar_t* left = row + x.lo * stride;
     const scalar_t* right = row + x.hi * stride;
     const T xl = x.lerp;
-    T* hp = h + px * cw;
-    for (int64_t c = 0; c < cw; ++c) {
+    T* hp = h + px * slice_c;
+    for (int64_t c = 0; c < slice_c; ++c) {
       const T l = static_cast<T>(left[c]), r = static_cast<T>(right[c]);
       hp[c] = l + (r - l) * xl;
     }
@@ -171,48 +165,48 @@ struct LerpRowCache {
   }
 };
 
-// A crop [cells, cw] (channels last, in buf) stored as out[k][c][cell] for each of its cw channels: kChannelBlock
-// channels at a time, so reads are contiguous and writes kChannelBlock sequential streams of whole cache lines
-// (a channel's cells are 784 contiguous bytes for 14x14 float32). An 8x8-tiled variant measured the same.
+// A crop [cells, slice_c] (channels last, in buf) stored as out[k][c][cell] for each of its slice_c channels,
+// kChannelBlock channels at a time, so reads are contiguous and writes kChannelBlock sequential streams of whole
+// cache lines (a channel's cells are 784 contiguous bytes for 14x14 float32).
 template <typename scalar_t>
-void store_crop(const scalar_t* buf, int64_t cells, int64_t cw, scalar_t* dst) {
-  for (int64_t c0 = 0; c0 < cw; c0 += kChannelBlock) {
-    const int64_t cb = std::min<int64_t>(kChannelBlock, cw - c0);
+void store_crop(const scalar_t* buf, int64_t cells, int64_t slice_c, scalar_t* dst) {
+  for (int64_t c0 = 0; c0 < slice_c; c0 += kChannelBlock) {
+    const int64_t cb = std::min<int64_t>(kChannelBlock, slice_c - c0);
     if (cb == kChannelBlock) {
       for (int64_t cell = 0; cell < cells; ++cell) {
-        const scalar_t* src = buf + cell * cw + c0;
+        const scalar_t* src = buf + cell * slice_c + c0;
         for (int64_t j = 0; j < kChannelBlock; ++j) dst[(c0 + j) * cells + cell] = src[j];
       }
     } else {
       for (int64_t j = 0; j < cb; ++j) {
-        for (int64_t cell = 0; cell < cells; ++cell) dst[(c0 + j) * cells + cell] = buf[cell * cw + c0 + j];
+        for (int64_t cell = 0; cell < cells; ++cell) dst[(c0 + j) * cells + cell] = buf[cell * slice_c + c0 + j];
       }
     }
   }
 }
 
-// One crop, channels [c0, c0 + cw), into dst = &out[k][c0][0][0].
+// One crop, channels [c0, c0 + slice_c), into dst = &out[k][c0][0][0].
 template <typename scalar_t, typename T>
 void crop_forward_box(const CropAxis<T>* yk, const CropAxis<T>* xk, int64_t crop_height, int64_t crop_width,
-                      bool nearest, scalar_t ext, const scalar_t* im, int64_t W, int64_t stride, int64_t cw,
+                      bool nearest, scalar_t ext, const scalar_t* im, int64_t W, int64_t stride, int64_t slice_c,
                       LerpRowCache<T>& cache, scalar_t* buf, scalar_t* dst) {
   const int64_t cells = crop_height * crop_width;
   cache.tag[0] = cache.tag[1] = -1;  // the cached rows belong to another box's columns
-  auto fill = [&](int64_t r, T* h) { lerp_image_row(xk, crop_width, im + r * W * stride, stride, cw, h); };
+  auto fill = [&](int64_t r, T* h) { lerp_image_row(xk, crop_width, im + r * W * stride, stride, slice_c, h); };
   for (int64_t py = 0; py < crop_height; ++py) {
     const CropAxis<T>& y = yk[py];
-    scalar_t* row = buf + py * crop_width * cw;
+    scalar_t* row = buf + py * crop_width * slice_c;
     if (!y.valid) {
-      std::fill(row, row + crop_width * cw, ext);
+      std::fill(row, row + crop_width * slice_c, ext);
     } else if (nearest) {
       const scalar_t* src = im + y.nearest * W * stride;
       for (int64_t px = 0; px < crop_width; ++px) {
         const CropAxis<T>& x = xk[px];
-        scalar_t* bp = row + px * cw;
+        scalar_t* bp = row + px * slice_c;
         if (x.valid) {
-          std::copy(src + x.nearest * stride, src + x.nearest * stride + cw, bp);
+          std::copy(src + x.nearest * stride, src + x.nearest * stride + slice_c, bp);
         } else {
-          std::fill(bp, bp + cw, ext);
+          std::fill(bp, bp + slice_c, ext);
         }
       }
     } else {
@@ -222,31 +216,42 @@ void crop_forward_box(const CropAxis<T>* yk, const CropAxis<T>* xk, int64_t crop
       const T* bottom = cache.rows[sb].data();
       const T yl = y.lerp;
       for (int64_t px = 0; px < crop_width; ++px) {
-        scalar_t* bp = row + px * cw;
+        scalar_t* bp = row + px * slice_c;
         if (!xk[px].valid) {
-          std::fill(bp, bp + cw, ext);
+          std::fill(bp, bp + slice_c, ext);
           continue;
         }
-        const T* t = top + px * cw;
-        const T* b = bottom + px * cw;
-        for (int64_t c = 0; c < cw; ++c) bp[c] = static_cast<scalar_t>(t[c] + (b[c] - t[c]) * yl);
+        const T* t = top + px * slice_c;
+        const T* b = bottom + px * slice_c;
+        for (int64_t c = 0; c < slice_c; ++c) bp[c] = static_cast<scalar_t>(t[c] + (b[c] - t[c]) * yl);
       }
     }
   }
-  store_crop(buf, cells, cw, dst);
+  store_crop(buf, cells, slice_c, dst);
 }
+
+// The sample tables of every box: ys[k * crop_height + py], xs[k * crop_width + px].
+template <typename scalar_t, typename T>
+struct CropTables {
+  std::vector<CropAxis<T>> ys;
+  std::vector<CropAxis<T>> xs;
+
+  CropTables(const scalar_t* boxes, int64_t K, int64_t crop_height, int64_t crop_width, int64_t H, int64_t W)
+      : ys(crop_axis_tables<scalar_t, T>(boxes, K, 0, 2, crop_height, H)),
+        xs(crop_axis_tables<scalar_t, T>(boxes, K, 1, 3, crop_width, W)) {}
+};
 
 at::Tensor crop_and_resize_forward_cpu(const at::Tensor& image_, const at::Tensor& boxes_,
                                        const at::Tensor& box_index_, int64_t crop_height, int64_t crop_width,
                                        c10::string_view method, double extrapolation_value) {
-  check_crop_and_resize(image_, boxes_, box_index_, crop_height, crop_width, method, c10::DeviceType::CPU);
+  check_crop_and_resize(image_, "image", boxes_, box_index_, crop_height, crop_width, method, c10::DeviceType::CPU);
   // A strided image (neither NCHW nor channels_last) is copied once to NCHW, one pass over N*C*H*W.
   const at::Tensor image = image_.is_contiguous(at::MemoryFormat::ChannelsLast) ? image_ : image_.contiguous();
   const at::Tensor boxes = boxes_.contiguous();
   const at::Tensor box_index = box_index_.contiguous();
   const int64_t N = image.size(0), C = image.size(1), H = image.size(2), W = image.size(3);
   const int64_t K = boxes.size(0);
-  check_box_index(box_index.data_ptr<int64_t>(), K, N);
+  check_box_index(box_index.const_data_ptr<int64_t>(), K, N);
   at::Tensor out = at::empty({K, C, crop_height, crop_width}, image.options());
   if (out.numel() == 0) return out;
   advise_huge_pages(out);
@@ -254,25 +259,23 @@ at::Tensor crop_and_resize_forward_cpu(const at::Tensor& image_, const at::Tenso
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, image.scalar_type(), "crop_and_resize_forward_cpu", [&] {
     using T = at::opmath_type<scalar_t>;
-    const scalar_t* bx = boxes.const_data_ptr<scalar_t>();
     const int64_t* idx = box_index.const_data_ptr<int64_t>();
     scalar_t* o = out.mutable_data_ptr<scalar_t>();
-    const auto ys = crop_axis_tables<scalar_t, T>(bx, K, 0, 2, crop_height, H);
-    const auto xs = crop_axis_tables<scalar_t, T>(bx, K, 1, 3, crop_width, W);
+    const CropTables<scalar_t, T> tab(boxes.const_data_ptr<scalar_t>(), K, crop_height, crop_width, H, W);
     const scalar_t ext = static_cast<scalar_t>(extrapolation_value);
     const int64_t cells = crop_height * crop_width;
     ChannelsLastSlice<scalar_t> slice(image);
 
     for (int64_t c0 = 0; c0 < C; c0 += kChunk) {
-      const int64_t cw = std::min(kChunk, C - c0);
-      slice.load(c0, cw);
-      at::parallel_for(0, K, grain_for(cells * cw), [&](int64_t begin, int64_t end) {
+      const int64_t slice_c = std::min(kChunk, C - c0);
+      slice.load(c0, slice_c);
+      at::parallel_for(0, K, grain_for(cells * slice_c), [&](int64_t begin, int64_t end) {
         LerpRowCache<T> cache;
-        for (auto& r : cache.rows) r.resize(crop_width * cw);
-        std::vector<scalar_t> buf(cells * cw);  // one crop, channels last: 200 KB for 28x28 x 64 float32
+        for (auto& r : cache.rows) r.resize(crop_width * slice_c);
+        std::vector<scalar_t> buf(cells * slice_c);  // one crop, channels last: 200 KB for 28x28 x 64 float32
         for (int64_t k = begin; k < end; ++k) {
-          crop_forward_box(ys.data() + k * crop_height, xs.data() + k * crop_width, crop_height, crop_width,
-                           nearest, ext, slice.image(idx[k]), W, slice.stride(), cw, cache, buf.data(),
+          crop_forward_box(tab.ys.data() + k * crop_height, tab.xs.data() + k * crop_width, crop_height, crop_width,
+                           nearest, ext, slice.image(idx[k]), W, slice.stride(), slice_c, cache, buf.data(),
                            o + (k * C + c0) * cells);
         }
       });
@@ -281,45 +284,45 @@ at::Tensor crop_and_resize_forward_cpu(const at::Tensor& image_, const at::Tenso
   return out;
 }
 
-// Image gradient of one box into a [H * W, cw] channels-last accumulator, from its gradient gt [cells, cw], in
-// the reference's order (cell, then corner). Each corner is its own loop over the channels: two corners on the
-// same pixel (an integer coordinate) then add in the reference's order, and the vectorizer has no aliasing to
-// rule out.
+// Image gradient of one box into a [H * W, slice_c] channels-last accumulator, from its gradient
+// gt [cells, slice_c], in the reference's order (cell, then corner). Each corner is its own loop over the channels:
+// two corners on the same pixel (an integer coordinate) then add in the reference's order, and the vectorizer has
+// no aliasing to rule out.
 template <typename T>
 void crop_image_grad_box(const CropAxis<T>* yk, const CropAxis<T>* xk, int64_t crop_height, int64_t crop_width,
-                         bool nearest, const T* gt, int64_t cw, int64_t W, T* acc) {
+                         bool nearest, const T* gt, int64_t slice_c, int64_t W, T* acc) {
   for (int64_t py = 0; py < crop_height; ++py) {
     const CropAxis<T>& y = yk[py];
     if (!y.valid) continue;
     for (int64_t px = 0; px < crop_width; ++px) {
       const CropAxis<T>& x = xk[px];
       if (!x.valid) continue;
-      const T* gv = gt + (py * crop_width + px) * cw;
+      const T* gv = gt + (py * crop_width + px) * slice_c;
       if (nearest) {
-        T* a = acc + (y.nearest * W + x.nearest) * cw;
-        for (int64_t c = 0; c < cw; ++c) a[c] += gv[c];
+        T* a = acc + (y.nearest * W + x.nearest) * slice_c;
+        for (int64_t c = 0; c < slice_c; ++c) a[c] += gv[c];
         continue;
       }
       const T yl = y.lerp, xl = x.lerp;
-      T* tl = acc + (y.lo * W + x.lo) * cw;
-      T* tr = acc + (y.lo * W + x.hi) * cw;
-      T* bl = acc + (y.hi * W + x.lo) * cw;
-      T* br = acc + (y.hi * W + x.hi) * cw;
-      for (int64_t c = 0; c < cw; ++c) tl[c] += (1 - xl) * ((1 - yl) * gv[c]);
-      for (int64_t c = 0; c < cw; ++c) tr[c] += xl * ((1 - yl) * gv[c]);
-      for (int64_t c = 0; c < cw; ++c) bl[c] += (1 - xl) * (yl * gv[c]);
-      for (int64_t c = 0; c < cw; ++c) br[c] += xl * (yl * gv[c]);
+      T* tl = acc + (y.lo * W + x.lo) * slice_c;
+      T* tr = acc + (y.lo * W + x.hi) * slice_c;
+      T* bl = acc + (y.hi * W + x.lo) * slice_c;
+      T* br = acc + (y.hi * W + x.hi) * slice_c;
+      for (int64_t c = 0; c < slice_c; ++c) tl[c] += (1 - xl) * ((1 - yl) * gv[c]);
+      for (int64_t c = 0; c < slice_c; ++c) tr[c] += xl * ((1 - yl) * gv[c]);
+      for (int64_t c = 0; c < slice_c; ++c) bl[c] += (1 - xl) * (yl * gv[c]);
+      for (int64_t c = 0; c < slice_c; ++c) br[c] += xl * (yl * gv[c]);
     }
   }
 }
 
-// The box gradient's sums of box k over channels [c0, c0 + cw), continuing sums (d y1, d x1, d y2, d x2); its
+// The box gradient's sums of box k over channels [c0, c0 + slice_c), continuing sums (d y1, d x1, d y2, d x2); its
 // incoming gradient gk = &grad[k][c0][0][0] with strides gs_c, gs_y, gs_x.
-// The image factors of gy and gx are computed for every cell, cw channels at a time (contiguous taps), into
-// fy, fx [cells, cw]; then g times them is summed channel, cell, in the reference's order.
+// The image factors of gy and gx are computed for every cell, slice_c channels at a time (contiguous taps), into
+// fy, fx [cells, slice_c]; then g times them is summed channel, cell, in the reference's order.
 template <typename scalar_t, typename T>
 void crop_box_grad_box(const CropAxis<T>* yk, const CropAxis<T>* xk, int64_t crop_height, int64_t crop_width,
-                       const scalar_t* im, int64_t W, int64_t stride, int64_t cw, const scalar_t* gk, int64_t gs_c,
+                       const scalar_t* im, int64_t W, int64_t stride, int64_t slice_c, const scalar_t* gk, int64_t gs_c,
                        int64_t gs_y, int64_t gs_x, T* fy, T* fx, std::array<T, 4>& sums) {
   for (int64_t py = 0; py < crop_height; ++py) {
     const CropAxis<T>& y = yk[py];
@@ -335,9 +338,9 @@ void crop_box_grad_box(const CropAxis<T>* yk, const CropAxis<T>* xk, int64_t cro
       const scalar_t* blp = bottom + x.lo * stride;
       const scalar_t* brp = bottom + x.hi * stride;
       const T xl = x.lerp;
-      T* fyp = fy + (py * crop_width + px) * cw;
-      T* fxp = fx + (py * crop_width + px) * cw;
-      for (int64_t c = 0; c < cw; ++c) {
+      T* fyp = fy + (py * crop_width + px) * slice_c;
+      T* fxp = fx + (py * crop_width + px) * slice_c;
+      for (int64_t c = 0; c < slice_c; ++c) {
         const T tl = static_cast<T>(tlp[c]), tr = static_cast<T>(trp[c]);
         const T bl = static_cast<T>(blp[c]), br = static_cast<T>(brp[c]);
         fyp[c] = (1 - xl) * (bl - tl) + xl * (br - tr);
@@ -346,7 +349,7 @@ void crop_box_grad_box(const CropAxis<T>* yk, const CropAxis<T>* xk, int64_t cro
     }
   }
   T d_y1 = sums[0], d_x1 = sums[1], d_y2 = sums[2], d_x2 = sums[3];
-  for (int64_t c = 0; c < cw; ++c) {
+  for (int64_t c = 0; c < slice_c; ++c) {
     const scalar_t* gc = gk + c * gs_c;
     for (int64_t py = 0; py < crop_height; ++py) {
       const CropAxis<T>& y = yk[py];
@@ -356,8 +359,8 @@ void crop_box_grad_box(const CropAxis<T>* yk, const CropAxis<T>* xk, int64_t cro
         if (!x.valid) continue;
         const int64_t cell = py * crop_width + px;
         const T gv = static_cast<T>(gc[py * gs_y + px * gs_x]);
-        const T gy = gv * fy[cell * cw + c];
-        const T gx = gv * fx[cell * cw + c];
+        const T gy = gv * fy[cell * slice_c + c];
+        const T gx = gv * fx[cell * slice_c + c];
         d_y1 += gy * y.d_lo;
         d_x1 += gx * x.d_lo;
         d_y2 += gy * y.d_hi;
@@ -368,128 +371,140 @@ void crop_box_grad_box(const CropAxis<T>* yk, const CropAxis<T>* xk, int64_t cro
   sums = {d_y1, d_x1, d_y2, d_x2};
 }
 
-std::tuple<at::Tensor, at::Tensor> crop_and_resize_backward_cpu(const at::Tensor& grad_, const at::Tensor& image_,
-                                                                const at::Tensor& boxes_,
-                                                                const at::Tensor& box_index_, int64_t crop_height,
-                                                                int64_t crop_width, c10::string_view method,
-                                                                bool image_grad, bool boxes_grad) {
-  check_crop_and_resize(image_, boxes_, box_index_, crop_height, crop_width, method, c10::DeviceType::CPU);
-  check_grad(grad_, image_, boxes_.size(0), crop_height, crop_width);
+at::Tensor crop_and_resize_backward_input_cpu(const at::Tensor& grad, const at::Tensor& boxes_,
+                                              const at::Tensor& box_index_, int64_t crop_height, int64_t crop_width,
+                                              int64_t N, int64_t C, int64_t H, int64_t W, c10::string_view method) {
+  check_crop_and_resize(grad, "grad", boxes_, box_index_, crop_height, crop_width, method, c10::DeviceType::CPU);
+  check_grad(grad, boxes_.size(0), C, crop_height, crop_width);
+  check_input_sizes(N, C, H, W);
   const bool nearest = method == "nearest";
-  const bool sample_image = boxes_grad && !nearest;  // only the box gradient reads the image
-  // As in the forward: a strided image is copied once to NCHW.
-  const at::Tensor image =
-      !sample_image || image_.is_contiguous(at::MemoryFormat::ChannelsLast) ? image_ : image_.contiguous();
   const at::Tensor boxes = boxes_.contiguous();
   const at::Tensor box_index = box_index_.contiguous();
   // The incoming gradient is read through its strides: autograd often hands an expanded one (the gradient of
-  // out.sum() is a 0-stride ones), whose .contiguous() copy would be a fresh [K, C, ch, cw] tensor (100 MB for
-  // P2 14x14: 52 ms, more than the image gradient's sampling).
-  const at::Tensor& grad = grad_;
+  // out.sum() is a 0-stride ones), whose .contiguous() copy would be a fresh [K, C, ch, slice_c] tensor, written and
+  // read once more than the gradient computation itself needs.
   const int64_t gs_k = grad.stride(0), gs_c = grad.stride(1), gs_y = grad.stride(2), gs_x = grad.stride(3);
-  const int64_t N = image.size(0), C = image.size(1), H = image.size(2), W = image.size(3);
   const int64_t K = boxes.size(0);
-  check_box_index(box_index.data_ptr<int64_t>(), K, N);
-  // A gradient not asked for is an empty [0] tensor; the Python glue turns it into None.
-  at::Tensor grad_image = image_grad ? at::empty({N, C, H, W}, image.options()) : at::empty({0}, image.options());
-  at::Tensor grad_boxes = boxes_grad ? at::zeros({K, 4}, boxes.options()) : at::empty({0}, boxes.options());
-  if (K == 0 || C == 0) return {grad_image.zero_(), grad_boxes};
+  check_box_index(box_index.const_data_ptr<int64_t>(), K, N);
+  at::Tensor grad_image = at::empty({N, C, H, W}, grad.options());
+  const int64_t plane_size = H * W;
+  if (K == 0 || C == 0 || plane_size == 0) return grad_image.zero_();
   advise_huge_pages(grad_image);  // written in full below, every element once
 
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, image.scalar_type(), "crop_and_resize_backward_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "crop_and_resize_backward_input_cpu",
+                                  [&] {
     using T = at::opmath_type<scalar_t>;
-    const scalar_t* bx = boxes.const_data_ptr<scalar_t>();
     const int64_t* idx = box_index.const_data_ptr<int64_t>();
     const scalar_t* g = grad.const_data_ptr<scalar_t>();
-    const auto ys = crop_axis_tables<scalar_t, T>(bx, K, 0, 2, crop_height, H);
-    const auto xs = crop_axis_tables<scalar_t, T>(bx, K, 1, 3, crop_width, W);
+    const CropTables<scalar_t, T> tab(boxes.const_data_ptr<scalar_t>(), K, crop_height, crop_width, H, W);
     const int64_t cells = crop_height * crop_width;
-    const int64_t plane_size = H * W;
-
-    // Split over (image, chunk channels): each task accumulates its channels of its image channels last, in T
+    // Split over (image, channel slice): each task accumulates its channels of its image channels last, in T
     // (half/bfloat16 in float, as the reference does in double, rounded once), walking the image's boxes in
     // increasing k, then writes them to the NCHW gradient: deterministic, independent of the thread count, and no
-    // two threads write the same element. The chunk is at most kChunk channels, narrower when there would be fewer
+    // two threads write the same element. A slice is at most kChunk channels, narrower when there would be fewer
     // tasks than threads (C = 64 on one image would otherwise be one task), at least kChannelBlock; an element's
     // order of contributions does not depend on it.
-    if (image_grad && plane_size > 0) {
-      std::vector<int64_t> order, start;
-      boxes_by_image(idx, K, N, order, start);
-      scalar_t* gi = grad_image.mutable_data_ptr<scalar_t>();
-      const int64_t tasks_per_image = (at::get_num_threads() + N - 1) / N;
-      const int64_t per_task = (C + tasks_per_image - 1) / tasks_per_image;
-      const int64_t chunk = std::clamp<int64_t>((per_task + kChannelBlock - 1) / kChannelBlock * kChannelBlock,
-                                                kChannelBlock, kChunk);
-      const int64_t chunks = (C + chunk - 1) / chunk;
-      const int64_t work = K / std::max<int64_t>(N, 1) * cells * chunk;
-      at::parallel_for(0, N * chunks, grain_for(work), [&](int64_t begin, int64_t end) {
-        std::vector<T> acc(plane_size * std::min(chunk, C)), gt(cells * std::min(chunk, C));
-        for (int64_t item = begin; item < end; ++item) {
-          const int64_t n = item / chunks, c0 = item % chunks * chunk;
-          const int64_t cw = std::min(chunk, C - c0);
-          std::fill(acc.begin(), acc.begin() + plane_size * cw, T(0));
-          for (int64_t j = start[n]; j < start[n + 1]; ++j) {
-            const int64_t k = order[j];
-            const scalar_t* gk = g + k * gs_k + c0 * gs_c;
-            // Read channel by channel, in the gradient's own order (a box's channels are 50 KB contiguous for 14x14
-            // x 64 float32): 66 ms for the P2 14x14 image gradient on one thread, against 86 ms when transposing
-            // one crop row of all channels at a time.
-            for (int64_t c = 0; c < cw; ++c) {
-              for (int64_t py = 0; py < crop_height; ++py) {
-                const scalar_t* gr = gk + c * gs_c + py * gs_y;
-                T* dst = gt.data() + py * crop_width * cw + c;
-                for (int64_t px = 0; px < crop_width; ++px) dst[px * cw] = static_cast<T>(gr[px * gs_x]);
-              }
-            }
-            crop_image_grad_box(ys.data() + k * crop_height, xs.data() + k * crop_width, crop_height, crop_width,
-                                nearest, gt.data(), cw, W, acc.data());
-          }
-          // Written kPixels pixels at a time, so the accumulator block read cw times stays in L1 (a whole-plane
-          // pass per channel re-read the 15.6 MB accumulator 64 times: 54% of the image gradient's time).
-          scalar_t* out0 = gi + (n * C + c0) * plane_size;
-          for (int64_t p0 = 0; p0 < plane_size; p0 += kPixels) {
-            const int64_t pn = std::min(kPixels, plane_size - p0);
-            for (int64_t c = 0; c < cw; ++c) {
-              scalar_t* dst = out0 + c * plane_size + p0;
-              const T* src = acc.data() + p0 * cw + c;
-              for (int64_t p = 0; p < pn; ++p) dst[p] = static_cast<scalar_t>(src[p * cw]);
+    std::vector<int64_t> order, start;
+    boxes_by_image(idx, K, N, order, start);
+    scalar_t* gi = grad_image.mutable_data_ptr<scalar_t>();
+    const int64_t tasks_per_image = (at::get_num_threads() + N - 1) / N;
+    const int64_t per_task = (C + tasks_per_image - 1) / tasks_per_image;
+    const int64_t chunk = std::clamp<int64_t>((per_task + kChannelBlock - 1) / kChannelBlock * kChannelBlock,
+                                              kChannelBlock, kChunk);
+    const int64_t chunks = (C + chunk - 1) / chunk;
+    const int64_t work = K / std::max<int64_t>(N, 1) * cells * chunk;
+    at::parallel_for(0, N * chunks, grain_for(work), [&](int64_t begin, int64_t end) {
+      std::vector<T> acc(plane_size * std::min(chunk, C)), gt(cells * std::min(chunk, C));
+      for (int64_t item = begin; item < end; ++item) {
+        const int64_t n = item / chunks, c0 = item % chunks * chunk;
+        const int64_t slice_c = std::min(chunk, C - c0);
+        std::fill(acc.begin(), acc.begin() + plane_size * slice_c, T(0));
+        for (int64_t j = start[n]; j < start[n + 1]; ++j) {
+          const int64_t k = order[j];
+          const scalar_t* gk = g + k * gs_k + c0 * gs_c;
+          // Read channel by channel, in the gradient's own order (a box's channels are contiguous runs), and
+          // transposed into gt [cells, slice_c].
+          for (int64_t c = 0; c < slice_c; ++c) {
+            for (int64_t py = 0; py < crop_height; ++py) {
+              const scalar_t* gr = gk + c * gs_c + py * gs_y;
+              T* dst = gt.data() + py * crop_width * slice_c + c;
+              for (int64_t px = 0; px < crop_width; ++px) dst[px * slice_c] = static_cast<T>(gr[px * gs_x]);
             }
           }
+          crop_image_grad_box(tab.ys.data() + k * crop_height, tab.xs.data() + k * crop_width, crop_height,
+                              crop_width, nearest, gt.data(), slice_c, W, acc.data());
+        }
+        // Written kPixels pixels at a time, so that the accumulator block, read slice_c times, stays in L1 (a
+        // whole-plane pass per channel would re-read the whole accumulator once per channel).
+        scalar_t* out0 = gi + (n * C + c0) * plane_size;
+        for (int64_t p0 = 0; p0 < plane_size; p0 += kPixels) {
+          const int64_t pn = std::min(kPixels, plane_size - p0);
+          for (int64_t c = 0; c < slice_c; ++c) {
+            scalar_t* dst = out0 + c * plane_size + p0;
+            const T* src = acc.data() + p0 * slice_c + c;
+            for (int64_t p = 0; p < pn; ++p) dst[p] = static_cast<scalar_t>(src[p * slice_c]);
+          }
+        }
+      }
+    });
+  });
+  return grad_image;
+}
+
+at::Tensor crop_and_resize_backward_boxes_cpu(const at::Tensor& grad, const at::Tensor& image_,
+                                              const at::Tensor& boxes_, const at::Tensor& box_index_,
+                                              int64_t crop_height, int64_t crop_width, c10::string_view method) {
+  check_crop_and_resize(image_, "image", boxes_, box_index_, crop_height, crop_width, method, c10::DeviceType::CPU);
+  check_same(grad, image_, "grad", "image");
+  check_grad(grad, boxes_.size(0), image_.size(1), crop_height, crop_width);
+  const at::Tensor boxes = boxes_.contiguous();
+  const at::Tensor box_index = box_index_.contiguous();
+  const int64_t N = image_.size(0), C = image_.size(1), H = image_.size(2), W = image_.size(3);
+  const int64_t K = boxes.size(0);
+  check_box_index(box_index.const_data_ptr<int64_t>(), K, N);
+  at::Tensor grad_boxes = at::zeros({K, 4}, boxes.options());
+  // Nearest sampling has zero derivative with respect to the box almost everywhere: grad_boxes stays 0.
+  if (method == "nearest" || K == 0 || C == 0) return grad_boxes;
+  // As in the forward: a strided image is copied once to NCHW.
+  const at::Tensor image = image_.is_contiguous(at::MemoryFormat::ChannelsLast) ? image_ : image_.contiguous();
+  const int64_t gs_k = grad.stride(0), gs_c = grad.stride(1), gs_y = grad.stride(2), gs_x = grad.stride(3);
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, image.scalar_type(), "crop_and_resize_backward_boxes_cpu",
+                                  [&] {
+    using T = at::opmath_type<scalar_t>;
+    const int64_t* idx = box_index.const_data_ptr<int64_t>();
+    const scalar_t* g = grad.const_data_ptr<scalar_t>();
+    const CropTables<scalar_t, T> tab(boxes.const_data_ptr<scalar_t>(), K, crop_height, crop_width, H, W);
+    const int64_t cells = crop_height * crop_width;
+    // Split over boxes; channel slices in increasing order keep each box's sum in the reference's order.
+    std::vector<std::array<T, 4>> sums(K, {T(0), T(0), T(0), T(0)});  // d y1, d x1, d y2, d x2
+    ChannelsLastSlice<scalar_t> slice(image);
+    for (int64_t c0 = 0; c0 < C; c0 += kChunk) {
+      const int64_t slice_c = std::min(kChunk, C - c0);
+      slice.load(c0, slice_c);
+      at::parallel_for(0, K, grain_for(cells * slice_c), [&](int64_t begin, int64_t end) {
+        std::vector<T> fy(cells * slice_c), fx(cells * slice_c);
+        for (int64_t k = begin; k < end; ++k) {
+          crop_box_grad_box(tab.ys.data() + k * crop_height, tab.xs.data() + k * crop_width, crop_height,
+                            crop_width, slice.image(idx[k]), W, slice.stride(), slice_c, g + k * gs_k + c0 * gs_c,
+                            gs_c, gs_y, gs_x, fy.data(), fx.data(), sums[k]);
         }
       });
     }
-
-    // Nearest sampling has zero derivative with respect to the box almost everywhere: grad_boxes stays 0.
-    // Split over boxes; channel slices in increasing order keep each box's sum in the reference's order.
-    if (sample_image) {
-      std::vector<std::array<T, 4>> sums(K, {T(0), T(0), T(0), T(0)});  // d y1, d x1, d y2, d x2
-      ChannelsLastSlice<scalar_t> slice(image);
-      for (int64_t c0 = 0; c0 < C; c0 += kChunk) {
-        const int64_t cw = std::min(kChunk, C - c0);
-        slice.load(c0, cw);
-        at::parallel_for(0, K, grain_for(cells * cw), [&](int64_t begin, int64_t end) {
-          std::vector<T> fy(cells * cw), fx(cells * cw);
-          for (int64_t k = begin; k < end; ++k) {
-            crop_box_grad_box(ys.data() + k * crop_height, xs.data() + k * crop_width, crop_height, crop_width,
-                              slice.image(idx[k]), W, slice.stride(), cw, g + k * gs_k + c0 * gs_c, gs_c, gs_y,
-                              gs_x, fy.data(), fx.data(), sums[k]);
-          }
-        });
-      }
-      scalar_t* gb = grad_boxes.mutable_data_ptr<scalar_t>();
-      for (int64_t k = 0; k < K; ++k) {
-        for (int j = 0; j < 4; ++j) gb[k * 4 + j] = static_cast<scalar_t>(sums[k][j]);
-      }
+    scalar_t* gb = grad_boxes.mutable_data_ptr<scalar_t>();
+    for (int64_t k = 0; k < K; ++k) {
+      for (int j = 0; j < 4; ++j) gb[k * 4 + j] = static_cast<scalar_t>(sums[k][j]);
     }
   });
-  return {grad_image, grad_boxes};
+  return grad_boxes;
 }
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(impls, CPU, m) {
   m.impl("crop_and_resize_forward", TORCH_FN(crop_and_resize_forward_cpu));
-  m.impl("crop_and_resize_backward", TORCH_FN(crop_and_resize_backward_cpu));
+  m.impl("crop_and_resize_backward_input", TORCH_FN(crop_and_resize_backward_input_cpu));
+  m.impl("crop_and_resize_backward_boxes", TORCH_FN(crop_and_resize_backward_boxes_cpu));
 }
 
 }  // namespace impls

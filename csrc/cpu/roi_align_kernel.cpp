@@ -6,8 +6,8 @@
 // per channel is 4 loads and 4 multiply-adds.
 // Forward: split over (channel block, box) items in channel-block-major order, boxes grouped by image, so a
 // thread's consecutive items reuse the same 8 planes (8 x 243 KB for a 200x304 P2 map) for all boxes, copied
-// once into a per-thread buffer; box-major order instead re-fetched every box's region from DRAM once per
-// channel and ran at half the speed.
+// once into a per-thread buffer; box-major order instead re-fetches every box's region from DRAM once per
+// channel.
 // Image gradient: split over (image, channel block), each walking its image's boxes in increasing k, so
 // contributions arrive in the reference's order (deterministic, no races).
 // Box gradient: split over box ranges; a range walks channel-outer, box-inner (for locality) while each box
@@ -60,7 +60,7 @@ struct RoiBox {
 // NB: sample positions are computed in double for every dtype (once per box and sample row or column, not per
 // channel), as the reference does. Half-precision boxes often put a sample exactly on a pixel row (e.g. y = 25.0),
 // where the box gradient switches from one row pair's slope to the next; in float the same sample can land at
-// 24.999998 and take the other slope: measured 15% off the float64 box gradient on a float16 P2 box.
+// 24.999998 and take the other slope (15% off the float64 box gradient on a float16 P2 box).
 template <typename T>
 RoiAxis<T> roi_axis(double start, int64_t p, double bin, int64_t i, int64_t grid, int64_t pooled, bool clamped,
                     int64_t size, double spatial_scale) {
@@ -170,7 +170,7 @@ void roi_forward_block(const RoiTables<scalar_t, T>& tab, const RoiBox& box, con
 
 at::Tensor roi_align_forward_cpu(const at::Tensor& input_, const at::Tensor& rois_, double spatial_scale,
                                  int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio, bool aligned) {
-  check_roi_align(input_, rois_, pooled_height, pooled_width, c10::DeviceType::CPU);
+  check_roi_align(input_, "input", rois_, pooled_height, pooled_width, c10::DeviceType::CPU);
   // A channels_last or strided input is copied once here (one pass over N*C*H*W) so that the sampling loops
   // read planes with unit stride; for the usual contiguous input this is free.
   const at::Tensor input = input_.contiguous();
@@ -194,8 +194,8 @@ at::Tensor roi_align_forward_cpu(const at::Tensor& input_, const at::Tensor& roi
     // A thread copies the planes of its current (image, channel block) into a buffer of T once, when the boxes
     // read them more often than their size (P2, 512 boxes, 7x7, 2x2 samples: 4 * 0.1M reads of a 61K pixel
     // plane). The copy is one sequential, prefetched pass that leaves the planes in cache for the scattered
-    // box reads (float32 P2 7x7: 48 -> 40 ms), and for half/bfloat16 it converts each value once instead of
-    // 4 times per sample (bfloat16 went from 1.4x slower than float32 to faster). Same values, same results.
+    // box reads, and for half/bfloat16 it converts each value once instead of 4 times per sample. Same values,
+    // same results.
     int64_t reads = 0;
     for (const RoiBox& box : tab.boxes) reads += 4 * cells * box.grid_h * box.grid_w;
     const bool copy_planes = reads >= N * plane_size;
@@ -280,23 +280,73 @@ void roi_input_grad_box(const RoiTables<scalar_t, T>& tab, const RoiBox& box, co
   }
 }
 
-std::tuple<at::Tensor, at::Tensor> roi_align_backward_cpu(const at::Tensor& grad_, const at::Tensor& input_,
-                                                          const at::Tensor& rois_, double spatial_scale,
-                                                          int64_t pooled_height, int64_t pooled_width,
-                                                          int64_t sampling_ratio, bool aligned, bool input_grad,
-                                                          bool rois_grad) {
-  check_roi_align(input_, rois_, pooled_height, pooled_width, c10::DeviceType::CPU);
-  check_grad(grad_, input_, rois_.size(0), pooled_height, pooled_width);
+at::Tensor roi_align_backward_input_cpu(const at::Tensor& grad_, const at::Tensor& rois_, double spatial_scale,
+                                       int64_t pooled_height, int64_t pooled_width, int64_t N, int64_t C, int64_t H,
+                                       int64_t W, int64_t sampling_ratio, bool aligned) {
+  check_roi_align(grad_, "grad", rois_, pooled_height, pooled_width, c10::DeviceType::CPU);
+  check_grad(grad_, rois_.size(0), C, pooled_height, pooled_width);
+  check_input_sizes(N, C, H, W);
+  const at::Tensor rois = rois_.contiguous();
+  const at::Tensor grad = grad_.contiguous();
+  const int64_t K = rois.size(0), PH = pooled_height, PW = pooled_width;
+  at::Tensor grad_input = at::zeros({N, C, H, W}, grad.options());
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "roi_align_backward_input_cpu", [&] {
+    using T = at::opmath_type<scalar_t>;
+    const RoiTables<scalar_t, T> tab(rois.const_data_ptr<scalar_t>(), K, N, H, W, spatial_scale, PH, PW,
+                                     sampling_ratio, aligned);
+    if (K == 0 || C == 0 || H * W == 0) return;
+    const scalar_t* g = grad.const_data_ptr<scalar_t>();
+    const int64_t plane_size = H * W;
+    const int64_t cells = PH * PW;
+    std::vector<int64_t> batch_of_box(K), order, start;
+    for (int64_t k = 0; k < K; ++k) batch_of_box[k] = tab.boxes[k].n;
+    boxes_by_image(batch_of_box.data(), K, N, order, start);
+    scalar_t* gi = grad_input.mutable_data_ptr<scalar_t>();
+    const int64_t blocks = channel_blocks(C);
+    const int64_t work = K / std::max<int64_t>(N, 1) * cells * 4 * kChannelBlock;
+    at::parallel_for(0, N * blocks, grain_for(work), [&](int64_t begin, int64_t end) {
+      // half/bfloat16 accumulate a block's planes in float (as the reference does in double) and round once.
+      constexpr bool direct = std::is_same_v<scalar_t, T>;
+      std::vector<T> scratch(direct ? 0 : plane_size * kChannelBlock);
+      for (int64_t item = begin; item < end; ++item) {
+        const int64_t n = item / blocks;
+        bool full;
+        const int64_t c0 = block_start(item % blocks, C, full);
+        const int64_t cb = full ? kChannelBlock : 1;
+        scalar_t* out0 = gi + (n * C + c0) * plane_size;
+        T* acc0 = direct ? reinterpret_cast<T*>(out0) : scratch.data();
+        if (!direct) std::fill(scratch.begin(), scratch.begin() + cb * plane_size, T(0));
+        for (int64_t j = start[n]; j < start[n + 1]; ++j) {
+          const int64_t k = order[j];
+          const scalar_t* g0 = g + (k * C + c0) * cells;
+          if (full) {
+            roi_input_grad_box<kChannelBlock>(tab, tab.boxes[k], g0, cells, PH, PW, W, acc0, plane_size);
+          } else {
+            roi_input_grad_box<1>(tab, tab.boxes[k], g0, cells, PH, PW, W, acc0, plane_size);
+          }
+        }
+        if (!direct) std::copy(scratch.begin(), scratch.begin() + cb * plane_size, out0);
+      }
+    });
+  });
+  return grad_input;
+}
+
+at::Tensor roi_align_backward_boxes_cpu(const at::Tensor& grad_, const at::Tensor& input_, const at::Tensor& rois_,
+                                       double spatial_scale, int64_t pooled_height, int64_t pooled_width,
+                                       int64_t sampling_ratio, bool aligned) {
+  check_roi_align(input_, "input", rois_, pooled_height, pooled_width, c10::DeviceType::CPU);
+  check_same(grad_, input_, "grad", "input");
+  check_grad(grad_, rois_.size(0), input_.size(1), pooled_height, pooled_width);
   const at::Tensor input = input_.contiguous();  // one copy if strided, as in the forward
   const at::Tensor rois = rois_.contiguous();
   const at::Tensor grad = grad_.contiguous();
   const int64_t N = input.size(0), C = input.size(1), H = input.size(2), W = input.size(3);
   const int64_t K = rois.size(0), PH = pooled_height, PW = pooled_width;
-  // A gradient not asked for is an empty [0] tensor; the Python glue turns it into None.
-  at::Tensor grad_input = input_grad ? at::zeros({N, C, H, W}, input.options()) : at::empty({0}, input.options());
-  at::Tensor grad_rois = rois_grad ? at::zeros({K, 5}, rois.options()) : at::empty({0}, rois.options());
+  at::Tensor grad_rois = at::zeros({K, 5}, rois.options());
 
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "roi_align_backward_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "roi_align_backward_boxes_cpu", [&] {
     using T = at::opmath_type<scalar_t>;
     const RoiTables<scalar_t, T> tab(rois.const_data_ptr<scalar_t>(), K, N, H, W, spatial_scale, PH, PW,
                                      sampling_ratio, aligned);
@@ -305,99 +355,64 @@ std::tuple<at::Tensor, at::Tensor> roi_align_backward_cpu(const at::Tensor& grad
     const scalar_t* g = grad.const_data_ptr<scalar_t>();
     const int64_t plane_size = H * W;
     const int64_t cells = PH * PW;
-
-    if (input_grad) {
-      std::vector<int64_t> batch_of_box(K), order, start;
-      for (int64_t k = 0; k < K; ++k) batch_of_box[k] = tab.boxes[k].n;
-      boxes_by_image(batch_of_box.data(), K, N, order, start);
-      scalar_t* gi = grad_input.mutable_data_ptr<scalar_t>();
-      const int64_t blocks = channel_blocks(C);
-      const int64_t work = K / std::max<int64_t>(N, 1) * cells * 4 * kChannelBlock;
-      at::parallel_for(0, N * blocks, grain_for(work), [&](int64_t begin, int64_t end) {
-        // half/bfloat16 accumulate a block's planes in float (as the reference does in double) and round once.
-        constexpr bool direct = std::is_same_v<scalar_t, T>;
-        std::vector<T> scratch(direct ? 0 : plane_size * kChannelBlock);
-        for (int64_t item = begin; item < end; ++item) {
-          const int64_t n = item / blocks;
-          bool full;
-          const int64_t c0 = block_start(item % blocks, C, full);
-          const int64_t cb = full ? kChannelBlock : 1;
-          scalar_t* out0 = gi + (n * C + c0) * plane_size;
-          T* acc0 = direct ? reinterpret_cast<T*>(out0) : scratch.data();
-          if (!direct) std::fill(scratch.begin(), scratch.begin() + cb * plane_size, T(0));
-          for (int64_t j = start[n]; j < start[n + 1]; ++j) {
-            const int64_t k = order[j];
-            const scalar_t* g0 = g + (k * C + c0) * cells;
-            if (full) {
-              roi_input_grad_box<kChannelBlock>(tab, tab.boxes[k], g0, cells, PH, PW, W, acc0, plane_size);
-            } else {
-              roi_input_grad_box<1>(tab, tab.boxes[k], g0, cells, PH, PW, W, acc0, plane_size);
-            }
-          }
-          if (!direct) std::copy(scratch.begin(), scratch.begin() + cb * plane_size, out0);
-        }
-      });
-    }
-
-    if (rois_grad) {
-      scalar_t* gr = grad_rois.mutable_data_ptr<scalar_t>();
-      at::parallel_for(0, K, grain_for(C * cells * 4), [&](int64_t begin, int64_t end) {
-        std::vector<std::array<T, 4>> sums(end - begin, {T(0), T(0), T(0), T(0)});  // d x1, d y1, d x2, d y2
-        for (int64_t c = 0; c < C; ++c) {
-          for (int64_t k = begin; k < end; ++k) {
-            const RoiBox& box = tab.boxes[k];
-            const T count = static_cast<T>(box.geo.count);
-            T d_x1 = sums[k - begin][0], d_y1 = sums[k - begin][1];
-            T d_x2 = sums[k - begin][2], d_y2 = sums[k - begin][3];
-            const scalar_t* plane = img + (box.n * C + c) * plane_size;
-            const scalar_t* gk = g + (k * C + c) * cells;
-            for (int64_t ph = 0; ph < PH; ++ph) {
-              const RoiAxis<T>* yrow = tab.ys.data() + box.y_offset + ph * box.grid_h;
-              for (int64_t pw = 0; pw < PW; ++pw) {
-                const RoiAxis<T>* xrow = tab.xs.data() + box.x_offset + pw * box.grid_w;
-                const T gv = static_cast<T>(gk[ph * PW + pw]);
-                for (int64_t iy = 0; iy < box.grid_h; ++iy) {
-                  const RoiAxis<T>& y = yrow[iy];
-                  if (!y.valid) continue;
-                  const scalar_t* row_low = plane + y.low * W;
-                  const scalar_t* row_high = plane + y.high * W;
-                  for (int64_t ix = 0; ix < box.grid_w; ++ix) {
-                    const RoiAxis<T>& x = xrow[ix];
-                    if (!x.valid) continue;
-                    const T v1 = static_cast<T>(row_low[x.low]), v2 = static_cast<T>(row_low[x.high]);
-                    const T v3 = static_cast<T>(row_high[x.low]), v4 = static_cast<T>(row_high[x.high]);
-                    if (y.moves) {
-                      const T gy = gv * (x.h * (v3 - v1) + x.l * (v4 - v2)) / count;
-                      d_y1 += gy * y.scale_lo;
-                      d_y2 += gy * y.scale_hi;
-                    }
-                    if (x.moves) {
-                      const T gx = gv * (y.h * (v2 - v1) + y.l * (v4 - v3)) / count;
-                      d_x1 += gx * x.scale_lo;
-                      d_x2 += gx * x.scale_hi;
-                    }
+    scalar_t* gr = grad_rois.mutable_data_ptr<scalar_t>();
+    at::parallel_for(0, K, grain_for(C * cells * 4), [&](int64_t begin, int64_t end) {
+      std::vector<std::array<T, 4>> sums(end - begin, {T(0), T(0), T(0), T(0)});  // d x1, d y1, d x2, d y2
+      for (int64_t c = 0; c < C; ++c) {
+        for (int64_t k = begin; k < end; ++k) {
+          const RoiBox& box = tab.boxes[k];
+          const T count = static_cast<T>(box.geo.count);
+          T d_x1 = sums[k - begin][0], d_y1 = sums[k - begin][1];
+          T d_x2 = sums[k - begin][2], d_y2 = sums[k - begin][3];
+          const scalar_t* plane = img + (box.n * C + c) * plane_size;
+          const scalar_t* gk = g + (k * C + c) * cells;
+          for (int64_t ph = 0; ph < PH; ++ph) {
+            const RoiAxis<T>* yrow = tab.ys.data() + box.y_offset + ph * box.grid_h;
+            for (int64_t pw = 0; pw < PW; ++pw) {
+              const RoiAxis<T>* xrow = tab.xs.data() + box.x_offset + pw * box.grid_w;
+              const T gv = static_cast<T>(gk[ph * PW + pw]);
+              for (int64_t iy = 0; iy < box.grid_h; ++iy) {
+                const RoiAxis<T>& y = yrow[iy];
+                if (!y.valid) continue;
+                const scalar_t* row_low = plane + y.low * W;
+                const scalar_t* row_high = plane + y.high * W;
+                for (int64_t ix = 0; ix < box.grid_w; ++ix) {
+                  const RoiAxis<T>& x = xrow[ix];
+                  if (!x.valid) continue;
+                  const T v1 = static_cast<T>(row_low[x.low]), v2 = static_cast<T>(row_low[x.high]);
+                  const T v3 = static_cast<T>(row_high[x.low]), v4 = static_cast<T>(row_high[x.high]);
+                  if (y.moves) {
+                    const T gy = gv * (x.h * (v3 - v1) + x.l * (v4 - v2)) / count;
+                    d_y1 += gy * y.scale_lo;
+                    d_y2 += gy * y.scale_hi;
+                  }
+                  if (x.moves) {
+                    const T gx = gv * (y.h * (v2 - v1) + y.l * (v4 - v3)) / count;
+                    d_x1 += gx * x.scale_lo;
+                    d_x2 += gx * x.scale_hi;
                   }
                 }
               }
             }
-            sums[k - begin] = {d_x1, d_y1, d_x2, d_y2};
           }
+          sums[k - begin] = {d_x1, d_y1, d_x2, d_y2};
         }
-        // Column 0 (the batch index) gets no gradient.
-        for (int64_t k = begin; k < end; ++k) {
-          for (int j = 0; j < 4; ++j) gr[k * 5 + 1 + j] = static_cast<scalar_t>(sums[k - begin][j]);
-        }
-      });
-    }
+      }
+      // Column 0 (the batch index) gets no gradient.
+      for (int64_t k = begin; k < end; ++k) {
+        for (int j = 0; j < 4; ++j) gr[k * 5 + 1 + j] = static_cast<scalar_t>(sums[k - begin][j]);
+      }
+    });
   });
-  return {grad_input, grad_rois};
+  return grad_rois;
 }
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(impls, CPU, m) {
   m.impl("roi_align_forward", TORCH_FN(roi_align_forward_cpu));
-  m.impl("roi_align_backward", TORCH_FN(roi_align_backward_cpu));
+  m.impl("roi_align_backward_input", TORCH_FN(roi_align_backward_input_cpu));
+  m.impl("roi_align_backward_boxes", TORCH_FN(roi_align_backward_boxes_cpu));
 }
 
 }  // namespace impls

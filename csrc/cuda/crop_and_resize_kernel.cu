@@ -1,10 +1,11 @@
 // crop_and_resize on CUDA: the same sampling math as the CPU kernels (csrc/bilinear.h).
 //
+// Sample coordinates are computed in T (float for half/bfloat16/float32), as TensorFlow and the CPU kernel do.
 // Forward: one thread per output element (k, c, y, x), grid-stride.
 // Image gradient: by default one thread per incoming gradient element, atomically adding its (up to) four taps
-// into grad_image with at::native::fastAtomicAdd (paired half2/bfloat162 atomics for half types; see
-// roi_align_kernel.cu). With torch.use_deterministic_algorithms(True): the atomic-free "pull" of
-// cuda_common.cuh, which sums in float for half types and rounds once.
+// into a gradient of T (half types accumulate in float and are rounded once at the end, as on the CPU). With
+// torch.use_deterministic_algorithms(True): the atomic-free "pull" of cuda_common.cuh, which also sums in T and
+// rounds once.
 // Box gradient: one block per box, a fixed partition of (channel, cell) over its threads and a fixed tree
 // reduction: deterministic.
 // Invalid input that slipped past the Python checks (box_index outside [0, N)) cannot raise here without a
@@ -13,13 +14,13 @@
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/cuda/Atomic.cuh>
-#include <ATen/native/cuda/KernelUtils.cuh>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
 #include <limits>
+#include <type_traits>
 
 #include "../bilinear.h"
 #include "../checks.h"
@@ -29,16 +30,19 @@ namespace impls {
 namespace {
 
 struct CropShape {
-  int64_t N, C, H, W, K, crop_h, crop_w;
-  __host__ __device__ int64_t cells() const { return crop_h * crop_w; }
+  int64_t N, C, H, W, K, crop_height, crop_width;
+  __host__ __device__ int64_t cells() const { return crop_height * crop_width; }
 };
 
-// The in-range sample of output cell (py, px) of box k, or valid = false.
+// Output cell (py, px) of box k: everything the kernels need, unpacked from the box once.
 template <typename T>
 struct CropSample {
-  bool valid;
+  bool index_ok;  // box_index[k] in [0, N): the box may be read
+  bool in_range;  // the sample is inside the image on both axes; else it is extrapolation_value
   int64_t n;
-  CropTap<T> y, x;
+  CropTap<T> y, x;     // bilinear taps (valid when in_range)
+  int64_t nearest_y;   // round half away from zero (valid when in_range)
+  int64_t nearest_x;
 };
 
 template <typename scalar_t, typename T>
@@ -46,14 +50,17 @@ __device__ __forceinline__ CropSample<T> crop_sample(const scalar_t* boxes, cons
                                                      const CropShape& s, int64_t k, int64_t py, int64_t px) {
   CropSample<T> r{};
   r.n = box_index[k];
+  r.index_ok = r.n >= 0 && r.n < s.N;
   const T y1 = static_cast<T>(boxes[k * 4 + 0]), x1 = static_cast<T>(boxes[k * 4 + 1]);
   const T y2 = static_cast<T>(boxes[k * 4 + 2]), x2 = static_cast<T>(boxes[k * 4 + 3]);
-  const T in_y = crop_coordinate<T>(y1, y2, py, s.crop_h, s.H);
-  const T in_x = crop_coordinate<T>(x1, x2, px, s.crop_w, s.W);
-  r.valid = !crop_out_of_range(in_y, s.H) && !crop_out_of_range(in_x, s.W);
-  if (r.valid) {
+  const T in_y = crop_coordinate<T>(y1, y2, py, s.crop_height, s.H);
+  const T in_x = crop_coordinate<T>(x1, x2, px, s.crop_width, s.W);
+  r.in_range = !crop_out_of_range(in_y, s.H) && !crop_out_of_range(in_x, s.W);
+  if (r.in_range) {  // a NaN or far-away coordinate never reaches floor/int conversion
     r.y = crop_tap(in_y);
     r.x = crop_tap(in_x);
+    r.nearest_y = round_half_away(in_y);
+    r.nearest_x = round_half_away(in_x);
   }
   return r;
 }
@@ -64,27 +71,24 @@ __global__ void crop_forward_kernel(CropShape s, const scalar_t* __restrict__ im
                                     bool nearest, T extrapolation_value, scalar_t* __restrict__ out) {
   const int64_t total = s.K * s.C * s.cells();
   IMPLS_GRID_STRIDE(i, total) {
-    const int64_t px = i % s.crop_w, py = (i / s.crop_w) % s.crop_h;
+    const int64_t px = i % s.crop_width, py = (i / s.crop_width) % s.crop_height;
     const int64_t c = (i / s.cells()) % s.C, k = i / (s.cells() * s.C);
-    const int64_t n = box_index[k];
-    if (!(n >= 0 && n < s.N)) {
+    const CropSample<T> smp = crop_sample<scalar_t, T>(boxes, box_index, s, k, py, px);
+    if (!smp.index_ok) {
       out[i] = static_cast<scalar_t>(std::numeric_limits<T>::quiet_NaN());
       continue;
     }
-    const T y1 = static_cast<T>(boxes[k * 4 + 0]), x1 = static_cast<T>(boxes[k * 4 + 1]);
-    const T y2 = static_cast<T>(boxes[k * 4 + 2]), x2 = static_cast<T>(boxes[k * 4 + 3]);
-    const T in_y = crop_coordinate<T>(y1, y2, py, s.crop_h, s.H);
-    const T in_x = crop_coordinate<T>(x1, x2, px, s.crop_w, s.W);
-    if (crop_out_of_range(in_y, s.H) || crop_out_of_range(in_x, s.W)) {
+    if (!smp.in_range) {
       out[i] = static_cast<scalar_t>(extrapolation_value);
       continue;
     }
-    const scalar_t* plane = image + (n * s.C + c) * s.H * s.W;
+    const scalar_t* plane = image + (smp.n * s.C + c) * s.H * s.W;
     if (nearest) {
-      out[i] = plane[round_half_away(in_y) * s.W + round_half_away(in_x)];
+      out[i] = plane[smp.nearest_y * s.W + smp.nearest_x];
       continue;
     }
-    const CropTap<T> y = crop_tap(in_y), x = crop_tap(in_x);
+    const CropTap<T>& y = smp.y;
+    const CropTap<T>& x = smp.x;
     const T tl = static_cast<T>(plane[y.lo * s.W + x.lo]), tr = static_cast<T>(plane[y.lo * s.W + x.hi]);
     const T bl = static_cast<T>(plane[y.hi * s.W + x.lo]), br = static_cast<T>(plane[y.hi * s.W + x.hi]);
     const T t = tl + (tr - tl) * x.lerp;
@@ -93,39 +97,33 @@ __global__ void crop_forward_kernel(CropShape s, const scalar_t* __restrict__ im
   }
 }
 
-// Atomic image gradient: one thread per grad element.
+// Atomic image gradient: one thread per grad element, into grad_image, a tensor of T (native float/double
+// atomics).
 template <typename scalar_t, typename T>
 __global__ void crop_image_grad_atomic_kernel(CropShape s, const scalar_t* __restrict__ grad,
                                               const scalar_t* __restrict__ boxes,
                                               const int64_t* __restrict__ box_index, bool nearest,
-                                              scalar_t* __restrict__ grad_image) {
+                                              T* __restrict__ grad_image) {
   const int64_t total = s.K * s.C * s.cells();
-  const int64_t numel = s.N * s.C * s.H * s.W;
   IMPLS_GRID_STRIDE(i, total) {
-    const int64_t px = i % s.crop_w, py = (i / s.crop_w) % s.crop_h;
+    const int64_t px = i % s.crop_width, py = (i / s.crop_width) % s.crop_height;
     const int64_t c = (i / s.cells()) % s.C, k = i / (s.cells() * s.C);
     const CropSample<T> smp = crop_sample<scalar_t, T>(boxes, box_index, s, k, py, px);
-    if (!smp.valid || !(smp.n >= 0 && smp.n < s.N)) continue;
-    const int64_t plane = (smp.n * s.C + c) * s.H * s.W;
-    const auto add = [&](int64_t y, int64_t x, T v) {
-      at::native::fastAtomicAdd(grad_image, plane + y * s.W + x, numel, static_cast<scalar_t>(v), true);
-    };
+    if (!smp.index_ok || !smp.in_range) continue;
+    T* plane = grad_image + (smp.n * s.C + c) * s.H * s.W;
     const T g = static_cast<T>(grad[i]);
     if (nearest) {
-      // The crop tap's floor/ceil are not needed: nearest rounds the coordinate itself.
-      const T y1 = static_cast<T>(boxes[k * 4 + 0]), y2 = static_cast<T>(boxes[k * 4 + 2]);
-      const T x1 = static_cast<T>(boxes[k * 4 + 1]), x2 = static_cast<T>(boxes[k * 4 + 3]);
-      const int64_t ny = round_half_away(crop_coordinate<T>(y1, y2, py, s.crop_h, s.H));
-      const int64_t nx = round_half_away(crop_coordinate<T>(x1, x2, px, s.crop_w, s.W));
-      add(ny, nx, g);
+      gpuAtomicAddNoReturn(plane + smp.nearest_y * s.W + smp.nearest_x, g);
       continue;
     }
-    const T d_top = (1 - smp.y.lerp) * g;
-    const T d_bottom = smp.y.lerp * g;
-    add(smp.y.lo, smp.x.lo, (1 - smp.x.lerp) * d_top);
-    add(smp.y.lo, smp.x.hi, smp.x.lerp * d_top);
-    add(smp.y.hi, smp.x.lo, (1 - smp.x.lerp) * d_bottom);
-    add(smp.y.hi, smp.x.hi, smp.x.lerp * d_bottom);
+    const CropTap<T>& y = smp.y;
+    const CropTap<T>& x = smp.x;
+    const T d_top = (1 - y.lerp) * g;
+    const T d_bottom = y.lerp * g;
+    gpuAtomicAddNoReturn(plane + y.lo * s.W + x.lo, (1 - x.lerp) * d_top);
+    gpuAtomicAddNoReturn(plane + y.lo * s.W + x.hi, x.lerp * d_top);
+    gpuAtomicAddNoReturn(plane + y.hi * s.W + x.lo, (1 - x.lerp) * d_bottom);
+    gpuAtomicAddNoReturn(plane + y.hi * s.W + x.hi, x.lerp * d_bottom);
   }
 }
 
@@ -137,9 +135,9 @@ __global__ void crop_taps_kernel(CropShape s, const scalar_t* __restrict__ boxes
                                  int64_t* __restrict__ cell, T* __restrict__ a, T* __restrict__ b) {
   const int64_t samples = s.K * s.cells();
   IMPLS_GRID_STRIDE(i, samples) {
-    const int64_t px = i % s.crop_w, py = (i / s.crop_w) % s.crop_h, k = i / s.cells();
+    const int64_t px = i % s.crop_width, py = (i / s.crop_width) % s.crop_height, k = i / s.cells();
     const CropSample<T> smp = crop_sample<scalar_t, T>(boxes, box_index, s, k, py, px);
-    const bool ok = smp.valid && smp.n >= 0 && smp.n < s.N;
+    const bool ok = smp.index_ok && smp.in_range;
     const int64_t base = smp.n * s.H * s.W;
     for (int corner = 0; corner < 4; ++corner) {
       const int64_t e = i * 4 + corner;
@@ -150,11 +148,7 @@ __global__ void crop_taps_kernel(CropShape s, const scalar_t* __restrict__ boxes
       if (!ok) continue;
       if (nearest) {
         if (corner == 0) {
-          const T y1 = static_cast<T>(boxes[k * 4 + 0]), y2 = static_cast<T>(boxes[k * 4 + 2]);
-          const T x1 = static_cast<T>(boxes[k * 4 + 1]), x2 = static_cast<T>(boxes[k * 4 + 3]);
-          const int64_t ny = round_half_away(crop_coordinate<T>(y1, y2, py, s.crop_h, s.H));
-          const int64_t nx = round_half_away(crop_coordinate<T>(x1, x2, px, s.crop_w, s.W));
-          pixel[e] = base + ny * s.W + nx;
+          pixel[e] = base + smp.nearest_y * s.W + smp.nearest_x;
           a[e] = 1;  // 1 * (1 * g) == g exactly
           b[e] = 1;
         }
@@ -182,13 +176,13 @@ __global__ void crop_boxes_grad_kernel(CropShape s, const scalar_t* __restrict__
   const int64_t k = blockIdx.x;
   T sums[4] = {0, 0, 0, 0};  // d y1, d x1, d y2, d x2
   const int64_t items = s.C * s.cells();
-  for (int64_t t = threadIdx.x; t < items; t += blockDim.x) {
-    const int64_t c = t / s.cells(), cell = t % s.cells();
-    const int64_t py = cell / s.crop_w, px = cell % s.crop_w;
+  for (int64_t item = threadIdx.x; item < items; item += blockDim.x) {
+    const int64_t c = item / s.cells(), cell = item % s.cells();
+    const int64_t py = cell / s.crop_width, px = cell % s.crop_width;
     const CropSample<T> smp = crop_sample<scalar_t, T>(boxes, box_index, s, k, py, px);
-    if (!smp.valid || !(smp.n >= 0 && smp.n < s.N)) continue;
+    if (!smp.index_ok || !smp.in_range) continue;
     const scalar_t* plane = image + (smp.n * s.C + c) * s.H * s.W;
-    const T g = static_cast<T>(grad[k * items + t]);
+    const T g = static_cast<T>(grad[k * items + item]);
     const CropTap<T>& y = smp.y;
     const CropTap<T>& x = smp.x;
     const T tl = static_cast<T>(plane[y.lo * s.W + x.lo]), tr = static_cast<T>(plane[y.lo * s.W + x.hi]);
@@ -196,8 +190,8 @@ __global__ void crop_boxes_grad_kernel(CropShape s, const scalar_t* __restrict__
     const T gy = g * ((1 - x.lerp) * (bl - tl) + x.lerp * (br - tr));
     const T gx = g * ((1 - y.lerp) * (tr - tl) + y.lerp * (br - bl));
     T dy_lo, dy_hi, dx_lo, dx_hi;
-    crop_coordinate_grads<T>(py, s.crop_h, s.H, dy_lo, dy_hi);
-    crop_coordinate_grads<T>(px, s.crop_w, s.W, dx_lo, dx_hi);
+    crop_coordinate_grads<T>(py, s.crop_height, s.H, dy_lo, dy_hi);
+    crop_coordinate_grads<T>(px, s.crop_width, s.W, dx_lo, dx_hi);
     sums[0] += gy * dy_lo;
     sums[1] += gx * dx_lo;
     sums[2] += gy * dy_hi;
@@ -212,7 +206,8 @@ __global__ void crop_boxes_grad_kernel(CropShape s, const scalar_t* __restrict__
 at::Tensor crop_and_resize_forward_cuda(const at::Tensor& image_, const at::Tensor& boxes_,
                                         const at::Tensor& box_index_, int64_t crop_height, int64_t crop_width,
                                         c10::string_view method, double extrapolation_value) {
-  check_crop_and_resize(image_, boxes_, box_index_, crop_height, crop_width, method, c10::DeviceType::CUDA);
+  check_crop_and_resize(image_, "image", boxes_, box_index_, crop_height, crop_width, method,
+                        c10::DeviceType::CUDA);
   const c10::cuda::CUDAGuard guard(image_.device());
   // A channels_last or strided image is copied once here (one pass over N*C*H*W); the kernels index NCHW.
   const at::Tensor image = image_.contiguous();
@@ -233,34 +228,32 @@ at::Tensor crop_and_resize_forward_cuda(const at::Tensor& image_, const at::Tens
   return out;
 }
 
-std::tuple<at::Tensor, at::Tensor> crop_and_resize_backward_cuda(const at::Tensor& grad_, const at::Tensor& image_,
-                                                                 const at::Tensor& boxes_,
-                                                                 const at::Tensor& box_index_, int64_t crop_height,
-                                                                 int64_t crop_width, c10::string_view method,
-                                                                 bool image_grad, bool boxes_grad) {
-  check_crop_and_resize(image_, boxes_, box_index_, crop_height, crop_width, method, c10::DeviceType::CUDA);
-  check_grad(grad_, image_, boxes_.size(0), crop_height, crop_width);
-  const c10::cuda::CUDAGuard guard(image_.device());
-  const at::Tensor image = image_.contiguous();
+at::Tensor crop_and_resize_backward_input_cuda(const at::Tensor& grad_, const at::Tensor& boxes_,
+                                               const at::Tensor& box_index_, int64_t crop_height,
+                                               int64_t crop_width, int64_t N, int64_t C, int64_t H, int64_t W,
+                                               c10::string_view method) {
+  check_crop_and_resize(grad_, "grad", boxes_, box_index_, crop_height, crop_width, method, c10::DeviceType::CUDA);
+  check_grad(grad_, boxes_.size(0), C, crop_height, crop_width);
+  check_input_sizes(N, C, H, W);
+  const c10::cuda::CUDAGuard guard(grad_.device());
   const at::Tensor boxes = boxes_.contiguous();
   const at::Tensor box_index = box_index_.contiguous();
   const at::Tensor grad = grad_.contiguous();
-  const CropShape s{image.size(0), image.size(1), image.size(2), image.size(3), boxes.size(0), crop_height,
-                    crop_width};
+  const CropShape s{N, C, H, W, boxes.size(0), crop_height, crop_width};
   const bool nearest = method == "nearest";
   const bool deterministic = at::globalContext().deterministicAlgorithms();
   const auto stream = at::cuda::getCurrentCUDAStream();
-  at::Tensor grad_image = at::empty({0}, image.options());
-  at::Tensor grad_boxes = boxes_grad ? at::zeros({s.K, 4}, boxes.options()) : at::empty({0}, boxes.options());
+  at::Tensor grad_image;
 
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, image.scalar_type(), "crop_and_resize_backward_cuda", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "crop_and_resize_backward_input_cuda",
+                                  [&] {
     using T = at::opmath_type<scalar_t>;
     const scalar_t* bx = boxes.const_data_ptr<scalar_t>();
     const int64_t* idx = box_index.const_data_ptr<int64_t>();
-    const int64_t samples = s.K * s.cells();
-    if (image_grad && deterministic) {
-      grad_image = at::empty({s.N, s.C, s.H, s.W}, image.options());
-      const auto acc_options = image.options().dtype(c10::CppTypeToScalarType<T>::value);
+    const auto acc_options = grad.options().dtype(c10::CppTypeToScalarType<T>::value);
+    if (deterministic) {
+      const int64_t samples = s.K * s.cells();
+      grad_image = at::empty({N, C, H, W}, grad.options());
       TapEntries e{at::empty({samples * 4}, box_index.options()), at::empty({samples * 4}, box_index.options()),
                    at::empty({samples * 4}, acc_options), at::empty({samples * 4}, acc_options)};
       if (samples > 0) {
@@ -270,30 +263,54 @@ std::tuple<at::Tensor, at::Tensor> crop_and_resize_backward_cuda(const at::Tenso
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       }
       gather_taps<scalar_t, T>(e, grad, grad_image, s.cells(), CropCombine<T>{});
-    } else if (image_grad) {
-      grad_image = at::zeros({s.N, s.C, s.H, s.W}, image.options());
-      if (grad.numel() > 0) {
-        crop_image_grad_atomic_kernel<scalar_t, T><<<blocks_for(grad.numel()), kThreads, 0, stream>>>(
-            s, grad.const_data_ptr<scalar_t>(), bx, idx, nearest, grad_image.mutable_data_ptr<scalar_t>());
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
-      }
+      return;
     }
-    // Nearest sampling has zero derivative with respect to the box almost everywhere: grad_boxes stays 0.
-    if (boxes_grad && !nearest && s.K > 0) {
-      crop_boxes_grad_kernel<scalar_t, T><<<static_cast<unsigned int>(s.K), kThreads, 0, stream>>>(
-          s, grad.const_data_ptr<scalar_t>(), image.const_data_ptr<scalar_t>(), bx, idx,
-          grad_boxes.mutable_data_ptr<scalar_t>());
+    at::Tensor acc = at::zeros({N, C, H, W}, acc_options);
+    if (grad.numel() > 0) {
+      crop_image_grad_atomic_kernel<scalar_t, T><<<blocks_for(grad.numel()), kThreads, 0, stream>>>(
+          s, grad.const_data_ptr<scalar_t>(), bx, idx, nearest, acc.mutable_data_ptr<T>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
+    grad_image = std::is_same_v<scalar_t, T> ? acc : acc.to(grad.scalar_type());
   });
-  return {grad_image, grad_boxes};
+  return grad_image;
+}
+
+at::Tensor crop_and_resize_backward_boxes_cuda(const at::Tensor& grad_, const at::Tensor& image_,
+                                               const at::Tensor& boxes_, const at::Tensor& box_index_,
+                                               int64_t crop_height, int64_t crop_width, c10::string_view method) {
+  check_crop_and_resize(image_, "image", boxes_, box_index_, crop_height, crop_width, method,
+                        c10::DeviceType::CUDA);
+  check_same(grad_, image_, "grad", "image");
+  check_grad(grad_, boxes_.size(0), image_.size(1), crop_height, crop_width);
+  const c10::cuda::CUDAGuard guard(image_.device());
+  const at::Tensor image = image_.contiguous();
+  const at::Tensor boxes = boxes_.contiguous();
+  const at::Tensor box_index = box_index_.contiguous();
+  const at::Tensor grad = grad_.contiguous();
+  const CropShape s{image.size(0), image.size(1), image.size(2), image.size(3), boxes.size(0), crop_height,
+                    crop_width};
+  at::Tensor grad_boxes = at::zeros({s.K, 4}, boxes.options());
+  // Nearest sampling has zero derivative with respect to the box almost everywhere: grad_boxes stays 0.
+  if (method == "nearest" || s.K == 0) return grad_boxes;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, image.scalar_type(), "crop_and_resize_backward_boxes_cuda",
+                                  [&] {
+    using T = at::opmath_type<scalar_t>;
+    crop_boxes_grad_kernel<scalar_t, T><<<static_cast<unsigned int>(s.K), kThreads, 0,
+                                          at::cuda::getCurrentCUDAStream()>>>(
+        s, grad.const_data_ptr<scalar_t>(), image.const_data_ptr<scalar_t>(), boxes.const_data_ptr<scalar_t>(),
+        box_index.const_data_ptr<int64_t>(), grad_boxes.mutable_data_ptr<scalar_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return grad_boxes;
 }
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(impls, CUDA, m) {
   m.impl("crop_and_resize_forward", TORCH_FN(crop_and_resize_forward_cuda));
-  m.impl("crop_and_resize_backward", TORCH_FN(crop_and_resize_backward_cuda));
+  m.impl("crop_and_resize_backward_input", TORCH_FN(crop_and_resize_backward_input_cuda));
+  m.impl("crop_and_resize_backward_boxes", TORCH_FN(crop_and_resize_backward_boxes_cuda));
 }
 
 }  // namespace impls

@@ -1,21 +1,25 @@
-// roi_align on CUDA: the same sampling math as the CPU kernels (csrc/bilinear.h).
+// roi_align on CUDA: the same sampling math as the CPU kernels (csrc/bilinear.h), in the same precision.
 //
+// Geometry in double: a box's start, bin size and every sample position are computed in double for every dtype,
+// as the CPU kernel and impls/reference.py do; only the interpolation weights are then rounded to T (float for
+// half/bfloat16/float32). A sample that lands exactly on a pixel row (common with integer or half-precision
+// boxes) stays there, instead of falling to 27.999998 in float and taking the other row pair's slope in the box
+// gradient.
 // Forward: one thread per output element (k, c, ph, pw), looping over the bin's samples; the per-box geometry
 // is a few flops and is recomputed per thread rather than staged through memory.
 // Input gradient: by default one thread per incoming gradient element, atomically adding each sample's four
-// taps into grad_input with at::native::fastAtomicAdd (see the kernel). With
-// torch.use_deterministic_algorithms(True): the atomic-free "pull" of cuda_common.cuh; the adaptive grid makes
-// the number of taps per box data-dependent, so this path reads its total back to the host (one sync).
+// taps into a gradient of T (half types accumulate in float and are rounded once at the end, as on the CPU).
+// With torch.use_deterministic_algorithms(True): the atomic-free "pull" of cuda_common.cuh; the adaptive grid
+// makes the number of taps per box data-dependent, so this path reads its total back to the host (one sync).
 // Box gradient: one block per box, a fixed partition of (channel, cell) over its threads and a fixed tree
 // reduction: deterministic.
 // Invalid input that slipped past the Python checks (a batch column outside [0, N), a non-finite box with
 // adaptive sampling) cannot raise here without a device sync; such a box reads nothing: its output is NaN and
-// it contributes no gradient.
+// it contributes no gradient. An empty map (H or W = 0) has no in-range sample: outputs are 0, as on the CPU.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/cuda/Atomic.cuh>
-#include <ATen/native/cuda/KernelUtils.cuh>
 #include <ATen/ops/cumsum.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
@@ -23,6 +27,7 @@
 #include <torch/library.h>
 
 #include <limits>
+#include <type_traits>
 
 #include "../bilinear.h"
 #include "../checks.h"
@@ -37,72 +42,81 @@ struct RoiShape {
   __host__ __device__ int64_t cells() const { return PH * PW; }
 };
 
-template <typename T>
-struct RoiBoxGeo {
-  bool ok;  // the box may be read: batch index in range, finite with adaptive sampling, non-empty map
+struct RoiBox {
+  bool ok;  // the box may be read: batch index in [0, N) and, with adaptive sampling, a finite box
   int64_t n;
-  RoiGeometry<T> g;
+  RoiGeometry<double> g;
 };
 
-template <typename scalar_t, typename T>
-__device__ __forceinline__ RoiBoxGeo<T> roi_box(const scalar_t* rois, const RoiShape& s, T spatial_scale,
-                                                int64_t k) {
-  RoiBoxGeo<T> r{};
+template <typename scalar_t>
+__device__ __forceinline__ RoiBox roi_box(const scalar_t* rois, const RoiShape& s, double spatial_scale, int64_t k) {
+  RoiBox r{};
   const scalar_t* roi = rois + k * 5;
-  const T b = static_cast<T>(roi[0]);
-  const T x1 = static_cast<T>(roi[1]), y1 = static_cast<T>(roi[2]);
-  const T x2 = static_cast<T>(roi[3]), y2 = static_cast<T>(roi[4]);
-  r.ok = roi_batch_valid(b, s.N) && s.H > 0 && s.W > 0 &&
+  const double b = static_cast<double>(roi[0]);
+  const double x1 = static_cast<double>(roi[1]), y1 = static_cast<double>(roi[2]);
+  const double x2 = static_cast<double>(roi[3]), y2 = static_cast<double>(roi[4]);
+  r.ok = roi_batch_valid(b, s.N) &&
          (s.sampling_ratio > 0 || (isfinite(x1) && isfinite(y1) && isfinite(x2) && isfinite(y2)));
   if (!r.ok) return r;
   r.n = static_cast<int64_t>(b);
-  r.g = roi_geometry<T>(x1, y1, x2, y2, spatial_scale, s.PH, s.PW, s.sampling_ratio, s.aligned);
+  r.g = roi_geometry<double>(x1, y1, x2, y2, spatial_scale, s.PH, s.PW, s.sampling_ratio, s.aligned);
   return r;
 }
 
-// One in-range sample: its corners and weights.
+// One sample (iy, ix) of bin (ph, pw): its corners, its weights in T, and for the box gradient the derivative of
+// each coordinate with respect to the box start and end (spatial_scale * (1 - position), spatial_scale * position).
+// The same values as RoiAxis in csrc/cpu/roi_align_kernel.cpp.
 template <typename T>
 struct RoiTap {
-  bool valid;
-  RoiCorner<T> y, x;
-  T hy, hx;
+  bool valid;  // inside [-1, size] on both axes and the map is not empty
+  RoiCorner<double> y, x;
+  T ly, hy, lx, hx;
+  T y_scale_lo, y_scale_hi, x_scale_lo, x_scale_hi;
 };
 
 template <typename T>
-__device__ __forceinline__ RoiTap<T> roi_tap(const RoiShape& s, const RoiGeometry<T>& g, int64_t ph, int64_t pw,
-                                             int64_t iy, int64_t ix) {
+__device__ __forceinline__ RoiTap<T> roi_tap(const RoiShape& s, const RoiGeometry<double>& g, double spatial_scale,
+                                             int64_t ph, int64_t pw, int64_t iy, int64_t ix) {
   RoiTap<T> t{};
-  const T y = roi_sample(g.y_start, ph, g.bin_h, iy, g.grid_h);
-  const T x = roi_sample(g.x_start, pw, g.bin_w, ix, g.grid_w);
-  t.valid = roi_in_range(y, s.H) && roi_in_range(x, s.W);
+  const double y = roi_sample(g.y_start, ph, g.bin_h, iy, g.grid_h);
+  const double x = roi_sample(g.x_start, pw, g.bin_w, ix, g.grid_w);
+  t.valid = roi_in_range(y, s.H) && roi_in_range(x, s.W) && s.H > 0 && s.W > 0;
   if (!t.valid) return t;
   t.y = roi_corner(y, s.H);
   t.x = roi_corner(x, s.W);
-  t.hy = static_cast<T>(1) - t.y.frac;
-  t.hx = static_cast<T>(1) - t.x.frac;
+  t.ly = static_cast<T>(t.y.frac);
+  t.hy = static_cast<T>(1.0 - t.y.frac);
+  t.lx = static_cast<T>(t.x.frac);
+  t.hx = static_cast<T>(1.0 - t.x.frac);
+  const double ay = roi_position<double>(ph, iy, g.grid_h, s.PH, g.h_clamped);
+  const double ax = roi_position<double>(pw, ix, g.grid_w, s.PW, g.w_clamped);
+  t.y_scale_lo = static_cast<T>(spatial_scale * (1.0 - ay));
+  t.y_scale_hi = static_cast<T>(spatial_scale * ay);
+  t.x_scale_lo = static_cast<T>(spatial_scale * (1.0 - ax));
+  t.x_scale_hi = static_cast<T>(spatial_scale * ax);
   return t;
 }
 
 template <typename scalar_t, typename T>
-__global__ void roi_forward_kernel(RoiShape s, T spatial_scale, const scalar_t* __restrict__ input,
+__global__ void roi_forward_kernel(RoiShape s, double spatial_scale, const scalar_t* __restrict__ input,
                                    const scalar_t* __restrict__ rois, scalar_t* __restrict__ out) {
   const int64_t total = s.K * s.C * s.cells();
   IMPLS_GRID_STRIDE(i, total) {
     const int64_t pw = i % s.PW, ph = (i / s.PW) % s.PH;
     const int64_t c = (i / s.cells()) % s.C, k = i / (s.cells() * s.C);
-    const RoiBoxGeo<T> box = roi_box<scalar_t, T>(rois, s, spatial_scale, k);
+    const RoiBox box = roi_box(rois, s, spatial_scale, k);
     if (!box.ok) {
       out[i] = static_cast<scalar_t>(std::numeric_limits<T>::quiet_NaN());
       continue;
     }
-    const RoiGeometry<T>& g = box.g;
+    const RoiGeometry<double>& g = box.g;
     const scalar_t* plane = input + (box.n * s.C + c) * s.H * s.W;
     T acc = 0;
     for (int64_t iy = 0; iy < g.grid_h; ++iy) {
       for (int64_t ix = 0; ix < g.grid_w; ++ix) {
-        const RoiTap<T> t = roi_tap(s, g, ph, pw, iy, ix);
+        const RoiTap<T> t = roi_tap<T>(s, g, spatial_scale, ph, pw, iy, ix);
         if (!t.valid) continue;
-        const T w1 = t.hy * t.hx, w2 = t.hy * t.x.frac, w3 = t.y.frac * t.hx, w4 = t.y.frac * t.x.frac;
+        const T w1 = t.hy * t.hx, w2 = t.hy * t.lx, w3 = t.ly * t.hx, w4 = t.ly * t.lx;
         acc += w1 * static_cast<T>(plane[t.y.low * s.W + t.x.low]) +
                w2 * static_cast<T>(plane[t.y.low * s.W + t.x.high]) +
                w3 * static_cast<T>(plane[t.y.high * s.W + t.x.low]) +
@@ -113,48 +127,40 @@ __global__ void roi_forward_kernel(RoiShape s, T spatial_scale, const scalar_t* 
   }
 }
 
-// Atomic input gradient: one thread per grad element. Each tap's share is computed in T (float for half types)
-// and added with at::native::fastAtomicAdd: a native atomicAdd for float/double; for half/bfloat16 a paired
-// half2/bfloat162 atomic on the aligned pair holding the element (native on sm_80+) instead of a 32-bit CAS
-// loop. grad_input stays in the input's dtype: no float32 buffer (2x the bytes) and no cast pass afterwards.
-// Each element then rounds once per add in its own dtype, as torchvision's half backward does; the
-// deterministic path below sums in T and rounds once.
+// Atomic input gradient: one thread per grad element, adding (g * w) / count for each of a sample's four taps
+// into grad_input, a tensor of T (native float/double atomics).
 template <typename scalar_t, typename T>
-__global__ void roi_input_grad_atomic_kernel(RoiShape s, T spatial_scale, const scalar_t* __restrict__ grad,
-                                             const scalar_t* __restrict__ rois, scalar_t* __restrict__ grad_input) {
+__global__ void roi_input_grad_atomic_kernel(RoiShape s, double spatial_scale, const scalar_t* __restrict__ grad,
+                                             const scalar_t* __restrict__ rois, T* __restrict__ grad_input) {
   const int64_t total = s.K * s.C * s.cells();
-  const int64_t numel = s.N * s.C * s.H * s.W;
   IMPLS_GRID_STRIDE(i, total) {
     const int64_t pw = i % s.PW, ph = (i / s.PW) % s.PH;
     const int64_t c = (i / s.cells()) % s.C, k = i / (s.cells() * s.C);
-    const RoiBoxGeo<T> box = roi_box<scalar_t, T>(rois, s, spatial_scale, k);
+    const RoiBox box = roi_box(rois, s, spatial_scale, k);
     if (!box.ok) continue;
-    const RoiGeometry<T>& g = box.g;
+    const RoiGeometry<double>& g = box.g;
     const T count = static_cast<T>(g.count);
-    const int64_t plane = (box.n * s.C + c) * s.H * s.W;
-    const auto add = [&](int64_t y, int64_t x, T v) {
-      at::native::fastAtomicAdd(grad_input, plane + y * s.W + x, numel, static_cast<scalar_t>(v), true);
-    };
+    T* plane = grad_input + (box.n * s.C + c) * s.H * s.W;
     const T gv = static_cast<T>(grad[i]);
     for (int64_t iy = 0; iy < g.grid_h; ++iy) {
       for (int64_t ix = 0; ix < g.grid_w; ++ix) {
-        const RoiTap<T> t = roi_tap(s, g, ph, pw, iy, ix);
+        const RoiTap<T> t = roi_tap<T>(s, g, spatial_scale, ph, pw, iy, ix);
         if (!t.valid) continue;
-        add(t.y.low, t.x.low, gv * (t.hy * t.hx) / count);
-        add(t.y.low, t.x.high, gv * (t.hy * t.x.frac) / count);
-        add(t.y.high, t.x.low, gv * (t.y.frac * t.hx) / count);
-        add(t.y.high, t.x.high, gv * (t.y.frac * t.x.frac) / count);
+        gpuAtomicAddNoReturn(plane + t.y.low * s.W + t.x.low, gv * (t.hy * t.hx) / count);
+        gpuAtomicAddNoReturn(plane + t.y.low * s.W + t.x.high, gv * (t.hy * t.lx) / count);
+        gpuAtomicAddNoReturn(plane + t.y.high * s.W + t.x.low, gv * (t.ly * t.hx) / count);
+        gpuAtomicAddNoReturn(plane + t.y.high * s.W + t.x.high, gv * (t.ly * t.lx) / count);
       }
     }
   }
 }
 
 // Deterministic input gradient, step 1a: samples per box (0 for a box that may not be read).
-template <typename scalar_t, typename T>
-__global__ void roi_sample_counts_kernel(RoiShape s, T spatial_scale, const scalar_t* __restrict__ rois,
+template <typename scalar_t>
+__global__ void roi_sample_counts_kernel(RoiShape s, double spatial_scale, const scalar_t* __restrict__ rois,
                                          int64_t* __restrict__ samples) {
   IMPLS_GRID_STRIDE(k, s.K) {
-    const RoiBoxGeo<T> box = roi_box<scalar_t, T>(rois, s, spatial_scale, k);
+    const RoiBox box = roi_box(rois, s, spatial_scale, k);
     const int64_t gh = box.g.grid_h > 0 ? box.g.grid_h : 0, gw = box.g.grid_w > 0 ? box.g.grid_w : 0;
     samples[k] = box.ok ? s.cells() * gh * gw : 0;
   }
@@ -163,7 +169,7 @@ __global__ void roi_sample_counts_kernel(RoiShape s, T spatial_scale, const scal
 // Step 1b: the four taps of every sample, in the reference's order (box, ph, pw, iy, ix, corner).
 // Contribution of an entry: (g * a) / b = (g * (hy * hx)) / count etc.
 template <typename scalar_t, typename T>
-__global__ void roi_taps_kernel(RoiShape s, T spatial_scale, const scalar_t* __restrict__ rois,
+__global__ void roi_taps_kernel(RoiShape s, double spatial_scale, const scalar_t* __restrict__ rois,
                                 const int64_t* __restrict__ cum_samples, int64_t total_samples,
                                 int64_t* __restrict__ pixel, int64_t* __restrict__ cell, T* __restrict__ a,
                                 T* __restrict__ b) {
@@ -176,12 +182,12 @@ __global__ void roi_taps_kernel(RoiShape s, T spatial_scale, const scalar_t* __r
     }
     const int64_t k = lo;
     const int64_t local = i - (k > 0 ? cum_samples[k - 1] : 0);
-    const RoiBoxGeo<T> box = roi_box<scalar_t, T>(rois, s, spatial_scale, k);
-    const RoiGeometry<T>& g = box.g;  // box.ok: boxes that may not be read have no samples
+    const RoiBox box = roi_box(rois, s, spatial_scale, k);
+    const RoiGeometry<double>& g = box.g;  // box.ok: boxes that may not be read have no samples
     const int64_t ix = local % g.grid_w, iy = (local / g.grid_w) % g.grid_h;
     const int64_t cell_in_box = local / (g.grid_w * g.grid_h);
     const int64_t pw = cell_in_box % s.PW, ph = cell_in_box / s.PW;
-    const RoiTap<T> t = roi_tap(s, g, ph, pw, iy, ix);
+    const RoiTap<T> t = roi_tap<T>(s, g, spatial_scale, ph, pw, iy, ix);
     const int64_t base = box.n * s.H * s.W;
     const T count = static_cast<T>(g.count);
     for (int corner = 0; corner < 4; ++corner) {
@@ -195,7 +201,7 @@ __global__ void roi_taps_kernel(RoiShape s, T spatial_scale, const scalar_t* __r
         continue;
       }
       pixel[e] = base + (high_y ? t.y.high : t.y.low) * s.W + (high_x ? t.x.high : t.x.low);
-      a[e] = (high_y ? t.y.frac : t.hy) * (high_x ? t.x.frac : t.hx);
+      a[e] = (high_y ? t.ly : t.hy) * (high_x ? t.lx : t.hx);
     }
   }
 }
@@ -207,40 +213,38 @@ struct RoiCombine {
 
 // Box gradient: one block per box; rois[:, 0] gets none.
 template <typename scalar_t, typename T>
-__global__ void roi_rois_grad_kernel(RoiShape s, T spatial_scale, const scalar_t* __restrict__ grad,
-                                     const scalar_t* __restrict__ input, const scalar_t* __restrict__ rois,
-                                     scalar_t* __restrict__ grad_rois) {
+__global__ void roi_boxes_grad_kernel(RoiShape s, double spatial_scale, const scalar_t* __restrict__ grad,
+                                      const scalar_t* __restrict__ input, const scalar_t* __restrict__ rois,
+                                      scalar_t* __restrict__ grad_rois) {
   __shared__ T shared[4 * kThreads];
   const int64_t k = blockIdx.x;
   T sums[4] = {0, 0, 0, 0};  // d x1, d y1, d x2, d y2
-  const RoiBoxGeo<T> box = roi_box<scalar_t, T>(rois, s, spatial_scale, k);
+  const RoiBox box = roi_box(rois, s, spatial_scale, k);
   const int64_t items = box.ok ? s.C * s.cells() : 0;
-  const RoiGeometry<T>& g = box.g;
+  const RoiGeometry<double>& g = box.g;
   const T count = static_cast<T>(g.count);
-  for (int64_t t = threadIdx.x; t < items; t += blockDim.x) {
-    const int64_t c = t / s.cells(), cell = t % s.cells();
+  for (int64_t item = threadIdx.x; item < items; item += blockDim.x) {
+    const int64_t c = item / s.cells(), cell = item % s.cells();
     const int64_t ph = cell / s.PW, pw = cell % s.PW;
     const scalar_t* plane = input + (box.n * s.C + c) * s.H * s.W;
-    const T gv = static_cast<T>(grad[k * s.C * s.cells() + t]);
+    const T gv = static_cast<T>(grad[k * s.C * s.cells() + item]);
     for (int64_t iy = 0; iy < g.grid_h; ++iy) {
       for (int64_t ix = 0; ix < g.grid_w; ++ix) {
-        const RoiTap<T> tap = roi_tap(s, g, ph, pw, iy, ix);
-        if (!tap.valid) continue;
-        const T v1 = static_cast<T>(plane[tap.y.low * s.W + tap.x.low]);
-        const T v2 = static_cast<T>(plane[tap.y.low * s.W + tap.x.high]);
-        const T v3 = static_cast<T>(plane[tap.y.high * s.W + tap.x.low]);
-        const T v4 = static_cast<T>(plane[tap.y.high * s.W + tap.x.high]);
-        if (tap.y.moves) {
-          const T gy = gv * (tap.hx * (v3 - v1) + tap.x.frac * (v4 - v2)) / count;
-          const T ay = roi_position<T>(ph, iy, g.grid_h, s.PH, g.h_clamped);
-          sums[1] += gy * (spatial_scale * (static_cast<T>(1) - ay));
-          sums[3] += gy * (spatial_scale * ay);
+        const RoiTap<T> t = roi_tap<T>(s, g, spatial_scale, ph, pw, iy, ix);
+        if (!t.valid) continue;
+        const T v1 = static_cast<T>(plane[t.y.low * s.W + t.x.low]);
+        const T v2 = static_cast<T>(plane[t.y.low * s.W + t.x.high]);
+        const T v3 = static_cast<T>(plane[t.y.high * s.W + t.x.low]);
+        const T v4 = static_cast<T>(plane[t.y.high * s.W + t.x.high]);
+        if (t.y.moves) {
+          const T gy = gv * (t.hx * (v3 - v1) + t.lx * (v4 - v2)) / count;
+          sums[1] += gy * t.y_scale_lo;
+          sums[3] += gy * t.y_scale_hi;
         }
-        if (tap.x.moves) {
-          const T gx = gv * (tap.hy * (v2 - v1) + tap.y.frac * (v4 - v3)) / count;
-          const T ax = roi_position<T>(pw, ix, g.grid_w, s.PW, g.w_clamped);
-          sums[0] += gx * (spatial_scale * (static_cast<T>(1) - ax));
-          sums[2] += gx * (spatial_scale * ax);
+        if (t.x.moves) {
+          const T gx = gv * (t.hy * (v2 - v1) + t.ly * (v4 - v3)) / count;
+          sums[0] += gx * t.x_scale_lo;
+          sums[2] += gx * t.x_scale_hi;
         }
       }
     }
@@ -253,7 +257,7 @@ __global__ void roi_rois_grad_kernel(RoiShape s, T spatial_scale, const scalar_t
 
 at::Tensor roi_align_forward_cuda(const at::Tensor& input_, const at::Tensor& rois_, double spatial_scale,
                                   int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio, bool aligned) {
-  check_roi_align(input_, rois_, pooled_height, pooled_width, c10::DeviceType::CUDA);
+  check_roi_align(input_, "input", rois_, pooled_height, pooled_width, c10::DeviceType::CUDA);
   const c10::cuda::CUDAGuard guard(input_.device());
   // A channels_last or strided input is copied once here (one pass over N*C*H*W); the kernels index NCHW.
   const at::Tensor input = input_.contiguous();
@@ -265,45 +269,40 @@ at::Tensor roi_align_forward_cuda(const at::Tensor& input_, const at::Tensor& ro
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "roi_align_forward_cuda", [&] {
     using T = at::opmath_type<scalar_t>;
     roi_forward_kernel<scalar_t, T><<<blocks_for(out.numel()), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-        s, static_cast<T>(spatial_scale), input.const_data_ptr<scalar_t>(), rois.const_data_ptr<scalar_t>(),
+        s, spatial_scale, input.const_data_ptr<scalar_t>(), rois.const_data_ptr<scalar_t>(),
         out.mutable_data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return out;
 }
 
-std::tuple<at::Tensor, at::Tensor> roi_align_backward_cuda(const at::Tensor& grad_, const at::Tensor& input_,
-                                                           const at::Tensor& rois_, double spatial_scale,
-                                                           int64_t pooled_height, int64_t pooled_width,
-                                                           int64_t sampling_ratio, bool aligned, bool input_grad,
-                                                           bool rois_grad) {
-  check_roi_align(input_, rois_, pooled_height, pooled_width, c10::DeviceType::CUDA);
-  check_grad(grad_, input_, rois_.size(0), pooled_height, pooled_width);
-  const c10::cuda::CUDAGuard guard(input_.device());
-  const at::Tensor input = input_.contiguous();
+at::Tensor roi_align_backward_input_cuda(const at::Tensor& grad_, const at::Tensor& rois_, double spatial_scale,
+                                         int64_t pooled_height, int64_t pooled_width, int64_t N, int64_t C,
+                                         int64_t H, int64_t W, int64_t sampling_ratio, bool aligned) {
+  check_roi_align(grad_, "grad", rois_, pooled_height, pooled_width, c10::DeviceType::CUDA);
+  check_grad(grad_, rois_.size(0), C, pooled_height, pooled_width);
+  check_input_sizes(N, C, H, W);
+  const c10::cuda::CUDAGuard guard(grad_.device());
   const at::Tensor rois = rois_.contiguous();
   const at::Tensor grad = grad_.contiguous();
-  const RoiShape s{input.size(0), input.size(1), input.size(2), input.size(3), rois.size(0),
-                   pooled_height, pooled_width, sampling_ratio, aligned};
+  const RoiShape s{N, C, H, W, rois.size(0), pooled_height, pooled_width, sampling_ratio, aligned};
   const bool deterministic = at::globalContext().deterministicAlgorithms();
   const auto stream = at::cuda::getCurrentCUDAStream();
-  at::Tensor grad_input = at::empty({0}, input.options());
-  at::Tensor grad_rois = rois_grad ? at::zeros({s.K, 5}, rois.options()) : at::empty({0}, rois.options());
+  at::Tensor grad_input;
 
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "roi_align_backward_cuda", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "roi_align_backward_input_cuda", [&] {
     using T = at::opmath_type<scalar_t>;
-    const T scale = static_cast<T>(spatial_scale);
     const scalar_t* r = rois.const_data_ptr<scalar_t>();
-    const auto acc_options = input.options().dtype(c10::CppTypeToScalarType<T>::value);
-    if (input_grad && deterministic) {
-      grad_input = at::empty({s.N, s.C, s.H, s.W}, input.options());
-      const auto index_options = input.options().dtype(at::kLong);
+    const auto acc_options = grad.options().dtype(c10::CppTypeToScalarType<T>::value);
+    if (deterministic) {
+      grad_input = at::empty({N, C, H, W}, grad.options());
+      const auto index_options = grad.options().dtype(at::kLong);
       int64_t total_samples = 0;
       at::Tensor cum;
       if (s.K > 0) {
         at::Tensor samples = at::empty({s.K}, index_options);
-        roi_sample_counts_kernel<scalar_t, T><<<blocks_for(s.K), kThreads, 0, stream>>>(
-            s, scale, r, samples.mutable_data_ptr<int64_t>());
+        roi_sample_counts_kernel<scalar_t><<<blocks_for(s.K), kThreads, 0, stream>>>(
+            s, spatial_scale, r, samples.mutable_data_ptr<int64_t>());
         C10_CUDA_KERNEL_LAUNCH_CHECK();
         cum = at::cumsum(samples, 0);
         total_samples = cum[s.K - 1].item<int64_t>();  // the one host sync: the entry count
@@ -312,34 +311,55 @@ std::tuple<at::Tensor, at::Tensor> roi_align_backward_cuda(const at::Tensor& gra
                    at::empty({total_samples * 4}, acc_options), at::empty({total_samples * 4}, acc_options)};
       if (total_samples > 0) {
         roi_taps_kernel<scalar_t, T><<<blocks_for(total_samples), kThreads, 0, stream>>>(
-            s, scale, r, cum.const_data_ptr<int64_t>(), total_samples, e.pixel.mutable_data_ptr<int64_t>(),
+            s, spatial_scale, r, cum.const_data_ptr<int64_t>(), total_samples, e.pixel.mutable_data_ptr<int64_t>(),
             e.cell.mutable_data_ptr<int64_t>(), e.a.mutable_data_ptr<T>(), e.b.mutable_data_ptr<T>());
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       }
       gather_taps<scalar_t, T>(e, grad, grad_input, s.cells(), RoiCombine<T>{});
-    } else if (input_grad) {
-      grad_input = at::zeros({s.N, s.C, s.H, s.W}, input.options());
-      if (grad.numel() > 0) {
-        roi_input_grad_atomic_kernel<scalar_t, T><<<blocks_for(grad.numel()), kThreads, 0, stream>>>(
-            s, scale, grad.const_data_ptr<scalar_t>(), r, grad_input.mutable_data_ptr<scalar_t>());
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
-      }
+      return;
     }
-    if (rois_grad && s.K > 0) {
-      roi_rois_grad_kernel<scalar_t, T><<<static_cast<unsigned int>(s.K), kThreads, 0, stream>>>(
-          s, scale, grad.const_data_ptr<scalar_t>(), input.const_data_ptr<scalar_t>(), r,
-          grad_rois.mutable_data_ptr<scalar_t>());
+    at::Tensor acc = at::zeros({N, C, H, W}, acc_options);
+    if (grad.numel() > 0) {
+      roi_input_grad_atomic_kernel<scalar_t, T><<<blocks_for(grad.numel()), kThreads, 0, stream>>>(
+          s, spatial_scale, grad.const_data_ptr<scalar_t>(), r, acc.mutable_data_ptr<T>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
+    grad_input = std::is_same_v<scalar_t, T> ? acc : acc.to(grad.scalar_type());
   });
-  return {grad_input, grad_rois};
+  return grad_input;
+}
+
+at::Tensor roi_align_backward_boxes_cuda(const at::Tensor& grad_, const at::Tensor& input_, const at::Tensor& rois_,
+                                         double spatial_scale, int64_t pooled_height, int64_t pooled_width,
+                                         int64_t sampling_ratio, bool aligned) {
+  check_roi_align(input_, "input", rois_, pooled_height, pooled_width, c10::DeviceType::CUDA);
+  check_same(grad_, input_, "grad", "input");
+  check_grad(grad_, rois_.size(0), input_.size(1), pooled_height, pooled_width);
+  const c10::cuda::CUDAGuard guard(input_.device());
+  const at::Tensor input = input_.contiguous();
+  const at::Tensor rois = rois_.contiguous();
+  const at::Tensor grad = grad_.contiguous();
+  const RoiShape s{input.size(0), input.size(1), input.size(2), input.size(3), rois.size(0),
+                   pooled_height, pooled_width, sampling_ratio, aligned};
+  at::Tensor grad_rois = at::zeros({s.K, 5}, rois.options());
+  if (s.K == 0) return grad_rois;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "roi_align_backward_boxes_cuda", [&] {
+    using T = at::opmath_type<scalar_t>;
+    roi_boxes_grad_kernel<scalar_t, T><<<static_cast<unsigned int>(s.K), kThreads, 0,
+                                         at::cuda::getCurrentCUDAStream()>>>(
+        s, spatial_scale, grad.const_data_ptr<scalar_t>(), input.const_data_ptr<scalar_t>(),
+        rois.const_data_ptr<scalar_t>(), grad_rois.mutable_data_ptr<scalar_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return grad_rois;
 }
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(impls, CUDA, m) {
   m.impl("roi_align_forward", TORCH_FN(roi_align_forward_cuda));
-  m.impl("roi_align_backward", TORCH_FN(roi_align_backward_cuda));
+  m.impl("roi_align_backward_input", TORCH_FN(roi_align_backward_input_cuda));
+  m.impl("roi_align_backward_boxes", TORCH_FN(roi_align_backward_boxes_cuda));
 }
 
 }  // namespace impls
