@@ -1,13 +1,15 @@
 """Argument checks, done once in Python before any backend runs.
 
-Every error names the argument, what was expected and what was given. Checks that read tensor values
-(box indices in range, finite boxes) are skipped while ``torch.compile`` traces, where they would break the
-graph; the compiled kernels check the same things themselves, so bad values still raise instead of reading
-out of bounds.
+Every error names the argument, what was expected and what was given. The checks that read tensor values
+(box indices in range, finite boxes) are reduced on the tensors' device and brought to the host together: one
+device-to-host copy per call, which on CUDA is the call's one synchronization. They are skipped while
+``torch.compile`` traces, where reading a value would break the graph; the C++/CUDA kernels still refuse to
+read out of bounds (``csrc/checks.h`` and the kernels' per-box checks).
 """
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Sequence, Union
 
@@ -39,9 +41,9 @@ def _check_like(name: str, t: torch.Tensor, ref_name: str, ref: torch.Tensor) ->
         raise TypeError(f"{name} has dtype {t.dtype} but {ref_name} has {ref.dtype}; cast {name} to {ref.dtype}")
 
 
-def _check_finite(name: str, t: torch.Tensor) -> None:
-    if _reads_values() and t.numel() and not bool(torch.isfinite(t).all()):
-        raise ValueError(f"{name} must be finite; found NaN or inf")
+def _read_once(*values: torch.Tensor) -> list:
+    """Scalar tensors (reductions on any device) as Python numbers, read in one device-to-host copy."""
+    return torch.stack([v.to(torch.float64) for v in values]).tolist()
 
 
 def pair(name: str, value) -> tuple[int, int]:
@@ -79,10 +81,13 @@ def crop_and_resize_args(image, boxes, box_index, crop_size, method, extrapolati
         )
     n = image.shape[0]
     if _reads_values() and box_index.numel():
-        lo, hi = int(box_index.min()), int(box_index.max())
+        finite, lo, hi = _read_once(torch.isfinite(boxes).all(), box_index.min(), box_index.max())
         if lo < 0 or hi >= n:
-            raise IndexError(f"box_index must be in [0, {n}) (the image batch size), found values in [{lo}, {hi}]")
-    _check_finite("boxes", boxes)
+            raise IndexError(
+                f"box_index must be in [0, {n}) (the image batch size), found values in [{lo:.0f}, {hi:.0f}]"
+            )
+        if not finite:
+            raise ValueError("boxes must be finite; found NaN or inf")
     crop_height, crop_width = pair("crop_size", crop_size)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -118,25 +123,41 @@ def roi_align_args(input, boxes: BoxesArg, output_size, spatial_scale, sampling_
             )
         _check_like("boxes", boxes, "input", input)
         rois = boxes
-        n = input.shape[0]
-        if _reads_values() and rois.numel():
-            batch = rois[:, 0]
-            if not bool(torch.isfinite(batch).all()) or bool((batch != batch.floor()).any()):
-                raise ValueError("boxes[:, 0] (the batch index) must hold whole numbers")
-            lo, hi = int(batch.min()), int(batch.max())
-            if lo < 0 or hi >= n:
-                raise IndexError(f"boxes[:, 0] (the batch index) must be in [0, {n}), found values in [{lo}, {hi}]")
     else:
         raise TypeError(f"boxes must be a Tensor[K, 5] or a list of Tensor[L, 4], got {type(boxes).__name__}")
-    _check_finite("boxes", rois)
     pooled_height, pooled_width = pair("output_size", output_size)
-    if not isinstance(spatial_scale, numbers.Real) or isinstance(spatial_scale, bool) or not spatial_scale > 0:
-        raise ValueError(f"spatial_scale must be a positive number (e.g. 0.25 for stride 4), got {spatial_scale!r}")
+    if (not isinstance(spatial_scale, numbers.Real) or isinstance(spatial_scale, bool)
+            or not 0 < spatial_scale < math.inf):
+        raise ValueError(
+            f"spatial_scale must be a positive number, and finite (e.g. 0.25 for stride 4), got {spatial_scale!r}"
+        )
+    if _reads_values() and rois.numel():
+        _check_roi_values(rois, input.shape[0], float(spatial_scale))
     if not isinstance(sampling_ratio, numbers.Integral) or isinstance(sampling_ratio, bool):
         raise TypeError(f"sampling_ratio must be an int (<= 0 for adaptive), got {sampling_ratio!r}")
     if not isinstance(aligned, bool):
         raise TypeError(f"aligned must be a bool, got {aligned!r}")
     return rois, pooled_height, pooled_width, float(spatial_scale), int(sampling_ratio)
+
+
+def _check_roi_values(rois: torch.Tensor, n: int, spatial_scale: float) -> None:
+    """Finite boxes, still finite on the feature map, and whole batch indices in [0, n): one read."""
+    batch = rois[:, 0]
+    scaled = rois[:, 1:].to(torch.float64) * spatial_scale  # [K, 4] feature-map coordinates
+    finite, whole, lo, hi, finite_scaled = _read_once(
+        torch.isfinite(rois).all(), (batch == batch.floor()).all(), batch.min(), batch.max(),
+        torch.isfinite(scaled).all(),
+    )
+    if not finite:
+        raise ValueError("boxes must be finite; found NaN or inf")
+    if not whole:
+        raise ValueError("boxes[:, 0] (the batch index) must hold whole numbers")
+    if lo < 0 or hi >= n:
+        raise IndexError(f"boxes[:, 0] (the batch index) must be in [0, {n}), found values in [{lo:.0f}, {hi:.0f}]")
+    if not finite_scaled:
+        raise ValueError(
+            f"boxes * spatial_scale ({spatial_scale!r}) overflows to inf: the boxes are too large for this scale"
+        )
 
 
 def _list_to_rois(boxes: Sequence[torch.Tensor], input: torch.Tensor) -> torch.Tensor:

@@ -7,9 +7,13 @@ as rows of channels ``[N*H*W, C]``. The feature map is read in place through ind
 is one channels-last copy of the map plus a bounded chunk of gathered samples (``_CHUNK_ELEMENTS``), however
 many boxes there are. Backward is written with ``index_add_`` (image) and reductions (boxes), not by autograd.
 
-Cost: about five gathered tensors of ``chunk x samples x C`` per chunk; half types are computed in float32.
-Mirrors the math of ``reference.py`` (same conventions), not its evaluation order: float results agree to
-rounding, not bit for bit.
+Cost: about five gathered tensors of ``chunk x samples x C`` per chunk; half types are computed in float32. A
+box whose adaptive sample grid alone exceeds a chunk (a 10,000-pixel box has ~1,400 x 1,400 samples per bin) is
+itself split over its samples, so memory stays bounded for every box size.
+Sample positions are computed by the reference's expressions, in the same order and precision (roi_align in
+float64, crop_and_resize in the compute dtype, as ``csrc/`` does), so a sample on a pixel row lands on it here
+too and the box gradient takes the same row pair. The sums then run in another order than ``reference.py``:
+float results agree to rounding, not bit for bit.
 """
 
 from __future__ import annotations
@@ -43,7 +47,8 @@ class _Axis:
 
 def _rows(x: torch.Tensor) -> torch.Tensor:
     """[N, C, H, W] -> [N*H*W, C] in the compute dtype (a view for channels_last float32/64 input)."""
-    return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1]).to(_compute_dtype(x.dtype))
+    N, C, H, W = x.shape
+    return x.permute(0, 2, 3, 1).reshape(N * H * W, C).to(_compute_dtype(x.dtype))
 
 
 def _flat_index(n, ys, xs, H: int, W: int) -> torch.Tensor:
@@ -78,7 +83,8 @@ def _scatter_image_grad(grad_rows, g, n, ay: _Axis, ax: _Axis, H: int, W: int) -
         (ay.hi, ax.hi, ay.w_hi, ax.w_hi),
     ):
         w = (wy[:, :, None] * wx[:, None, :])[..., None]  # [Kc, SY, SX, 1]
-        grad_rows.index_add_(0, _flat_index(n, ys, xs, H, W), (g * w).reshape(-1, C))
+        index = _flat_index(n, ys, xs, H, W)  # [Kc*SY*SX]
+        grad_rows.index_add_(0, index, (g * w).reshape(index.shape[0], C))
 
 
 def _box_grads(rows, g, n, ay: _Axis, ax: _Axis, H: int, W: int) -> torch.Tensor:
@@ -113,8 +119,10 @@ def _crop_axis(start, end, crop: int, size: int, nearest: bool) -> _Axis:
     """crop_and_resize's corner-aligned samples of normalized sides start/end [Kc] on a side of ``size``."""
     i = torch.arange(crop, device=start.device, dtype=start.dtype)  # [S]
     if crop > 1:
-        ratio = (size - 1) / (crop - 1)
-        coord = start[:, None] * (size - 1) + i * ((end - start) * ratio)[:, None]  # [Kc, S]
+        # The expressions of reference._crop_coordinate and its derivatives, in the compute dtype.
+        scale = (end - start) * (size - 1) / (crop - 1)  # [Kc] sample spacing in pixels
+        coord = start[:, None] * (size - 1) + i * scale[:, None]  # [Kc, S]
+        ratio = torch.tensor(size - 1, dtype=start.dtype, device=start.device) / (crop - 1)
         d_start, d_end = (size - 1) - i * ratio, i * ratio  # [S]
     else:
         coord = (0.5 * (start + end) * (size - 1))[:, None]  # [Kc, 1]: the box centre
@@ -184,8 +192,9 @@ def crop_and_resize_backward_boxes(grad, image, boxes, box_index, crop_height, c
 
 
 def _roi_sizes(rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):
-    """Per box [K]: batch index, starts, sizes, clamp flags and sample grid (torchvision's geometry)."""
-    r = rois.to(_compute_dtype(rois.dtype))  # [K, 5]
+    """Per box [K], in float64 whatever the dtype (as every backend): batch index, starts, bin sizes, clamp
+    flags and sample grid, by reference._roi_geometry's expressions."""
+    r = rois.to(torch.float64)  # [K, 5]
     offset = 0.5 if aligned else 0.0
     x_start = r[:, 1] * spatial_scale - offset  # [K]
     y_start = r[:, 2] * spatial_scale - offset
@@ -202,67 +211,93 @@ def _roi_sizes(rois, spatial_scale, pooled_height, pooled_width, sampling_ratio,
     else:
         grid_h = torch.ceil(roi_h / pooled_height).long()  # [K] adaptive
         grid_w = torch.ceil(roi_w / pooled_width).long()
-    return r[:, 0].long(), y_start, x_start, roi_h, roi_w, h_clamped, w_clamped, grid_h, grid_w
+    bin_h, bin_w = roi_h / pooled_height, roi_w / pooled_width  # [K]
+    return r[:, 0].long(), y_start, x_start, bin_h, bin_w, h_clamped, w_clamped, grid_h, grid_w
 
 
-def _roi_axis(start, size_, clamped, pooled: int, grid: int, extent: int, spatial_scale: float) -> _Axis:
-    """roi_align's samples along one side for Kc boxes with the same ``grid``: [Kc, pooled*grid]."""
-    dt = start.dtype
-    p = torch.arange(pooled, device=start.device, dtype=dt)[:, None]  # [P, 1]
-    i = torch.arange(grid, device=start.device, dtype=dt)[None, :]  # [1, g]
-    position = ((p + (i + 0.5) / grid) / pooled).reshape(-1)  # [P*g]: 0 at the box start, 1 at its end
-    bin_size = (size_ / pooled)[:, None]  # [Kc, 1]
-    coord = start[:, None] + position * pooled * bin_size  # [Kc, S]
-    in_range = (coord >= -1) & (coord <= extent)  # [Kc, S]; NaN compares False
+def _roi_axis(start, bin_size, clamped, pooled: int, grid: int, samples: range, extent: int, spatial_scale: float,
+              dtype: torch.dtype) -> _Axis:
+    """roi_align's samples i in ``samples`` of every bin along one side, for Kc boxes with the same ``grid``:
+    [Kc, pooled * len(samples)], bin-major. Positions in float64; weights and derivatives in ``dtype``."""
+    f64 = dict(device=start.device, dtype=torch.float64)
+    p = torch.arange(pooled, **f64)[:, None]  # [P, 1]
+    i = torch.arange(samples.start, samples.stop, **f64)[None, :]  # [1, g]
+    b = bin_size[:, None, None]  # [Kc, 1, 1]
+    # reference._roi_sample: start + p * bin_size + (i + 0.5) * bin_size / grid, evaluated left to right.
+    coord = (start[:, None, None] + p * b + (i + 0.5) * b / grid).flatten(1)  # [Kc, S]
+    position = ((p + (i + 0.5) / grid) / pooled).reshape(-1)  # [S]: reference._roi_position
+    in_range = (coord >= -1) & (coord <= extent) & (extent > 0)  # [Kc, S]; NaN compares False
     c = coord.clamp(min=0)
     low = c.floor()
     at_end = low >= extent - 1
     low = torch.where(at_end, torch.full_like(low, extent - 1), low)
     high = torch.where(at_end, low, low + 1)
     frac = torch.where(at_end, torch.zeros_like(c), c - low)  # [Kc, S]
-    mask = in_range.to(dt)
-    moves = (mask * ((coord > 0) & ~at_end).to(dt)) * spatial_scale  # [Kc, S]
-    along = position * (~clamped).to(dt)[:, None]  # [Kc, S]; a clamped side does not grow with the box
-    return _Axis(low.long(), high.long(), (1 - frac) * mask, frac * mask, moves * (1 - along), moves * along)
+    mask = in_range.to(torch.float64)
+    moves = in_range & (coord > 0) & ~at_end  # [Kc, S]: the coordinate was not clamped
+    along = torch.where(clamped[:, None], torch.zeros_like(coord), position)  # [Kc, S]; a clamped side is fixed
+    d_start = torch.where(moves, spatial_scale * (1 - along), torch.zeros_like(coord))
+    d_end = torch.where(moves, spatial_scale * along, torch.zeros_like(coord))
+    return _Axis(low.long(), high.long(), ((1 - frac) * mask).to(dtype), (frac * mask).to(dtype),
+                 d_start.to(dtype), d_end.to(dtype))
 
 
-def _roi_chunks(rois, C, H, W, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):
-    """Boxes grouped by sample grid (gh, gw), each group cut into bounded chunks, with their two axes."""
-    n, ys, xs, hs, ws, hc, wc, grid_h, grid_w = _roi_sizes(
+def _blocks(grid: int, width: int) -> list[range]:
+    """``range(grid)`` in consecutive pieces of at most ``width``."""
+    return [range(i, min(i + width, grid)) for i in range(0, grid, width)]
+
+
+def _roi_chunks(rois, C, H, W, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned, dtype):
+    """Boxes grouped by sample grid (gh, gw), cut into chunks of at most ``_CHUNK_ELEMENTS`` gathered values:
+    several boxes per chunk, or one box's samples in pieces when its grid alone is larger. Yields
+    ``(idx, n, (iy, ix), ay, ax)``: box ids [Kc], their images, the sample ranges and their two axes."""
+    n, ys, xs, bin_h, bin_w, hc, wc, grid_h, grid_w = _roi_sizes(
         rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned
     )
+    per_sample = pooled_height * pooled_width * max(C, 1)  # gathered values of one (iy, ix) over a box's bins
+    samples_per_chunk = max(1, _CHUNK_ELEMENTS // per_sample)
     grids = torch.stack([grid_h, grid_w], dim=1)  # [K, 2]
     for gh, gw in torch.unique(grids, dim=0).tolist():
         if gh <= 0 or gw <= 0:
             continue  # an empty grid averages nothing: those outputs stay 0
         members = ((grid_h == gh) & (grid_w == gw)).nonzero().flatten()  # [Kg]
-        for idx in _chunks(members, pooled_height * gh * pooled_width * gw * C):
-            ay = _roi_axis(ys[idx], hs[idx], hc[idx], pooled_height, gh, H, spatial_scale)  # [Kc, PH*gh]
-            ax = _roi_axis(xs[idx], ws[idx], wc[idx], pooled_width, gw, W, spatial_scale)  # [Kc, PW*gw]
-            yield idx, n[idx], gh, gw, ay, ax
+        if gh * gw <= samples_per_chunk:
+            box_chunks = members.split(samples_per_chunk // (gh * gw))
+            pieces = [(range(gh), range(gw))]
+        else:
+            box_chunks = members.split(1)
+            width = min(gw, samples_per_chunk)
+            pieces = [(iy, ix) for iy in _blocks(gh, max(1, samples_per_chunk // width)) for ix in _blocks(gw, width)]
+        for idx in box_chunks:
+            for iy, ix in pieces:
+                ay = _roi_axis(ys[idx], bin_h[idx], hc[idx], pooled_height, gh, iy, H, spatial_scale, dtype)
+                ax = _roi_axis(xs[idx], bin_w[idx], wc[idx], pooled_width, gw, ix, W, spatial_scale, dtype)
+                yield idx, n[idx], (gh, gw), (len(iy), len(ix)), ay, ax
 
 
 def roi_align_forward(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):
     N, C, H, W = input.shape
     K = rois.shape[0]
     rows = _rows(input)  # [N*H*W, C]
-    out = torch.zeros((K, pooled_height, pooled_width, C), dtype=rows.dtype, device=input.device)
-    for idx, n, gh, gw, ay, ax in _roi_chunks(
-        rois, C, H, W, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned
+    sums = torch.zeros((K, pooled_height, pooled_width, C), dtype=rows.dtype, device=input.device)
+    counts = torch.ones(K, dtype=rows.dtype, device=input.device)  # [K] samples per bin, at least 1
+    for idx, n, (gh, gw), (sy, sx), ay, ax in _roi_chunks(
+        rois, C, H, W, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned, rows.dtype
     ):
-        values = _sample(rows, n, ay, ax, H, W)  # [Kc, PH*gh, PW*gw, C]
-        values = values.view(len(idx), pooled_height, gh, pooled_width, gw, C)
-        out[idx] = values.sum(dim=(2, 4)) / (gh * gw)  # [Kc, PH, PW, C]
-    return out.permute(0, 3, 1, 2).to(input.dtype)  # [K, C, PH, PW]
+        values = _sample(rows, n, ay, ax, H, W)  # [Kc, PH*sy, PW*sx, C]
+        values = values.view(len(idx), pooled_height, sy, pooled_width, sx, C)
+        sums.index_add_(0, idx, values.sum(dim=(2, 4)))  # [Kc, PH, PW, C]
+        counts[idx] = float(gh * gw)
+    sums /= counts[:, None, None, None]  # [K, PH, PW, C]: the bin means
+    return sums.permute(0, 3, 1, 2).to(input.dtype)  # [K, C, PH, PW]
 
 
-def _bin_share(g_all, idx, gh: int, gw: int, pooled_height: int, pooled_width: int) -> torch.Tensor:
-    """Each sample's share of its bin's incoming gradient: [Kc, PH*gh, PW*gw, C] from g_all [K, PH, PW, C]."""
-    Kc, C = len(idx), g_all.shape[-1]
+def _bin_share(g_all, idx, gh: int, gw: int, sy: int, sx: int) -> torch.Tensor:
+    """Each of sy x sx samples per bin gets its share of the bin's incoming gradient g_all [K, PH, PW, C]:
+    [Kc, PH*sy, PW*sx, C]."""
+    Kc, (_, PH, PW, C) = len(idx), g_all.shape
     g = g_all[idx][:, :, None, :, None, :] / (gh * gw)  # [Kc, PH, 1, PW, 1, C]: the mean's share
-    return g.expand(Kc, pooled_height, gh, pooled_width, gw, C).reshape(
-        Kc, pooled_height * gh, pooled_width * gw, C
-    )  # [Kc, PH*gh, PW*gw, C]
+    return g.expand(Kc, PH, sy, PW, sx, C).reshape(Kc, PH * sy, PW * sx, C)  # [Kc, PH*sy, PW*sx, C]
 
 
 def roi_align_backward_input(
@@ -272,11 +307,10 @@ def roi_align_backward_input(
     N, C, H, W = batch_size, channels, height, width
     g_all = grad.permute(0, 2, 3, 1).to(_compute_dtype(grad.dtype))  # [K, PH, PW, C]
     grad_rows = g_all.new_zeros((N * H * W, C))  # [N*H*W, C]
-    for idx, n, gh, gw, ay, ax in _roi_chunks(
-        rois, C, H, W, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned
+    for idx, n, (gh, gw), (sy, sx), ay, ax in _roi_chunks(
+        rois, C, H, W, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned, g_all.dtype
     ):
-        g = _bin_share(g_all, idx, gh, gw, pooled_height, pooled_width)  # [Kc, PH*gh, PW*gw, C]
-        _scatter_image_grad(grad_rows, g, n, ay, ax, H, W)
+        _scatter_image_grad(grad_rows, _bin_share(g_all, idx, gh, gw, sy, sx), n, ay, ax, H, W)
     return grad_rows.view(N, H, W, C).permute(0, 3, 1, 2).to(grad.dtype)  # [N, C, H, W]
 
 
@@ -285,14 +319,14 @@ def roi_align_backward_boxes(grad, input, rois, spatial_scale, pooled_height, po
     K = rois.shape[0]
     rows = _rows(input)  # [N*H*W, C]
     g_all = grad.permute(0, 2, 3, 1).to(rows.dtype)  # [K, PH, PW, C]
-    grad_rois = rois.new_zeros((K, 5), dtype=rows.dtype)
-    for idx, n, gh, gw, ay, ax in _roi_chunks(
-        rois, C, H, W, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned
+    grad_boxes = rows.new_zeros((K, 4))  # (y1, x1, y2, x2) order
+    for idx, n, (gh, gw), (sy, sx), ay, ax in _roi_chunks(
+        rois, C, H, W, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned, rows.dtype
     ):
-        g = _bin_share(g_all, idx, gh, gw, pooled_height, pooled_width)  # [Kc, PH*gh, PW*gw, C]
-        y1, x1, y2, x2 = _box_grads(rows, g, n, ay, ax, H, W).unbind(1)  # each [Kc]
-        grad_rois[idx, 1:] = torch.stack([x1, y1, x2, y2], dim=1)  # [Kc, 4] in (x1, y1, x2, y2) order
-    return grad_rois.to(rois.dtype)
+        grad_boxes.index_add_(0, idx, _box_grads(rows, _bin_share(g_all, idx, gh, gw, sy, sx), n, ay, ax, H, W))
+    y1, x1, y2, x2 = grad_boxes.unbind(1)  # each [K]
+    zero = torch.zeros_like(x1)  # the batch index gets no gradient
+    return torch.stack([zero, x1, y1, x2, y2], dim=1).to(rois.dtype)  # [K, 5]
 
 
 BACKEND = register(

@@ -53,3 +53,38 @@ def test_vectorized_p2_peak_memory(pass_):
     peak = json.loads(result.stdout.strip().splitlines()[-1])["peak_mb"]
     print(f"vectorized P2 {pass_}: peak {peak:.0f} MB above the inputs")
     assert peak < PEAK_BOUND_MB[pass_], f"peak {peak:.0f} MB >= {PEAK_BOUND_MB[pass_]} MB"
+
+
+# One 10,000-pixel box at stride 4 with adaptive sampling has 358 x 358 samples per bin: 6.3M samples, whose four
+# gathered corners alone would take 6.3M x C x 4 B x 4 = 800 MB at C = 8 (and 26 GB at C = 256) if a box were the
+# smallest unit of work. Split over its samples, the box costs what a chunk costs (measured: ~240 MB above the
+# inputs at C = 8 on this project's machine), whatever C is. The bound leaves ~150 MB for allocator variance.
+LARGE_BOX_BOUND_MB = 400
+
+_LARGE_BOX_CHILD = textwrap.dedent(
+    """
+    import json, resource
+    import torch
+    import impls
+
+    x = torch.randn(1, 8, 64, 64)
+    box = torch.tensor([[0, 0.0, 0.0, 1e4, 1e4]])
+    kwargs = dict(output_size=7, spatial_scale=0.25, sampling_ratio=0, aligned=True, backend="vectorized")
+    impls.roi_align(x, box / 100, **kwargs)  # warm-up: first-call allocations
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out = impls.roi_align(x, box, **kwargs)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    want = impls.roi_align(x, box, **{**kwargs, "backend": "cpp"})
+    print(json.dumps({"peak_mb": after - before, "error": (out - want).abs().max().item()}))
+    """
+)
+
+
+@pytest.mark.slow
+def test_vectorized_large_box_memory_is_bounded():
+    result = subprocess.run([sys.executable, "-c", _LARGE_BOX_CHILD], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr
+    measured = json.loads(result.stdout.strip().splitlines()[-1])
+    print(f"vectorized one 1e4-px box: peak {measured['peak_mb']:.0f} MB above the inputs")
+    assert measured["error"] < 1e-4, f"differs from cpp by {measured['error']:.3g}"  # float32 sums of 6.3M samples
+    assert measured["peak_mb"] < LARGE_BOX_BOUND_MB, f"peak {measured['peak_mb']:.0f} MB >= {LARGE_BOX_BOUND_MB} MB"
