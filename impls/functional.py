@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from . import _registry, _validation
+from . import _autocast, _registry, _validation
 from ._autograd import CropAndResizeFunction, RoIAlignFunction
 
 
@@ -57,7 +57,16 @@ def crop_and_resize(
     Returns:
         Tensor[K, C, crop_height, crop_width]. Differentiable with respect to ``image`` (both methods) and
         ``boxes`` (bilinear; nearest has zero box gradient, unlike TensorFlow, which returns the bilinear one).
+        Under ``torch.autocast`` it computes in float32 and returns ``image``'s dtype (see ``impls._autocast``).
     """
+    device_type = _autocast.active_device_type(image) if isinstance(image, torch.Tensor) else None
+    if device_type is not None:
+        with torch.autocast(device_type, enabled=False):
+            out = crop_and_resize(
+                _autocast.to_float32(image), _autocast.to_float32(boxes), box_index, crop_size, method,
+                extrapolation_value, backend=backend,
+            )
+        return out.to(image.dtype)
     box_index, crop_height, crop_width, extrapolation_value = _validation.crop_and_resize_args(
         image, boxes, box_index, crop_size, method, extrapolation_value
     )
@@ -97,7 +106,16 @@ def roi_align(
         gradient is the derivative of the bilinear sample positions with the sampling grid size held fixed
         (adaptive ``ceil`` is piecewise constant); samples clamped to the border, and box sides clamped to 1
         when ``aligned=False``, do not move with the box and contribute nothing. The batch-index column gets 0.
+        Under ``torch.autocast`` it computes in float32 and returns ``input``'s dtype, as torchvision does.
     """
+    device_type = _autocast.active_device_type(input) if isinstance(input, torch.Tensor) else None
+    if device_type is not None:
+        with torch.autocast(device_type, enabled=False):
+            out = roi_align(
+                _autocast.to_float32(input), _autocast.to_float32(boxes), output_size, spatial_scale,
+                sampling_ratio, aligned, backend=backend,
+            )
+        return out.to(input.dtype)
     rois, pooled_height, pooled_width, spatial_scale, sampling_ratio = _validation.roi_align_args(
         input, boxes, output_size, spatial_scale, sampling_ratio, aligned
     )
