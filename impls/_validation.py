@@ -2,9 +2,13 @@
 
 Every error names the argument, what was expected and what was given. The checks that read tensor values
 (box indices in range, finite boxes) are reduced on the tensors' device and brought to the host together: one
-device-to-host copy per call, which on CUDA is the call's one synchronization. They are skipped while
-``torch.compile`` traces, where reading a value would break the graph; the C++/CUDA kernels still refuse to
-read out of bounds (``csrc/checks.h`` and the kernels' per-box checks).
+device-to-host copy per call, which on CUDA is the call's one synchronization.
+
+Under ``torch.compile`` a value cannot be read while tracing. On the CPU the same checks then go into the graph
+as ``torch._assert_async``: a compiled call with a bad value raises ``RuntimeError`` with the eager message (less
+the values found). On CUDA an in-graph assertion would be a device-side assert, which leaves the CUDA context
+unusable, so compiled CUDA graphs do not check values: the ``cuda`` kernels never read out of bounds (a box with
+an invalid image index gives NaN and no gradient), and validating inputs is the caller's part there.
 """
 
 from __future__ import annotations
@@ -39,6 +43,10 @@ def _check_like(name: str, t: torch.Tensor, ref_name: str, ref: torch.Tensor) ->
         raise ValueError(f"{name} is on {t.device} but {ref_name} is on {ref.device}; move both to one device")
     if t.dtype != ref.dtype:
         raise TypeError(f"{name} has dtype {t.dtype} but {ref_name} has {ref.dtype}; cast {name} to {ref.dtype}")
+
+
+def _asserts_in_graph(t: torch.Tensor) -> bool:
+    return torch.compiler.is_compiling() and t.device.type == "cpu"
 
 
 def _read_once(*values: torch.Tensor) -> list:
@@ -88,6 +96,10 @@ def crop_and_resize_args(image, boxes, box_index, crop_size, method, extrapolati
             )
         if not finite:
             raise ValueError("boxes must be finite; found NaN or inf")
+    elif _asserts_in_graph(boxes):
+        torch._assert_async(((box_index >= 0) & (box_index < n)).all(),
+                            f"box_index must be in [0, {n}) (the image batch size)")
+        torch._assert_async(torch.isfinite(boxes).all(), "boxes must be finite; found NaN or inf")
     crop_height, crop_width = pair("crop_size", crop_size)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -133,6 +145,8 @@ def roi_align_args(input, boxes: BoxesArg, output_size, spatial_scale, sampling_
         )
     if _reads_values() and rois.numel():
         _check_roi_values(rois, input.shape[0], float(spatial_scale))
+    elif _asserts_in_graph(rois):
+        _assert_roi_values(rois, input.shape[0], float(spatial_scale))
     if not isinstance(sampling_ratio, numbers.Integral) or isinstance(sampling_ratio, bool):
         raise TypeError(f"sampling_ratio must be an int (<= 0 for adaptive), got {sampling_ratio!r}")
     if not isinstance(aligned, bool):
@@ -158,6 +172,18 @@ def _check_roi_values(rois: torch.Tensor, n: int, spatial_scale: float) -> None:
         raise ValueError(
             f"boxes * spatial_scale ({spatial_scale!r}) overflows to inf: the boxes are too large for this scale"
         )
+
+
+def _assert_roi_values(rois: torch.Tensor, n: int, spatial_scale: float) -> None:
+    """``_check_roi_values`` as assertions in a compiled graph."""
+    batch = rois[:, 0]
+    torch._assert_async(torch.isfinite(rois).all(), "boxes must be finite; found NaN or inf")
+    torch._assert_async((batch == batch.floor()).all(), "boxes[:, 0] (the batch index) must hold whole numbers")
+    torch._assert_async(((batch >= 0) & (batch < n)).all(), f"boxes[:, 0] (the batch index) must be in [0, {n})")
+    torch._assert_async(
+        torch.isfinite(rois[:, 1:].to(torch.float64) * spatial_scale).all(),
+        f"boxes * spatial_scale ({spatial_scale!r}) overflows to inf: the boxes are too large for this scale",
+    )
 
 
 def _list_to_rois(boxes: Sequence[torch.Tensor], input: torch.Tensor) -> torch.Tensor:
