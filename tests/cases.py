@@ -7,8 +7,10 @@ the ``cuda`` device, which is only part of the matrix on a machine with a GPU.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
+import pytest
 import torch
 
 import impls
@@ -17,6 +19,8 @@ from impls._registry import registered
 ORACLE = "reference"
 PEERS = ("torchvision", "tensorflow")
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+# A test that only means something on a GPU is defined under `if "cuda" in DEVICES:`, so that a CPU machine does
+# not collect it at all (pytest turns an empty parameter list into a skipped test, which is not wanted here).
 CONTIGUITY = ("contiguous", "strided", "channels_last")
 PASSES = ("fwd", "bwd")
 
@@ -43,6 +47,14 @@ PEER_TOLERANCE = {("torchvision", torch.float16): 3e-2}
 # channel, cell, sample, corner), in double, compiled without FP contraction or fast-math (setup.py), so each
 # rounding is the same. Its speed-ups (channel blocks, exact power-of-two reciprocals) keep that order.
 EXACT = {("cpp", torch.float64)}
+# cuda in float64 keeps the 1e-12 tolerance in the matrix, though most of it could be exact: its forward and its
+# deterministic input gradient (the "pull" of csrc/cuda/cuda_common.cuh, which sums each pixel's taps in the
+# reference's order) evaluate the reference's expressions in double, through the same csrc/bilinear.h as cpp, and
+# setup.py passes --fmad=false to nvcc, so no multiply-add is fused. The rest cannot be exact: the default input
+# gradient adds with atomics (in whatever order the threads arrive) and the box gradient sums per box with a tree
+# reduction (another order than the reference's running sum). The bit-exact claim is made where it holds, for the
+# deterministic image gradient of both ops, in tests/test_extension.py
+# (test_cuda_deterministic_backward_matches_reference).
 
 
 def tolerance(backend: str, dtype: torch.dtype) -> float:
@@ -167,6 +179,30 @@ def backends_for(op: str, device: str = "cpu", dtype: torch.dtype | None = None,
     return [
         name for name, b in registered().items()
         if op in b.kernels and device in b.devices and (dtype is None or dtype in b.dtypes) and name not in exclude
+    ]
+
+
+@contextlib.contextmanager
+def deterministic_algorithms():
+    """``torch.use_deterministic_algorithms(True)`` inside the block, the previous setting (and its warn_only)
+    restored after it, whatever happens: the cuda backend's image gradient then takes its atomic-free path."""
+    previous = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous, warn_only=warn_only)
+
+
+def backend_device_params(op: str, dtype: torch.dtype | None = None, exclude=(), devices=None) -> list:
+    """``pytest.param(backend, device, id="backend-device")`` for every device in ``devices`` (default
+    ``DEVICES``) and every backend of ``backends_for(op, device, dtype, exclude)``: a test parametrized over
+    ``"backend,device"`` runs each backend on every device its record lists, cuda only where a GPU exists."""
+    return [
+        pytest.param(backend, device, id=f"{backend}-{device}")
+        for device in (DEVICES if devices is None else devices)
+        for backend in backends_for(op, device, dtype, exclude)
     ]
 
 

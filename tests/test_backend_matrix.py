@@ -3,6 +3,10 @@
 The oracle is the ``reference`` backend evaluated in float64 on the very values the backend under test received
 (inputs are rounded to the tested dtype first), so only the backend's own arithmetic is measured.
 Tolerances and their reasons: ``cases.TOLERANCE``.
+
+The ``cuda`` backend's backward runs in both of its modes on a GPU: the default, which adds the image gradient
+with atomics, and the one ``torch.use_deterministic_algorithms(True)`` selects (atomic-free); its ids end in
+``-bwd-atomic`` and ``-bwd-deterministic``. Every other id is ``backend-device-dtype-contiguity-case-pass``.
 """
 
 import pytest
@@ -12,6 +16,8 @@ import cases
 from impls._registry import registered
 
 DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
+# Backward modes of the one backend whose kernels have two: (backend, device) -> modes.
+BACKWARD_MODES = {("cuda", "cuda"): ("atomic", "deterministic")}
 
 
 def _matrix():
@@ -26,24 +32,31 @@ def _matrix():
                     for contiguity in cases.CONTIGUITY:
                         for pass_ in cases.PASSES:
                             dt = str(dtype).replace("torch.", "")
-                            yield pytest.param(
-                                backend, device, dtype, contiguity, case, pass_,
-                                id=f"{backend}-{device}-{dt}-{contiguity}-{case.id}-{pass_}",
-                            )
+                            base = f"{backend}-{device}-{dt}-{contiguity}-{case.id}-{pass_}"
+                            modes = BACKWARD_MODES.get((backend, device)) if pass_ == "bwd" else None
+                            for mode in modes or (None,):
+                                yield pytest.param(
+                                    backend, device, dtype, contiguity, case, pass_, mode,
+                                    id=base if mode is None else f"{base}-{mode}",
+                                )
 
 
-def _run(case, backend, x, boxes, box_index, grad, boxes_grad):
+def _run(case, backend, x, boxes, box_index, grad, boxes_grad, deterministic=False):
     x = x.detach().requires_grad_(grad is not None)
     boxes = boxes.detach().requires_grad_(grad is not None and boxes_grad)
     out = cases.call(case, backend, x, boxes, box_index)
     if grad is None:
         return out, None, None
-    out.backward(grad)
+    if deterministic:
+        with cases.deterministic_algorithms():  # restored afterwards, also when the backward raises
+            out.backward(grad)
+    else:
+        out.backward(grad)
     return out, x.grad, boxes.grad
 
 
-@pytest.mark.parametrize("backend,device,dtype,contiguity,case,pass_", list(_matrix()))
-def test_matches_reference(backend, device, dtype, contiguity, case, pass_):
+@pytest.mark.parametrize("backend,device,dtype,contiguity,case,pass_,mode", list(_matrix()))
+def test_matches_reference(backend, device, dtype, contiguity, case, pass_, mode):
     x64, boxes64, box_index = cases.inputs(case)
     x = cases.with_layout(x64.to(device, dtype), contiguity)
     boxes = boxes64.to(device, dtype)
@@ -56,7 +69,8 @@ def test_matches_reference(backend, device, dtype, contiguity, case, pass_):
     if pass_ == "bwd":
         out_shape = cases.output_shape(case, x64, boxes64)
         grad = torch.randn(out_shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
-    got = _run(case, backend, x, boxes, box_index, None if grad is None else grad.to(device, dtype), boxes_grad)
+    got = _run(case, backend, x, boxes, box_index, None if grad is None else grad.to(device, dtype), boxes_grad,
+               deterministic=mode == "deterministic")
     want = _run(
         case, cases.ORACLE, x.detach().cpu().double(), boxes.detach().cpu().double(),
         None if box_index is None else box_index.cpu(), None if grad is None else grad.to(dtype).double(),

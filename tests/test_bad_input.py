@@ -1,7 +1,7 @@
 """Bad input raises a clear Python exception naming the argument, before any backend runs; empty inputs work.
 
-The validation is shared by every backend, so the error cases run on every available CPU backend that
-implements the op (a backend must not be reachable with unvalidated input).
+The validation is shared by every backend, so the error cases run on every backend that implements the op, on
+every device its record lists (a backend must not be reachable with unvalidated input); the empty inputs too.
 """
 
 import pytest
@@ -10,8 +10,20 @@ import torch
 import cases
 import impls
 
-CROP_BACKENDS = cases.backends_for("crop_and_resize")
-ROI_BACKENDS = cases.backends_for("roi_align")
+# (backend, device) pairs, ids "backend-device": cuda-capable backends also run on "cuda" where a GPU exists.
+CROP_BACKENDS = cases.backend_device_params("crop_and_resize")
+ROI_BACKENDS = cases.backend_device_params("roi_align")
+
+
+def _on(device, args: dict) -> dict:
+    """``args`` with every tensor (and every tensor of a list) moved to ``device``; other values as they are."""
+    def move(v):
+        if isinstance(v, torch.Tensor):
+            return v.to(device)
+        if isinstance(v, list):
+            return [move(t) for t in v]
+        return v
+    return {name: move(v) for name, v in args.items()}
 
 
 def _crop_args(**change):
@@ -44,11 +56,11 @@ CROP_ERRORS = {
 
 
 @pytest.mark.parametrize("case", CROP_ERRORS)
-@pytest.mark.parametrize("backend", CROP_BACKENDS)
-def test_crop_and_resize_rejects(backend, case):
+@pytest.mark.parametrize("backend,device", CROP_BACKENDS)
+def test_crop_and_resize_rejects(backend, device, case):
     change, error, message = CROP_ERRORS[case]
     with pytest.raises(error, match=message):
-        impls.crop_and_resize(**_crop_args(**change), backend=backend)
+        impls.crop_and_resize(**_on(device, _crop_args(**change)), backend=backend)
 
 
 def _roi_args(**change):
@@ -72,17 +84,41 @@ ROI_ERRORS = {
     "output_size_negative": (dict(output_size=-1), ValueError, "output_size must be positive"),
     "output_size_triple": (dict(output_size=(2, 2, 2)), TypeError, "output_size must be an int or a pair"),
     "spatial_scale_zero": (dict(spatial_scale=0.0), ValueError, "spatial_scale must be a positive number"),
+    "spatial_scale_inf": (
+        dict(spatial_scale=float("inf")), ValueError, "spatial_scale must be a positive number, and finite"
+    ),
+    # Finite boxes that leave float64 once scaled: no backend can place their samples.
+    "boxes_overflow_when_scaled": (
+        dict(boxes=torch.tensor([[0.0, 0, 0, 1e300, 1e300]], dtype=torch.float64),
+             input=torch.zeros(2, 3, 5, 6, dtype=torch.float64), spatial_scale=1e10),
+        ValueError, r"boxes \* spatial_scale .* overflows",
+    ),
     "sampling_ratio_float": (dict(sampling_ratio=1.5), TypeError, "sampling_ratio must be an int"),
     "aligned_int": (dict(aligned=1), TypeError, "aligned must be a bool"),
 }
 
 
 @pytest.mark.parametrize("case", ROI_ERRORS)
-@pytest.mark.parametrize("backend", ROI_BACKENDS)
-def test_roi_align_rejects(backend, case):
+@pytest.mark.parametrize("backend,device", ROI_BACKENDS)
+def test_roi_align_rejects(backend, device, case):
     change, error, message = ROI_ERRORS[case]
     with pytest.raises(error, match=message):
-        impls.roi_align(**_roi_args(**change), backend=backend)
+        impls.roi_align(**_on(device, _roi_args(**change)), backend=backend)
+
+
+if "cuda" in cases.DEVICES:  # needs two devices: defined only where it can run, no skipped test on a CPU machine
+
+    def test_tensors_on_two_devices_are_rejected():
+        crop = _on("cuda", _crop_args())
+        with pytest.raises(ValueError, match="move both to one device"):
+            impls.crop_and_resize(**dict(crop, boxes=crop["boxes"].cpu()), backend="cuda")
+        with pytest.raises(ValueError, match="box_index is on cpu but image is on cuda"):
+            impls.crop_and_resize(**dict(crop, box_index=crop["box_index"].cpu()), backend="cuda")
+        roi = _on("cuda", _roi_args())
+        with pytest.raises(ValueError, match="move both to one device"):
+            impls.roi_align(**dict(roi, boxes=roi["boxes"].cpu()), backend="cuda")
+        with pytest.raises(ValueError, match="move both to one device"):
+            impls.roi_align(**dict(roi, boxes=[roi["boxes"][:1, 1:], roi["boxes"][1:, 1:].cpu()]), backend="cuda")
 
 
 def test_modules_reject_bad_sizes_and_boxes():
@@ -105,31 +141,54 @@ def _grads(op, backend, x, boxes, extra):
 
 
 @pytest.mark.parametrize("n", [2, 0], ids=["n2", "n0"])
-@pytest.mark.parametrize("backend", CROP_BACKENDS)
-def test_crop_and_resize_empty(backend, n):
+@pytest.mark.parametrize("backend,device", CROP_BACKENDS)
+def test_crop_and_resize_empty(backend, device, n):
     dtype = cases.best_dtype(backend)
-    image = torch.randn(n, 3, 5, 6, dtype=dtype)
-    out, d_image, d_boxes = _grads("crop_and_resize", backend, image, torch.zeros(0, 4, dtype=dtype),
-                                   (torch.zeros(0, dtype=torch.int64), (2, 4)))
-    assert out.shape == (0, 3, 2, 4) and out.dtype == dtype
+    image = torch.randn(n, 3, 5, 6, dtype=dtype).to(device)
+    out, d_image, d_boxes = _grads("crop_and_resize", backend, image, torch.zeros(0, 4, dtype=dtype, device=device),
+                                   (torch.zeros(0, dtype=torch.int64, device=device), (2, 4)))
+    assert out.shape == (0, 3, 2, 4) and out.dtype == dtype and out.device.type == device
     assert d_image.shape == image.shape and not d_image.any()
     assert d_boxes.shape == (0, 4)
 
 
 @pytest.mark.parametrize("n", [2, 0], ids=["n2", "n0"])
-@pytest.mark.parametrize("backend", ROI_BACKENDS)
-def test_roi_align_empty(backend, n):
+@pytest.mark.parametrize("backend,device", ROI_BACKENDS)
+def test_roi_align_empty(backend, device, n):
     dtype = cases.best_dtype(backend)
-    x = torch.randn(n, 3, 5, 6, dtype=dtype)
-    out, d_x, d_boxes = _grads("roi_align", backend, x, torch.zeros(0, 5, dtype=dtype), ((2, 4),))
-    assert out.shape == (0, 3, 2, 4) and out.dtype == dtype
+    x = torch.randn(n, 3, 5, 6, dtype=dtype).to(device)
+    out, d_x, d_boxes = _grads("roi_align", backend, x, torch.zeros(0, 5, dtype=dtype, device=device), ((2, 4),))
+    assert out.shape == (0, 3, 2, 4) and out.dtype == dtype and out.device.type == device
     assert d_x.shape == x.shape and not d_x.any()
     assert d_boxes.shape == (0, 5)
 
 
-@pytest.mark.parametrize("backend", ROI_BACKENDS)
-def test_roi_align_empty_list_of_boxes(backend):
+@pytest.mark.parametrize("backend,device", ROI_BACKENDS)
+def test_roi_align_empty_list_of_boxes(backend, device):
     dtype = cases.best_dtype(backend)
-    out = impls.roi_align(torch.randn(2, 3, 5, 6, dtype=dtype), [torch.zeros(0, 4, dtype=dtype)] * 2, 3,
-                          backend=backend)
-    assert out.shape == (0, 3, 3, 3)
+    out = impls.roi_align(torch.randn(2, 3, 5, 6, dtype=dtype).to(device),
+                          [torch.zeros(0, 4, dtype=dtype, device=device)] * 2, 3, backend=backend)
+    assert out.shape == (0, 3, 3, 3) and out.device.type == device
+
+
+@pytest.mark.parametrize("backend,device", CROP_BACKENDS)
+def test_crop_and_resize_no_channels(backend, device):
+    dtype = cases.best_dtype(backend)
+    image = torch.randn(2, 0, 5, 6, dtype=dtype).to(device)  # [2, 0, 5, 6]
+    boxes = torch.tensor([[0.1, 0.1, 0.9, 0.9], [0.2, -0.1, 0.7, 0.5], [0.9, 0.8, 0.1, 0.3]], dtype=dtype)
+    out, d_image, d_boxes = _grads("crop_and_resize", backend, image, boxes.to(device),
+                                   (torch.tensor([0, 1, 1], device=device), (2, 4)))
+    assert out.shape == (3, 0, 2, 4) and out.dtype == dtype and out.device.type == device
+    assert d_image.shape == image.shape
+    assert d_boxes.shape == (3, 4) and not d_boxes.any()
+
+
+@pytest.mark.parametrize("backend,device", ROI_BACKENDS)
+def test_roi_align_no_channels(backend, device):
+    dtype = cases.best_dtype(backend)
+    x = torch.randn(2, 0, 5, 6, dtype=dtype).to(device)  # [2, 0, 5, 6]
+    rois = torch.tensor([[0, 0.5, 0.5, 3.0, 4.0], [1, 1, 1, 2, 2], [1, -1, 0.5, 4, 6]], dtype=dtype)
+    out, d_x, d_boxes = _grads("roi_align", backend, x, rois.to(device), ((2, 4),))
+    assert out.shape == (3, 0, 2, 4) and out.dtype == dtype and out.device.type == device
+    assert d_x.shape == x.shape
+    assert d_boxes.shape == (3, 5) and not d_boxes.any()

@@ -3,8 +3,9 @@
 Each test states one property of the six ``torch.ops.impls`` operators or of the ``cpp``/``cuda`` backends:
 their registrations pass ``torch.library.opcheck``; ``torch.compile(fullgraph=True)`` and ``torch.export``
 trace through the public ops with ``backend="cpp"``; the CPU backward gives the same bits whatever the thread
-count; the CUDA kernels are in the dispatcher whenever the build found a toolkit; and bad values that bypass
-the Python checks raise instead of reading out of bounds.
+count; the CUDA kernels are in the dispatcher whenever the build found a toolkit; on a GPU, the deterministic
+CUDA backward gives the same bits on every run (in float64 the reference's) and grid-stride loops that wrap give
+the same results; and bad values that bypass the Python checks raise instead of reading out of bounds.
 """
 
 import os
@@ -12,18 +13,31 @@ import os
 import pytest
 import torch
 
+import cases
 import impls
 from impls import _extension
 
 OPS = torch.ops.impls
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 DTYPES = (torch.float32, torch.float64)
+# opcheck runs every dtype on the GPU (the half types have their own dispatch and accumulate in float there),
+# the two full-precision ones on the CPU (CI time).
+CUDA_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 OP_NAMES = tuple(f"{op}_{kernel}" for op in ("crop_and_resize", "roi_align")
                  for kernel in ("forward", "backward_input", "backward_boxes"))
 
 
 def _dt(dtype):
     return str(dtype).replace("torch.", "")
+
+
+def _opcheck_params():
+    """(dtype, device) pairs, ids "dtype-device": DTYPES on the CPU, CUDA_DTYPES on a GPU."""
+    return [
+        pytest.param(dtype, device, id=f"{_dt(dtype)}-{device}")
+        for device in DEVICES
+        for dtype in (CUDA_DTYPES if device == "cuda" else DTYPES)
+    ]
 
 
 def _crop_inputs(device, dtype, n=2, c=3, h=7, w=9, k=5):
@@ -47,16 +61,14 @@ def _roi_inputs(device, dtype, n=2, c=3, h=7, w=9, k=5):
 # -------------------------------------------------------------------------------------------------- opcheck
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dtype", DTYPES, ids=_dt)
+@pytest.mark.parametrize("dtype,device", _opcheck_params())
 @pytest.mark.parametrize("method", ("bilinear", "nearest"))
 def test_opcheck_crop_and_resize_forward(device, dtype, method):
     image, boxes, box_index = _crop_inputs(device, dtype)
     torch.library.opcheck(OPS.crop_and_resize_forward.default, (image, boxes, box_index, 3, 4, method, -1.0))
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dtype", DTYPES, ids=_dt)
+@pytest.mark.parametrize("dtype,device", _opcheck_params())
 @pytest.mark.parametrize("method", ("bilinear", "nearest"))
 def test_opcheck_crop_and_resize_backward_input(device, dtype, method):
     image, boxes, box_index = _crop_inputs(device, dtype)
@@ -66,8 +78,7 @@ def test_opcheck_crop_and_resize_backward_input(device, dtype, method):
     )
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dtype", DTYPES, ids=_dt)
+@pytest.mark.parametrize("dtype,device", _opcheck_params())
 @pytest.mark.parametrize("method", ("bilinear", "nearest"))
 def test_opcheck_crop_and_resize_backward_boxes(device, dtype, method):
     image, boxes, box_index = _crop_inputs(device, dtype)
@@ -77,16 +88,14 @@ def test_opcheck_crop_and_resize_backward_boxes(device, dtype, method):
     )
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dtype", DTYPES, ids=_dt)
+@pytest.mark.parametrize("dtype,device", _opcheck_params())
 @pytest.mark.parametrize("aligned,sampling_ratio", ((True, 2), (False, 0)))
 def test_opcheck_roi_align_forward(device, dtype, aligned, sampling_ratio):
     x, rois = _roi_inputs(device, dtype)
     torch.library.opcheck(OPS.roi_align_forward.default, (x, rois, 0.5, 3, 2, sampling_ratio, aligned))
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dtype", DTYPES, ids=_dt)
+@pytest.mark.parametrize("dtype,device", _opcheck_params())
 @pytest.mark.parametrize("aligned,sampling_ratio", ((True, 2), (False, 0)))
 def test_opcheck_roi_align_backward_input(device, dtype, aligned, sampling_ratio):
     x, rois = _roi_inputs(device, dtype)
@@ -96,8 +105,7 @@ def test_opcheck_roi_align_backward_input(device, dtype, aligned, sampling_ratio
     )
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dtype", DTYPES, ids=_dt)
+@pytest.mark.parametrize("dtype,device", _opcheck_params())
 @pytest.mark.parametrize("aligned,sampling_ratio", ((True, 2), (False, 0)))
 def test_opcheck_roi_align_backward_boxes(device, dtype, aligned, sampling_ratio):
     x, rois = _roi_inputs(device, dtype)
@@ -192,6 +200,122 @@ def test_cpp_backward_is_deterministic_across_thread_counts(op):
     for name, a, b, c in zip(("image grad", "boxes grad"), one, two, again):
         assert torch.equal(a, b), f"{name}: 1 thread and 2 threads differ"
         assert torch.equal(b, c), f"{name}: two runs with 2 threads differ"
+
+
+# ---------------------------------------------------------------------------------- CUDA backward, on a GPU
+
+# (op, method) of the deterministic-backward tests.
+_DETERMINISTIC_OPS = [
+    pytest.param("roi_align", None, id="roi_align"),
+    pytest.param("crop_and_resize", "bilinear", id="crop_and_resize-bilinear"),
+    pytest.param("crop_and_resize", "nearest", id="crop_and_resize-nearest"),
+]
+
+
+def _overlapping_case(op, dtype):
+    """CPU tensors (x, boxes, box_index or None, grad) in ``dtype``: 2 images of 5 channels, 12x14, and 24 boxes
+    that overlap heavily (many add to the same pixels, so atomics would race), some reaching over the border
+    (clamped or extrapolated samples). roi_align: adaptive grid, 1 to 3 samples per side, so the deterministic
+    path's per-box sample counts differ."""
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(2, 5, 12, 14, generator=g, dtype=torch.float64)  # [2, 5, 12, 14]
+    if op == "roi_align":
+        xy = torch.rand(24, 2, generator=g, dtype=torch.float64) * 6 - 1.5  # [K, 2] (x1, y1), some < 0
+        wh = torch.rand(24, 2, generator=g, dtype=torch.float64) * 6 + 3  # [K, 2] 3 to 9 px
+        batch = torch.randint(0, 2, (24, 1), generator=g).to(torch.float64)  # [K, 1]
+        boxes, box_index = torch.cat([batch, xy, xy + wh], dim=1), None  # [K, 5]
+        out_shape = (24, 5, 4, 3)
+    else:
+        corner = torch.tensor([-0.15, -0.15, 0.3, 0.3], dtype=torch.float64)
+        boxes = torch.rand(24, 4, generator=g, dtype=torch.float64) * 0.9 + corner  # [K, 4], some outside [0, 1]
+        box_index = torch.randint(0, 2, (24,), generator=g)  # [K]
+        out_shape = (24, 5, 5, 4)
+    grad = torch.randn(out_shape, generator=g, dtype=torch.float64)
+    return x.to(dtype), boxes.to(dtype), box_index, grad.to(dtype)
+
+
+def _overlapping_grads(op, method, backend, device, dtype, deterministic):
+    """(image gradient, box gradient) of ``backend`` on ``device`` for _overlapping_case, the backward run with
+    torch.use_deterministic_algorithms(True) when ``deterministic``."""
+    x, boxes, box_index, grad = _overlapping_case(op, dtype)
+    x = x.to(device).requires_grad_()
+    boxes = boxes.to(device).requires_grad_()
+    if op == "roi_align":
+        out = impls.roi_align(x, boxes, (4, 3), sampling_ratio=0, aligned=False, backend=backend)
+    else:
+        out = impls.crop_and_resize(x, boxes, box_index.to(device), (5, 4), method=method, extrapolation_value=0.5,
+                                    backend=backend)
+    if deterministic:
+        with cases.deterministic_algorithms():
+            out.backward(grad.to(device))
+    else:
+        out.backward(grad.to(device))
+    return x.grad, boxes.grad
+
+
+if "cuda" in DEVICES:  # defined only on a GPU machine: a CPU machine collects none of these (no skips)
+
+    @pytest.mark.parametrize("dtype", CUDA_DTYPES, ids=_dt)
+    @pytest.mark.parametrize("op,method", _DETERMINISTIC_OPS)
+    def test_cuda_deterministic_backward_is_reproducible(op, method, dtype):
+        first = _overlapping_grads(op, method, "cuda", "cuda", dtype, deterministic=True)
+        second = _overlapping_grads(op, method, "cuda", "cuda", dtype, deterministic=True)
+        assert first[0].device.type == "cuda" and first[0].dtype == dtype
+        assert torch.equal(first[0], second[0]), "image gradient: two deterministic runs differ"
+        # The box gradient is deterministic in either mode (one block per box, a fixed tree reduction).
+        assert torch.equal(first[1], second[1]), "boxes gradient: two runs differ"
+
+    @pytest.mark.parametrize("op,method", _DETERMINISTIC_OPS)
+    def test_cuda_deterministic_backward_matches_reference(op, method):
+        # The deterministic image gradient sums each pixel's taps in the reference's order (box, cell, sample,
+        # corner; csrc/cuda/cuda_common.cuh), each tap by the reference's expression, in double with no fused
+        # multiply-add (nvcc --fmad=false): the same bits. The box gradient's tree reduction sums in another
+        # order: float64 tolerance.
+        got = _overlapping_grads(op, method, "cuda", "cuda", torch.float64, deterministic=True)
+        want = _overlapping_grads(op, method, cases.ORACLE, "cpu", torch.float64, deterministic=False)
+        assert want[0].abs().max() > 0, "the case must give an image gradient"
+        image_grad = got[0].cpu()
+        assert torch.equal(image_grad, want[0]), (
+            f"image gradient differs from the reference: max error {(image_grad - want[0]).abs().max().item():.3g}"
+        )
+        cases.assert_close(got[1], want[1], cases.TOLERANCE[torch.float64], "boxes gradient")
+
+    def test_cuda_grid_stride_loops_wrap():
+        # The kernels launch at most multiProcessorCount * 32 blocks of 256 threads (csrc/cuda/cuda_common.cuh,
+        # blocks_for); past that many items each thread loops. 512 boxes x 64 channels x 14x14 = 6.4M outputs
+        # (and incoming gradient elements) and a 2 x 64 x 100 x 152 = 1.9M-element map (the deterministic
+        # gather's items) exceed the 1.08M threads of a 132-SM H100. Checked against vectorized on the same GPU
+        # (positions in float64 too), forward and both gradients, with the atomic and the deterministic backward.
+        g = torch.Generator().manual_seed(21)
+        x = torch.randn(2, 64, 100, 152, generator=g)  # [2, 64, 100, 152]: stride 4 of 400 x 608 images
+        k = 512
+        xy = torch.rand(k, 2, generator=g) * torch.tensor([600.0, 390.0]) - 20  # [K, 2] px, some over the border
+        wh = torch.rand(k, 2, generator=g) * 150 + 8  # [K, 2]
+        batch = torch.randint(0, 2, (k, 1), generator=g).float()  # [K, 1]
+        rois = torch.cat([batch, xy, xy + wh], dim=1)  # [K, 5]
+        grad = torch.randn(k, 64, 14, 14, generator=g)  # [K, C, 14, 14]
+        threads = torch.cuda.get_device_properties("cuda").multi_processor_count * 32 * 256
+        assert grad.numel() > threads and x.numel() > threads, "the case must make every grid-stride loop wrap"
+        x, rois, grad = x.to("cuda"), rois.to("cuda"), grad.to("cuda")
+
+        def run(backend, deterministic):
+            xg = x.detach().requires_grad_()
+            rg = rois.detach().requires_grad_()
+            out = impls.roi_align(xg, rg, 14, spatial_scale=0.25, sampling_ratio=2, aligned=True, backend=backend)
+            if deterministic:
+                with cases.deterministic_algorithms():
+                    out.backward(grad)
+            else:
+                out.backward(grad)
+            return out.detach(), xg.grad, rg.grad
+
+        want = run("vectorized", deterministic=False)
+        tol = cases.TOLERANCE[torch.float32]
+        for deterministic in (False, True):
+            got = run("cuda", deterministic)
+            mode = "deterministic" if deterministic else "atomic"
+            for name, a, b in zip(("forward", "input gradient", "boxes gradient"), got, want):
+                cases.assert_close(a, b, tol, f"{mode} {name}")
 
 
 # -------------------------------------------------------------------------------------------- CUDA build

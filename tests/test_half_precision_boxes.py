@@ -4,7 +4,8 @@ Box rows 96..120 at spatial_scale 1/4, aligned, 7 bins, sampling_ratio 2: the se
 y = 23.5 + 6/7 + 1.5 * 3/7 = 25.0 exactly. The bilinear map's slope jumps there (rows 25-26 on one side, 24-25 on
 the other), so a backend that computes the position in a narrower type (24.999998) takes the other slope: the
 P2 benchmark found the cpp backend 15% off the float64 gradient this way. Every backend must decide as the
-reference does on the values it was given (float16 boxes are exact in float64).
+reference does on the values it was given (float16 boxes are exact in float64). On a GPU the backends that run
+there are compared with the reference computed on the CPU.
 """
 
 import pytest
@@ -26,14 +27,15 @@ def _box_grad(backend, x, rois):
 
 
 @pytest.mark.parametrize(
-    "backend", [b for b in cases.backends_for("roi_align", dtype=torch.float16)
-                if impls._registry.registered()[b].kernels["roi_align"].boxes_grad],
+    "backend,device", [p for p in cases.backend_device_params("roi_align", dtype=torch.float16)
+                       if impls._registry.registered()[p.values[0]].kernels["roi_align"].boxes_grad],
 )
-def test_box_gradient_at_a_sample_on_a_pixel_row(backend):
+def test_box_gradient_at_a_sample_on_a_pixel_row(backend, device):
     g = torch.Generator().manual_seed(61)
     x = torch.randn(1, 4, 40, 60, generator=g).half()  # [1, 4, 40, 60]
     rois = torch.tensor([[0, 40.0, 96.0, 180.0, 120.0]]).half()  # image px; rows 24..30 on the map
-    want = _box_grad(cases.ORACLE, x.double(), rois.double())
-    got = _box_grad(backend, x, rois)
+    want = _box_grad(cases.ORACLE, x.double(), rois.double())  # on the CPU, the oracle's only device
+    got = _box_grad(backend, x.to(device), rois.to(device))
+    assert got.device.type == device
     assert want[0, 2].abs() > 1, "the case must have a sizeable y1 gradient"
     cases.assert_close(got, want, TOLERANCE, "boxes gradient")

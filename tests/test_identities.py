@@ -17,8 +17,12 @@ import impls
 TOLERANCE = 1e-12
 # The peers in float32: positions agree to ~1e-6 px, values are O(1).
 PEER_TOLERANCE = 1e-5
+# (backend, device) for the backends that implement both ops on that device, in float64.
 BOTH_OPS = [
-    b for b in cases.backends_for("roi_align", dtype=torch.float64) if b in cases.backends_for("crop_and_resize")
+    pytest.param(b, d, id=f"{b}-{d}")
+    for d in cases.DEVICES
+    for b in cases.backends_for("roi_align", d, torch.float64)
+    if b in cases.backends_for("crop_and_resize", d, torch.float64)
 ]
 
 
@@ -36,10 +40,10 @@ def _rois(boxes, box_index):
     return torch.cat([box_index.to(boxes.dtype)[:, None], boxes], dim=1)  # [K, 5]
 
 
-def _pair(crop_backend, roi_backend, dtype, k):
-    x = cases.feature_map(seed=52).to(dtype)  # [2, 3, 9, 11]
-    boxes = _interior_boxes().to(dtype)
-    box_index = torch.tensor([0, 1, 1, 0, 1, 0])
+def _pair(crop_backend, roi_backend, dtype, k, device="cpu"):
+    x = cases.feature_map(seed=52).to(device, dtype)  # [2, 3, 9, 11]
+    boxes = _interior_boxes().to(device, dtype)
+    box_index = torch.tensor([0, 1, 1, 0, 1, 0], device=device)
     size = (3, 4)
     crop = impls.RoIAlign(k * size[0], k * size[1], transform_fpcoor=True, backend=crop_backend)(x, boxes, box_index)
     pooled = F.avg_pool2d(crop, k)  # [K, C, 3, 4]
@@ -48,9 +52,10 @@ def _pair(crop_backend, roi_backend, dtype, k):
 
 
 @pytest.mark.parametrize("k", [1, 2, 3], ids=lambda k: f"k{k}")
-@pytest.mark.parametrize("backend", BOTH_OPS)
-def test_fpcoor_crop_pooled_equals_aligned_roi_align(backend, k):
-    pooled, roi = _pair(backend, backend, torch.float64, k)
+@pytest.mark.parametrize("backend,device", BOTH_OPS)
+def test_fpcoor_crop_pooled_equals_aligned_roi_align(backend, device, k):
+    pooled, roi = _pair(backend, backend, torch.float64, k, device)
+    assert pooled.device.type == device and roi.device.type == device
     cases.assert_close(pooled, roi, TOLERANCE, f"RoIAlign({k}x size) + avg_pool2d({k}) vs roi_align(sr={k})")
 
 
@@ -61,11 +66,12 @@ def test_identity_holds_between_tensorflow_and_torchvision(k):
     cases.assert_close(pooled, roi, PEER_TOLERANCE, "tensorflow crop + pool vs torchvision roi_align")
 
 
-@pytest.mark.parametrize("backend", BOTH_OPS)
-def test_the_identity_needs_interior_boxes(backend):
+@pytest.mark.parametrize("backend,device", BOTH_OPS)
+def test_the_identity_needs_interior_boxes(backend, device):
     # A box over the border breaks it: crop_and_resize extrapolates (0) where roi_align clamps in [-1, H].
-    x = cases.feature_map(seed=53)
-    boxes = torch.tensor([[-0.8, 2.0, 3.0, 5.0]], dtype=torch.float64)
-    crop = impls.RoIAlign(2, 2, backend=backend)(x, boxes, torch.tensor([0]))
-    roi = impls.roi_align(x, _rois(boxes, torch.tensor([0])), 2, sampling_ratio=1, aligned=True, backend=backend)
+    x = cases.feature_map(seed=53).to(device)
+    boxes = torch.tensor([[-0.8, 2.0, 3.0, 5.0]], dtype=torch.float64, device=device)
+    box_index = torch.tensor([0], device=device)
+    crop = impls.RoIAlign(2, 2, backend=backend)(x, boxes, box_index)
+    roi = impls.roi_align(x, _rois(boxes, box_index), 2, sampling_ratio=1, aligned=True, backend=backend)
     assert (crop - roi).abs().max() > 0.1
