@@ -2,8 +2,9 @@
 
 The extension registers six operators, ``torch.ops.impls.{crop_and_resize,roi_align}_{forward,backward_input,
 backward_boxes}`` (one operator per gradient), with CPU kernels (``csrc/cpu``, parallel over boxes x channels,
-float64 bit-exact with ``reference``) and, when built with a CUDA toolkit, CUDA kernels (``csrc/cuda``). This module binds the op handles once, registers fake
-kernels so the ops trace under ``torch.compile``, and registers the two backends. The package still imports
+float64 bit-exact with ``reference``) and, when built with a CUDA toolkit, CUDA kernels (``csrc/cuda``). This
+module binds the op handles once, registers fake kernels so the ops trace under ``torch.compile``, and registers
+the two backends. The package still imports
 when the extension is not built: the backends then report why they are unavailable.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from . import _layout
 from ._registry import FLOAT_DTYPES, Backend, OpKernels, register
 
 try:
@@ -37,7 +39,8 @@ if _IMPORT_ERROR is None:
             boxes.dim() == 2 and boxes.shape[1] == 4, lambda: f"boxes must be [K, 4], got {tuple(boxes.shape)}"
         )
         torch._check(box_index.shape == (boxes.shape[0],), lambda: "box_index must be [K]")
-        return image.new_empty((boxes.shape[0], image.shape[1], crop_height, crop_width))
+        out = image.new_empty((boxes.shape[0], image.shape[1], crop_height, crop_width))
+        return out.contiguous(memory_format=_layout.memory_format(image))
 
     @torch.library.register_fake("impls::crop_and_resize_backward_input")
     def _(grad, boxes, box_index, crop_height, crop_width, batch_size, channels, height, width, method):
@@ -45,7 +48,9 @@ if _IMPORT_ERROR is None:
             grad.shape == (boxes.shape[0], channels, crop_height, crop_width),
             lambda: f"grad must be [K, C, crop_height, crop_width], got {tuple(grad.shape)}",
         )
-        return grad.new_empty((batch_size, channels, height, width))
+        return grad.new_empty((batch_size, channels, height, width)).contiguous(
+            memory_format=_layout.memory_format(grad)
+        )
 
     @torch.library.register_fake("impls::crop_and_resize_backward_boxes")
     def _(grad, image, boxes, box_index, crop_height, crop_width, method):
@@ -61,7 +66,8 @@ if _IMPORT_ERROR is None:
         torch._check(
             rois.dim() == 2 and rois.shape[1] == 5, lambda: f"rois must be [K, 5], got {tuple(rois.shape)}"
         )
-        return input.new_empty((rois.shape[0], input.shape[1], pooled_height, pooled_width))
+        out = input.new_empty((rois.shape[0], input.shape[1], pooled_height, pooled_width))
+        return out.contiguous(memory_format=_layout.memory_format(input))
 
     @torch.library.register_fake("impls::roi_align_backward_input")
     def _(grad, rois, spatial_scale, pooled_height, pooled_width, batch_size, channels, height, width,
@@ -70,7 +76,9 @@ if _IMPORT_ERROR is None:
             grad.shape == (rois.shape[0], channels, pooled_height, pooled_width),
             lambda: f"grad must be [K, C, pooled_height, pooled_width], got {tuple(grad.shape)}",
         )
-        return grad.new_empty((batch_size, channels, height, width))
+        return grad.new_empty((batch_size, channels, height, width)).contiguous(
+            memory_format=_layout.memory_format(grad)
+        )
 
     @torch.library.register_fake("impls::roi_align_backward_boxes")
     def _(grad, input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):

@@ -19,6 +19,7 @@ import math
 
 import torch
 
+from . import _layout
 from ._registry import FLOAT_DTYPES, Backend, OpKernels, register
 
 # --------------------------------------------------------------------------------------------- shared scalars
@@ -135,7 +136,7 @@ def crop_and_resize_forward(image, boxes, box_index, crop_height, crop_width, me
                 t = tl + (tr - tl) * s.x_lerp
                 b = bl + (br - bl) * s.x_lerp
                 out[k][c][s.py][s.px] = t + (b - t) * s.y_lerp
-    return torch.tensor(out, dtype=image.dtype).reshape(K, C, crop_height, crop_width)
+    return _layout.like(torch.tensor(out, dtype=image.dtype).reshape(K, C, crop_height, crop_width), image)
 
 
 def crop_and_resize_backward_input(
@@ -162,7 +163,7 @@ def crop_and_resize_backward_input(
                 g_plane[s.top][s.right] += s.x_lerp * d_top
                 g_plane[s.bottom][s.left] += (1 - s.x_lerp) * d_bottom
                 g_plane[s.bottom][s.right] += s.x_lerp * d_bottom
-    return torch.tensor(g_img, dtype=grad.dtype).reshape(N, C, H, W)
+    return _layout.like(torch.tensor(g_img, dtype=grad.dtype).reshape(N, C, H, W), grad)
 
 
 def crop_and_resize_backward_boxes(grad, image, boxes, box_index, crop_height, crop_width, method):
@@ -302,7 +303,7 @@ def roi_align_forward(input, rois, spatial_scale, pooled_height, pooled_width, s
                             + w4 * plane[s.y_high][s.x_high]
                         )
                     out[k][c][ph][pw] = acc / count
-    return torch.tensor(out, dtype=input.dtype).reshape(K, C, pooled_height, pooled_width)
+    return _layout.like(torch.tensor(out, dtype=input.dtype).reshape(K, C, pooled_height, pooled_width), input)
 
 
 def roi_align_backward_input(
@@ -328,7 +329,7 @@ def roi_align_backward_input(
                         g_plane[s.y_low][s.x_high] += g * (s.hy * s.lx) / count
                         g_plane[s.y_high][s.x_low] += g * (s.ly * s.hx) / count
                         g_plane[s.y_high][s.x_high] += g * (s.ly * s.lx) / count
-    return torch.tensor(g_img, dtype=grad.dtype).reshape(N, C, H, W)
+    return _layout.like(torch.tensor(g_img, dtype=grad.dtype).reshape(N, C, H, W), grad)
 
 
 def roi_align_backward_boxes(

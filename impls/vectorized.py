@@ -22,6 +22,7 @@ import dataclasses
 
 import torch
 
+from . import _layout
 from ._registry import FLOAT_DTYPES, Backend, OpKernels, register
 
 # Gathered values per corner tensor in one chunk of boxes: 2**22 elements = 16 MB in float32, so a chunk
@@ -160,7 +161,7 @@ def crop_and_resize_forward(image, boxes, box_index, crop_height, crop_width, me
         values = _sample(rows, n, ay, ax, H, W)  # [Kc, ch, cw, C]
         inside = ((ay.w_lo + ay.w_hi)[:, :, None] * (ax.w_lo + ax.w_hi)[:, None, :]) > 0  # [Kc, ch, cw]
         out[idx] = torch.where(inside[..., None], values, values.new_tensor(extrapolation_value))
-    return out.permute(0, 3, 1, 2).to(image.dtype)  # [K, C, ch, cw]
+    return _layout.like(out.permute(0, 3, 1, 2).to(image.dtype), image)  # [K, C, ch, cw]
 
 
 def crop_and_resize_backward_input(
@@ -173,7 +174,7 @@ def crop_and_resize_backward_input(
     for idx in _chunks(torch.arange(K, device=grad.device), crop_height * crop_width * C):
         n, ay, ax = _crop_geometry(boxes[idx], box_index[idx], crop_height, crop_width, H, W, method)
         _scatter_image_grad(grad_rows, g_all[idx], n, ay, ax, H, W)
-    return grad_rows.view(N, H, W, C).permute(0, 3, 1, 2).to(grad.dtype)  # [N, C, H, W]
+    return _layout.like(grad_rows.view(N, H, W, C).permute(0, 3, 1, 2).to(grad.dtype), grad)  # [N, C, H, W]
 
 
 def crop_and_resize_backward_boxes(grad, image, boxes, box_index, crop_height, crop_width, method):
@@ -289,7 +290,7 @@ def roi_align_forward(input, rois, spatial_scale, pooled_height, pooled_width, s
         sums.index_add_(0, idx, values.sum(dim=(2, 4)))  # [Kc, PH, PW, C]
         counts[idx] = float(gh * gw)
     sums /= counts[:, None, None, None]  # [K, PH, PW, C]: the bin means
-    return sums.permute(0, 3, 1, 2).to(input.dtype)  # [K, C, PH, PW]
+    return _layout.like(sums.permute(0, 3, 1, 2).to(input.dtype), input)  # [K, C, PH, PW]
 
 
 def _bin_share(g_all, idx, gh: int, gw: int, sy: int, sx: int) -> torch.Tensor:
@@ -311,7 +312,7 @@ def roi_align_backward_input(
         rois, C, H, W, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned, g_all.dtype
     ):
         _scatter_image_grad(grad_rows, _bin_share(g_all, idx, gh, gw, sy, sx), n, ay, ax, H, W)
-    return grad_rows.view(N, H, W, C).permute(0, 3, 1, 2).to(grad.dtype)  # [N, C, H, W]
+    return _layout.like(grad_rows.view(N, H, W, C).permute(0, 3, 1, 2).to(grad.dtype), grad)  # [N, C, H, W]
 
 
 def roi_align_backward_boxes(grad, input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):

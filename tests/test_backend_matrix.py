@@ -7,6 +7,10 @@ Tolerances and their reasons: ``cases.TOLERANCE``.
 The ``cuda`` backend's backward runs in both of its modes on a GPU: the default, which adds the image gradient
 with atomics, and the one ``torch.use_deterministic_algorithms(True)`` selects (atomic-free); its ids end in
 ``-bwd-atomic`` and ``-bwd-deterministic``. Every other id is ``backend-device-dtype-contiguity-case-pass``.
+
+Layout: every backend of ours returns the feature map's memory format from the forward (channels_last in,
+channels_last out, as conv2d) and the incoming gradient's from the input gradient; the channels_last column
+checks both (the peers keep their own projects' layouts and are not held to it).
 """
 
 import pytest
@@ -42,17 +46,20 @@ def _matrix():
 
 
 def _run(case, backend, x, boxes, box_index, grad, boxes_grad, deterministic=False):
+    """Output, input gradient and box gradient (None where not asked), the gradients as the backend returned them
+    (``autograd.grad``: no accumulation into ``.grad``, which would impose the leaf's layout)."""
     x = x.detach().requires_grad_(grad is not None)
     boxes = boxes.detach().requires_grad_(grad is not None and boxes_grad)
     out = cases.call(case, backend, x, boxes, box_index)
     if grad is None:
         return out, None, None
+    inputs = (x, boxes) if boxes_grad else (x,)
     if deterministic:
         with cases.deterministic_algorithms():  # restored afterwards, also when the backward raises
-            out.backward(grad)
+            grads = torch.autograd.grad(out, inputs, grad)
     else:
-        out.backward(grad)
-    return out, x.grad, boxes.grad
+        grads = torch.autograd.grad(out, inputs, grad)
+    return out, grads[0], grads[1] if boxes_grad else None
 
 
 @pytest.mark.parametrize("backend,device,dtype,contiguity,case,pass_,mode", list(_matrix()))
@@ -69,6 +76,7 @@ def test_matches_reference(backend, device, dtype, contiguity, case, pass_, mode
     if pass_ == "bwd":
         out_shape = cases.output_shape(case, x64, boxes64)
         grad = torch.randn(out_shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+        grad = cases.with_layout(grad, "channels_last" if contiguity == "channels_last" else "contiguous")
     got = _run(case, backend, x, boxes, box_index, None if grad is None else grad.to(device, dtype), boxes_grad,
                deterministic=mode == "deterministic")
     want = _run(
@@ -77,6 +85,11 @@ def test_matches_reference(backend, device, dtype, contiguity, case, pass_, mode
         boxes_grad,
     )
     assert got[0].dtype == dtype and got[0].device.type == device
+    if backend not in cases.PEERS:
+        layout = torch.channels_last if contiguity == "channels_last" else torch.contiguous_format
+        assert got[0].is_contiguous(memory_format=layout), f"forward output is not {layout}"
+        if pass_ == "bwd":
+            assert got[1].is_contiguous(memory_format=layout), f"input gradient is not {layout}"
     tol = cases.tolerance(backend, dtype)
     cases.assert_close(got[0], want[0], tol, "forward")
     if pass_ == "bwd":

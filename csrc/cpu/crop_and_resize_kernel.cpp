@@ -185,24 +185,25 @@ void store_crop(const scalar_t* buf, int64_t cells, int64_t slice_c, scalar_t* d
   }
 }
 
-// One crop, channels [c0, c0 + slice_c), into dst = &out[k][c0][0][0].
+// One crop, channels [c0, c0 + slice_c), channels last: cell (py, px) into dst + (py * crop_width + px) * step,
+// slice_c contiguous values. dst is a per-thread buffer (step = slice_c) for an NCHW output, or the output itself
+// (&out[k][c0][0][0], step = C) for a channels_last one.
 template <typename scalar_t, typename T>
 void crop_forward_box(const CropAxis<T>* yk, const CropAxis<T>* xk, int64_t crop_height, int64_t crop_width,
                       bool nearest, scalar_t ext, const scalar_t* im, int64_t W, int64_t stride, int64_t slice_c,
-                      LerpRowCache<T>& cache, scalar_t* buf, scalar_t* dst) {
-  const int64_t cells = crop_height * crop_width;
+                      LerpRowCache<T>& cache, scalar_t* dst, int64_t step) {
   cache.tag[0] = cache.tag[1] = -1;  // the cached rows belong to another box's columns
   auto fill = [&](int64_t r, T* h) { lerp_image_row(xk, crop_width, im + r * W * stride, stride, slice_c, h); };
   for (int64_t py = 0; py < crop_height; ++py) {
     const CropAxis<T>& y = yk[py];
-    scalar_t* row = buf + py * crop_width * slice_c;
+    scalar_t* row = dst + py * crop_width * step;
     if (!y.valid) {
-      std::fill(row, row + crop_width * slice_c, ext);
+      for (int64_t px = 0; px < crop_width; ++px) std::fill(row + px * step, row + px * step + slice_c, ext);
     } else if (nearest) {
       const scalar_t* src = im + y.nearest * W * stride;
       for (int64_t px = 0; px < crop_width; ++px) {
         const CropAxis<T>& x = xk[px];
-        scalar_t* bp = row + px * slice_c;
+        scalar_t* bp = row + px * step;
         if (x.valid) {
           std::copy(src + x.nearest * stride, src + x.nearest * stride + slice_c, bp);
         } else {
@@ -216,7 +217,7 @@ void crop_forward_box(const CropAxis<T>* yk, const CropAxis<T>* xk, int64_t crop
       const T* bottom = cache.rows[sb].data();
       const T yl = y.lerp;
       for (int64_t px = 0; px < crop_width; ++px) {
-        scalar_t* bp = row + px * slice_c;
+        scalar_t* bp = row + px * step;
         if (!xk[px].valid) {
           std::fill(bp, bp + slice_c, ext);
           continue;
@@ -227,7 +228,6 @@ void crop_forward_box(const CropAxis<T>* yk, const CropAxis<T>* xk, int64_t crop
       }
     }
   }
-  store_crop(buf, cells, slice_c, dst);
 }
 
 // The sample tables of every box: ys[k * crop_height + py], xs[k * crop_width + px].
@@ -245,14 +245,17 @@ at::Tensor crop_and_resize_forward_cpu(const at::Tensor& image_, const at::Tenso
                                        const at::Tensor& box_index_, int64_t crop_height, int64_t crop_width,
                                        c10::string_view method, double extrapolation_value) {
   check_crop_and_resize(image_, "image", boxes_, box_index_, crop_height, crop_width, method, c10::DeviceType::CPU);
-  // A strided image (neither NCHW nor channels_last) is copied once to NCHW, one pass over N*C*H*W.
-  const at::Tensor image = image_.is_contiguous(at::MemoryFormat::ChannelsLast) ? image_ : image_.contiguous();
+  // A channels_last image gives a channels_last output, as conv2d does, written in place with no transpose; a
+  // strided image (neither NCHW nor channels_last) is copied once to NCHW, one pass over N*C*H*W.
+  const bool channels_last = image_.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
+  const at::Tensor image = image_.contiguous(image_.suggest_memory_format());
   const at::Tensor boxes = boxes_.contiguous();
   const at::Tensor box_index = box_index_.contiguous();
   const int64_t N = image.size(0), C = image.size(1), H = image.size(2), W = image.size(3);
   const int64_t K = boxes.size(0);
   check_box_index(box_index.const_data_ptr<int64_t>(), K, N);
-  at::Tensor out = at::empty({K, C, crop_height, crop_width}, image.options());
+  at::Tensor out = at::empty({K, C, crop_height, crop_width}, image.options().memory_format(
+                                                                   image_.suggest_memory_format()));
   if (out.numel() == 0) return out;
   advise_huge_pages(out);
   const bool nearest = method == "nearest";
@@ -272,11 +275,20 @@ at::Tensor crop_and_resize_forward_cpu(const at::Tensor& image_, const at::Tenso
       at::parallel_for(0, K, grain_for(cells * slice_c), [&](int64_t begin, int64_t end) {
         LerpRowCache<T> cache;
         for (auto& r : cache.rows) r.resize(crop_width * slice_c);
-        std::vector<scalar_t> buf(cells * slice_c);  // one crop, channels last: 200 KB for 28x28 x 64 float32
+        // One crop, channels last, for an NCHW output: 200 KB for 28x28 x 64 float32.
+        std::vector<scalar_t> buf(channels_last ? 0 : cells * slice_c);
         for (int64_t k = begin; k < end; ++k) {
-          crop_forward_box(tab.ys.data() + k * crop_height, tab.xs.data() + k * crop_width, crop_height, crop_width,
-                           nearest, ext, slice.image(idx[k]), W, slice.stride(), slice_c, cache, buf.data(),
-                           o + (k * C + c0) * cells);
+          const CropAxis<T>* yk = tab.ys.data() + k * crop_height;
+          const CropAxis<T>* xk = tab.xs.data() + k * crop_width;
+          const scalar_t* im = slice.image(idx[k]);
+          if (channels_last) {
+            crop_forward_box(yk, xk, crop_height, crop_width, nearest, ext, im, W, slice.stride(), slice_c, cache,
+                             o + k * cells * C + c0, C);
+          } else {
+            crop_forward_box(yk, xk, crop_height, crop_width, nearest, ext, im, W, slice.stride(), slice_c, cache,
+                             buf.data(), slice_c);
+            store_crop(buf.data(), cells, slice_c, o + (k * C + c0) * cells);
+          }
         }
       });
     }
@@ -386,7 +398,9 @@ at::Tensor crop_and_resize_backward_input_cpu(const at::Tensor& grad, const at::
   const int64_t gs_k = grad.stride(0), gs_c = grad.stride(1), gs_y = grad.stride(2), gs_x = grad.stride(3);
   const int64_t K = boxes.size(0);
   check_box_index(box_index.const_data_ptr<int64_t>(), K, N);
-  at::Tensor grad_image = at::empty({N, C, H, W}, grad.options());
+  // The image gradient takes the incoming gradient's layout: channels_last in a channels_last network.
+  const bool channels_last = grad.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
+  at::Tensor grad_image = at::empty({N, C, H, W}, grad.options().memory_format(grad.suggest_memory_format()));
   const int64_t plane_size = H * W;
   if (K == 0 || C == 0 || plane_size == 0) return grad_image.zero_();
   advise_huge_pages(grad_image);  // written in full below, every element once
@@ -433,6 +447,15 @@ at::Tensor crop_and_resize_backward_input_cpu(const at::Tensor& grad, const at::
           }
           crop_image_grad_box(tab.ys.data() + k * crop_height, tab.xs.data() + k * crop_width, crop_height,
                               crop_width, nearest, gt.data(), slice_c, W, acc.data());
+        }
+        if (channels_last) {  // the accumulator's rows are the output's, slice_c of its C channels
+          scalar_t* out0 = gi + n * plane_size * C + c0;
+          for (int64_t p = 0; p < plane_size; ++p) {
+            const T* src = acc.data() + p * slice_c;
+            scalar_t* dst = out0 + p * C;
+            for (int64_t c = 0; c < slice_c; ++c) dst[c] = static_cast<scalar_t>(src[c]);
+          }
+          continue;
         }
         // Written kPixels pixels at a time, so that the accumulator block, read slice_c times, stays in L1 (a
         // whole-plane pass per channel would re-read the whole accumulator once per channel).

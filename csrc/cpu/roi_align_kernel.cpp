@@ -168,16 +168,118 @@ void roi_forward_block(const RoiTables<scalar_t, T>& tab, const RoiBox& box, con
   }
 }
 
+// Channels last ([N, H, W, C] in memory): every tap of a sample is a run of C contiguous values, so the inner loop
+// over channels is a vectorizable multiply-add of four rows, with no plane copies or transposes. Each output
+// element still sums its samples in the reference's order.
+template <typename scalar_t, typename T>
+void roi_forward_channels_last(const RoiTables<scalar_t, T>& tab, const scalar_t* img, int64_t C, int64_t H,
+                               int64_t W, int64_t PH, int64_t PW, scalar_t* out) {
+  const int64_t K = static_cast<int64_t>(tab.boxes.size());
+  at::parallel_for(0, K * PH, grain_for(PW * 4 * C), [&](int64_t begin, int64_t end) {
+    std::vector<T> acc(C);
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t k = item / PH, ph = item % PH;
+      const RoiBox& box = tab.boxes[k];
+      const T count = static_cast<T>(box.geo.count);
+      const scalar_t* image = img + box.n * H * W * C;
+      const RoiAxis<T>* yrow = tab.ys.data() + box.y_offset + ph * box.grid_h;
+      for (int64_t pw = 0; pw < PW; ++pw) {
+        const RoiAxis<T>* xrow = tab.xs.data() + box.x_offset + pw * box.grid_w;
+        std::fill(acc.begin(), acc.end(), T(0));
+        for (int64_t iy = 0; iy < box.grid_h; ++iy) {
+          const RoiAxis<T>& y = yrow[iy];
+          if (!y.valid) continue;
+          for (int64_t ix = 0; ix < box.grid_w; ++ix) {
+            const RoiAxis<T>& x = xrow[ix];
+            if (!x.valid) continue;
+            const T w1 = y.h * x.h, w2 = y.h * x.l, w3 = y.l * x.h, w4 = y.l * x.l;
+            const scalar_t* p1 = image + (y.low * W + x.low) * C;
+            const scalar_t* p2 = image + (y.low * W + x.high) * C;
+            const scalar_t* p3 = image + (y.high * W + x.low) * C;
+            const scalar_t* p4 = image + (y.high * W + x.high) * C;
+            for (int64_t c = 0; c < C; ++c) {
+              acc[c] += w1 * static_cast<T>(p1[c]) + w2 * static_cast<T>(p2[c]) + w3 * static_cast<T>(p3[c]) +
+                        w4 * static_cast<T>(p4[c]);
+            }
+          }
+        }
+        scalar_t* dst = out + ((k * PH + ph) * PW + pw) * C;
+        for (int64_t c = 0; c < C; ++c) dst[c] = static_cast<scalar_t>(acc[c] / count);
+      }
+    }
+  });
+}
+
+// Channels-last input gradient: split over (image, channel slice); each task walks its image's boxes in
+// increasing k and adds every tap to a [H * W, slice] accumulator in the reference's order (deterministic, no two
+// threads write the same element). g is the incoming gradient, channels last too ([K, PH, PW, C]).
+template <typename scalar_t, typename T>
+void roi_input_grad_channels_last(const RoiTables<scalar_t, T>& tab, const scalar_t* g, int64_t N, int64_t C,
+                                  int64_t H, int64_t W, int64_t PH, int64_t PW, scalar_t* grad_input) {
+  const int64_t K = static_cast<int64_t>(tab.boxes.size());
+  const int64_t plane_size = H * W;
+  std::vector<int64_t> batch_of_box(K), order, start;
+  for (int64_t k = 0; k < K; ++k) batch_of_box[k] = tab.boxes[k].n;
+  boxes_by_image(batch_of_box.data(), K, N, order, start);
+  // Slices of at most 64 channels, narrower when there would be fewer tasks than threads.
+  const int64_t tasks_per_image = (at::get_num_threads() + N - 1) / N;
+  const int64_t slice = std::clamp<int64_t>((C + tasks_per_image - 1) / tasks_per_image, 1, 64);
+  const int64_t slices = (C + slice - 1) / slice;
+  at::parallel_for(0, N * slices, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> acc(plane_size * slice);
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t n = item / slices, c0 = item % slices * slice;
+      const int64_t cs = std::min(slice, C - c0);
+      std::fill(acc.begin(), acc.end(), T(0));
+      for (int64_t j = start[n]; j < start[n + 1]; ++j) {
+        const int64_t k = order[j];
+        const RoiBox& box = tab.boxes[k];
+        const T count = static_cast<T>(box.geo.count);
+        for (int64_t ph = 0; ph < PH; ++ph) {
+          const RoiAxis<T>* yrow = tab.ys.data() + box.y_offset + ph * box.grid_h;
+          for (int64_t pw = 0; pw < PW; ++pw) {
+            const RoiAxis<T>* xrow = tab.xs.data() + box.x_offset + pw * box.grid_w;
+            const scalar_t* gv = g + ((k * PH + ph) * PW + pw) * C + c0;
+            for (int64_t iy = 0; iy < box.grid_h; ++iy) {
+              const RoiAxis<T>& y = yrow[iy];
+              if (!y.valid) continue;
+              for (int64_t ix = 0; ix < box.grid_w; ++ix) {
+                const RoiAxis<T>& x = xrow[ix];
+                if (!x.valid) continue;
+                const T w1 = y.h * x.h, w2 = y.h * x.l, w3 = y.l * x.h, w4 = y.l * x.l;
+                T* a1 = acc.data() + (y.low * W + x.low) * cs;
+                T* a2 = acc.data() + (y.low * W + x.high) * cs;
+                T* a3 = acc.data() + (y.high * W + x.low) * cs;
+                T* a4 = acc.data() + (y.high * W + x.high) * cs;
+                // One loop per corner: two corners on the same pixel then add in the reference's order.
+                for (int64_t c = 0; c < cs; ++c) a1[c] += static_cast<T>(gv[c]) * w1 / count;
+                for (int64_t c = 0; c < cs; ++c) a2[c] += static_cast<T>(gv[c]) * w2 / count;
+                for (int64_t c = 0; c < cs; ++c) a3[c] += static_cast<T>(gv[c]) * w3 / count;
+                for (int64_t c = 0; c < cs; ++c) a4[c] += static_cast<T>(gv[c]) * w4 / count;
+              }
+            }
+          }
+        }
+      }
+      scalar_t* out0 = grad_input + n * plane_size * C + c0;
+      for (int64_t p = 0; p < plane_size; ++p) {
+        for (int64_t c = 0; c < cs; ++c) out0[p * C + c] = static_cast<scalar_t>(acc[p * cs + c]);
+      }
+    }
+  });
+}
+
 at::Tensor roi_align_forward_cpu(const at::Tensor& input_, const at::Tensor& rois_, double spatial_scale,
                                  int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio, bool aligned) {
   check_roi_align(input_, "input", rois_, pooled_height, pooled_width, c10::DeviceType::CPU);
-  // A channels_last or strided input is copied once here (one pass over N*C*H*W) so that the sampling loops
-  // read planes with unit stride; for the usual contiguous input this is free.
-  const at::Tensor input = input_.contiguous();
+  // A channels_last input gives a channels_last output, as conv2d does, computed channels last; a strided input
+  // is copied once here (one pass over N*C*H*W) to its suggested layout.
+  const at::MemoryFormat layout = input_.suggest_memory_format();
+  const at::Tensor input = input_.contiguous(layout);
   const at::Tensor rois = rois_.contiguous();
   const int64_t N = input.size(0), C = input.size(1), H = input.size(2), W = input.size(3);
   const int64_t K = rois.size(0), PH = pooled_height, PW = pooled_width;
-  at::Tensor out = at::empty({K, C, PH, PW}, input.options());
+  at::Tensor out = at::empty({K, C, PH, PW}, input.options().memory_format(layout));
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "roi_align_forward_cpu", [&] {
     using T = at::opmath_type<scalar_t>;
@@ -186,6 +288,10 @@ at::Tensor roi_align_forward_cpu(const at::Tensor& input_, const at::Tensor& roi
     if (out.numel() == 0) return;
     const scalar_t* img = input.const_data_ptr<scalar_t>();
     scalar_t* o = out.mutable_data_ptr<scalar_t>();
+    if (layout == at::MemoryFormat::ChannelsLast) {
+      roi_forward_channels_last(tab, img, C, H, W, PH, PW, o);
+      return;
+    }
     const int64_t cells = PH * PW, plane_size = H * W;
     // Boxes visited image by image (k order within an image), so a thread's consecutive items share planes.
     std::vector<int64_t> batch_of_box(K), order, start;
@@ -286,10 +392,13 @@ at::Tensor roi_align_backward_input_cpu(const at::Tensor& grad_, const at::Tenso
   check_roi_align(grad_, "grad", rois_, pooled_height, pooled_width, c10::DeviceType::CPU);
   check_grad(grad_, rois_.size(0), C, pooled_height, pooled_width);
   check_input_sizes(N, C, H, W);
+  // The input gradient takes the incoming gradient's layout: channels_last in a channels_last network.
+  const at::MemoryFormat layout = grad_.suggest_memory_format();
   const at::Tensor rois = rois_.contiguous();
-  const at::Tensor grad = grad_.contiguous();
+  const at::Tensor grad = grad_.contiguous(layout);
   const int64_t K = rois.size(0), PH = pooled_height, PW = pooled_width;
-  at::Tensor grad_input = at::zeros({N, C, H, W}, grad.options());
+  // (at::zeros takes no memory format: empty in the layout, then zeroed.)
+  at::Tensor grad_input = at::empty({N, C, H, W}, grad.options().memory_format(layout)).zero_();
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "roi_align_backward_input_cpu", [&] {
     using T = at::opmath_type<scalar_t>;
@@ -297,6 +406,10 @@ at::Tensor roi_align_backward_input_cpu(const at::Tensor& grad_, const at::Tenso
                                      sampling_ratio, aligned);
     if (K == 0 || C == 0 || H * W == 0) return;
     const scalar_t* g = grad.const_data_ptr<scalar_t>();
+    if (layout == at::MemoryFormat::ChannelsLast) {
+      roi_input_grad_channels_last(tab, g, N, C, H, W, PH, PW, grad_input.mutable_data_ptr<scalar_t>());
+      return;
+    }
     const int64_t plane_size = H * W;
     const int64_t cells = PH * PW;
     std::vector<int64_t> batch_of_box(K), order, start;

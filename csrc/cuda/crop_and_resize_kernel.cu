@@ -225,7 +225,8 @@ at::Tensor crop_and_resize_forward_cuda(const at::Tensor& image_, const at::Tens
         nearest, static_cast<T>(extrapolation_value), out.mutable_data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  return out;
+  // The kernels index NCHW; a channels_last caller gets a channels_last output (one copy of the output).
+  return out.contiguous(image_.suggest_memory_format());
 }
 
 at::Tensor crop_and_resize_backward_input_cuda(const at::Tensor& grad_, const at::Tensor& boxes_,
@@ -273,7 +274,7 @@ at::Tensor crop_and_resize_backward_input_cuda(const at::Tensor& grad_, const at
     }
     grad_image = std::is_same_v<scalar_t, T> ? acc : acc.to(grad.scalar_type());
   });
-  return grad_image;
+  return grad_image.contiguous(grad_.suggest_memory_format());  // the incoming gradient's layout
 }
 
 at::Tensor crop_and_resize_backward_boxes_cuda(const at::Tensor& grad_, const at::Tensor& image_,

@@ -273,7 +273,8 @@ at::Tensor roi_align_forward_cuda(const at::Tensor& input_, const at::Tensor& ro
         out.mutable_data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  return out;
+  // The kernels index NCHW; a channels_last caller gets a channels_last output (one copy of the output).
+  return out.contiguous(input_.suggest_memory_format());
 }
 
 at::Tensor roi_align_backward_input_cuda(const at::Tensor& grad_, const at::Tensor& rois_, double spatial_scale,
@@ -326,7 +327,7 @@ at::Tensor roi_align_backward_input_cuda(const at::Tensor& grad_, const at::Tens
     }
     grad_input = std::is_same_v<scalar_t, T> ? acc : acc.to(grad.scalar_type());
   });
-  return grad_input;
+  return grad_input.contiguous(grad_.suggest_memory_format());  // the incoming gradient's layout
 }
 
 at::Tensor roi_align_backward_boxes_cuda(const at::Tensor& grad_, const at::Tensor& input_, const at::Tensor& rois_,
