@@ -6,12 +6,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# The CUDA kernels compile without a GPU, given the toolkit and explicit architectures (shared/build-notes.md).
+# The CUDA kernels compile without a GPU, given the toolkit and explicit architectures (csrc/README.md).
 export CUDA_HOME ?= /usr/local/cuda
 export TORCH_CUDA_ARCH_LIST ?= 8.0;9.0
 export MAX_JOBS ?= 2
 
-.PHONY: env build test bench bench-full notebooks clean
+.PHONY: env build test bench bench-full notebooks gpu clean
 
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,7 @@ build: env
 
 # The tests, then a smoke run of the benchmark suite (one tiny case per backend, untimed) so it cannot rot.
 test: build
-	$(BIN)/python -m pytest tests
+	TRITON_INTERPRET=1 $(BIN)/python -m pytest tests
 	BENCH=smoke $(BIN)/python -m pytest bench -q --benchmark-disable
 
 # The default matrix (~10 min on 2 CPU cores; CUDA cases too on a GPU machine): JSON + table + plots.
@@ -41,6 +41,12 @@ bench-full: build
 # Re-executes the notebooks at full size and saves them with their outputs.
 notebooks: build
 	$(BIN)/python notebooks/execute.py
+
+# On a GPU machine that has its own torch (>= 2.11, CUDA): build for its GPU, test, compute-sanitizer, benchmark,
+# with $(PYTHON), not the .venv; results and summary.md in bench/results/gpu-<date>/ (GPU_RESULTS=dir overrides).
+# Stops cleanly after the build-free checks where torch sees no GPU. Settings: bench/gpu_run.sh.
+gpu:
+	PYTHON=$(PYTHON) bash bench/gpu_run.sh
 
 clean:
 	rm -rf $(VENV) build impls/*.so *.egg-info

@@ -4,18 +4,22 @@ Inputs are built once per case (outside the timer) from the workload's fixed see
 ``impls.roi_align`` / ``impls.crop_and_resize`` exactly as a user would (validation and the autograd Function
 included) and, on a CUDA device, ends with ``torch.cuda.synchronize()`` so that the timer sees the kernels finish,
 not just their launch. Gradients come from ``torch.autograd.grad``, so no ``.grad`` accumulates between rounds.
+``fwdbwd_det`` runs the ``fwdbwd`` call inside ``torch.use_deterministic_algorithms(True)`` (the previous setting is
+restored after every call), so the backend's deterministic image gradient is what is timed, at the price users pay
+for it (that mode also fills new ``torch.empty`` tensors, see ``torch.utils.deterministic``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable, Optional
 
 import torch
 
 import impls
 from matrix import Case
-from workloads import crop_and_resize_inputs, feature_map, roi_align_inputs, SEED
+from workloads import crop_and_resize_inputs, feature_map, roi_align_inputs, SEED, Workload
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,9 +47,16 @@ class Inputs:
 
 def make_inputs(case: Case) -> Inputs:
     """The case's inputs on its device and in its dtype."""
-    workload = case.workload
+    return _cpu_inputs(case.op, case.workload).to(case.device, case.torch_dtype)
+
+
+# Consecutive cases share a workload (matrix order): drawing a P2 map and its upstream gradient takes ~0.2 s of
+# CPU, more than timing a GPU case. ``make_inputs`` copies them to the case's device and dtype (a CPU float32 case
+# gets the cached tensors themselves, which the calls only read).
+@functools.lru_cache(maxsize=2)
+def _cpu_inputs(op: str, workload: Workload) -> Inputs:
     image = feature_map(workload)  # [N, C, H, W] float32
-    if case.op == "roi_align":
+    if op == "roi_align":
         boxes, kwargs = roi_align_inputs(workload)  # [K, 5] float64
         box_index = None
         out_h, out_w = kwargs["output_size"]
@@ -54,7 +65,7 @@ def make_inputs(case: Case) -> Inputs:
         out_h, out_w = kwargs["crop_size"]
     g = torch.Generator().manual_seed(SEED + 1)
     grad_output = torch.randn(workload.boxes, image.shape[1], out_h, out_w, generator=g)  # [K, C, PH, PW]
-    return Inputs(case.op, image, boxes, box_index, kwargs, grad_output).to(case.device, case.torch_dtype)
+    return Inputs(op, image, boxes, box_index, kwargs, grad_output)
 
 
 def _forward(backend: str, inputs: Inputs, image: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
@@ -65,10 +76,10 @@ def _forward(backend: str, inputs: Inputs, image: torch.Tensor, boxes: torch.Ten
 
 def make_call(backend: str, pass_: str, inputs: Inputs) -> Callable[[], tuple[torch.Tensor, ...]]:
     """A closure running one pass; it returns ``(output,)`` for ``fwd``, ``(grad_image,)`` for ``fwdbwd`` and
-    ``(grad_image, grad_boxes)`` for ``fwdbwd_boxes``."""
+    ``fwdbwd_det`` and ``(grad_image, grad_boxes)`` for ``fwdbwd_boxes``."""
     image = inputs.image.detach().requires_grad_(pass_ != "fwd")
     boxes = inputs.boxes.detach().requires_grad_(pass_ == "fwdbwd_boxes")
-    wrt = {"fwd": (), "fwdbwd": (image,), "fwdbwd_boxes": (image, boxes)}[pass_]
+    wrt = {"fwd": (), "fwdbwd": (image,), "fwdbwd_det": (image,), "fwdbwd_boxes": (image, boxes)}[pass_]
     synchronize = torch.cuda.synchronize if inputs.image.device.type == "cuda" else lambda: None
 
     def call() -> tuple[torch.Tensor, ...]:
@@ -77,4 +88,17 @@ def make_call(backend: str, pass_: str, inputs: Inputs) -> Callable[[], tuple[to
         synchronize()
         return results
 
-    return call
+    if pass_ != "fwdbwd_det":
+        return call
+
+    def deterministic_call() -> tuple[torch.Tensor, ...]:
+        # A global flag (at::globalContext()), so the autograd engine's device thread sees it too.
+        enabled = torch.are_deterministic_algorithms_enabled()
+        warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+        torch.use_deterministic_algorithms(True)
+        try:
+            return call()
+        finally:
+            torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+
+    return deterministic_call

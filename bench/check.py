@@ -5,12 +5,18 @@ with another implementation: ``torchvision`` for ``roi_align``, ``tensorflow`` f
 projects users compare against); when the case *is* that peer, or the peer lacks the pass (box gradients), the
 next of ``cpp``, ``vectorized``. ``reference`` stands in only on the tiny workload (it is pure Python). The peer
 runs on the CPU, in float64 when it can (``tensorflow``: float32 only), on the case's inputs rounded to its dtype.
+
+``BENCH=gpu`` (CUDA cases only) prefers the peers that run on the case's GPU and runs them there, in float64:
+``torchvision``'s CUDA kernel, else ``vectorized`` on CUDA (itself checked against ``reference`` by the tests),
+else ``cpp`` on the CPU. A CPU peer in float64 on a P2 crop (50M outputs) would take longer than the case.
+``fwdbwd_det`` is checked against the peer's ``fwdbwd`` (torchvision's CUDA backward refuses deterministic mode).
 """
 
 from __future__ import annotations
 
 import torch
 
+import matrix
 from calls import Inputs, make_call
 from impls._registry import registered
 from matrix import Case, ORACLE
@@ -38,12 +44,28 @@ TOLERANCE = {
 # standard-normal map (neighbours differ by up to ~4): ~1 against a largest output of ~3. Seen: 0.25.
 PEER_TOLERANCE = {("torchvision", torch.float16): 0.5}
 
-_last_peer: dict[tuple, tuple[torch.Tensor, ...]] = {}  # one entry: consecutive cases share it (matrix order)
+# The pass whose result a peer computes for a case's pass.
+PEER_PASS = {"fwdbwd_det": "fwdbwd"}
+
+# The peers' results for one (op, case, pass, dtype): consecutive cases share them (matrix order).
+_last_peer: dict[tuple, tuple[torch.Tensor, ...]] = {}
+
+
+def _peer_order(case: Case) -> tuple[str, ...]:
+    order = PEER_ORDER[case.op]
+    if matrix.MODE != "gpu":
+        return order
+
+    def elsewhere(name: str) -> bool:
+        backend = registered().get(name)
+        return backend is None or case.device not in backend.devices
+
+    return tuple(sorted(order, key=elsewhere))  # stable: same-device peers first, in PEER_ORDER's order
 
 
 def choose_peer(case: Case) -> str:
     """The implementation ``case`` is checked against."""
-    for name in PEER_ORDER[case.op]:
+    for name in _peer_order(case):
         backend = registered().get(name)
         if name == case.backend or backend is None or not backend.available or case.op not in backend.kernels:
             continue
@@ -60,11 +82,21 @@ def _peer_dtype(peer: str) -> torch.dtype:
     return torch.float64 if torch.float64 in dtypes else torch.float32
 
 
+def _peer_device(case: Case, peer: str) -> str:
+    if matrix.MODE == "gpu" and case.device in registered()[peer].devices:
+        return case.device
+    return "cpu"
+
+
 def _peer_results(case: Case, peer: str, inputs: Inputs) -> tuple[torch.Tensor, ...]:
-    key = (case.op, case.case_id, case.pass_, case.dtype, peer)
-    if key not in _last_peer:
+    pass_ = PEER_PASS.get(case.pass_, case.pass_)
+    device = _peer_device(case, peer)
+    shared = (case.op, case.case_id, pass_, case.dtype)
+    if any(key[:4] != shared for key in _last_peer):
         _last_peer.clear()
-        _last_peer[key] = make_call(peer, case.pass_, inputs.to("cpu", _peer_dtype(peer)))()
+    key = (*shared, peer, device)
+    if key not in _last_peer:
+        _last_peer[key] = make_call(peer, pass_, inputs.to(device, _peer_dtype(peer)))()
     return _last_peer[key]
 
 
@@ -79,9 +111,10 @@ def tolerance(case: Case, peer: str) -> float:
 
 
 def relative_error(result: torch.Tensor, expected: torch.Tensor) -> float:
-    """max |result - expected| / max |expected| (the denominator floored at 1e-30 for an all-zero result)."""
+    """max |result - expected| / max |expected| (the denominator floored at 1e-30 for an all-zero result), computed
+    on ``expected``'s device."""
     expected = expected.to(torch.float64)
-    difference = (result.detach().cpu().to(torch.float64) - expected).abs().max()
+    difference = (result.detach().to(expected.device, torch.float64) - expected).abs().max()
     return float(difference / expected.abs().max().clamp_min(1e-30))
 
 

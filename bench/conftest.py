@@ -25,7 +25,7 @@ import matrix
 from calls import make_call, make_inputs
 from check import check_against_peer
 from peak_memory import peak_memory
-from work import bytes_moved, peak_bandwidth, samples
+from work import bytes_moved, peak_bandwidth, peak_bandwidth_source, samples
 
 # TensorFlow's multi-threaded CPU image gradient of crop_and_resize races: a few pixels come out wrong by up to
 # ~10% of the largest gradient, differently on each run (seen with tensorflow-cpu 2.21 on the P2 case; see
@@ -33,7 +33,8 @@ from work import bytes_moved, peak_bandwidth, samples
 # worth timing. Set before TensorFlow is first imported (lazily, by impls.peers).
 os.environ.setdefault("TF_DETERMINISTIC_OPS", "1")
 
-ROUND_BUDGET_S = {"smoke": 0.2, "default": 1.5, "full": 2.0}[matrix.MODE]
+# gpu: ~700 cases in a few minutes; a GPU call takes 0.1-10 ms, so MAX_ROUNDS caps most cases well below 0.3 s.
+ROUND_BUDGET_S = {"smoke": 0.2, "default": 1.5, "full": 2.0, "gpu": 0.3}[matrix.MODE]
 MIN_ROUNDS = 5
 MAX_ROUNDS = 100
 
@@ -54,6 +55,10 @@ def pytest_benchmark_update_machine_info(config, machine_info):
         torch_threads=torch.get_num_threads(),
         cpu_count=os.cpu_count(),
         cuda_device=torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        cuda_peak_bandwidth=peak_bandwidth(torch.device("cuda")) if torch.cuda.is_available() else None,
+        cuda_peak_bandwidth_source=(
+            peak_bandwidth_source(torch.device("cuda")) if torch.cuda.is_available() else None
+        ),
         tf_deterministic_ops=os.environ.get("TF_DETERMINISTIC_OPS"),
     )
 
@@ -76,6 +81,8 @@ def run_case(benchmark):
     """Runs one benchmark from the params ``matrix.ARGNAMES`` (see the module docstring)."""
 
     def run(op: str, backend: str, device: str, dtype: str, case_id: str, pass_: str) -> None:
+        if device == "cuda" and not torch.cuda.is_available():
+            pytest.fail("no CUDA GPU here: BENCH_ASSUME_GPU=1 is for --collect-only")
         case = matrix.find(op, backend, device, dtype, case_id, pass_)
         inputs = make_inputs(case)
         call = make_call(backend, pass_, inputs)
@@ -104,6 +111,7 @@ def run_case(benchmark):
             info["bytes_per_second"] = info["bytes_moved"] / median
             peak = peak_bandwidth(inputs.image.device)
             if peak is not None:
+                info["peak_bandwidth"] = peak
                 info["peak_bandwidth_fraction"] = info["bytes_per_second"] / peak
         benchmark.extra_info.update(info)
 

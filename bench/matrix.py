@@ -7,10 +7,17 @@
   boxes, 14x14) with sampling_ratio 2 and 0, box gradients and bfloat16 on the box head only, a box-count sweep
   and a feature-map sweep (roi_align).
 * ``full``: P2-P5, training and inference box counts, every dtype a backend supports, longer sweeps, the tiny case.
+* ``gpu`` (``make gpu``, bench/gpu_run.sh; a few minutes on one H100): CUDA devices only: P2-P5, box head 512 and
+  1000 boxes (7x7), mask head 128 and 100 boxes (14x14), sampling_ratio 2 and 0, float32/float16/bfloat16 for the
+  kernels users compare (``GPU_ALL_DTYPES``: ``cuda``, ``torchvision``; every other CUDA backend, ``vectorized``
+  included, in float32 only), forward, forward + backward with the atomic and with the deterministic image
+  gradient (``cuda``), box gradients in float32 on P2, and short sweeps (roi_align, float32). Timed for
+  ``ROUND_BUDGET_S["gpu"]`` = 0.3 s per case (bench/conftest.py). ``BENCH_ASSUME_GPU=1`` lets a machine without a
+  GPU *collect* this matrix (``--collect-only``) to count it, every backend that runs on cuda counted as available.
 
 Backends come from the registry: every available backend runs every case whose op, device and dtype it supports,
 so a new backend (or a GPU) adds rows with no change here. ``reference`` is the oracle, too slow for anything but
-``tiny``. Boxes of the mask head follow semantics.md section 5 (128 in training, 100 at inference).
+``tiny``. Boxes of the mask head follow CONVENTIONS.md §5 (128 in training, 100 at inference).
 """
 
 from __future__ import annotations
@@ -26,24 +33,36 @@ from impls import resolve_backend
 from impls._registry import registered
 from workloads import Workload
 
-MODES = ("smoke", "default", "full")
+MODES = ("smoke", "default", "full", "gpu")
 MODE = os.environ.get("BENCH", "default")
 if MODE not in MODES:
     raise ValueError(f"BENCH={MODE!r}; use one of {', '.join(MODES)}")
 
 # fwd: forward alone. fwdbwd: forward + backward to the image only, the work every backend (torchvision
-# included) can do, so their times compare. fwdbwd_boxes: image and box gradients, for backends that offer them.
-PASSES = ("fwd", "fwdbwd", "fwdbwd_boxes")
+# included) can do, so their times compare. fwdbwd_det: the same under torch.use_deterministic_algorithms(True)
+# (calls.py), for the backends whose image gradient has a deterministic variant (DETERMINISTIC_BACKENDS; cpp is
+# always deterministic, torchvision's CUDA backward refuses to run in that mode). fwdbwd_boxes: image and box
+# gradients, for backends that offer them.
+PASSES = ("fwd", "fwdbwd", "fwdbwd_det", "fwdbwd_boxes")
+DETERMINISTIC_BACKENDS = ("cuda",)
 ORACLE = "reference"
-DEVICES = ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)
+# For --collect-only on a machine without a GPU: pretend there is one (the cuda backend counts as available).
+ASSUME_GPU = os.environ.get("BENCH_ASSUME_GPU") == "1"
+HAVE_GPU = torch.cuda.is_available() or ASSUME_GPU
+if MODE == "gpu" and not HAVE_GPU:
+    raise RuntimeError("BENCH=gpu needs a CUDA GPU (BENCH_ASSUME_GPU=1 pytest --collect-only to count its cases)")
+DEVICES = ("cuda",) if MODE == "gpu" else ("cpu", "cuda") if HAVE_GPU else ("cpu",)
+GPU_DTYPES = ("float32", "float16", "bfloat16")
+GPU_ALL_DTYPES = ("cuda", "torchvision")  # BENCH=gpu: the backends timed in every GPU_DTYPES
 ARGNAMES = ("op", "backend", "device", "dtype", "case", "pass_")
 
 TINY = Workload("tiny", boxes=8, output=7, sampling_ratio=2)
 BOX_HEAD = Workload("p2", boxes=512, output=7, sampling_ratio=2)  # the headline case
 # The sweeps: smoke runs one point of each on the tiny map, so that the code path is exercised in CI.
-BOX_SWEEP_BOXES = {"smoke": (16,), "default": (16, 128, 1024), "full": (16, 64, 256, 1024, 4096)}
+BOX_SWEEP_BOXES = {"smoke": (16,), "default": (16, 128, 1024), "full": (16, 64, 256, 1024, 4096),
+                   "gpu": (64, 256, 1024, 4096)}
 # P5's 25x38 map scaled up to P2's 200x304 (default) or beyond; same boxes (14-28 px on the map), same work.
-MAP_SWEEP_SCALES = {"smoke": (2,), "default": (1, 2, 4, 8), "full": (1, 2, 4, 8, 16)}
+MAP_SWEEP_SCALES = {"smoke": (2,), "default": (1, 2, 4, 8), "full": (1, 2, 4, 8, 16), "gpu": (1, 4, 16)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +99,7 @@ def _head_workloads(mode: str) -> list[Workload]:
         return [TINY]
     levels = ("p2",) if mode == "default" else ("p2", "p3", "p4", "p5")
     box_head_counts = (512,) if mode == "default" else (512, 1000)
-    mask_head_counts = (128,) if mode == "default" else (128, 100)
+    mask_head_counts = (128,) if mode == "default" else (128, 100)  # full and gpu: both
     heads = [(7, k) for k in box_head_counts] + [(14, k) for k in mask_head_counts]
     workloads = [
         Workload(level, boxes=k, output=output, sampling_ratio=sr)
@@ -98,6 +117,9 @@ def _sweep_workloads(mode: str) -> list[Workload]:
     box_base, map_base = _sweep_bases(mode)
     boxes = [dataclasses.replace(box_base, boxes=k) for k in BOX_SWEEP_BOXES[mode]]
     maps = [dataclasses.replace(map_base, map_scale=s) for s in MAP_SWEEP_SCALES[mode]]
+    if mode == "gpu":  # points that are head cases are timed there (and labelled as sweep points, sweep_of)
+        heads = _head_workloads(mode)
+        return [w for w in boxes + maps if w not in heads]
     return boxes + maps
 
 
@@ -116,6 +138,11 @@ def _dtypes(mode: str, backend: str, backend_dtypes: tuple[torch.dtype, ...], wo
     names = [str(d).removeprefix("torch.") for d in backend_dtypes]
     if mode == "full":
         return names
+    if mode == "gpu":
+        # The kernels users compare in every GPU dtype on the head cases; the other backends (vectorized: pure
+        # torch, the slow one) and the sweeps in float32 only.
+        heads = backend in GPU_ALL_DTYPES and workload in _head_workloads(mode)
+        return [d for d in (GPU_DTYPES if heads else ("float32",)) if d in names]
     # Half precision once, on the headline case, by the backend ``auto`` picks (cpp on the CPU, cuda on a GPU):
     # what a user gets by default, without doubling the run.
     auto = {resolve_backend("auto", "roi_align", device) for device in DEVICES}
@@ -124,7 +151,11 @@ def _dtypes(mode: str, backend: str, backend_dtypes: tuple[torch.dtype, ...], wo
 
 
 def _passes(mode: str, workload: Workload, dtype: str) -> tuple[str, ...]:
-    # The box-gradient pass once, on the headline case in float32, unless everything is asked for.
+    if mode == "gpu":
+        # Box gradients in float32 on P2 only: the kernels' other dtypes and levels add little but minutes.
+        return PASSES[:3] + (PASSES[3:] if dtype == "float32" and workload.level == "p2" else ())
+    # The deterministic and box-gradient passes once, on the headline case in float32, unless everything is
+    # asked for.
     if mode == "default" and (workload != BOX_HEAD or dtype != "float32"):
         return PASSES[:2]
     return PASSES
@@ -146,6 +177,8 @@ def _cases(op: str, workloads: list[Workload], mode: str, passes=None) -> list[C
                     continue
                 if pass_ == "fwdbwd_boxes" and not _box_gradients(backend, op, dtype):
                     continue
+                if pass_ == "fwdbwd_det" and name not in DETERMINISTIC_BACKENDS:
+                    continue
                 for device in (d for d in DEVICES if d in backend.devices):
                     case = Case(op, name, device, dtype, workload, pass_)
                     # sr2 and sr0 share one crop_and_resize case: keep the first.
@@ -154,7 +187,7 @@ def _cases(op: str, workloads: list[Workload], mode: str, passes=None) -> list[C
 
 
 def _supports(backend, op: str, dtype: str, workload: Workload, mode: str) -> bool:
-    if op not in backend.kernels or not backend.available:
+    if op not in backend.kernels or not (backend.available or (ASSUME_GPU and "cuda" in backend.devices)):
         return False
     if backend.name == ORACLE and workload.level != "tiny":
         return False
@@ -176,7 +209,7 @@ def head_cases(op: str, mode: str = MODE) -> list[Case]:
 
 def sweep_cases(op: str, mode: str = MODE) -> list[Case]:
     """Box-count and map-size sweeps (fwd and fwdbwd); ``roi_align`` only, except in ``full`` and ``smoke``."""
-    if op == "crop_and_resize" and mode == "default":
+    if op == "crop_and_resize" and mode in ("default", "gpu"):
         return []
     return _cases(op, _sweep_workloads(mode), mode, passes=PASSES[:2])
 

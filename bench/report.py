@@ -44,6 +44,11 @@ def _time(seconds: float) -> str:
     return f"{ms:.3g} ms" if ms >= 1 else f"{ms:.2g} ms"
 
 
+def _fraction(value: float | None) -> str:
+    """The share of the memory's peak bandwidth (GPUs), ``-`` where unknown (CPUs)."""
+    return "-" if value is None else f"{value:.1%}"
+
+
 def _cell(rows: list[dict], row: dict) -> str:
     baseline = baseline_median(rows, row)
     speedup = f" ({baseline / row['median']:.2f}x)" if baseline else ""
@@ -77,8 +82,8 @@ def detail_table(rows: list[dict], runs: list[dict]) -> str:
     """Long markdown table of every measurement, sweeps included."""
     lines = [
         "| op | case | pass | backend | device | dtype | median | IQR | rounds | speed-up | Msamples/s | GB/s "
-        "| peak MB | threads | checked against (error) |",
-        "|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| of peak BW | peak MB | threads | checked against (error) |",
+        "|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in sorted(rows, key=lambda r: (r["run"], r["op"], r["test"] == "test_scaling")):
         baseline = baseline_median(rows, r)
@@ -88,6 +93,7 @@ def detail_table(rows: list[dict], runs: list[dict]) -> str:
             f"| {_time(r['median'])} | {_time(r['iqr'])} | {r['rounds']} "
             f"| {speedup} "
             f"| {r['samples'] / r['median'] / 1e6:.3g} | {r['bytes_moved'] / r['median'] / 1e9:.3g} "
+            f"| {_fraction(r.get('peak_bandwidth_fraction'))} "
             f"| {r['peak_memory_bytes'] / 2**20:.0f} | {r['threads']} "
             f"| {r['peer']} ({r['check_error']:.1e} <= {r['check_tolerance']:g}) |"
         )

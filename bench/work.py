@@ -1,7 +1,7 @@
 """How much work one call does: bilinear samples and bytes moved, to turn a time into a rate.
 
 * Samples: per channel, per forward call. roi_align: ``C * PH * PW * sum over boxes of gh * gw`` with the grid of
-  semantics.md section 3 (``sampling_ratio``, or adaptive ``ceil(roi_size / output_size)`` per box); the P2 box
+  CONVENTIONS.md §3 (``sampling_ratio``, or adaptive ``ceil(roi_size / output_size)`` per box); the P2 box
   head is 512 * 256 * 49 * 4 = 25.7M. crop_and_resize: ``K * C * crop_height * crop_width``. A ``fwdbwd`` call is
   credited with the same samples (its backward revisits each one).
 * Bytes moved: the compulsory traffic, each tensor read or written once: the feature map, the boxes and the output
@@ -11,6 +11,8 @@
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -51,13 +53,60 @@ def bytes_moved(inputs: Inputs, pass_: str) -> int:
     return total
 
 
-def peak_bandwidth(device: torch.device) -> float | None:
-    """The memory's peak bytes per second (double data rate x bus width), or None where unknown (CPUs)."""
-    if device.type != "cuda":
-        return None
+# Datasheet peak memory bandwidth (bytes/s) by a substring of torch.cuda.get_device_name(), most specific first:
+# the fallback when the device properties lack the memory clock (CUDA 13 dropped cudaDeviceProp.memoryClockRate,
+# so torch built against it may report 0). H100 SXM5 80GB HBM3: 3.35 TB/s; H100 PCIe: 2.0; H100 NVL: 3.9;
+# H200 (SXM and NVL, 141GB HBM3e): 4.8; GH200: 4.0 (HBM3; the 144GB HBM3e one reads 4.9); A100 SXM4 80GB: 2.039,
+# A100 80GB PCIe: 1.935, A100 40GB: 1.555; L40S: 0.864; L4: 0.3.
+DATASHEET_BANDWIDTH = (
+    ("H100 PCIe", 2.0e12),
+    ("H100 NVL", 3.9e12),
+    ("H100", 3.35e12),
+    ("H200", 4.8e12),
+    ("GH200 144G", 4.9e12),
+    ("GH200", 4.0e12),
+    ("A100-SXM4-80GB", 2.039e12),
+    ("A100 80GB PCIe", 1.935e12),
+    ("A100", 1.555e12),
+    ("L40S", 0.864e12),
+    ("L4", 0.3e12),
+)
+BANDWIDTH_ENV = "BENCH_PEAK_BANDWIDTH"  # bytes/s, overrides both
+
+
+def _from_properties(device: torch.device) -> float | None:
     props = torch.cuda.get_device_properties(device)
     clock_khz = getattr(props, "memory_clock_rate", 0)
     bus_bits = getattr(props, "memory_bus_width", 0)
     if not (clock_khz and bus_bits):
         return None
-    return 2 * clock_khz * 1e3 * bus_bits / 8
+    return 2 * clock_khz * 1e3 * bus_bits / 8  # double data rate x bus width: 2 x 2.619 GHz x 640 B on an H100 SXM
+
+
+def _from_datasheet(device: torch.device) -> float | None:
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in DATASHEET_BANDWIDTH if key in name), None)
+
+
+def peak_bandwidth_source(device: torch.device) -> str | None:
+    """Where ``peak_bandwidth`` came from: ``$BENCH_PEAK_BANDWIDTH``, the device properties, the datasheet table."""
+    if device.type != "cuda":
+        return None
+    if os.environ.get(BANDWIDTH_ENV):
+        return BANDWIDTH_ENV
+    if _from_properties(device) is not None:
+        return "device properties (2 x memory_clock_rate x memory_bus_width)"
+    if _from_datasheet(device) is not None:
+        return f"datasheet table for {torch.cuda.get_device_name(device)!r} (bench/work.py)"
+    return None
+
+
+def peak_bandwidth(device: torch.device) -> float | None:
+    """The memory's peak bytes per second, or None where unknown (CPUs, an unlisted GPU without a memory clock):
+    ``$BENCH_PEAK_BANDWIDTH`` if set, else double data rate x bus width from the device properties, else the
+    datasheet figure for the device's name (``DATASHEET_BANDWIDTH``)."""
+    if device.type != "cuda":
+        return None
+    if os.environ.get(BANDWIDTH_ENV):
+        return float(os.environ[BANDWIDTH_ENV])
+    return _from_properties(device) or _from_datasheet(device)

@@ -5,8 +5,14 @@ written to the test's temporary folder for inspection."""
 import importlib.util
 from pathlib import Path
 
-import nbformat
 import pytest
+
+import optional_deps
+
+# notebooks/execute.py needs nbclient and a Jupyter kernel; missing, they skip this module only under IMPLS_GPU_RUN=1.
+nbformat = optional_deps.require("nbformat")
+for _module in ("nbclient", "ipykernel"):
+    optional_deps.require(_module)
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 # Listed by name, not globbed, so that a missing notebook fails instead of vanishing from the test.

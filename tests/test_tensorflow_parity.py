@@ -7,11 +7,13 @@ and, for ``nearest``, the image gradient. TensorFlow computes in float32, so our
 
 import numpy as np
 import pytest
-import tensorflow as tf
 import torch
 
 import cases
 import impls
+import optional_deps
+
+tf = optional_deps.require("tensorflow")  # skips this module only under IMPLS_GPU_RUN=1 (tests/optional_deps.py)
 
 # TensorFlow and ours both compute sample positions in float32 (relative error ~6e-8 on coordinates up to 10 px)
 # and multiply by value differences of O(1); box gradients sum up to K*C*ch*cw ~ 1e3 such terms, and TF's
