@@ -210,9 +210,48 @@ void roi_forward_channels_last(const RoiTables<scalar_t, T>& tab, const scalar_t
   });
 }
 
+// One box's input gradient into a channels-last accumulator acc (pixel p's cs channels at acc + p * step) from its
+// incoming gradient gk ([PH, PW, C], channels c0 .. c0 + cs): each tap adds (g * w) / count, as the reference; with
+// a power-of-two count (sampling_ratio 2: 4) a multiplication by the exact reciprocal gives the same bits without a
+// division.
+template <bool kPow2, typename scalar_t, typename T>
+void roi_input_grad_box_channels_last(const RoiTables<scalar_t, T>& tab, const RoiBox& box, const scalar_t* gk,
+                                      int64_t C, int64_t cs, int64_t W, int64_t PH, int64_t PW, T* acc,
+                                      int64_t step) {
+  const T count = static_cast<T>(box.geo.count);
+  const T inv = static_cast<T>(1) / count;
+  const auto share = [&](T gw) { return kPow2 ? gw * inv : gw / count; };
+  for (int64_t ph = 0; ph < PH; ++ph) {
+    const RoiAxis<T>* yrow = tab.ys.data() + box.y_offset + ph * box.grid_h;
+    for (int64_t pw = 0; pw < PW; ++pw) {
+      const RoiAxis<T>* xrow = tab.xs.data() + box.x_offset + pw * box.grid_w;
+      const scalar_t* gv = gk + (ph * PW + pw) * C;
+      for (int64_t iy = 0; iy < box.grid_h; ++iy) {
+        const RoiAxis<T>& y = yrow[iy];
+        if (!y.valid) continue;
+        for (int64_t ix = 0; ix < box.grid_w; ++ix) {
+          const RoiAxis<T>& x = xrow[ix];
+          if (!x.valid) continue;
+          const T w1 = y.h * x.h, w2 = y.h * x.l, w3 = y.l * x.h, w4 = y.l * x.l;
+          T* a1 = acc + (y.low * W + x.low) * step;
+          T* a2 = acc + (y.low * W + x.high) * step;
+          T* a3 = acc + (y.high * W + x.low) * step;
+          T* a4 = acc + (y.high * W + x.high) * step;
+          // One loop per corner: two corners on the same pixel then add in the reference's order.
+          for (int64_t c = 0; c < cs; ++c) a1[c] += share(static_cast<T>(gv[c]) * w1);
+          for (int64_t c = 0; c < cs; ++c) a2[c] += share(static_cast<T>(gv[c]) * w2);
+          for (int64_t c = 0; c < cs; ++c) a3[c] += share(static_cast<T>(gv[c]) * w3);
+          for (int64_t c = 0; c < cs; ++c) a4[c] += share(static_cast<T>(gv[c]) * w4);
+        }
+      }
+    }
+  }
+}
+
 // Channels-last input gradient: split over (image, channel slice); each task walks its image's boxes in
-// increasing k and adds every tap to a [H * W, slice] accumulator in the reference's order (deterministic, no two
-// threads write the same element). g is the incoming gradient, channels last too ([K, PH, PW, C]).
+// increasing k and adds every tap in the reference's order (deterministic, no two threads write the same element):
+// straight into the zeroed gradient for float/double, into a float [H * W, slice] accumulator rounded once for
+// half types. g is the incoming gradient, channels last too ([K, PH, PW, C]).
 template <typename scalar_t, typename T>
 void roi_input_grad_channels_last(const RoiTables<scalar_t, T>& tab, const scalar_t* g, int64_t N, int64_t C,
                                   int64_t H, int64_t W, int64_t PH, int64_t PW, scalar_t* grad_input) {
@@ -225,45 +264,30 @@ void roi_input_grad_channels_last(const RoiTables<scalar_t, T>& tab, const scala
   const int64_t tasks_per_image = (at::get_num_threads() + N - 1) / N;
   const int64_t slice = std::clamp<int64_t>((C + tasks_per_image - 1) / tasks_per_image, 1, 64);
   const int64_t slices = (C + slice - 1) / slice;
+  constexpr bool direct = std::is_same_v<scalar_t, T>;
   at::parallel_for(0, N * slices, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> acc(plane_size * slice);
+    std::vector<T> scratch(direct ? 0 : plane_size * slice);
     for (int64_t item = begin; item < end; ++item) {
       const int64_t n = item / slices, c0 = item % slices * slice;
       const int64_t cs = std::min(slice, C - c0);
-      std::fill(acc.begin(), acc.end(), T(0));
+      scalar_t* out0 = grad_input + n * plane_size * C + c0;
+      T* acc = direct ? reinterpret_cast<T*>(out0) : scratch.data();
+      const int64_t step = direct ? C : cs;
+      if (!direct) std::fill(scratch.begin(), scratch.end(), T(0));
       for (int64_t j = start[n]; j < start[n + 1]; ++j) {
         const int64_t k = order[j];
         const RoiBox& box = tab.boxes[k];
-        const T count = static_cast<T>(box.geo.count);
-        for (int64_t ph = 0; ph < PH; ++ph) {
-          const RoiAxis<T>* yrow = tab.ys.data() + box.y_offset + ph * box.grid_h;
-          for (int64_t pw = 0; pw < PW; ++pw) {
-            const RoiAxis<T>* xrow = tab.xs.data() + box.x_offset + pw * box.grid_w;
-            const scalar_t* gv = g + ((k * PH + ph) * PW + pw) * C + c0;
-            for (int64_t iy = 0; iy < box.grid_h; ++iy) {
-              const RoiAxis<T>& y = yrow[iy];
-              if (!y.valid) continue;
-              for (int64_t ix = 0; ix < box.grid_w; ++ix) {
-                const RoiAxis<T>& x = xrow[ix];
-                if (!x.valid) continue;
-                const T w1 = y.h * x.h, w2 = y.h * x.l, w3 = y.l * x.h, w4 = y.l * x.l;
-                T* a1 = acc.data() + (y.low * W + x.low) * cs;
-                T* a2 = acc.data() + (y.low * W + x.high) * cs;
-                T* a3 = acc.data() + (y.high * W + x.low) * cs;
-                T* a4 = acc.data() + (y.high * W + x.high) * cs;
-                // One loop per corner: two corners on the same pixel then add in the reference's order.
-                for (int64_t c = 0; c < cs; ++c) a1[c] += static_cast<T>(gv[c]) * w1 / count;
-                for (int64_t c = 0; c < cs; ++c) a2[c] += static_cast<T>(gv[c]) * w2 / count;
-                for (int64_t c = 0; c < cs; ++c) a3[c] += static_cast<T>(gv[c]) * w3 / count;
-                for (int64_t c = 0; c < cs; ++c) a4[c] += static_cast<T>(gv[c]) * w4 / count;
-              }
-            }
-          }
+        const int64_t count = box.geo.count;
+        const scalar_t* gk = g + k * PH * PW * C + c0;
+        if ((count & (count - 1)) == 0) {
+          roi_input_grad_box_channels_last<true>(tab, box, gk, C, cs, W, PH, PW, acc, step);
+        } else {
+          roi_input_grad_box_channels_last<false>(tab, box, gk, C, cs, W, PH, PW, acc, step);
         }
       }
-      scalar_t* out0 = grad_input + n * plane_size * C + c0;
+      if (direct) continue;
       for (int64_t p = 0; p < plane_size; ++p) {
-        for (int64_t c = 0; c < cs; ++c) out0[p * C + c] = static_cast<scalar_t>(acc[p * cs + c]);
+        for (int64_t c = 0; c < cs; ++c) out0[p * C + c] = static_cast<scalar_t>(scratch[p * cs + c]);
       }
     }
   });
