@@ -21,6 +21,7 @@
 
 #include <algorithm>
 #include <array>
+#include <type_traits>
 #include <vector>
 
 #include "../bilinear.h"
@@ -306,30 +307,33 @@ at::Tensor crop_and_resize_forward_cpu(const at::Tensor& image_, const at::Tenso
 // gt [cells, slice_c], in the reference's order (cell, then corner). Each corner is its own loop over the channels:
 // two corners on the same pixel (an integer coordinate) then add in the reference's order, and the vectorizer has
 // no aliasing to rule out.
-template <typename T>
+// Cell (py, px)'s slice_c gradient values are at gt + cell * gt_step (G: the gradient's own type, or T after a
+// transposition); pixel p's accumulators at acc + p * acc_step.
+template <typename G, typename T>
 void crop_image_grad_box(const CropAxis<T>* yk, const CropAxis<T>* xk, int64_t crop_height, int64_t crop_width,
-                         bool nearest, const T* gt, int64_t slice_c, int64_t W, T* acc) {
+                         bool nearest, const G* gt, int64_t gt_step, int64_t slice_c, int64_t W, T* acc,
+                         int64_t acc_step) {
   for (int64_t py = 0; py < crop_height; ++py) {
     const CropAxis<T>& y = yk[py];
     if (!y.valid) continue;
     for (int64_t px = 0; px < crop_width; ++px) {
       const CropAxis<T>& x = xk[px];
       if (!x.valid) continue;
-      const T* gv = gt + (py * crop_width + px) * slice_c;
+      const G* gv = gt + (py * crop_width + px) * gt_step;
       if (nearest) {
-        T* a = acc + (y.nearest * W + x.nearest) * slice_c;
-        for (int64_t c = 0; c < slice_c; ++c) a[c] += gv[c];
+        T* a = acc + (y.nearest * W + x.nearest) * acc_step;
+        for (int64_t c = 0; c < slice_c; ++c) a[c] += static_cast<T>(gv[c]);
         continue;
       }
       const T yl = y.lerp, xl = x.lerp;
-      T* tl = acc + (y.lo * W + x.lo) * slice_c;
-      T* tr = acc + (y.lo * W + x.hi) * slice_c;
-      T* bl = acc + (y.hi * W + x.lo) * slice_c;
-      T* br = acc + (y.hi * W + x.hi) * slice_c;
-      for (int64_t c = 0; c < slice_c; ++c) tl[c] += (1 - xl) * ((1 - yl) * gv[c]);
-      for (int64_t c = 0; c < slice_c; ++c) tr[c] += xl * ((1 - yl) * gv[c]);
-      for (int64_t c = 0; c < slice_c; ++c) bl[c] += (1 - xl) * (yl * gv[c]);
-      for (int64_t c = 0; c < slice_c; ++c) br[c] += xl * (yl * gv[c]);
+      T* tl = acc + (y.lo * W + x.lo) * acc_step;
+      T* tr = acc + (y.lo * W + x.hi) * acc_step;
+      T* bl = acc + (y.hi * W + x.lo) * acc_step;
+      T* br = acc + (y.hi * W + x.hi) * acc_step;
+      for (int64_t c = 0; c < slice_c; ++c) tl[c] += (1 - xl) * ((1 - yl) * static_cast<T>(gv[c]));
+      for (int64_t c = 0; c < slice_c; ++c) tr[c] += xl * ((1 - yl) * static_cast<T>(gv[c]));
+      for (int64_t c = 0; c < slice_c; ++c) bl[c] += (1 - xl) * (yl * static_cast<T>(gv[c]));
+      for (int64_t c = 0; c < slice_c; ++c) br[c] += xl * (yl * static_cast<T>(gv[c]));
     }
   }
 }
@@ -406,10 +410,12 @@ at::Tensor crop_and_resize_backward_input_cpu(const at::Tensor& grad, const at::
   check_box_index(box_index.const_data_ptr<int64_t>(), K, N);
   // The image gradient takes the incoming gradient's layout: channels_last in a channels_last network.
   const bool channels_last = grad.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
+  // A dense channels_last gradient is read in place: each cell's channels are one contiguous run.
+  const bool grad_in_place = channels_last && grad.is_contiguous(at::MemoryFormat::ChannelsLast);
   at::Tensor grad_image = at::empty({N, C, H, W}, grad.options().memory_format(grad.suggest_memory_format()));
   const int64_t plane_size = H * W;
   if (K == 0 || C == 0 || plane_size == 0) return grad_image.zero_();
-  advise_huge_pages(grad_image);  // written in full below, every element once
+  advise_huge_pages(grad_image);
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "crop_and_resize_backward_input_cpu",
                                   [&] {
@@ -427,21 +433,35 @@ at::Tensor crop_and_resize_backward_input_cpu(const at::Tensor& grad, const at::
     std::vector<int64_t> order, start;
     boxes_by_image(idx, K, N, order, start);
     scalar_t* gi = grad_image.mutable_data_ptr<scalar_t>();
+    // A channels_last float/double gradient is accumulated in place (zeroed first); otherwise in a scratch
+    // accumulator of T, rounded once (half types) and transposed (NCHW) when written out.
+    constexpr bool same_type = std::is_same_v<scalar_t, T>;
+    const bool in_place = channels_last && same_type;
+    if (in_place) grad_image.zero_();
     const int64_t tasks_per_image = (at::get_num_threads() + N - 1) / N;
     const int64_t per_task = (C + tasks_per_image - 1) / tasks_per_image;
     const int64_t chunk = std::clamp<int64_t>((per_task + kChannelBlock - 1) / kChannelBlock * kChannelBlock,
-                                              kChannelBlock, kChunk);
+                                              kChannelBlock, channels_last ? kInPlaceChunk : kChunk);
     const int64_t chunks = (C + chunk - 1) / chunk;
     const int64_t work = K / std::max<int64_t>(N, 1) * cells * chunk;
     at::parallel_for(0, N * chunks, grain_for(work), [&](int64_t begin, int64_t end) {
-      std::vector<T> acc(plane_size * std::min(chunk, C)), gt(cells * std::min(chunk, C));
+      std::vector<T> scratch(in_place ? 0 : plane_size * std::min(chunk, C));
+      std::vector<T> gt(grad_in_place ? 0 : cells * std::min(chunk, C));
       for (int64_t item = begin; item < end; ++item) {
         const int64_t n = item / chunks, c0 = item % chunks * chunk;
         const int64_t slice_c = std::min(chunk, C - c0);
-        std::fill(acc.begin(), acc.begin() + plane_size * slice_c, T(0));
+        T* acc = in_place ? reinterpret_cast<T*>(gi + n * plane_size * C + c0) : scratch.data();
+        const int64_t acc_step = in_place ? C : slice_c;
+        if (!in_place) std::fill(scratch.begin(), scratch.begin() + plane_size * slice_c, T(0));
         for (int64_t j = start[n]; j < start[n + 1]; ++j) {
           const int64_t k = order[j];
+          const CropAxis<T>* yk = tab.ys.data() + k * crop_height;
+          const CropAxis<T>* xk = tab.xs.data() + k * crop_width;
           const scalar_t* gk = g + k * gs_k + c0 * gs_c;
+          if (grad_in_place) {
+            crop_image_grad_box(yk, xk, crop_height, crop_width, nearest, gk, C, slice_c, W, acc, acc_step);
+            continue;
+          }
           // Read channel by channel, in the gradient's own order (a box's channels are contiguous runs), and
           // transposed into gt [cells, slice_c].
           for (int64_t c = 0; c < slice_c; ++c) {
@@ -451,13 +471,14 @@ at::Tensor crop_and_resize_backward_input_cpu(const at::Tensor& grad, const at::
               for (int64_t px = 0; px < crop_width; ++px) dst[px * slice_c] = static_cast<T>(gr[px * gs_x]);
             }
           }
-          crop_image_grad_box(tab.ys.data() + k * crop_height, tab.xs.data() + k * crop_width, crop_height,
-                              crop_width, nearest, gt.data(), slice_c, W, acc.data());
+          crop_image_grad_box(yk, xk, crop_height, crop_width, nearest, gt.data(), slice_c, slice_c, W, acc,
+                              acc_step);
         }
-        if (channels_last) {  // the accumulator's rows are the output's, slice_c of its C channels
+        if (in_place) continue;
+        if (channels_last) {  // the scratch rows are the output's, slice_c of its C channels
           scalar_t* out0 = gi + n * plane_size * C + c0;
           for (int64_t p = 0; p < plane_size; ++p) {
-            const T* src = acc.data() + p * slice_c;
+            const T* src = scratch.data() + p * slice_c;
             scalar_t* dst = out0 + p * C;
             for (int64_t c = 0; c < slice_c; ++c) dst[c] = static_cast<scalar_t>(src[c]);
           }
@@ -470,7 +491,7 @@ at::Tensor crop_and_resize_backward_input_cpu(const at::Tensor& grad, const at::
           const int64_t pn = std::min(kPixels, plane_size - p0);
           for (int64_t c = 0; c < slice_c; ++c) {
             scalar_t* dst = out0 + c * plane_size + p0;
-            const T* src = acc.data() + p0 * slice_c + c;
+            const T* src = scratch.data() + p0 * slice_c + c;
             for (int64_t p = 0; p < pn; ++p) dst[p] = static_cast<scalar_t>(src[p * slice_c]);
           }
         }
