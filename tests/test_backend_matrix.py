@@ -4,9 +4,9 @@ The oracle is the ``reference`` backend evaluated in float64 on the very values 
 (inputs are rounded to the tested dtype first), so only the backend's own arithmetic is measured.
 Tolerances and their reasons: ``cases.TOLERANCE``.
 
-The ``cuda`` backend's backward runs in both of its modes on a GPU: the default, which adds the image gradient
-with atomics, and the one ``torch.use_deterministic_algorithms(True)`` selects (atomic-free); its ids end in
-``-bwd-atomic`` and ``-bwd-deterministic``. Every other id is ``backend-device-dtype-contiguity-case-pass``.
+The ``cuda`` and ``triton`` backends' backward runs in both of their modes: the default, which adds the image
+gradient with atomics, and the one ``torch.use_deterministic_algorithms(True)`` selects (atomic-free); their ids end
+in ``-bwd-atomic`` and ``-bwd-deterministic``. Every other id is ``backend-device-dtype-contiguity-case-pass``.
 
 Layout: every backend of ours returns the feature map's memory format from the forward (channels_last in,
 channels_last out, as conv2d) and the incoming gradient's from the input gradient; the channels_last column
@@ -21,7 +21,11 @@ from impls._registry import registered
 
 DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 # Backward modes of the one backend whose kernels have two: (backend, device) -> modes.
-BACKWARD_MODES = {("cuda", "cuda"): ("atomic", "deterministic")}
+BACKWARD_MODES = {
+    ("cuda", "cuda"): ("atomic", "deterministic"),
+    ("triton", "cuda"): ("atomic", "deterministic"),
+    ("triton", "cpu"): ("atomic", "deterministic"),  # under TRITON_INTERPRET=1
+}
 
 
 def _matrix():

@@ -1,0 +1,363 @@
+"""``triton``: both operators as hand-written Triton kernels (``impls/_triton_kernels.py``); this module is the
+launch glue and the backend record.
+
+What it mirrors: the CUDA extension (``csrc/cuda``), pass for pass, in Triton's tile model: a forward that
+computes each output element from its samples, an image gradient that adds taps with atomics by default and
+pulls them deterministically under ``torch.use_deterministic_algorithms(True)``, and a per-box box gradient with
+a fixed reduction. The sampling math is ``impls/reference.py``'s, expression by expression (CONVENTIONS.md §6):
+crop_and_resize positions in the compute dtype, roi_align positions in float64 for every dtype.
+
+Where it runs. On a machine with a CUDA GPU the kernels are compiled by Triton and take CUDA tensors: the record
+lists ``("cuda",)``. With ``TRITON_INTERPRET=1`` in the environment before ``impls`` is imported, Triton's
+interpreter runs the very same kernels on the CPU with numpy, and they take CPU tensors: the record then lists
+``("cpu",)`` (``make test`` sets the variable, so the CI checks the kernels on a machine without a GPU). Neither:
+the backend reports itself unavailable and says why. The record's devices are decided once, at import, and a
+kernel called on the other device raises instead of falling back.
+
+Cost. The feature map is read in place through its strides (contiguous, strided or channels_last: no copy), and
+so is the incoming gradient; boxes and box_index are made contiguous (``K x 4``, ``K``). Outputs are written in
+place in the layout the project's rule asks (``impls/_layout.py``): the forward in the feature map's, the image
+gradient in the incoming gradient's (channels_last or NCHW). No ``K x C x H x W`` buffer exists anywhere: the
+outputs are ``K x C x PH x PW``, the image gradient ``N x C x H x W`` (float32 while accumulating half types,
+rounded once). roi_align's per-box geometry (starts, bin sizes, sample grid) is computed here in float64 torch
+ops on ``K`` values and handed to the kernels as an ``[11, K]`` table: a Python float kernel argument would reach
+a GPU kernel as float32. The deterministic image gradient lists every tap once without the channel (4 entries
+per sample, 24 B each, 32 B in float64, plus 16 B for the sort), sorts the list by pixel (``torch.sort``,
+stable) and then gathers (C reads per entry); roi_align's adaptive grid makes the list's length data-dependent,
+which costs one device-to-host read of its total. Under the interpreter every program runs in
+Python: milliseconds per kernel on the tests' inputs, far too slow for real workloads (use it to check, not to
+compute).
+
+Not checked without a GPU (this module was written and tested on a CPU, under the interpreter): compilation of
+these kernels by GPU Triton, in particular float64 arithmetic and ``tl.atomic_add`` on float64, and their speed.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from . import _layout
+from ._registry import FLOAT_DTYPES, Backend, OpKernels, register
+
+# The interpreter is chosen by triton when a kernel is decorated, i.e. when _triton_kernels is imported: read
+# the variable once, here, so that the record and the kernels agree.
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+
+try:
+    import triton
+    import triton.language as tl
+
+    from . import _triton_kernels as kernels
+
+    _IMPORT_ERROR = None
+except Exception as e:  # noqa: BLE001  (triton missing, or a triton too old for these kernels)
+    _IMPORT_ERROR = f"{type(e).__name__}: {e}"
+
+# Where the kernels run in this process: the CPU under the interpreter, else the GPU.
+DEVICE = "cpu" if INTERPRET else "cuda"
+# Elements per program tile (BLOCK_K * BLOCK_E): 8 per thread at Triton's default 4 warps.
+TILE = 1024
+# Elements per program in the gather step of the deterministic image gradient.
+GATHER_BLOCK = 1024
+
+
+def _unavailable_reason():
+    if _IMPORT_ERROR is not None:
+        return f"triton could not be imported ({_IMPORT_ERROR}); install triton (it comes with torch's CUDA wheels)"
+    if INTERPRET:
+        return None
+    if not torch.cuda.is_available():
+        return (
+            "no CUDA GPU on this machine; set TRITON_INTERPRET=1 before importing impls to run the Triton "
+            "kernels on the CPU under Triton's interpreter (slow: for testing)"
+        )
+    return None
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def _check_device(*tensors: torch.Tensor) -> None:
+    """The kernels run on DEVICE only: no silent fallback (and no interpreter run on CUDA tensors)."""
+    for t in tensors:
+        if t.device.type != DEVICE:
+            how = (
+                "under TRITON_INTERPRET=1 they take CPU tensors" if INTERPRET
+                else "without TRITON_INTERPRET=1 they take CUDA tensors"
+            )
+            raise RuntimeError(f"the triton backend's kernels cannot run on {t.device.type} here: {how}")
+
+
+def _compute(dtype: torch.dtype):
+    """(torch dtype, triton dtype) of the arithmetic: float64 for float64, float32 for the others."""
+    return (torch.float64, tl.float64) if dtype == torch.float64 else (torch.float32, tl.float32)
+
+
+def _blocks(rows: int, cols: int) -> tuple[int, int]:
+    """(BLOCK_K, BLOCK_E) for a [rows x cols] problem: a power-of-two row of up to TILE elements, and as many
+    boxes as fill the rest of the tile (several boxes per program only when a box's row is short)."""
+    block_e = min(triton.next_power_of_2(max(cols, 1)), TILE)
+    block_k = min(triton.next_power_of_2(max(rows, 1)), TILE // block_e)
+    return block_k, block_e
+
+
+def _strides(t: torch.Tensor) -> tuple[int, ...]:
+    return tuple(t.stride())
+
+
+# Compiler options of every launch. enable_fp_fusion=False: no fused multiply-add on a GPU, so that every
+# expression rounds as the reference's does (tests/triton_compile_check.py reads the PTX for it).
+LAUNCH_OPTIONS = {"enable_fp_fusion": False}
+
+
+def _launch(kernel, grid, *args, **meta):
+    kernel[grid](*args, **LAUNCH_OPTIONS, **meta)
+
+
+def _gather(entries, grad: torch.Tensor, N: int, C: int, H: int, W: int, cells: int, cw: int, roi: bool):
+    """Deterministic image gradient, step 2: sort the tap entries by pixel (stably: the reference's order within
+    a pixel) and let gather_taps_kernel sum each pixel's list. Returns [N, C, H, W] in grad's dtype."""
+    pixel, cell_of, weight_a, weight_b = entries
+    layout = _layout.memory_format(grad)
+    grad_image = torch.empty((N, C, H, W), dtype=grad.dtype, device=grad.device, memory_format=layout)
+    if grad_image.numel() == 0:
+        return grad_image
+    sorted_pixel, order = torch.sort(pixel, stable=True)
+    # Entries without a tap (pixel -1) sort first, before start[0]: no pixel reads them.
+    start = torch.searchsorted(sorted_pixel, torch.arange(N * H * W + 1, device=pixel.device))
+    _, compute = _compute(grad.dtype)
+    total = grad_image.numel()
+    _launch(
+        kernels.gather_taps_kernel, (triton.cdiv(total, GATHER_BLOCK),),
+        start, order, cell_of, weight_a, weight_b, grad, grad_image,
+        total, C, H * W, cells, cw, *_strides(grad),
+        ROI=roi, CHANNELS_LAST=layout == torch.channels_last, COMPUTE=compute, BLOCK=GATHER_BLOCK,
+    )
+    return grad_image
+
+
+def _tap_entries(count: int, dtype: torch.dtype, device):
+    """Empty (pixel, cell, weight a, weight b) arrays for ``count`` tap entries."""
+    acc, _ = _compute(dtype)
+    return (
+        torch.empty(count, dtype=torch.int64, device=device),
+        torch.empty(count, dtype=torch.int64, device=device),
+        torch.empty(count, dtype=acc, device=device),
+        torch.empty(count, dtype=acc, device=device),
+    )
+
+
+# ------------------------------------------------------------------------------------------ crop_and_resize
+
+
+def crop_and_resize_forward(image, boxes, box_index, crop_height, crop_width, method, extrapolation_value):
+    _check_device(image, boxes, box_index)
+    N, C, H, W = image.shape
+    K = boxes.shape[0]
+    out = torch.empty((K, C, crop_height, crop_width), dtype=image.dtype, device=image.device,
+                      memory_format=_layout.memory_format(image))  # the feature map's layout
+    if out.numel() == 0:
+        return out
+    acc, compute = _compute(image.dtype)
+    # One element of the compute dtype: a float64 extrapolation value must not pass through a float32 argument.
+    extrapolation = torch.full((1,), float(extrapolation_value), dtype=acc, device=image.device)
+    block_k, block_e = _blocks(K, C * crop_height * crop_width)
+    _launch(
+        kernels.crop_and_resize_forward_kernel,
+        (triton.cdiv(K, block_k), triton.cdiv(C * crop_height * crop_width, block_e)),
+        image, boxes.contiguous(), box_index.contiguous(), extrapolation, out,
+        K, N, C, H, W, crop_height, crop_width, *_strides(image), *_strides(out),
+        NEAREST=method == "nearest", COMPUTE=compute, BLOCK_K=block_k, BLOCK_E=block_e,
+    )
+    return out
+
+
+def crop_and_resize_backward_input(
+    grad, boxes, box_index, crop_height, crop_width, batch_size, channels, height, width, method
+):
+    _check_device(grad, boxes, box_index)
+    N, C, H, W = batch_size, channels, height, width
+    K = boxes.shape[0]
+    cells = crop_height * crop_width
+    nearest = method == "nearest"
+    acc, compute = _compute(grad.dtype)
+    boxes, box_index = boxes.contiguous(), box_index.contiguous()
+    if torch.are_deterministic_algorithms_enabled():
+        entries = _tap_entries(K * cells * 4, grad.dtype, grad.device)
+        if K * cells > 0:
+            block_k, block_e = _blocks(K, cells)
+            _launch(
+                kernels.crop_and_resize_taps_kernel, (triton.cdiv(K, block_k), triton.cdiv(cells, block_e)),
+                boxes, box_index, *entries, K, N, H, W, crop_height, crop_width,
+                NEAREST=nearest, COMPUTE=compute, BLOCK_K=block_k, BLOCK_E=block_e,
+            )
+        return _gather(entries, grad, N, C, H, W, cells, crop_width, roi=False)
+    # The incoming gradient's layout; half types accumulate in float32.
+    grad_image = torch.empty((N, C, H, W), dtype=acc, device=grad.device, memory_format=_layout.memory_format(grad))
+    grad_image.zero_()
+    if grad.numel() > 0:
+        block_k, block_e = _blocks(K, C * cells)
+        _launch(
+            kernels.crop_and_resize_image_grad_atomic_kernel,
+            (triton.cdiv(K, block_k), triton.cdiv(C * cells, block_e)),
+            grad, boxes, box_index, grad_image, K, N, C, H, W, crop_height, crop_width,
+            *_strides(grad), *_strides(grad_image), NEAREST=nearest, COMPUTE=compute, BLOCK_K=block_k, BLOCK_E=block_e,
+        )
+    return grad_image.to(grad.dtype)  # half types: the one rounding (.to keeps the layout)
+
+
+def crop_and_resize_backward_boxes(grad, image, boxes, box_index, crop_height, crop_width, method):
+    _check_device(grad, image, boxes, box_index)
+    N, C, H, W = image.shape
+    K = boxes.shape[0]
+    grad_boxes = torch.zeros((K, 4), dtype=boxes.dtype, device=boxes.device)
+    # Nearest sampling has zero derivative with respect to the box almost everywhere: the gradient stays 0.
+    if method == "nearest" or K == 0 or C == 0:
+        return grad_boxes
+    _, compute = _compute(image.dtype)
+    block_k, block_e = _blocks(K, C * crop_height * crop_width)
+    _launch(
+        kernels.crop_and_resize_boxes_grad_kernel, (triton.cdiv(K, block_k),),
+        grad, image, boxes.contiguous(), box_index.contiguous(), grad_boxes,
+        K, N, C, H, W, crop_height, crop_width, *_strides(image), *_strides(grad),
+        COMPUTE=compute, BLOCK_K=block_k, BLOCK_E=block_e,
+    )
+    return grad_boxes
+
+
+# ------------------------------------------------------------------------------------------------ roi_align
+
+
+def _roi_geometry(rois, N, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):
+    """reference._roi_geometry for every box at once, in float64 torch ops: the table the kernels read,
+    float64 [11, K] with rows _triton_kernels.GEO_*. A box that may not be read (batch index outside [0, N) or,
+    past validation, a non-finite geometry) gets batch -1 and an empty grid."""
+    r = rois.to(torch.float64)  # [K, 5]
+    offset = 0.5 if aligned else 0.0
+    x_start = r[:, 1] * spatial_scale - offset
+    y_start = r[:, 2] * spatial_scale - offset
+    roi_w = r[:, 3] * spatial_scale - offset - x_start
+    roi_h = r[:, 4] * spatial_scale - offset - y_start
+    if aligned:
+        w_clamped = h_clamped = torch.zeros_like(roi_w, dtype=torch.bool)
+    else:  # torchvision forces malformed boxes to 1x1; then the size no longer depends on the box
+        w_clamped, h_clamped = roi_w < 1.0, roi_h < 1.0
+        roi_w = torch.where(w_clamped, 1.0, roi_w)
+        roi_h = torch.where(h_clamped, 1.0, roi_h)
+    bin_h = roi_h / pooled_height
+    bin_w = roi_w / pooled_width
+    if sampling_ratio > 0:
+        grid_h = grid_w = torch.full_like(roi_h, float(sampling_ratio))
+    else:
+        grid_h = torch.ceil(roi_h / pooled_height)
+        grid_w = torch.ceil(roi_w / pooled_width)
+    count = torch.clamp(grid_h * grid_w, min=1.0)
+    table = torch.stack([
+        r[:, 0], y_start, x_start, bin_h, bin_w, grid_h, grid_w, count,
+        (~h_clamped).to(torch.float64), (~w_clamped).to(torch.float64), torch.full_like(roi_h, spatial_scale),
+    ])  # [11, K]
+    readable = (r[:, 0] > -1) & (r[:, 0] < N) & torch.isfinite(table).all(dim=0)
+    table[0] = torch.where(readable, torch.trunc(r[:, 0]), -1.0)  # int(b): truncation, as the reference
+    table[5:7] = torch.where(readable, table[5:7], 0.0)
+    table[7] = torch.where(readable, table[7], 1.0)
+    return table.contiguous()
+
+
+def roi_align_forward(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):
+    _check_device(input, rois)
+    N, C, H, W = input.shape
+    K = rois.shape[0]
+    out = torch.empty((K, C, pooled_height, pooled_width), dtype=input.dtype, device=input.device,
+                      memory_format=_layout.memory_format(input))  # the feature map's layout
+    if out.numel() == 0:
+        return out
+    geometry = _roi_geometry(rois, N, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned)
+    _, compute = _compute(input.dtype)
+    block_k, block_e = _blocks(K, C * pooled_height * pooled_width)
+    _launch(
+        kernels.roi_align_forward_kernel,
+        (triton.cdiv(K, block_k), triton.cdiv(C * pooled_height * pooled_width, block_e)),
+        input, geometry, out, K, N, C, H, W, pooled_height, pooled_width, *_strides(input), *_strides(out),
+        COMPUTE=compute, BLOCK_K=block_k, BLOCK_E=block_e,
+    )
+    return out
+
+
+def roi_align_backward_input(
+    grad, rois, spatial_scale, pooled_height, pooled_width, batch_size, channels, height, width, sampling_ratio,
+    aligned,
+):
+    _check_device(grad, rois)
+    N, C, H, W = batch_size, channels, height, width
+    K = rois.shape[0]
+    cells = pooled_height * pooled_width
+    acc, compute = _compute(grad.dtype)
+    geometry = _roi_geometry(rois, N, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned)
+    if torch.are_deterministic_algorithms_enabled():
+        # Box k's samples are numbered from first_sample[k]: the list's length depends on the adaptive grids,
+        # read back once (one synchronization on a GPU).
+        # [K]; 0 for a box not read. A negative adaptive grid (flipped aligned box) has no samples.
+        per_box = (cells * geometry[5].clamp(min=0) * geometry[6].clamp(min=0)).to(torch.int64)
+        first_sample = torch.cumsum(per_box, 0) - per_box
+        total = int(per_box.sum()) if K else 0
+        entries = _tap_entries(total * 4, grad.dtype, grad.device)
+        if total > 0:
+            block_k, block_e = _blocks(K, cells)
+            _launch(
+                kernels.roi_align_taps_kernel, (triton.cdiv(K, block_k), triton.cdiv(cells, block_e)),
+                geometry, first_sample, *entries, K, N, H, W, pooled_height, pooled_width,
+                COMPUTE=compute, BLOCK_K=block_k, BLOCK_E=block_e,
+            )
+        return _gather(entries, grad, N, C, H, W, cells, pooled_width, roi=True)
+    # The incoming gradient's layout; half types accumulate in float32.
+    grad_input = torch.empty((N, C, H, W), dtype=acc, device=grad.device, memory_format=_layout.memory_format(grad))
+    grad_input.zero_()
+    if grad.numel() > 0:
+        block_k, block_e = _blocks(K, C * cells)
+        _launch(
+            kernels.roi_align_image_grad_atomic_kernel, (triton.cdiv(K, block_k), triton.cdiv(C * cells, block_e)),
+            grad, geometry, grad_input, K, N, C, H, W, pooled_height, pooled_width,
+            *_strides(grad), *_strides(grad_input), COMPUTE=compute, BLOCK_K=block_k, BLOCK_E=block_e,
+        )
+    return grad_input.to(grad.dtype)  # half types: the one rounding (.to keeps the layout)
+
+
+def roi_align_backward_boxes(grad, input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):
+    _check_device(grad, input, rois)
+    N, C, H, W = input.shape
+    K = rois.shape[0]
+    grad_rois = torch.zeros((K, 5), dtype=rois.dtype, device=rois.device)
+    if K == 0 or C == 0:
+        return grad_rois
+    geometry = _roi_geometry(rois, N, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned)
+    _, compute = _compute(input.dtype)
+    block_k, block_e = _blocks(K, C * pooled_height * pooled_width)
+    _launch(
+        kernels.roi_align_boxes_grad_kernel, (triton.cdiv(K, block_k),),
+        grad, input, geometry, grad_rois, K, N, C, H, W, pooled_height, pooled_width,
+        *_strides(input), *_strides(grad),
+        COMPUTE=compute, BLOCK_K=block_k, BLOCK_E=block_e,
+    )
+    return grad_rois
+
+
+BACKEND = register(
+    Backend(
+        name="triton",
+        summary=(
+            "hand-written Triton kernels (impls/_triton_kernels.py): atomic or deterministic (sorted gather) image "
+            "gradient; runs on cuda, or on cpu under TRITON_INTERPRET=1 (Triton's interpreter: slow, for testing)"
+        ),
+        devices=(DEVICE,),
+        dtypes=FLOAT_DTYPES,
+        kernels={
+            "crop_and_resize": OpKernels(
+                crop_and_resize_forward, crop_and_resize_backward_input, crop_and_resize_backward_boxes
+            ),
+            "roi_align": OpKernels(roi_align_forward, roi_align_backward_input, roi_align_backward_boxes),
+        },
+        unavailable_reason=_unavailable_reason,
+    )
+)
