@@ -44,20 +44,12 @@ if _IMPORT_ERROR is None:
 
     @torch.library.register_fake("impls::crop_and_resize_backward_input")
     def _(grad, boxes, box_index, crop_height, crop_width, batch_size, channels, height, width, method):
-        torch._check(
-            grad.shape == (boxes.shape[0], channels, crop_height, crop_width),
-            lambda: f"grad must be [K, C, crop_height, crop_width], got {tuple(grad.shape)}",
-        )
-        return grad.new_empty((batch_size, channels, height, width)).contiguous(
-            memory_format=_layout.memory_format(grad)
-        )
+        _check_grad(grad, boxes.shape[0], channels, crop_height, crop_width)
+        return _input_grad_like(grad, batch_size, channels, height, width)
 
     @torch.library.register_fake("impls::crop_and_resize_backward_boxes")
     def _(grad, image, boxes, box_index, crop_height, crop_width, method):
-        torch._check(
-            grad.shape == (boxes.shape[0], image.shape[1], crop_height, crop_width),
-            lambda: f"grad must be [K, C, crop_height, crop_width], got {tuple(grad.shape)}",
-        )
+        _check_grad(grad, boxes.shape[0], image.shape[1], crop_height, crop_width)
         return boxes.new_empty(boxes.shape)
 
     @torch.library.register_fake("impls::roi_align_forward")
@@ -72,21 +64,27 @@ if _IMPORT_ERROR is None:
     @torch.library.register_fake("impls::roi_align_backward_input")
     def _(grad, rois, spatial_scale, pooled_height, pooled_width, batch_size, channels, height, width,
           sampling_ratio, aligned):
-        torch._check(
-            grad.shape == (rois.shape[0], channels, pooled_height, pooled_width),
-            lambda: f"grad must be [K, C, pooled_height, pooled_width], got {tuple(grad.shape)}",
-        )
-        return grad.new_empty((batch_size, channels, height, width)).contiguous(
-            memory_format=_layout.memory_format(grad)
-        )
+        _check_grad(grad, rois.shape[0], channels, pooled_height, pooled_width)
+        return _input_grad_like(grad, batch_size, channels, height, width)
 
     @torch.library.register_fake("impls::roi_align_backward_boxes")
     def _(grad, input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):
-        torch._check(
-            grad.shape == (rois.shape[0], input.shape[1], pooled_height, pooled_width),
-            lambda: f"grad must be [K, C, pooled_height, pooled_width], got {tuple(grad.shape)}",
-        )
+        _check_grad(grad, rois.shape[0], input.shape[1], pooled_height, pooled_width)
         return rois.new_empty(rois.shape)
+
+
+def _check_grad(grad, k, channels, out_height, out_width):
+    """The fake kernels' contract on an incoming gradient: [K, C, out_height, out_width]."""
+    torch._check(
+        grad.shape == (k, channels, out_height, out_width),
+        lambda: f"grad must be [{k}, {channels}, {out_height}, {out_width}], got {tuple(grad.shape)}",
+    )
+
+
+def _input_grad_like(grad, batch_size, channels, height, width):
+    """An input gradient's fake: [N, C, H, W] in the incoming gradient's layout (impls/_layout.py)."""
+    out = grad.new_empty((batch_size, channels, height, width))
+    return out.contiguous(memory_format=_layout.memory_format(grad))
 
 
 def _cpp_reason():
