@@ -279,6 +279,21 @@ def _roi_samples(roi, H, W, spatial_scale, pooled_height, pooled_width, sampling
     return n, count, samples
 
 
+def _roi_bins(rois, grad, C, H, W, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):
+    """Every (box, channel, bin) in the reference's order, with the bin's incoming gradient:
+    ``(k, n, c, g, count, samples)``, ``samples`` the bin's in-range samples."""
+    rs = rois.double().tolist()
+    g_out = grad.double().tolist()
+    for k in range(len(rs)):
+        n, count, samples = _roi_samples(
+            rs[k], H, W, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned
+        )
+        for c in range(C):
+            for ph in range(pooled_height):
+                for pw in range(pooled_width):
+                    yield k, n, c, g_out[k][c][ph][pw], count, samples[ph][pw]
+
+
 def roi_align_forward(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):
     N, C, H, W = input.shape
     K = rois.shape[0]
@@ -311,24 +326,16 @@ def roi_align_backward_input(
     aligned,
 ):
     N, C, H, W = batch_size, channels, height, width
-    K = rois.shape[0]
-    rs = rois.double().tolist()
-    g_out = grad.double().tolist()
     g_img = [[[[0.0] * W for _ in range(H)] for _ in range(C)] for _ in range(N)]
-    for k in range(K):
-        n, count, samples = _roi_samples(
-            rs[k], H, W, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned
-        )
-        for c in range(C):
-            g_plane = g_img[n][c]
-            for ph in range(pooled_height):
-                for pw in range(pooled_width):
-                    g = g_out[k][c][ph][pw]
-                    for s in samples[ph][pw]:
-                        g_plane[s.y_low][s.x_low] += g * (s.hy * s.hx) / count
-                        g_plane[s.y_low][s.x_high] += g * (s.hy * s.lx) / count
-                        g_plane[s.y_high][s.x_low] += g * (s.ly * s.hx) / count
-                        g_plane[s.y_high][s.x_high] += g * (s.ly * s.lx) / count
+    for _, n, c, g, count, samples in _roi_bins(
+        rois, grad, C, H, W, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned
+    ):
+        g_plane = g_img[n][c]
+        for s in samples:
+            g_plane[s.y_low][s.x_low] += g * (s.hy * s.hx) / count
+            g_plane[s.y_low][s.x_high] += g * (s.hy * s.lx) / count
+            g_plane[s.y_high][s.x_low] += g * (s.ly * s.hx) / count
+            g_plane[s.y_high][s.x_high] += g * (s.ly * s.lx) / count
     return _layout.like(torch.tensor(g_img, dtype=grad.dtype).reshape(N, C, H, W), grad)
 
 
@@ -336,32 +343,24 @@ def roi_align_backward_boxes(
     grad, input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned
 ):
     N, C, H, W = input.shape
-    K = rois.shape[0]
     img = input.double().tolist()
-    rs = rois.double().tolist()
-    g_out = grad.double().tolist()
-    g_roi = [[0.0] * 5 for _ in range(K)]
-    for k in range(K):
-        n, count, samples = _roi_samples(
-            rs[k], H, W, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned
-        )
-        for c in range(C):
-            plane = img[n][c]
-            for ph in range(pooled_height):
-                for pw in range(pooled_width):
-                    g = g_out[k][c][ph][pw]
-                    for s in samples[ph][pw]:
-                        v1, v2 = plane[s.y_low][s.x_low], plane[s.y_low][s.x_high]
-                        v3, v4 = plane[s.y_high][s.x_low], plane[s.y_high][s.x_high]
-                        if s.y_moves:
-                            gy = g * (s.hx * (v3 - v1) + s.lx * (v4 - v2)) / count
-                            g_roi[k][2] += gy * (spatial_scale * (1.0 - s.ay))
-                            g_roi[k][4] += gy * (spatial_scale * s.ay)
-                        if s.x_moves:
-                            gx = g * (s.hy * (v2 - v1) + s.ly * (v4 - v3)) / count
-                            g_roi[k][1] += gx * (spatial_scale * (1.0 - s.ax))
-                            g_roi[k][3] += gx * (spatial_scale * s.ax)
-    return torch.tensor(g_roi, dtype=rois.dtype).reshape(K, 5)
+    g_roi = [[0.0] * 5 for _ in range(rois.shape[0])]
+    for k, n, c, g, count, samples in _roi_bins(
+        rois, grad, C, H, W, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned
+    ):
+        plane = img[n][c]
+        for s in samples:
+            v1, v2 = plane[s.y_low][s.x_low], plane[s.y_low][s.x_high]
+            v3, v4 = plane[s.y_high][s.x_low], plane[s.y_high][s.x_high]
+            if s.y_moves:
+                gy = g * (s.hx * (v3 - v1) + s.lx * (v4 - v2)) / count
+                g_roi[k][2] += gy * (spatial_scale * (1.0 - s.ay))
+                g_roi[k][4] += gy * (spatial_scale * s.ay)
+            if s.x_moves:
+                gx = g * (s.hy * (v2 - v1) + s.ly * (v4 - v3)) / count
+                g_roi[k][1] += gx * (spatial_scale * (1.0 - s.ax))
+                g_roi[k][3] += gx * (spatial_scale * s.ax)
+    return torch.tensor(g_roi, dtype=rois.dtype).reshape(-1, 5)
 
 
 BACKEND = register(
