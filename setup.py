@@ -50,9 +50,13 @@ def _extension():
 
     sources = [os.path.relpath(p, ROOT) for p in sorted(glob.glob(os.path.join(ROOT, "csrc", "**", "*.cpp"),
                                                                   recursive=True))]
-    cxx = ["-O3", "-ffp-contract=off", "-fno-fast-math", *_cpu_isa_flags()]
+    # -fopenmp: at::parallel_for is an OpenMP loop compiled into the extension itself; without the flag its pragma
+    # is ignored and every CPU kernel runs on one thread.
+    cxx = ["-O3", "-ffp-contract=off", "-fno-fast-math", "-fopenmp", *_cpu_isa_flags()]
+    link = ["-fopenmp"]
     if cuda_home is None:
-        return CppExtension("impls._C", sources, extra_compile_args={"cxx": cxx}), BuildExtension
+        return (CppExtension("impls._C", sources, extra_compile_args={"cxx": cxx}, extra_link_args=link),
+                BuildExtension)
 
     sources += [os.path.relpath(p, ROOT) for p in sorted(glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cu")))]
     include_dirs = []
@@ -73,6 +77,7 @@ def _extension():
         sources,
         include_dirs=include_dirs,
         extra_compile_args={"cxx": cxx, "nvcc": nvcc},
+        extra_link_args=link,
     )
     return ext, BuildExtension
 
