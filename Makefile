@@ -11,7 +11,7 @@ export CUDA_HOME ?= /usr/local/cuda
 export TORCH_CUDA_ARCH_LIST ?= 8.0;9.0
 export MAX_JOBS ?= 2
 
-.PHONY: env build test bench bench-full notebooks gpu clean
+.PHONY: env build test bench bench-full notebooks lab gpu clean
 
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,19 @@ bench-full: build
 # Re-executes the notebooks at full size and saves them with their outputs.
 notebooks: build
 	$(BIN)/python notebooks/execute.py
+
+# JupyterLab on notebooks/ with the project's kernel (this .venv's python3). Installs pyproject's `notebooks` extra
+# into .venv the first time (not part of `make env`/`make test`; CI never downloads it); then, as execute.py does,
+# checks that the python3 kernel is this .venv's Python.
+LAB_STAMP := $(VENV)/.lab-installed
+$(LAB_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['notebooks']))" > $(VENV)/notebooks-requirements.txt
+	$(BIN)/pip install -r $(VENV)/notebooks-requirements.txt
+	touch $@
+
+lab: build $(LAB_STAMP)
+	$(BIN)/python -c "import runpy; runpy.run_path('notebooks/execute.py')['_check_kernel']()"
+	$(BIN)/jupyter lab --notebook-dir=notebooks --MappingKernelManager.default_kernel_name=python3
 
 # On a GPU machine that has its own torch (>= 2.11, CUDA): build for its GPU, test, compute-sanitizer, benchmark,
 # with $(PYTHON), not the .venv; results and summary.md in bench/results/gpu-<date>/ (GPU_RESULTS=dir overrides).

@@ -1,12 +1,33 @@
-"""What is timed: one call of the public op through a named backend, forward alone or forward + backward.
+"""What is timed: one call of one row label (``matrix.Variant``), forward alone or forward + backward, as its users
+run it. ``timed_region`` says it in words; the report prints that per backend.
 
-Inputs are built once per case (outside the timer) from the workload's fixed seed. The timed closure calls
-``impls.roi_align`` / ``impls.crop_and_resize`` exactly as a user would (validation and the autograd Function
-included) and, on a CUDA device, ends with ``torch.cuda.synchronize()`` so that the timer sees the kernels finish,
-not just their launch. Gradients come from ``torch.autograd.grad``, so no ``.grad`` accumulates between rounds.
-``fwdbwd_det`` runs the ``fwdbwd`` call inside ``torch.use_deterministic_algorithms(True)`` (the previous setting is
-restored after every call), so the backend's deterministic image gradient is what is timed, at the price users pay
-for it (that mode also fills new ``torch.empty`` tensors, see ``torch.utils.deterministic``).
+Inputs are built once per case (outside the timer) from the workload's fixed seed, and everything a call needs is
+made before the timer starts: tensors in the row's layout, TensorFlow's NHWC copies. ``make_call`` returns a
+``Call``: ``run`` is the timed region, ``to_torch`` turns what it returned into NCHW torch tensors for the check
+against a peer (``check.py``), outside the timer.
+
+* Ours (``reference``, ``vectorized``, ``cpp``, ``cuda``, ...): ``impls.roi_align`` / ``impls.crop_and_resize``
+  exactly as a user calls them (validation and the autograd Function included) on NCHW tensors, or on
+  ``torch.channels_last`` ones for ``cpp_nhwc`` / ``cuda_nhwc`` (feature map and upstream gradient; the output
+  comes back channels_last). Gradients come from ``torch.autograd.grad``, so no ``.grad`` accumulates between
+  rounds. ``tensorflow+convert`` is this path with ``backend="tensorflow"``: our wrapper, NCHW <-> NHWC through
+  numpy inside every call, the price a PyTorch user of that wrapper pays.
+* ``torchvision``: ``torchvision.ops.roi_align`` called directly on its NCHW tensors (no ``impls`` validation), its
+  backward through torch autograd (torchvision's own autograd kernel, then ``_roi_align_backward``).
+* ``tensorflow``: TensorFlow's own ops on NHWC ``tf.Tensor``s made outside the timer (image, boxes, box indices,
+  image size, upstream gradient), eager: forward ``tf.image.crop_and_resize``; ``fwdbwd`` adds the image gradient
+  op ``tf.raw_ops.CropAndResizeGradImage`` (the op ``tf.GradientTape`` calls, alone: an eager tape also computes
+  the box gradient, since TF's registered gradient always does, and that is the ``fwdbwd_boxes`` pass);
+  ``fwdbwd_boxes`` runs under ``tf.GradientTape`` and asks for the image and box gradients. Eager execution on
+  the CPU is synchronous (asserted), so each op's result is computed when the call returns: nothing is copied out
+  (no ``.numpy()``) inside the timer. Op determinism stays on (``conftest.py``): TF's nondeterministic CPU image
+  gradient races and returns wrong values.
+
+On a CUDA device our calls and torchvision's end with ``torch.cuda.synchronize()`` so that the timer sees the
+kernels finish, not just their launch. ``fwdbwd_det`` runs the ``fwdbwd`` call inside
+``torch.use_deterministic_algorithms(True)`` (the previous setting is restored after every call), so the backend's
+deterministic image gradient is what is timed, at the price users pay for it (that mode also fills new
+``torch.empty`` tensors, see ``torch.utils.deterministic``).
 """
 
 from __future__ import annotations
@@ -18,7 +39,7 @@ from typing import Callable, Optional
 import torch
 
 import impls
-from matrix import Case
+from matrix import Case, variant
 from workloads import crop_and_resize_inputs, feature_map, roi_align_inputs, SEED, Workload
 
 
@@ -34,20 +55,22 @@ class Inputs:
     kwargs: dict
     grad_output: torch.Tensor
 
-    def to(self, device: str, dtype: torch.dtype) -> "Inputs":
-        """A copy on ``device`` in ``dtype`` (``box_index`` stays int64)."""
+    def to(self, device: str, dtype: torch.dtype, layout: str = "contiguous") -> "Inputs":
+        """A copy on ``device`` in ``dtype`` (``box_index`` stays int64), the feature map and upstream gradient in
+        ``layout``: ``"contiguous"`` (NCHW) or ``"channels_last"``."""
+        memory_format = torch.channels_last if layout == "channels_last" else torch.contiguous_format
         return dataclasses.replace(
             self,
-            image=self.image.to(device, dtype),
+            image=self.image.to(device, dtype, memory_format=memory_format),
             boxes=self.boxes.to(device, dtype),
             box_index=None if self.box_index is None else self.box_index.to(device),
-            grad_output=self.grad_output.to(device, dtype),
+            grad_output=self.grad_output.to(device, dtype, memory_format=memory_format),
         )
 
 
 def make_inputs(case: Case) -> Inputs:
-    """The case's inputs on its device and in its dtype."""
-    return _cpu_inputs(case.op, case.workload).to(case.device, case.torch_dtype)
+    """The case's inputs on its device, in its dtype and its row's layout (``cpp_nhwc``: channels_last)."""
+    return _cpu_inputs(case.op, case.workload).to(case.device, case.torch_dtype, case.variant.layout)
 
 
 # Consecutive cases share a workload (matrix order): drawing a P2 map and its upstream gradient takes ~0.2 s of
@@ -68,28 +91,62 @@ def _cpu_inputs(op: str, workload: Workload) -> Inputs:
     return Inputs(op, image, boxes, box_index, kwargs, grad_output)
 
 
-def _forward(backend: str, inputs: Inputs, image: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+@dataclasses.dataclass(frozen=True)
+class Call:
+    """One pass of one row label: ``run()`` is what the timer measures; ``to_torch(run())`` its results as NCHW
+    torch tensors, ``(output,)``, ``(grad_image,)`` or ``(grad_image, grad_boxes)``, converted outside the timer."""
+
+    run: Callable[[], object]
+    to_torch: Callable[[object], tuple[torch.Tensor, ...]]
+
+    def results(self) -> tuple[torch.Tensor, ...]:
+        """One call, its results converted (for the check against a peer)."""
+        return self.to_torch(self.run())
+
+
+def _wrt(pass_: str, image: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    return {"fwd": (), "fwdbwd": (image,), "fwdbwd_det": (image,), "fwdbwd_boxes": (image, boxes)}[pass_]
+
+
+def make_call(label: str, pass_: str, inputs: Inputs) -> Call:
+    """The ``Call`` of row label ``label`` (a registered backend's name or an extra variant, ``matrix.Variant``)."""
+    v = variant(label)
+    if v.native and v.backend == "tensorflow":
+        return _tensorflow_call(pass_, inputs)
+    if v.native and v.backend == "torchvision":
+        return _torch_call(pass_, inputs, _torchvision_forward(inputs))
+    return _torch_call(pass_, inputs, _impls_forward(v.backend, inputs))
+
+
+def _impls_forward(backend: str, inputs: Inputs) -> Callable:
     if inputs.op == "roi_align":
-        return impls.roi_align(image, boxes, backend=backend, **inputs.kwargs)
-    return impls.crop_and_resize(image, boxes, inputs.box_index, backend=backend, **inputs.kwargs)
+        return lambda image, boxes: impls.roi_align(image, boxes, backend=backend, **inputs.kwargs)
+    return lambda image, boxes: impls.crop_and_resize(image, boxes, inputs.box_index, backend=backend, **inputs.kwargs)
 
 
-def make_call(backend: str, pass_: str, inputs: Inputs) -> Callable[[], tuple[torch.Tensor, ...]]:
-    """A closure running one pass; it returns ``(output,)`` for ``fwd``, ``(grad_image,)`` for ``fwdbwd`` and
-    ``fwdbwd_det`` and ``(grad_image, grad_boxes)`` for ``fwdbwd_boxes``."""
+def _torchvision_forward(inputs: Inputs) -> Callable:
+    import torchvision
+
+    assert inputs.op == "roi_align", "torchvision has no crop_and_resize"
+    kwargs = inputs.kwargs  # output_size, spatial_scale, sampling_ratio, aligned: torchvision's own names
+    return lambda image, boxes: torchvision.ops.roi_align(image, boxes, **kwargs)
+
+
+def _torch_call(pass_: str, inputs: Inputs, forward: Callable) -> Call:
+    """A torch op (ours through impls, or torchvision's) and its backward through torch autograd."""
     image = inputs.image.detach().requires_grad_(pass_ != "fwd")
     boxes = inputs.boxes.detach().requires_grad_(pass_ == "fwdbwd_boxes")
-    wrt = {"fwd": (), "fwdbwd": (image,), "fwdbwd_det": (image,), "fwdbwd_boxes": (image, boxes)}[pass_]
+    wrt = _wrt(pass_, image, boxes)
     synchronize = torch.cuda.synchronize if inputs.image.device.type == "cuda" else lambda: None
 
     def call() -> tuple[torch.Tensor, ...]:
-        output = _forward(backend, inputs, image, boxes)
+        output = forward(image, boxes)
         results = torch.autograd.grad(output, wrt, inputs.grad_output) if wrt else (output,)
         synchronize()
         return results
 
     if pass_ != "fwdbwd_det":
-        return call
+        return Call(call, tuple)
 
     def deterministic_call() -> tuple[torch.Tensor, ...]:
         # A global flag (at::globalContext()), so the autograd engine's device thread sees it too.
@@ -101,4 +158,91 @@ def make_call(backend: str, pass_: str, inputs: Inputs) -> Callable[[], tuple[to
         finally:
             torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
 
-    return deterministic_call
+    return Call(deterministic_call, tuple)
+
+
+@functools.cache
+def tf_module():
+    """TensorFlow, imported once, with op determinism on and eager execution synchronous (checked, not assumed)."""
+    import impls.peers  # noqa: F401  (imports torchvision first: loaded after tensorflow, its kernel crashes)
+    import tensorflow as tf
+
+    # TF's default multi-threaded CPU CropAndResizeGradImage races and returns wrong pixels
+    # (tensorflow/tensorflow#42033); conftest.py also sets TF_DETERMINISTIC_OPS=1 before the first import.
+    tf.config.experimental.enable_op_determinism()
+    # Synchronous eager execution: an op returns once its kernel has run, so a timed call that returns a
+    # tf.Tensor has computed it. The default; asynchronous eager would need a copy out inside the timer instead.
+    assert tf.config.experimental.get_synchronous_execution(), "TF eager execution is asynchronous here"
+    return tf
+
+
+def _to_nhwc(x: torch.Tensor):
+    """A float32 NHWC tf.Tensor with ``x``'s values (made outside the timer)."""
+    return tf_module().constant(x.detach().to(torch.float32).permute(0, 2, 3, 1).contiguous().cpu().numpy())
+
+
+def _from_nhwc(t) -> torch.Tensor:
+    return torch.from_numpy(t.numpy()).permute(0, 3, 1, 2)  # [., C, H, W], a channels_last view
+
+
+def _tensorflow_call(pass_: str, inputs: Inputs) -> Call:
+    """TensorFlow's own ops on its own NHWC tensors (module docstring)."""
+    tf = tf_module()
+    assert inputs.op == "crop_and_resize", "tensorflow has no roi_align"
+    n, c, h, w = inputs.image.shape
+    image = _to_nhwc(inputs.image)  # [N, H, W, C]
+    boxes = tf.constant(inputs.boxes.detach().to(torch.float32).cpu().numpy())  # [K, 4]
+    box_ind = tf.constant(inputs.box_index.to(torch.int32).cpu().numpy())  # [K]
+    grads = _to_nhwc(inputs.grad_output)  # [K, ch, cw, C]
+    image_size = tf.constant([n, h, w, c], tf.int32)
+    crop_size = tuple(inputs.kwargs["crop_size"])
+    method = inputs.kwargs.get("method", "bilinear")
+    extrapolation_value = inputs.kwargs.get("extrapolation_value", 0.0)
+
+    def forward():
+        return tf.image.crop_and_resize(image, boxes, box_ind, crop_size, method=method,
+                                        extrapolation_value=extrapolation_value)  # [K, ch, cw, C]
+
+    if pass_ == "fwd":
+        return Call(lambda: (forward(),), lambda out: (_from_nhwc(out[0]),))
+    if pass_ == "fwdbwd":
+        def forward_backward():
+            forward()  # computed (eager, synchronous) and dropped: the image gradient op does not read it
+            return (tf.raw_ops.CropAndResizeGradImage(grads=grads, boxes=boxes, box_ind=box_ind,
+                                                      image_size=image_size, T=tf.float32, method=method),)
+
+        return Call(forward_backward, lambda out: (_from_nhwc(out[0]),))
+    assert pass_ == "fwdbwd_boxes", pass_
+
+    def forward_backward_boxes():
+        with tf.GradientTape() as tape:
+            tape.watch(image)
+            tape.watch(boxes)
+            output = forward()
+        return tuple(tape.gradient(output, [image, boxes], output_gradients=grads))
+
+    return Call(forward_backward_boxes, lambda out: (_from_nhwc(out[0]), torch.from_numpy(out[1].numpy())))
+
+
+def timed_region(label: str, op: str) -> str:
+    """What the timer of row ``label`` measures on ``op``, in words (the report's table of timed regions)."""
+    v = variant(label)
+    if v.native and v.backend == "torchvision":
+        return ("`torchvision.ops.roi_align(x, rois, ...)` on its own NCHW tensors (no impls validation); backward: "
+                "`torch.autograd.grad` through torchvision's autograd kernel (`_roi_align_backward`)")
+    if v.native and v.backend == "tensorflow":
+        return ("TensorFlow eager on NHWC `tf.Tensor`s made before the timer (image, boxes, box indices, upstream "
+                "gradient): `tf.image.crop_and_resize`; fwd+bwd adds `tf.raw_ops.CropAndResizeGradImage` (image "
+                "gradient only: an eager `tf.GradientTape` asked for the image gradient alone also computes the box "
+                "gradient, TF's registered gradient always does, and costs the +boxes time); +boxes: "
+                "`tf.GradientTape.gradient(out, [image, boxes], output_gradients=...)`. Synchronous on the CPU, op "
+                "determinism on; no conversion, no copy out")
+    fn = "impls.roi_align" if op == "roi_align" else "impls.crop_and_resize"
+    layout = "channels_last (feature map and upstream gradient, made before the timer)" if (
+        v.layout == "channels_last") else "NCHW"
+    text = (f"`{fn}(..., backend=\"{v.backend}\")` on {layout} torch tensors: validation, autograd Function, "
+            "kernels; backward: `torch.autograd.grad`")
+    if v.backend == "tensorflow":
+        text += ("; inside every call the wrapper copies NCHW torch -> NHWC numpy -> `tf.constant`, runs TF's op "
+                 "(forward, then each gradient op) and copies back: the peer's time plus the conversions")
+    return text

@@ -10,6 +10,11 @@ runs on the CPU, in float64 when it can (``tensorflow``: float32 only), on the c
 ``torchvision``'s CUDA kernel, else ``vectorized`` on CUDA (itself checked against ``reference`` by the tests),
 else ``cpp`` on the CPU. A CPU peer in float64 on a P2 crop (50M outputs) would take longer than the case.
 ``fwdbwd_det`` is checked against the peer's ``fwdbwd`` (torchvision's CUDA backward refuses deterministic mode).
+
+Both sides are the results of the calls the benchmark times (``calls.make_call``): the peers run natively
+(``torchvision.ops.roi_align``; TensorFlow's ops on NHWC tensors), and their results are converted to NCHW torch
+tensors here, outside any timer. A row label is never checked against its own backend (``tensorflow+convert`` is
+checked against ``cpp``, not against ``tensorflow``); ``cpp_nhwc``'s channels_last results are compared as values.
 """
 
 from __future__ import annotations
@@ -67,7 +72,7 @@ def choose_peer(case: Case) -> str:
     """The implementation ``case`` is checked against."""
     for name in _peer_order(case):
         backend = registered().get(name)
-        if name == case.backend or backend is None or not backend.available or case.op not in backend.kernels:
+        if name == case.variant.backend or backend is None or not backend.available or case.op not in backend.kernels:
             continue
         if name == ORACLE and case.workload.level != "tiny":
             continue
@@ -96,7 +101,7 @@ def _peer_results(case: Case, peer: str, inputs: Inputs) -> tuple[torch.Tensor, 
         _last_peer.clear()
     key = (*shared, peer, device)
     if key not in _last_peer:
-        _last_peer[key] = make_call(peer, pass_, inputs.to(device, _peer_dtype(peer)))()
+        _last_peer[key] = make_call(peer, pass_, inputs.to(device, _peer_dtype(peer))).results()
     return _last_peer[key]
 
 
@@ -106,7 +111,7 @@ def tolerance(case: Case, peer: str) -> float:
     return max(
         TOLERANCE[case.torch_dtype],
         TOLERANCE[_peer_dtype(peer)],
-        PEER_TOLERANCE.get((case.backend, case.torch_dtype), 0.0),
+        PEER_TOLERANCE.get((case.variant.backend, case.torch_dtype), 0.0),
     )
 
 
@@ -119,7 +124,8 @@ def relative_error(result: torch.Tensor, expected: torch.Tensor) -> float:
 
 
 def check_against_peer(case: Case, inputs: Inputs, results: tuple[torch.Tensor, ...]) -> dict:
-    """Asserts that ``results`` (from ``make_call(case...)``) match the peer's; returns what was checked."""
+    """Asserts that ``results`` (``make_call(case...).results()``: NCHW torch tensors) match the peer's; returns
+    what was checked."""
     peer = choose_peer(case)
     expected = _peer_results(case, peer, inputs)
     names = ("output",) if case.pass_ == "fwd" else ("grad_image", "grad_boxes")[: len(results)]

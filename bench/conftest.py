@@ -2,30 +2,39 @@
 
 Each benchmark (``run_case``):
 
-1. builds its inputs (outside the timer) and runs the call once, asserting it matches a peer (``check.py``);
-   that call is also the first warm-up;
-2. runs it once more to measure peak memory (``peak_memory.py``) and its duration, from which the rounds are
-   chosen: about ``ROUND_BUDGET_S`` seconds of rounds, at least ``MIN_ROUNDS`` (slow calls such as the
-   ``vectorized`` backward take seconds each, so a fixed round count would not fit the default run's ~10 minutes);
-3. times ``rounds`` calls in pedantic mode, one call per round, CUDA synchronized inside the call (``calls.py``);
-4. writes op, backend, device, dtype, case, pass, workload sizes, samples per second, bytes moved, peak memory,
-   thread counts and the check's error into ``benchmark.extra_info`` (the report and notebook 3 read them).
+1. builds its inputs (outside the timer) and runs the call once, asserting it matches a peer (``check.py``, on
+   the results converted to NCHW torch tensors outside the timer); that call is also the first warm-up;
+2. runs it once more to measure peak memory (``peak_memory.py``), the minor page faults of one call (CPU) and its
+   duration, from which the rounds are chosen: about ``ROUND_BUDGET_S`` seconds of rounds, at least
+   ``MIN_ROUNDS`` (slow calls such as the ``vectorized`` backward take seconds each, so a fixed round count would
+   not fit the default run's ~10 minutes);
+3. times ``rounds`` calls in pedantic mode, one call per round, after ``WARMUP_ROUNDS`` more untimed ones for the
+   backends that need them, CUDA synchronized inside the call (``calls.py``: what each row's timer holds);
+4. writes op, backend (the row label) and the registered backend behind it, layout, what is timed, device, dtype,
+   case, pass, workload sizes, samples per second, bytes moved and the fraction of the machine's measured copy
+   bandwidth they reach, peak memory, page faults, thread counts and the check's error into
+   ``benchmark.extra_info`` (the report and notebook 3 read them).
+
+The machine's memory bandwidth is measured once per session and device (``machine_bandwidth``, a copy benchmark:
+``work.copy_bandwidth``) and recorded in ``machine_info`` and in every row.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import os
+import resource
+import sys
 import time
 
 import pytest
 import torch
 
 import matrix
-from calls import make_call, make_inputs
+from calls import make_call, make_inputs, timed_region
 from check import check_against_peer
 from peak_memory import peak_memory
-from work import bytes_moved, peak_bandwidth, peak_bandwidth_source, samples
+from work import bytes_moved, copy_bandwidth, copy_buffer_bytes, peak_bandwidth, peak_bandwidth_source, samples
 
 # TensorFlow's multi-threaded CPU image gradient of crop_and_resize races: a few pixels come out wrong by up to
 # ~10% of the largest gradient, differently on each run (seen with tensorflow-cpu 2.21 on the P2 case; see
@@ -37,6 +46,13 @@ os.environ.setdefault("TF_DETERMINISTIC_OPS", "1")
 ROUND_BUDGET_S = {"smoke": 0.2, "default": 1.5, "full": 2.0, "gpu": 0.3}[matrix.MODE]
 MIN_ROUNDS = 5
 MAX_ROUNDS = 100
+# Untimed calls before the timed rounds, beyond the check and the peak-memory call, by registered backend. None
+# needed so far: on the P2 box head, vectorized's first timed rounds are no slower than its later ones (its
+# 3-5x swings come from neighbouring processes, not from warming up: CpuShare and the report's spread section).
+WARMUP_ROUNDS: dict[str, int] = {}
+
+# The machine's measured copy bandwidth, by device type (``machine_bandwidth``), for machine_info.
+_BANDWIDTH: dict[str, dict] = {}
 
 
 def _version(distribution: str) -> str | None:
@@ -60,11 +76,49 @@ def pytest_benchmark_update_machine_info(config, machine_info):
             peak_bandwidth_source(torch.device("cuda")) if torch.cuda.is_available() else None
         ),
         tf_deterministic_ops=os.environ.get("TF_DETERMINISTIC_OPS"),
+        **_tensorflow_settings(),
     )
+    for device, measured in _BANDWIDTH.items():
+        machine_info[f"{device}_copy_bandwidth"] = measured["bytes_per_second"]
+        machine_info[f"{device}_copy_bandwidth_method"] = measured["method"]
+        machine_info[f"{device}_copy_bandwidth_iqr_over_median"] = measured["iqr_over_median"]
+        machine_info[f"{device}_copy_buffer_bytes"] = measured["buffer_bytes"]
+        if measured.get("llc_bytes"):
+            machine_info[f"{device}_llc_bytes"] = measured["llc_bytes"]
+
+
+def _tensorflow_settings() -> dict:
+    """TensorFlow's op determinism and eager mode, when the session imported it (never imports it)."""
+    tf = sys.modules.get("tensorflow")
+    if tf is None:
+        return {}
+    from tensorflow.python.framework import config as tf_config
+
+    return {
+        "tf_op_determinism": tf_config.is_op_determinism_enabled(),
+        "tf_synchronous_execution": tf.config.experimental.get_synchronous_execution(),
+        "tf_intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count(),
+    }
+
+
+@pytest.fixture(scope="session")
+def machine_bandwidth():
+    """``device type -> work.copy_bandwidth(...)``, measured on first use of each device, once per session."""
+
+    def measure(device: str) -> dict:
+        if device not in _BANDWIDTH:
+            where = torch.device(device)
+            _BANDWIDTH[device] = copy_bandwidth(
+                where, copy_buffer_bytes(where, small=matrix.MODE == "smoke"), runs=3 if matrix.MODE == "smoke" else 7
+            )
+        return _BANDWIDTH[device]
+
+    return measure
 
 
 def _threads(backend: str) -> int:
-    """Threads the backend computes with: torch's intra-op pool, or TensorFlow's (0 there means one per core)."""
+    """Threads the (registered) backend computes with: torch's intra-op pool, or TensorFlow's (0 there means one
+    per core)."""
     if backend == "tensorflow":
         import tensorflow as tf
 
@@ -76,39 +130,94 @@ def _rounds(seconds: float) -> int:
     return max(MIN_ROUNDS, min(MAX_ROUNDS, int(ROUND_BUDGET_S / max(seconds, 1e-9))))
 
 
+def _minor_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+class CpuShare:
+    """The CPU time this process (``own``: every thread, torch's and TensorFlow's pools included, from
+    ``getrusage``), other processes (``neighbour``: machine-wide busy time from ``/proc/stat`` minus our own) and the
+    hypervisor (``steal``) took while the rounds ran, in cores (CPU seconds over wall seconds). ``own`` is the
+    parallelism a backend really gets (a kernel that runs on one thread reads ~1 whatever ``threads`` says); a quiet
+    machine reads ``neighbour`` ~0. On a 2-core machine a neighbour
+    using one core slows a call that synchronizes its two threads often (``vectorized``: ~1400 torch ops per P2
+    call, each a parallel region) by 3x and more, so the report flags cases that ran beside one. None where
+    ``/proc/stat`` cannot be read."""
+
+    TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+    @staticmethod
+    def _snapshot():
+        try:
+            with open("/proc/stat") as stat:
+                fields = [int(x) for x in stat.readline().split()[1:]]  # user nice system idle iowait irq softirq steal
+        except (OSError, ValueError):
+            return None
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        busy = fields[0] + fields[1] + fields[2] + fields[5] + fields[6]
+        steal = fields[7] if len(fields) > 7 else 0
+        return time.perf_counter(), busy / CpuShare.TICK, steal / CpuShare.TICK, own.ru_utime + own.ru_stime
+
+    def __enter__(self):
+        self.start = self._snapshot()
+        return self
+
+    def __exit__(self, *exc):
+        end = self._snapshot()
+        self.neighbour = self.steal = self.own = None
+        if self.start is not None and end is not None and end[0] > self.start[0]:
+            wall = end[0] - self.start[0]
+            self.own = (end[3] - self.start[3]) / wall
+            self.neighbour = max(0.0, ((end[1] - self.start[1]) - (end[3] - self.start[3])) / wall)
+            self.steal = (end[2] - self.start[2]) / wall
+        return False
+
+
 @pytest.fixture
-def run_case(benchmark):
+def run_case(benchmark, machine_bandwidth):
     """Runs one benchmark from the params ``matrix.ARGNAMES`` (see the module docstring)."""
 
     def run(op: str, backend: str, device: str, dtype: str, case_id: str, pass_: str) -> None:
         if device == "cuda" and not torch.cuda.is_available():
             pytest.fail("no CUDA GPU here: BENCH_ASSUME_GPU=1 is for --collect-only")
+        measured = machine_bandwidth(device)
         case = matrix.find(op, backend, device, dtype, case_id, pass_)
         inputs = make_inputs(case)
         call = make_call(backend, pass_, inputs)
-        checked = check_against_peer(case, inputs, call())
+        checked = check_against_peer(case, inputs, call.results())
 
         start = time.perf_counter()
-        peak_bytes, peak_method = peak_memory(call, device)
+        faults = _minor_faults()
+        peak_bytes, peak_method = peak_memory(call.run, device)
+        faults = _minor_faults() - faults
         rounds = _rounds(time.perf_counter() - start)
-        benchmark.pedantic(call, rounds=rounds, iterations=1, warmup_rounds=0)
+        warmup = WARMUP_ROUNDS.get(case.variant.backend, 0)
+        with CpuShare() as share:
+            benchmark.pedantic(call.run, rounds=rounds, iterations=1, warmup_rounds=warmup)
 
         workload = case.workload
         _, channels, height, width = workload.map_shape
         info = {"op": op, "backend": backend, "device": device, "dtype": dtype, "case": case_id, "pass": pass_}
         info.update(
+            impl=case.variant.backend, layout=case.variant.layout, native=case.variant.native,
+            timed=timed_region(backend, op),
             level=workload.level, boxes=workload.boxes, output=workload.output,
             sampling_ratio=workload.sampling_ratio, map_scale=workload.map_scale, sweep=matrix.sweep_of(workload),
             channels=channels, map_height=height, map_width=width,
             samples=samples(inputs), bytes_moved=bytes_moved(inputs, pass_),
             peak_memory_bytes=peak_bytes, peak_memory_method=peak_method,
-            threads=_threads(backend), torch_threads=torch.get_num_threads(), bench_mode=matrix.MODE,
+            # Minor page faults of the peak-memory call (the process's, so TensorFlow's pool threads count too).
+            minor_faults=faults if device == "cpu" else None,
+            warmup_rounds=warmup, own_cpu=share.own, neighbour_cpu=share.neighbour, steal_cpu=share.steal,
+            threads=_threads(case.variant.backend), torch_threads=torch.get_num_threads(), bench_mode=matrix.MODE,
+            copy_bandwidth=measured["bytes_per_second"], copy_bandwidth_method=measured["method"],
             **checked,
         )
         if benchmark.stats is not None:  # None under --benchmark-disable
             median = benchmark.stats.stats.median
             info["samples_per_second"] = info["samples"] / median
             info["bytes_per_second"] = info["bytes_moved"] / median
+            info["bandwidth_fraction"] = info["bytes_per_second"] / measured["bytes_per_second"]
             peak = peak_bandwidth(inputs.image.device)
             if peak is not None:
                 info["peak_bandwidth"] = peak

@@ -3,9 +3,11 @@
 ``BENCH`` (environment variable) picks the matrix:
 
 * ``smoke``: the ``tiny`` workload, float32, every pass, every backend: checks that the suite runs (CI, < 1 min).
-* ``default`` (``make bench``, ~10 min on 2 CPU cores): the P2 box head (512 boxes, 7x7) and mask head (128
-  boxes, 14x14) with sampling_ratio 2 and 0, box gradients and bfloat16 on the box head only, a box-count sweep
-  and a feature-map sweep (roi_align).
+* ``default`` (``make bench``, ~6 min on 2 idle CPU cores for the 110 cases of cpp, vectorized and the peers, more
+  with every further backend registered): the P2 box head (512 boxes, 7x7) and mask head (128 boxes, 14x14) with
+  sampling_ratio 2 and 0, box gradients and bfloat16 on the box head only, each head case also with a
+  channels_last feature map (``cpp_nhwc``) and through our TensorFlow wrapper (``tensorflow+convert``), a
+  box-count sweep and a feature-map sweep (roi_align).
 * ``full``: P2-P5, training and inference box counts, every dtype a backend supports, longer sweeps, the tiny case.
 * ``gpu`` (``make gpu``, bench/gpu_run.sh; a few minutes on one H100): CUDA devices only: P2-P5, box head 512 and
   1000 boxes (7x7), mask head 128 and 100 boxes (14x14), sampling_ratio 2 and 0, float32/float16/bfloat16 for the
@@ -18,6 +20,17 @@
 Backends come from the registry: every available backend runs every case whose op, device and dtype it supports,
 so a new backend (or a GPU) adds rows with no change here. ``reference`` is the oracle, too slow for anything but
 ``tiny``. Boxes of the mask head follow CONVENTIONS.md §5 (128 in training, 100 at inference).
+
+The ``backend`` of a case is a *row label* (``Variant``, ``EXTRA_VARIANTS``): a registered backend's name, or one
+of these, which run a registered backend another way (head cases only, not the sweeps; in ``gpu``, P2 only):
+
+* ``cpp_nhwc`` / ``cuda_nhwc``: ``cpp`` / ``cuda`` on a ``torch.channels_last`` feature map and upstream gradient
+  (made so outside the timer); the output is channels_last too (CONVENTIONS.md §6).
+* ``tensorflow+convert``: ``impls.crop_and_resize(backend="tensorflow")``, what a PyTorch user of our wrapper pays:
+  NCHW torch -> NHWC numpy -> TensorFlow and back inside every call.
+
+The peers' own labels, ``torchvision`` and ``tensorflow``, are timed as their users run them: their own API on their
+own tensors (``calls.py``), not through ``impls``.
 """
 
 from __future__ import annotations
@@ -56,6 +69,44 @@ GPU_DTYPES = ("float32", "float16", "bfloat16")
 GPU_ALL_DTYPES = ("cuda", "torchvision")  # BENCH=gpu: the backends timed in every GPU_DTYPES
 ARGNAMES = ("op", "backend", "device", "dtype", "case", "pass_")
 
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One row label of the tables: which registered backend computes, and how it is called (``calls.py``)."""
+
+    label: str  # the ``backend`` field of ids, JSON, report and notebook 3
+    backend: str  # the registered backend that computes
+    layout: str = "contiguous"  # of the feature map and upstream gradient: "contiguous" (NCHW) or "channels_last"
+    native: bool = False  # a peer called through its own API on its own tensors (no impls, no conversion inside)
+
+    @property
+    def extra(self) -> bool:
+        """A second way of running a backend: head cases only (not the sweeps)."""
+        return self.label != self.backend
+
+
+NATIVE_PEERS = ("torchvision", "tensorflow")
+# Registered backend -> its extra row labels.
+EXTRA_VARIANTS = {
+    "cpp": (Variant("cpp_nhwc", "cpp", layout="channels_last"),),
+    "cuda": (Variant("cuda_nhwc", "cuda", layout="channels_last"),),
+    "tensorflow": (Variant("tensorflow+convert", "tensorflow"),),
+}
+
+
+def variants(name: str) -> tuple[Variant, ...]:
+    """The row labels of registered backend ``name``: itself first, then its extra variants."""
+    return (Variant(name, name, native=name in NATIVE_PEERS),) + EXTRA_VARIANTS.get(name, ())
+
+
+def variant(label: str) -> Variant:
+    """The Variant behind a row label (a registered backend's own name, or an extra label)."""
+    for extra in (v for vs in EXTRA_VARIANTS.values() for v in vs):
+        if extra.label == label:
+            return extra
+    return variants(label)[0]
+
+
 TINY = Workload("tiny", boxes=8, output=7, sampling_ratio=2)
 BOX_HEAD = Workload("p2", boxes=512, output=7, sampling_ratio=2)  # the headline case
 # The sweeps: smoke runs one point of each on the tiny map, so that the code path is exercised in CI.
@@ -89,6 +140,11 @@ class Case:
     @property
     def torch_dtype(self) -> torch.dtype:
         return getattr(torch, self.dtype)
+
+    @property
+    def variant(self) -> Variant:
+        """How ``backend`` (a row label) runs: which registered backend, layout, native or through impls."""
+        return variant(self.backend)
 
     def param(self):
         return pytest.param(self.op, self.backend, self.device, self.dtype, self.case_id, self.pass_, id=self.id)
@@ -134,19 +190,19 @@ def sweep_of(workload: Workload, mode: str = MODE) -> str | None:
     return None
 
 
-def _dtypes(mode: str, backend: str, backend_dtypes: tuple[torch.dtype, ...], workload: Workload) -> list[str]:
+def _dtypes(mode: str, label: str, backend_dtypes: tuple[torch.dtype, ...], workload: Workload) -> list[str]:
     names = [str(d).removeprefix("torch.") for d in backend_dtypes]
     if mode == "full":
         return names
     if mode == "gpu":
         # The kernels users compare in every GPU dtype on the head cases; the other backends (vectorized: pure
-        # torch, the slow one) and the sweeps in float32 only.
-        heads = backend in GPU_ALL_DTYPES and workload in _head_workloads(mode)
+        # torch, the slow one), the extra variants (cuda_nhwc) and the sweeps in float32 only.
+        heads = label in GPU_ALL_DTYPES and workload in _head_workloads(mode)
         return [d for d in (GPU_DTYPES if heads else ("float32",)) if d in names]
-    # Half precision once, on the headline case, by the backend ``auto`` picks (cpp on the CPU, cuda on a GPU):
-    # what a user gets by default, without doubling the run.
+    # Half precision once, on the headline case, by the backend ``auto`` picks (cpp on the CPU, cuda on a GPU), in
+    # both layouts: what a user gets by default, without doubling the run.
     auto = {resolve_backend("auto", "roi_align", device) for device in DEVICES}
-    half = mode == "default" and workload == BOX_HEAD and backend in auto
+    half = mode == "default" and workload == BOX_HEAD and variant(label).backend in auto
     return [d for d in (["float32", "bfloat16"] if half else ["float32"]) if d in names]
 
 
@@ -161,37 +217,47 @@ def _passes(mode: str, workload: Workload, dtype: str) -> tuple[str, ...]:
     return PASSES
 
 
-def _cases(op: str, workloads: list[Workload], mode: str, passes=None) -> list[Case]:
+def _labels(mode: str, workload: Workload, head: bool) -> list[Variant]:
+    """The row labels that run ``workload``: every registered backend, plus the extra variants on head cases
+    (in ``gpu``, on P2 only: a few dozen cases rather than a hundred)."""
+    extra = head and (mode != "gpu" or workload.level == "p2")
+    return [v for name in registered() for v in variants(name) if extra or not v.extra]
+
+
+def _cases(op: str, workloads: list[Workload], mode: str, passes=None, head: bool = True) -> list[Case]:
     # Ordered workload > dtype > pass > backend, so that consecutive cases share one peer result (check.py).
     cases = {}
     for workload in workloads:
+        labels = _labels(mode, workload, head)
         # Every dtype some backend runs, in order, once.
         dtypes = dict.fromkeys(
-            d for name, b in registered().items() for d in _dtypes(mode, name, b.dtypes, workload)
+            d for v in labels for d in _dtypes(mode, v.label, registered()[v.backend].dtypes, workload)
         )
         for dtype, pass_ in itertools.product(dtypes, PASSES):
-            for name, backend in registered().items():
+            for v in labels:
+                backend = registered()[v.backend]
                 if pass_ not in (passes or _passes(mode, workload, dtype)):
                     continue
-                if not _supports(backend, op, dtype, workload, mode):
+                if not _supports(v, op, dtype, workload, mode):
                     continue
                 if pass_ == "fwdbwd_boxes" and not _box_gradients(backend, op, dtype):
                     continue
-                if pass_ == "fwdbwd_det" and name not in DETERMINISTIC_BACKENDS:
+                if pass_ == "fwdbwd_det" and v.label not in DETERMINISTIC_BACKENDS:
                     continue
                 for device in (d for d in DEVICES if d in backend.devices):
-                    case = Case(op, name, device, dtype, workload, pass_)
+                    case = Case(op, v.label, device, dtype, workload, pass_)
                     # sr2 and sr0 share one crop_and_resize case: keep the first.
                     cases.setdefault(case.id, case)
     return list(cases.values())
 
 
-def _supports(backend, op: str, dtype: str, workload: Workload, mode: str) -> bool:
+def _supports(v: Variant, op: str, dtype: str, workload: Workload, mode: str) -> bool:
+    backend = registered()[v.backend]
     if op not in backend.kernels or not (backend.available or (ASSUME_GPU and "cuda" in backend.devices)):
         return False
     if backend.name == ORACLE and workload.level != "tiny":
         return False
-    return dtype in _dtypes(mode, backend.name, backend.dtypes, workload)
+    return dtype in _dtypes(mode, v.label, backend.dtypes, workload)
 
 
 def _box_gradients(backend, op: str, dtype: str) -> bool:
@@ -211,7 +277,7 @@ def sweep_cases(op: str, mode: str = MODE) -> list[Case]:
     """Box-count and map-size sweeps (fwd and fwdbwd); ``roi_align`` only, except in ``full`` and ``smoke``."""
     if op == "crop_and_resize" and mode in ("default", "gpu"):
         return []
-    return _cases(op, _sweep_workloads(mode), mode, passes=PASSES[:2])
+    return _cases(op, _sweep_workloads(mode), mode, passes=PASSES[:2], head=False)
 
 
 def params(cases: list[Case]) -> list:

@@ -4,10 +4,16 @@
     python bench/report.py cpu.json gpu.json        # several runs (machines) side by side
 
 The tables give pytest-benchmark's median per call and, in brackets, the speed-up over the peer users compare
-against (``torchvision`` for roi_align, ``tensorflow`` for crop_and_resize): peer median / backend median, same
-run, case and pass, peer in float32. The README's text between ``<!-- bench-table:start -->`` and
-``<!-- bench-table:end -->`` is replaced with the head-case tables, one plot and the method; without the markers
-the README is left alone.
+against (``torchvision`` for roi_align, ``tensorflow`` for crop_and_resize, each timed natively, as its users run
+it): peer median / backend median, same run, case and pass, peer in float32. Then: what each backend's timer holds,
+the bytes each case must move and the share of the machine's measured copy bandwidth each backend reaches, and
+the spread of the timings (``vectorized``'s in particular). The README's text between
+``<!-- bench-table:start -->`` and ``<!-- bench-table:end -->`` is replaced with the head-case tables, the timed
+regions, one plot and the method; without the markers the README is left alone.
+
+Results written before row labels and timed regions were recorded (bench/results/vm-2026-11-25.json) still
+render: their ``tensorflow`` column was timed through our wrapper (conversions included, today's
+``tensorflow+convert``), and the report says so under each table that uses it.
 """
 
 from __future__ import annotations
@@ -25,15 +31,26 @@ README = BENCH_DIR.parent / "README.md"
 MARKERS = ("<!-- bench-table:start -->", "<!-- bench-table:end -->")
 
 METHOD = """\
-Method: each benchmark is one call of the public op (`impls.roi_align` / `impls.crop_and_resize`, validation and
-autograd included) on fixed-seed Mask R-CNN inputs (`bench/workloads.py`: FPN level, K boxes, PxP head, sampling
-ratio; crop_and_resize gets the same boxes with a 2Px2P crop). Before timing, the result (output, or gradients) is
-asserted equal to a peer's within a stated tolerance (`bench/check.py`); that call and a peak-memory call are the
-warm-up. pytest-benchmark then times whole calls, one per round, for ~1.5 s (at least 5 rounds); CUDA calls end
-with `torch.cuda.synchronize()`. `fwd+bwd` computes the image gradient only (the work every peer can do);
-`+boxes` adds box gradients. Times are medians; speed-up = peer median / backend median. TensorFlow runs with
-`TF_DETERMINISTIC_OPS=1`: its default multi-threaded CPU image gradient races and gives wrong values
-(tensorflow/tensorflow#42033)."""
+Method: each benchmark is one call of one backend, timed as its users run it (the table of timed regions above):
+ours through the public op (`impls.roi_align` / `impls.crop_and_resize`, validation and autograd included) on NCHW
+tensors, or channels_last ones (`cpp_nhwc`); the peers through their own API on their own tensors
+(`torchvision.ops.roi_align`; TensorFlow's ops on NHWC `tf.Tensor`s made before the timer), and the TensorFlow
+peer through our wrapper as its own row (`tensorflow+convert`). Inputs are fixed-seed Mask R-CNN ones
+(`bench/workloads.py`: FPN level, K boxes, PxP head, sampling ratio; crop_and_resize gets the same boxes with a
+2Px2P crop). Before timing, the result (output, or gradients) is asserted equal to a peer's within a stated
+tolerance (`bench/check.py`; native results converted to NCHW outside the timer); that call and a peak-memory call
+are the warm-up. pytest-benchmark then times whole calls, one per round, for ~1.5 s (at least 5 rounds); CUDA
+calls end with `torch.cuda.synchronize()`, TensorFlow's eager CPU ops are synchronous. `fwd+bwd` computes the image
+gradient only (the work every peer can do); `+boxes` adds box gradients. Times are medians; speed-up = peer
+median / backend median. TensorFlow runs with op determinism on (`TF_DETERMINISTIC_OPS=1` and
+`tf.config.experimental.enable_op_determinism()`): its default multi-threaded CPU image gradient races and gives
+wrong values (tensorflow/tensorflow#42033)."""
+
+# Rows of results written before timed regions were recorded: every backend went through impls.
+OLD_TIMED = ("not recorded in this file (written before timed regions were): `impls.{op}(..., backend=\"{backend}\")`"
+             " on NCHW tensors, validation and autograd included")
+OLD_TENSORFLOW = ("; for `tensorflow` that includes the NCHW -> NHWC numpy copies into TensorFlow and back inside "
+                  "every call (today's `tensorflow+convert` row, not the peer's own time)")
 
 
 def _time(seconds: float) -> str:
@@ -45,7 +62,7 @@ def _time(seconds: float) -> str:
 
 
 def _fraction(value: float | None) -> str:
-    """The share of the memory's peak bandwidth (GPUs), ``-`` where unknown (CPUs)."""
+    """A share of a bandwidth (measured copy, or a GPU's datasheet peak), ``-`` where unknown."""
     return "-" if value is None else f"{value:.1%}"
 
 
@@ -58,6 +75,17 @@ def _cell(rows: list[dict], row: dict) -> str:
 def _column(row: dict, runs: list[dict]) -> str:
     label = f"{row['backend']} {row['device']} {row['dtype']}"
     return f"{label} ({runs[row['run']]['machine_info']['node']})" if len(runs) > 1 else label
+
+
+def _baseline_note(rows: list[dict], op: str) -> str:
+    """A warning under a table whose baseline column was timed through our wrapper (results from before)."""
+    peer = BASELINE[op]
+    converted = any(r["backend"] == peer and r["op"] == op and "native" not in r for r in rows)
+    if not converted or peer != "tensorflow":
+        return ""
+    return ("\n\nNB: in these results the `tensorflow` column (and so every speed-up above) was timed through our "
+            "wrapper, NCHW <-> NHWC conversions through numpy included: not TensorFlow's own time (see Timed "
+            "regions).")
 
 
 def head_table(rows: list[dict], runs: list[dict], op: str) -> str:
@@ -75,15 +103,172 @@ def head_table(rows: list[dict], runs: list[dict], op: str) -> str:
     for case, pass_ in dict.fromkeys((r["case"], r["pass"]) for r in mine):
         cells = {_column(r, runs): _cell(rows, r) for r in mine if r["case"] == case and r["pass"] == pass_}
         lines.append(f"| {case} | {PASS_LABELS[pass_]} | " + " | ".join(cells.get(c, "-") for c in columns) + " |")
+    return "\n".join(lines) + _baseline_note(mine, op)
+
+
+def timed_table(rows: list[dict]) -> str:
+    """backend -> what its timer holds (one line per row label and op), from the rows' ``timed`` field."""
+    lines = ["**Timed regions**: what is inside each backend's timer", "", "| backend | op | timed region |",
+             "|---|---|---|"]
+    seen = dict.fromkeys((r["backend"], r["op"]) for r in sorted(rows, key=lambda r: (backend_key(r), r["op"])))
+    for backend, op in seen:
+        mine = [r for r in rows if r["backend"] == backend and r["op"] == op]
+        timed = next((r["timed"] for r in mine if r.get("timed")), None)
+        if timed is None:
+            timed = OLD_TIMED.format(op=op, backend=backend) + (OLD_TENSORFLOW if backend == "tensorflow" else "")
+        lines.append(f"| {backend} | {op} | {timed.replace('|', '/')} |")
     return "\n".join(lines)
+
+
+def _gbs(row: dict) -> str:
+    """Achieved GB/s and, where the run measured it, the share of the machine's copy bandwidth."""
+    rate = row["bytes_moved"] / row["median"]
+    measured = row.get("copy_bandwidth")
+    share = f" ({rate / measured:.0%})" if measured else ""
+    return f"{rate / 1e9:.3g} GB/s{share}"
+
+
+def bandwidth_table(rows: list[dict], runs: list[dict], op: str) -> str:
+    """Head cases of ``op``: the bytes that must move, and the rate (and share of the measured copy bandwidth) each
+    backend reaches."""
+    mine = [r for r in rows if r["op"] == op and r["test"] != "test_scaling"]
+    if not mine:
+        return ""
+    columns = list(dict.fromkeys(_column(r, runs) for r in sorted(mine, key=lambda r: (r["run"], backend_key(r)))))
+    lines = [
+        f"**{op}**: compulsory bytes per call (float32; each tensor read or written once, `bench/work.py`) and the "
+        "rate each backend reaches: bytes / median time (share of the measured copy bandwidth)",
+        "",
+        "| case | pass | MB moved | " + " | ".join(columns) + " |",
+        "|---|---|---:|" + "---:|" * len(columns),
+    ]
+    for case, pass_ in dict.fromkeys((r["case"], r["pass"]) for r in mine):
+        group = [r for r in mine if r["case"] == case and r["pass"] == pass_]
+        moved = next((r["bytes_moved"] for r in group if r["dtype"] == "float32"), group[0]["bytes_moved"])
+        cells = {_column(r, runs): _gbs(r) for r in group}
+        lines.append(f"| {case} | {PASS_LABELS[pass_]} | {moved / 1e6:.0f} | "
+                     + " | ".join(cells.get(c, "-") for c in columns) + " |")
+    return "\n".join(lines)
+
+
+def bandwidth_header(runs: list[dict]) -> str:
+    """The machine's measured copy bandwidth, per run and device, with how it was measured."""
+    lines = []
+    for run in runs:
+        info = run["machine_info"]
+        measured = [
+            f"{device.upper()} {info[f'{device}_copy_bandwidth'] / 1e9:.3g} GB/s "
+            f"({info.get(f'{device}_copy_bandwidth_method', '?')}; IQR "
+            f"{info.get(f'{device}_copy_bandwidth_iqr_over_median', float('nan')):.1%} of the median)"
+            for device in ("cpu", "cuda") if info.get(f"{device}_copy_bandwidth")
+        ]
+        if info.get("cuda_peak_bandwidth"):
+            measured.append(f"CUDA datasheet peak {info['cuda_peak_bandwidth'] / 1e12:.2f} TB/s "
+                            f"({info.get('cuda_peak_bandwidth_source')})")
+        lines.append(f"- `{run['file']}`: " + ("; ".join(measured) if measured else
+                                                 "no bandwidth measured (results from before it was)"))
+    return "\n".join(lines)
+
+
+def _p2_row(rows: list[dict]) -> dict | None:
+    """The row's P2 box-head fwd+bwd in float32 (roi_align, else crop_and_resize): where memory is compared."""
+    for op, case in (("roi_align", "p2_k512_7x7_sr2"), ("crop_and_resize", "p2_k512_14x14")):
+        for r in rows:
+            if (r["op"], r["case"], r["pass"], r["dtype"]) == (op, case, "fwdbwd", "float32") and (
+                    r["test"] != "test_scaling"):
+                return r
+    return None
+
+
+def _cores(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def stability_table(rows: list[dict], runs: list[dict]) -> str:
+    """Per backend column: the spread of its timings (IQR / median over its rounds), the cores it used, the CPU
+    its neighbours took while it ran, and its memory and page faults on the P2 box head."""
+    lines = [
+        "| backend | cases | IQR / median: median over cases | worst (case) | cores used (median) "
+        "| neighbours' CPU, cores (median / max) | P2 fwd+bwd: peak MB | P2 fwd+bwd: page faults per call |",
+        "|---|---:|---:|---|---:|---:|---:|---:|",
+    ]
+    groups = dict.fromkeys(_column(r, runs) for r in sorted(rows, key=lambda r: (r["run"], backend_key(r))))
+    for column in groups:
+        mine = [r for r in rows if _column(r, runs) == column]
+        spreads = sorted((r["iqr"] / r["median"], f"{r['op']} {r['case']} {PASS_LABELS[r['pass']]}") for r in mine)
+        middle = spreads[len(spreads) // 2][0]
+        worst, where = spreads[-1]
+        own = sorted(r["own_cpu"] for r in mine if r.get("own_cpu") is not None)
+        neighbour = sorted(r["neighbour_cpu"] for r in mine if r.get("neighbour_cpu") is not None)
+        neighbours = f"{neighbour[len(neighbour) // 2]:.2f} / {neighbour[-1]:.2f}" if neighbour else "-"
+        p2 = _p2_row(mine)
+        peak = f"{p2['peak_memory_bytes'] / 2**20:.0f}" if p2 else "-"
+        faults = f"{p2['minor_faults']}" if p2 and p2.get("minor_faults") is not None else "-"
+        lines.append(f"| {column} | {len(mine)} | {middle:.1%} | {worst:.1%} ({where}) "
+                     f"| {_cores(own[len(own) // 2] if own else None)} | {neighbours} | {peak} | {faults} |")
+    return "\n".join(lines)
+
+
+PEAK_NOTE = """\
+Peak MB: the resident memory one call adds above what the process held before it (bench/peak_memory.py); page
+faults: the minor faults of that call. TensorFlow's allocator keeps its buffers from one call to the next, so its
+rows read ~0 for both once warm: its working set is not measured this way. Cores used: this process's CPU time
+over the wall time while the rounds ran (a kernel that runs on one thread reads ~1 whatever `threads` says);
+neighbours' CPU: what other processes took meanwhile (bench/conftest.py `CpuShare`)."""
+
+QUIET_LIMIT = 0.2  # cores of neighbours' CPU above which a case is flagged as timed on a busy machine
+
+
+def quiet_note(rows: list[dict]) -> str:
+    """Whether the machine was quiet while the rounds ran (``neighbour_cpu``, bench/conftest.py CpuShare)."""
+    measured = [r for r in rows if r.get("neighbour_cpu") is not None]
+    if not measured:
+        return "Neighbours' CPU was not recorded in these results (written before it was)."
+    busy = [r for r in measured if r["neighbour_cpu"] > QUIET_LIMIT]
+    if not busy:
+        return (f"The machine was quiet: no case ran beside more than {QUIET_LIMIT} cores of other processes' CPU "
+                "(`/proc/stat` minus this process).")
+    worst = max(busy, key=lambda r: r["neighbour_cpu"])
+    return (f"**Not a quiet machine**: {len(busy)} of {len(measured)} cases ran beside other processes using more "
+            f"than {QUIET_LIMIT} cores (worst: {worst['neighbour_cpu']:.2f} cores during {worst['op']} "
+            f"{worst['case']} {PASS_LABELS[worst['pass']]} {worst['backend']}); their times are inflated, "
+            "`vectorized`'s most (below). Rerun on an idle machine for numbers to publish.")
+
+
+STABILITY = """\
+Why `vectorized` swings 3-5x between runs: it is pure torch, about 1400-1460 small torch ops per P2 call (box
+head, forward; counted with a TorchDispatchMode), each an OpenMP parallel region that ends in a barrier over the
+torch threads. When another process takes one of the two cores, every barrier waits for the descheduled thread, and the
+call slows down several times; `cpp` (26 ops per call) and TensorFlow (one op) barely notice. Measured on this
+2-core VM (Intel Xeon, torch 2 threads, 2026-11-26), roi_align p2_k512_7x7_sr2, medians of 6 calls:
+
+| | vectorized fwd | cpp fwd | torchvision fwd |
+|---|---:|---:|---:|
+| quiet | 353 ms | 48 ms | 167 ms |
+| beside one busy-loop process | 1113 ms (3.2x) | 45 ms (1.0x) | 194 ms (1.2x) |
+
+With other tenants using ~1.3 of the two cores, the same vectorized forward took 2.0-2.5 s on 2 torch threads and
+1.05-1.15 s on one (and 0.56 s on 2 threads during a lull): when the cores are shared, fewer threads is faster.
+
+Runs of 10 rounds in three fresh processes on the shared machine: medians 359-401 ms, but two of the three had
+streaks of 4-5 rounds at 1.0-1.7 s (IQR / median 2.5 and 3.3; the third 0.04); fwd+bwd: 531-625 ms, one process
+with rounds of 4.6 and 2.5 s. Not the cause: warming up (the first timed rounds are no slower than the later ones,
+so the bench adds no warm-up rounds) and page faults: each call maps its temporaries afresh (~53,000 minor faults,
+~210 MB, per forward; peak ~170-240 MB above its inputs), but with glibc told to keep freed memory
+(`MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=64G`) the faults drop to 0 and the forward stays at ~340 ms, with the
+same streaks; `THP_MEM_ALLOC_ENABLE=1` (2 MB pages) cuts the faults 8x but makes the forward 1.6-1.9 s (huge-page
+zeroing and compaction on this VM). So the remedy is a quiet machine, not the harness: every case now records the
+CPU other processes took while it ran (the neighbours' column above; `neighbour_cpu` in the JSON) and the report
+says whether the machine was quiet. Where it was, `vectorized`'s IQR / median stays within a few percent."""
 
 
 def detail_table(rows: list[dict], runs: list[dict]) -> str:
     """Long markdown table of every measurement, sweeps included."""
     lines = [
         "| op | case | pass | backend | device | dtype | median | IQR | rounds | speed-up | Msamples/s | GB/s "
-        "| of peak BW | peak MB | threads | checked against (error) |",
-        "|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| of copy BW | of peak BW | peak MB | page faults | threads | cores used | neighbours' CPU "
+        "| checked against (error) |",
+        "|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in sorted(rows, key=lambda r: (r["run"], r["op"], r["test"] == "test_scaling")):
         baseline = baseline_median(rows, r)
@@ -93,8 +278,10 @@ def detail_table(rows: list[dict], runs: list[dict]) -> str:
             f"| {_time(r['median'])} | {_time(r['iqr'])} | {r['rounds']} "
             f"| {speedup} "
             f"| {r['samples'] / r['median'] / 1e6:.3g} | {r['bytes_moved'] / r['median'] / 1e9:.3g} "
-            f"| {_fraction(r.get('peak_bandwidth_fraction'))} "
-            f"| {r['peak_memory_bytes'] / 2**20:.0f} | {r['threads']} "
+            f"| {_fraction(r.get('bandwidth_fraction'))} | {_fraction(r.get('peak_bandwidth_fraction'))} "
+            f"| {r['peak_memory_bytes'] / 2**20:.0f} "
+            f"| {'-' if r.get('minor_faults') is None else r['minor_faults']} | {r['threads']} "
+            f"| {_cores(r.get('own_cpu'))} | {_cores(r.get('neighbour_cpu'))} "
             f"| {r['peer']} ({r['check_error']:.1e} <= {r['check_tolerance']:g}) |"
         )
     return "\n".join(lines)
@@ -130,8 +317,16 @@ def write_plots(rows: list[dict], out_dir: Path) -> list[str]:
 def report_markdown(rows: list[dict], runs: list[dict], images: list[str]) -> str:
     parts = ["# Benchmark report", "", "Generated by `bench/report.py` from:", "", machine_header(runs), ""]
     parts += [head_table(rows, runs, op) + "\n" for op in BASELINE if head_table(rows, runs, op)]
+    parts += [timed_table(rows), ""]
     parts += [f"![{name}]({name})" for name in images]
-    parts += ["", METHOD, "", "## Every measurement", "", detail_table(rows, runs), ""]
+    parts += ["", METHOD, "", "## Memory bandwidth: the machine's limit", "",
+              "Measured copy bandwidth (`bench/work.py`, once per session):", "", bandwidth_header(runs), "",
+              "The bytes are a lower bound (real kernels read corners more than once, partly from cache), so a "
+              "share is what a backend reaches at least; 100% would be a kernel running at the speed of a plain "
+              "copy of its inputs and outputs.", ""]
+    parts += [bandwidth_table(rows, runs, op) + "\n" for op in BASELINE if bandwidth_table(rows, runs, op)]
+    parts += ["## Spread of the timings", "", quiet_note(rows), "", stability_table(rows, runs), "", STABILITY, ""]
+    parts += ["## Every measurement", "", PEAK_NOTE, "", detail_table(rows, runs), ""]
     return "\n".join(parts)
 
 
@@ -143,8 +338,10 @@ def readme_section(rows: list[dict], runs: list[dict], images: list[str]) -> str
         "",
     ]
     parts += [head_table(rows, runs, op) + "\n" for op in BASELINE if head_table(rows, runs, op)]
+    parts += [timed_table(rows), "", quiet_note(rows), ""]
     parts += [f"![{name}](bench/results/{name})" for name in images if name.startswith("scaling_boxes")]
-    parts += ["", METHOD, "", "All measurements, sweeps and plots: [bench/results/report.md](bench/results/report.md)."]
+    parts += ["", METHOD, "", "All measurements, bandwidth shares, the spread of the timings, sweeps and plots: "
+              "[bench/results/report.md](bench/results/report.md)."]
     return "\n".join(parts)
 
 

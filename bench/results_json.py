@@ -8,8 +8,12 @@ import json
 from pathlib import Path
 
 BASELINE = {"roi_align": "torchvision", "crop_and_resize": "tensorflow"}  # speed-up is measured against these
-# Columns and legends read best with the compiled contenders first and the oracle last.
-DISPLAY_ORDER = ("cuda", "cpp", "vectorized", "torchvision", "tensorflow", "reference")
+# Columns and legends read best with the compiled contenders first and the oracle last, by the registered backend
+# (``impl``); a backend's rows side by side: dtype, then its row labels (NCHW, then channels_last; the native peer,
+# then the peer through our wrapper).
+DISPLAY_ORDER = ("cuda", "triton", "cpp", "compiled", "vectorized", "torchvision", "tensorflow", "reference")
+LABEL_ORDER = ("cuda", "cuda_nhwc", "triton", "cpp", "cpp_nhwc", "compiled", "vectorized", "torchvision",
+               "tensorflow", "tensorflow+convert", "reference")
 DTYPE_ORDER = ("float32", "bfloat16", "float16", "float64")
 PASS_LABELS = {"fwd": "fwd", "fwdbwd": "fwd+bwd", "fwdbwd_det": "fwd+bwd (deterministic)",
                "fwdbwd_boxes": "fwd+bwd (+boxes)"}
@@ -45,12 +49,20 @@ def load(paths: list[Path]) -> tuple[list[dict], list[dict]]:
     return rows, runs
 
 
+def impl(row: dict) -> str:
+    """The registered backend behind a row's label (``cpp`` for ``cpp_nhwc``); results written before row labels
+    existed have only ``backend``."""
+    return row.get("impl") or row["backend"]
+
+
 def backend_key(row: dict) -> tuple:
-    """Sort key: display order of the backend, then device and dtype."""
+    """Sort key: display order of the registered backend, then device, dtype and row label (``cpp`` float32,
+    ``cpp_nhwc`` float32, ``cpp`` bfloat16, ...)."""
     def rank(order: tuple[str, ...], name: str) -> int:
         return order.index(name) if name in order else len(order)
 
-    return rank(DISPLAY_ORDER, row["backend"]), row["backend"], row["device"], rank(DTYPE_ORDER, row["dtype"])
+    return (rank(DISPLAY_ORDER, impl(row)), impl(row), row["device"], rank(DTYPE_ORDER, row["dtype"]),
+            rank(LABEL_ORDER, row["backend"]), row["backend"])
 
 
 def baseline_median(rows: list[dict], row: dict) -> float | None:

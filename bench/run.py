@@ -1,6 +1,6 @@
 """``make bench``: run the benchmark suite, save its JSON as ``bench/results/<host>-<date>.json``, write the report.
 
-    python bench/run.py                  # the default matrix (~10 min on 2 CPU cores)
+    python bench/run.py                  # the default matrix (~6-11 min on 2 CPU cores, see matrix.py)
     BENCH=full python bench/run.py       # everything (hours on a CPU; see matrix.py)
     python bench/run.py -k cpp           # extra arguments go to pytest
 

@@ -8,11 +8,21 @@
   (plus, with a backward, the upstream gradient read and the image and box gradients written). Real kernels move
   more (four corners per sample, partly from cache), so this is a lower bound: bytes / time is an achieved
   bandwidth to set against the memory's peak, not a measurement of it.
+* The machine's bandwidth (``copy_bandwidth``), measured once per session (``conftest.py``): a STREAM-style copy,
+  ``dst.copy_(src)`` of one float32 tensor into another, each far larger than the last-level cache (4x the LLC
+  size from sysfs, at least 512 MiB; 64 MiB in ``smoke``, which only exercises the code), both touched first so
+  that no page faults are timed, with torch's own thread count (the one the benchmarks use). Bytes counted: the
+  read and the write (2x the size; the write-allocate read a CPU may add is not counted, as STREAM does not).
+  Median of several copies. On CUDA the same copy between two device tensors, synchronized; the datasheet peak
+  (``peak_bandwidth``) stays alongside.
 """
 
 from __future__ import annotations
 
 import os
+import statistics
+import time
+from pathlib import Path
 
 import torch
 
@@ -110,3 +120,78 @@ def peak_bandwidth(device: torch.device) -> float | None:
     if os.environ.get(BANDWIDTH_ENV):
         return float(os.environ[BANDWIDTH_ENV])
     return _from_properties(device) or _from_datasheet(device)
+
+
+# ------------------------------------------------------------------------------------- measured copy bandwidth
+
+COPY_MIN_BYTES = 512 * 2**20
+COPY_LLC_MULTIPLE = 4
+
+
+def last_level_cache_bytes() -> int | None:
+    """The largest CPU cache's size from sysfs (``/sys/devices/system/cpu/cpu0/cache/index*/size``), or None."""
+    sizes = []
+    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            text = (index / "size").read_text().strip()  # e.g. "491520K"
+        except OSError:
+            continue
+        units = {"K": 2**10, "M": 2**20, "G": 2**30}
+        sizes.append(int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text))
+    return max(sizes, default=None)
+
+
+def _available_memory_bytes() -> int | None:
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def copy_buffer_bytes(device: torch.device, small: bool = False) -> int:
+    """Size of each of the two copy buffers: much larger than the last-level cache (see the module docstring)."""
+    if small:
+        return 64 * 2**20
+    if device.type == "cuda":
+        l2 = getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 0) or 0
+        return max(1 * 2**30, COPY_LLC_MULTIPLE * l2)
+    wanted = max(COPY_MIN_BYTES, COPY_LLC_MULTIPLE * (last_level_cache_bytes() or 0))
+    available = _available_memory_bytes()
+    if available:  # two buffers, and leave most of the memory to the benchmarks
+        wanted = min(wanted, max(COPY_MIN_BYTES, available // 8))
+    return wanted
+
+
+def copy_bandwidth(device: torch.device, nbytes: int, runs: int = 7) -> dict:
+    """Measured bytes per second of ``dst.copy_(src)`` (read + write counted) on ``device``: the median of ``runs``
+    copies after one untimed copy; returns the rate with how it was measured (for machine_info and extra_info)."""
+    numel = nbytes // 4
+    src = torch.ones(numel, dtype=torch.float32, device=device)  # written: every page is mapped before timing
+    dst = torch.zeros_like(src)
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
+    dst.copy_(src)
+    sync()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        dst.copy_(src)
+        sync()
+        times.append(time.perf_counter() - start)
+    median = statistics.median(times)
+    moved = 2 * numel * 4
+    del src, dst
+    quartiles = statistics.quantiles(times, n=4) if runs >= 2 else (median, median, median)
+    return {
+        "bytes_per_second": moved / median,
+        "method": (f"dst.copy_(src), float32, {numel * 4 / 2**20:.0f} MiB each, read + write counted, median of "
+                   f"{runs} after 1 untimed" + ("" if device.type == "cuda" else
+                                                 f", {torch.get_num_threads()} torch threads")),
+        "buffer_bytes": numel * 4,
+        "llc_bytes": last_level_cache_bytes() if device.type == "cpu" else None,
+        "iqr_over_median": (quartiles[2] - quartiles[0]) / median,
+        "threads": torch.get_num_threads() if device.type == "cpu" else None,
+    }

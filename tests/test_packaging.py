@@ -1,4 +1,5 @@
-"""environment.yml installs what pyproject.toml declares (dependencies and the extras `make env` installs)."""
+"""environment.yml installs what pyproject.toml declares (dependencies, the extras `make env` installs and the
+`notebooks` extra `make lab` adds)."""
 
 import pathlib
 import re
@@ -14,7 +15,7 @@ def _name(requirement: str) -> str:
 def test_environment_yml_agrees_with_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     declared = {_name(r) for r in project["dependencies"]}
-    for extra in ("torchvision", "tensorflow", "test", "bench"):
+    for extra in ("torchvision", "tensorflow", "test", "bench", "notebooks"):
         declared |= {_name(r) for r in project["optional-dependencies"][extra]}
     listed = {_name(line.split("- ", 1)[1]) for line in (ROOT / "environment.yml").read_text().splitlines()
               if re.match(r"^\s+- ", line)}
