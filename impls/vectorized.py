@@ -14,11 +14,19 @@ Sample positions are computed by the reference's expressions, in the same order 
 float64, crop_and_resize in the compute dtype, as ``csrc/`` does), so a sample on a pixel row lands on it here
 too and the box gradient takes the same row pair. The sums then run in another order than ``reference.py``:
 float results agree to rounding, not bit for bit.
+
+Structure: each kernel is a Python loop over chunks that calls one *step* per chunk (``*_step`` below: sample
+axes, gather and weighted sum; the image-gradient scatter; the box-gradient reduction), a function of tensors and
+ints with no control flow on values, so that ``torch.compile(fullgraph=True, dynamic=True)`` takes each as one
+graph (what a ``compiled`` backend wraps: TODO(#14) register it once its CI compile time is bounded). With ``sampling_ratio > 0`` the loop is plain Python on shapes too, so ``torch.compile`` of
+roi_align takes the whole call as one graph; the adaptive grid's grouping of boxes reads their values
+(``_roi_chunks``) and is a graph break.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable, NamedTuple
 
 import torch
 
@@ -109,8 +117,9 @@ def _box_grads(rows, g, n, ay: _Axis, ax: _Axis, H: int, W: int) -> torch.Tensor
 
 
 def _chunks(index: torch.Tensor, samples_per_box: int):
+    """Consecutive slices of ``index`` [K] holding at most ``_CHUNK_ELEMENTS`` gathered values each; none for K = 0."""
     step = max(1, _CHUNK_ELEMENTS // max(samples_per_box, 1))
-    return index.split(step)
+    return [idx for idx in index.split(step) if idx.shape[0] > 0]
 
 
 # ------------------------------------------------------------------------------------------ crop_and_resize
@@ -123,7 +132,7 @@ def _crop_axis(start, end, crop: int, size: int, nearest: bool) -> _Axis:
         # The expressions of reference._crop_coordinate and its derivatives, in the compute dtype.
         scale = (end - start) * (size - 1) / (crop - 1)  # [Kc] sample spacing in pixels
         coord = start[:, None] * (size - 1) + i * scale[:, None]  # [Kc, S]
-        ratio = torch.tensor(size - 1, dtype=start.dtype, device=start.device) / (crop - 1)
+        ratio = torch.full((), size - 1, dtype=start.dtype, device=start.device) / (crop - 1)  # [] in the dtype
         d_start, d_end = (size - 1) - i * ratio, i * ratio  # [S]
     else:
         coord = (0.5 * (start + end) * (size - 1))[:, None]  # [Kc, 1]: the box centre
@@ -143,58 +152,87 @@ def _crop_axis(start, end, crop: int, size: int, nearest: bool) -> _Axis:
     )
 
 
-def _crop_geometry(boxes, box_index, crop_height, crop_width, H, W, method):
+def _crop_geometry(boxes, crop_height, crop_width, H, W, method):
     b = boxes.to(_compute_dtype(boxes.dtype))  # [Kc, 4]
     nearest = method == "nearest"
     ay = _crop_axis(b[:, 0], b[:, 2], crop_height, H, nearest)  # [Kc, ch]
     ax = _crop_axis(b[:, 1], b[:, 3], crop_width, W, nearest)  # [Kc, cw]
-    return box_index, ay, ax
+    return ay, ax
 
 
-def crop_and_resize_forward(image, boxes, box_index, crop_height, crop_width, method, extrapolation_value):
+# The per-chunk steps of crop_and_resize: functions of tensors, ints, floats and strings only, with no Python
+# control flow on tensor values, so that torch.compile(fullgraph=True, dynamic=True) takes each as one graph
+# and fuses its gathers with the arithmetic around them.
+
+
+def crop_forward_step(rows, boxes, box_index, crop_height: int, crop_width: int, H: int, W: int, method: str,
+                      extrapolation_value: float) -> torch.Tensor:
+    """Crops of a chunk of Kc boxes [Kc, 4] (images box_index [Kc]) from rows [N*H*W, C]: [Kc, ch, cw, C]."""
+    ay, ax = _crop_geometry(boxes, crop_height, crop_width, H, W, method)
+    values = _sample(rows, box_index, ay, ax, H, W)  # [Kc, ch, cw, C]
+    inside = ((ay.w_lo + ay.w_hi)[:, :, None] * (ax.w_lo + ax.w_hi)[:, None, :]) > 0  # [Kc, ch, cw]
+    return torch.where(inside[..., None], values, values.new_full((), extrapolation_value))
+
+
+def crop_scatter_step(grad_rows, g, boxes, box_index, crop_height: int, crop_width: int, H: int, W: int,
+                      method: str) -> None:
+    """Adds a chunk's incoming gradient g [Kc, ch, cw, C] to its taps in grad_rows [N*H*W, C] (in place)."""
+    ay, ax = _crop_geometry(boxes, crop_height, crop_width, H, W, method)
+    _scatter_image_grad(grad_rows, g, box_index, ay, ax, H, W)
+
+
+def crop_box_grad_step(rows, g, boxes, box_index, crop_height: int, crop_width: int, H: int, W: int,
+                       method: str) -> torch.Tensor:
+    """d loss / d (y1, x1, y2, x2) of a chunk [Kc, 4] from g [Kc, ch, cw, C]; nearest: d_start = d_end = 0."""
+    ay, ax = _crop_geometry(boxes, crop_height, crop_width, H, W, method)
+    return _box_grads(rows, g, box_index, ay, ax, H, W)
+
+
+def crop_and_resize_forward(image, boxes, box_index, crop_height, crop_width, method, extrapolation_value, *,
+                            steps=None):
+    steps = steps or EAGER
     N, C, H, W = image.shape
     K = boxes.shape[0]
     rows = _rows(image)  # [N*H*W, C]
     out = torch.empty((K, crop_height, crop_width, C), dtype=rows.dtype, device=image.device)
     for idx in _chunks(torch.arange(K, device=image.device), crop_height * crop_width * C):
-        n, ay, ax = _crop_geometry(boxes[idx], box_index[idx], crop_height, crop_width, H, W, method)
-        values = _sample(rows, n, ay, ax, H, W)  # [Kc, ch, cw, C]
-        inside = ((ay.w_lo + ay.w_hi)[:, :, None] * (ax.w_lo + ax.w_hi)[:, None, :]) > 0  # [Kc, ch, cw]
-        out[idx] = torch.where(inside[..., None], values, values.new_tensor(extrapolation_value))
+        out[idx] = steps.crop_forward(rows, boxes[idx], box_index[idx], crop_height, crop_width, H, W, method,
+                                      extrapolation_value)  # [Kc, ch, cw, C]
     return _layout.like(out.permute(0, 3, 1, 2).to(image.dtype), image)  # [K, C, ch, cw]
 
 
 def crop_and_resize_backward_input(
-    grad, boxes, box_index, crop_height, crop_width, batch_size, channels, height, width, method
+    grad, boxes, box_index, crop_height, crop_width, batch_size, channels, height, width, method, *, steps=None
 ):
+    steps = steps or EAGER
     N, C, H, W = batch_size, channels, height, width
     K = boxes.shape[0]
     g_all = grad.permute(0, 2, 3, 1).to(_compute_dtype(grad.dtype))  # [K, ch, cw, C]
     grad_rows = g_all.new_zeros((N * H * W, C))  # [N*H*W, C]
     for idx in _chunks(torch.arange(K, device=grad.device), crop_height * crop_width * C):
-        n, ay, ax = _crop_geometry(boxes[idx], box_index[idx], crop_height, crop_width, H, W, method)
-        _scatter_image_grad(grad_rows, g_all[idx], n, ay, ax, H, W)
+        steps.crop_scatter(grad_rows, g_all[idx], boxes[idx], box_index[idx], crop_height, crop_width, H, W, method)
     return _layout.like(grad_rows.view(N, H, W, C).permute(0, 3, 1, 2).to(grad.dtype), grad)  # [N, C, H, W]
 
 
-def crop_and_resize_backward_boxes(grad, image, boxes, box_index, crop_height, crop_width, method):
+def crop_and_resize_backward_boxes(grad, image, boxes, box_index, crop_height, crop_width, method, *, steps=None):
+    steps = steps or EAGER
     N, C, H, W = image.shape
     K = boxes.shape[0]
     rows = _rows(image)  # [N*H*W, C]
     g_all = grad.permute(0, 2, 3, 1).to(rows.dtype)  # [K, ch, cw, C]
     grad_boxes = boxes.new_zeros((K, 4), dtype=rows.dtype)  # (y1, x1, y2, x2) order
     for idx in _chunks(torch.arange(K, device=image.device), crop_height * crop_width * C):
-        n, ay, ax = _crop_geometry(boxes[idx], box_index[idx], crop_height, crop_width, H, W, method)
-        grad_boxes[idx] = _box_grads(rows, g_all[idx], n, ay, ax, H, W)  # nearest: d_start = d_end = 0
+        grad_boxes[idx] = steps.crop_box_grad(rows, g_all[idx], boxes[idx], box_index[idx], crop_height, crop_width,
+                                              H, W, method)  # [Kc, 4]
     return grad_boxes.to(boxes.dtype)
 
 
 # ------------------------------------------------------------------------------------------------ roi_align
 
 
-def _roi_sizes(rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):
-    """Per box [K], in float64 whatever the dtype (as every backend): batch index, starts, bin sizes, clamp
-    flags and sample grid, by reference._roi_geometry's expressions."""
+def _roi_boxes(rois, spatial_scale, pooled_height, pooled_width, aligned):
+    """Per box [K], in float64 whatever the dtype (as every backend): batch index, starts, sides, bin sizes and
+    clamp flags, by reference._roi_geometry's expressions."""
     r = rois.to(torch.float64)  # [K, 5]
     offset = 0.5 if aligned else 0.0
     x_start = r[:, 1] * spatial_scale - offset  # [K]
@@ -207,22 +245,17 @@ def _roi_sizes(rois, spatial_scale, pooled_height, pooled_width, sampling_ratio,
         w_clamped, h_clamped = roi_w < 1, roi_h < 1  # malformed boxes are forced to 1x1
         roi_w = torch.where(w_clamped, torch.ones_like(roi_w), roi_w)
         roi_h = torch.where(h_clamped, torch.ones_like(roi_h), roi_h)
-    if sampling_ratio > 0:
-        grid_h = grid_w = torch.full_like(roi_w, sampling_ratio, dtype=torch.int64)
-    else:
-        grid_h = torch.ceil(roi_h / pooled_height).long()  # [K] adaptive
-        grid_w = torch.ceil(roi_w / pooled_width).long()
     bin_h, bin_w = roi_h / pooled_height, roi_w / pooled_width  # [K]
-    return r[:, 0].long(), y_start, x_start, bin_h, bin_w, h_clamped, w_clamped, grid_h, grid_w
+    return r[:, 0].long(), y_start, x_start, roi_h, roi_w, bin_h, bin_w, h_clamped, w_clamped
 
 
-def _roi_axis(start, bin_size, clamped, pooled: int, grid: int, samples: range, extent: int, spatial_scale: float,
-              dtype: torch.dtype) -> _Axis:
-    """roi_align's samples i in ``samples`` of every bin along one side, for Kc boxes with the same ``grid``:
-    [Kc, pooled * len(samples)], bin-major. Positions in float64; weights and derivatives in ``dtype``."""
+def _roi_axis(start, bin_size, clamped, pooled: int, grid: int, first: int, count: int, extent: int,
+              spatial_scale: float, dtype: torch.dtype) -> _Axis:
+    """roi_align's samples ``first .. first + count - 1`` of every bin along one side, for Kc boxes with the same
+    ``grid``: [Kc, pooled * count], bin-major. Positions in float64; weights and derivatives in ``dtype``."""
     f64 = dict(device=start.device, dtype=torch.float64)
     p = torch.arange(pooled, **f64)[:, None]  # [P, 1]
-    i = torch.arange(samples.start, samples.stop, **f64)[None, :]  # [1, g]
+    i = torch.arange(first, first + count, **f64)[None, :]  # [1, g]
     b = bin_size[:, None, None]  # [Kc, 1, 1]
     # reference._roi_sample: start + p * bin_size + (i + 0.5) * bin_size / grid, evaluated left to right.
     coord = (start[:, None, None] + p * b + (i + 0.5) * b / grid).flatten(1)  # [Kc, S]
@@ -243,91 +276,170 @@ def _roi_axis(start, bin_size, clamped, pooled: int, grid: int, samples: range, 
                  d_start.to(dtype), d_end.to(dtype))
 
 
-def _blocks(grid: int, width: int) -> list[range]:
-    """``range(grid)`` in consecutive pieces of at most ``width``."""
-    return [range(i, min(i + width, grid)) for i in range(0, grid, width)]
+def _roi_geometry(rois, H, W, spatial_scale, pooled_height, pooled_width, aligned, grid, samples, dtype):
+    """Images [Kc] and both axes of a chunk of boxes rois [Kc, 5] sharing the sample grid ``(gh, gw)``, for the
+    samples ``((first_y, count_y), (first_x, count_x))`` of every bin."""
+    n, y_start, x_start, _, _, bin_h, bin_w, hc, wc = _roi_boxes(rois, spatial_scale, pooled_height, pooled_width,
+                                                                 aligned)
+    (gh, gw), ((fy, sy), (fx, sx)) = grid, samples
+    ay = _roi_axis(y_start, bin_h, hc, pooled_height, gh, fy, sy, H, spatial_scale, dtype)  # [Kc, PH*sy]
+    ax = _roi_axis(x_start, bin_w, wc, pooled_width, gw, fx, sx, W, spatial_scale, dtype)  # [Kc, PW*sx]
+    return n, ay, ax
 
 
-def _roi_chunks(rois, C, H, W, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned, dtype):
+def _blocks(grid: int, width: int) -> list[tuple[int, int]]:
+    """``range(grid)`` in consecutive pieces ``(first, count)`` of at most ``width``."""
+    return [(i, min(width, grid - i)) for i in range(0, grid, width)]
+
+
+def _roi_chunks(rois, C, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):
     """Boxes grouped by sample grid (gh, gw), cut into chunks of at most ``_CHUNK_ELEMENTS`` gathered values:
     several boxes per chunk, or one box's samples in pieces when its grid alone is larger. Yields
-    ``(idx, n, (iy, ix), ay, ax)``: box ids [Kc], their images, the sample ranges and their two axes."""
-    n, ys, xs, bin_h, bin_w, hc, wc, grid_h, grid_w = _roi_sizes(
-        rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned
-    )
+    ``(idx, (gh, gw), ((first_y, count_y), (first_x, count_x)))``: box ids [Kc], their grid and the samples of
+    every bin that this chunk takes.
+
+    With ``sampling_ratio > 0`` every box has the same grid, and this is plain Python on ints and shapes, which
+    ``torch.compile`` traces into one graph. The adaptive grid (``sampling_ratio <= 0``, ``ceil(side / bins)``
+    per box) is data-dependent: the groups and their sizes are read from the boxes' values (``unique``,
+    ``nonzero``), and each group's grid decides the shapes of its chunks' tensors. That grouping is Python
+    control flow on values, a graph break under ``torch.compile``; the steps each chunk runs are not.
+    """
+    K = rois.shape[0]
     per_sample = pooled_height * pooled_width * max(C, 1)  # gathered values of one (iy, ix) over a box's bins
     samples_per_chunk = max(1, _CHUNK_ELEMENTS // per_sample)
-    grids = torch.stack([grid_h, grid_w], dim=1)  # [K, 2]
-    for gh, gw in torch.unique(grids, dim=0).tolist():
-        if gh <= 0 or gw <= 0:
-            continue  # an empty grid averages nothing: those outputs stay 0
-        members = ((grid_h == gh) & (grid_w == gw)).nonzero().flatten()  # [Kg]
+    if K == 0:
+        return
+    if sampling_ratio > 0:
+        groups = [(sampling_ratio, sampling_ratio, torch.arange(K, device=rois.device))]
+    else:
+        _, _, _, roi_h, roi_w, _, _, _, _ = _roi_boxes(rois, spatial_scale, pooled_height, pooled_width, aligned)
+        grid_h = torch.ceil(roi_h / pooled_height).long()  # [K] adaptive
+        grid_w = torch.ceil(roi_w / pooled_width).long()
+        grids = torch.stack([grid_h, grid_w], dim=1)  # [K, 2]
+        groups = [
+            (gh, gw, ((grid_h == gh) & (grid_w == gw)).nonzero().flatten())  # [Kg]
+            for gh, gw in torch.unique(grids, dim=0).tolist()
+            if gh > 0 and gw > 0  # an empty grid averages nothing: those outputs stay 0
+        ]
+    for gh, gw, members in groups:
         if gh * gw <= samples_per_chunk:
             box_chunks = members.split(samples_per_chunk // (gh * gw))
-            pieces = [(range(gh), range(gw))]
+            pieces = [((0, gh), (0, gw))]
         else:
             box_chunks = members.split(1)
             width = min(gw, samples_per_chunk)
             pieces = [(iy, ix) for iy in _blocks(gh, max(1, samples_per_chunk // width)) for ix in _blocks(gw, width)]
         for idx in box_chunks:
-            for iy, ix in pieces:
-                ay = _roi_axis(ys[idx], bin_h[idx], hc[idx], pooled_height, gh, iy, H, spatial_scale, dtype)
-                ax = _roi_axis(xs[idx], bin_w[idx], wc[idx], pooled_width, gw, ix, W, spatial_scale, dtype)
-                yield idx, n[idx], (gh, gw), (len(iy), len(ix)), ay, ax
+            for samples in pieces:
+                yield idx, (gh, gw), samples
 
 
-def roi_align_forward(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):
+# The per-chunk steps of roi_align (see crop_forward_step). ``grid`` is ``(gh, gw)``, ``samples`` is
+# ``((first_y, count_y), (first_x, count_x))``: ints, so one compiled graph (dynamic=True) serves every chunk.
+
+
+def roi_forward_step(rows, rois, H: int, W: int, spatial_scale: float, pooled_height: int, pooled_width: int,
+                     aligned: bool, grid, samples) -> torch.Tensor:
+    """Sums over the chunk's samples of every bin, for boxes rois [Kc, 5] on rows [N*H*W, C]: [Kc, PH, PW, C]."""
+    n, ay, ax = _roi_geometry(rois, H, W, spatial_scale, pooled_height, pooled_width, aligned, grid, samples,
+                              rows.dtype)
+    (_, sy), (_, sx) = samples
+    values = _sample(rows, n, ay, ax, H, W)  # [Kc, PH*sy, PW*sx, C]
+    values = values.view(rois.shape[0], pooled_height, sy, pooled_width, sx, rows.shape[1])
+    return values.sum(dim=(2, 4))  # [Kc, PH, PW, C]
+
+
+def _bin_share(g, grid, samples) -> torch.Tensor:
+    """Each of sy x sx samples per bin gets its share of the bin's incoming gradient g [Kc, PH, PW, C]:
+    [Kc, PH*sy, PW*sx, C]."""
+    (gh, gw), ((_, sy), (_, sx)) = grid, samples
+    Kc, PH, PW, C = g.shape
+    g = g[:, :, None, :, None, :] / (gh * gw)  # [Kc, PH, 1, PW, 1, C]: the mean's share
+    return g.expand(Kc, PH, sy, PW, sx, C).reshape(Kc, PH * sy, PW * sx, C)  # [Kc, PH*sy, PW*sx, C]
+
+
+def roi_scatter_step(grad_rows, g, rois, H: int, W: int, spatial_scale: float, pooled_height: int,
+                     pooled_width: int, aligned: bool, grid, samples) -> None:
+    """Adds the chunk's share of the bins' incoming gradient g [Kc, PH, PW, C] to the taps in grad_rows
+    [N*H*W, C] (in place)."""
+    n, ay, ax = _roi_geometry(rois, H, W, spatial_scale, pooled_height, pooled_width, aligned, grid, samples,
+                              grad_rows.dtype)
+    _scatter_image_grad(grad_rows, _bin_share(g, grid, samples), n, ay, ax, H, W)
+
+
+def roi_box_grad_step(rows, g, rois, H: int, W: int, spatial_scale: float, pooled_height: int, pooled_width: int,
+                      aligned: bool, grid, samples) -> torch.Tensor:
+    """d loss / d (y_start, x_start, y_end, x_end) of the chunk's boxes [Kc, 4] from its samples, given the bins'
+    incoming gradient g [Kc, PH, PW, C]."""
+    n, ay, ax = _roi_geometry(rois, H, W, spatial_scale, pooled_height, pooled_width, aligned, grid, samples,
+                              rows.dtype)
+    return _box_grads(rows, _bin_share(g, grid, samples), n, ay, ax, H, W)
+
+
+def roi_align_forward(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned, *,
+                      steps=None):
+    steps = steps or EAGER
     N, C, H, W = input.shape
     K = rois.shape[0]
     rows = _rows(input)  # [N*H*W, C]
     sums = torch.zeros((K, pooled_height, pooled_width, C), dtype=rows.dtype, device=input.device)
     counts = torch.ones(K, dtype=rows.dtype, device=input.device)  # [K] samples per bin, at least 1
-    for idx, n, (gh, gw), (sy, sx), ay, ax in _roi_chunks(
-        rois, C, H, W, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned, rows.dtype
-    ):
-        values = _sample(rows, n, ay, ax, H, W)  # [Kc, PH*sy, PW*sx, C]
-        values = values.view(len(idx), pooled_height, sy, pooled_width, sx, C)
-        sums.index_add_(0, idx, values.sum(dim=(2, 4)))  # [Kc, PH, PW, C]
-        counts[idx] = float(gh * gw)
+    for idx, grid, samples in _roi_chunks(rois, C, spatial_scale, pooled_height, pooled_width, sampling_ratio,
+                                          aligned):
+        part = steps.roi_forward(rows, rois[idx], H, W, spatial_scale, pooled_height, pooled_width, aligned, grid,
+                                 samples)  # [Kc, PH, PW, C]
+        sums.index_add_(0, idx, part)
+        counts[idx] = float(grid[0] * grid[1])
     sums /= counts[:, None, None, None]  # [K, PH, PW, C]: the bin means
     return _layout.like(sums.permute(0, 3, 1, 2).to(input.dtype), input)  # [K, C, PH, PW]
 
 
-def _bin_share(g_all, idx, gh: int, gw: int, sy: int, sx: int) -> torch.Tensor:
-    """Each of sy x sx samples per bin gets its share of the bin's incoming gradient g_all [K, PH, PW, C]:
-    [Kc, PH*sy, PW*sx, C]."""
-    Kc, (_, PH, PW, C) = len(idx), g_all.shape
-    g = g_all[idx][:, :, None, :, None, :] / (gh * gw)  # [Kc, PH, 1, PW, 1, C]: the mean's share
-    return g.expand(Kc, PH, sy, PW, sx, C).reshape(Kc, PH * sy, PW * sx, C)  # [Kc, PH*sy, PW*sx, C]
-
-
 def roi_align_backward_input(
     grad, rois, spatial_scale, pooled_height, pooled_width, batch_size, channels, height, width, sampling_ratio,
-    aligned,
+    aligned, *, steps=None,
 ):
+    steps = steps or EAGER
     N, C, H, W = batch_size, channels, height, width
     g_all = grad.permute(0, 2, 3, 1).to(_compute_dtype(grad.dtype))  # [K, PH, PW, C]
     grad_rows = g_all.new_zeros((N * H * W, C))  # [N*H*W, C]
-    for idx, n, (gh, gw), (sy, sx), ay, ax in _roi_chunks(
-        rois, C, H, W, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned, g_all.dtype
-    ):
-        _scatter_image_grad(grad_rows, _bin_share(g_all, idx, gh, gw, sy, sx), n, ay, ax, H, W)
+    for idx, grid, samples in _roi_chunks(rois, C, spatial_scale, pooled_height, pooled_width, sampling_ratio,
+                                          aligned):
+        steps.roi_scatter(grad_rows, g_all[idx], rois[idx], H, W, spatial_scale, pooled_height, pooled_width,
+                          aligned, grid, samples)
     return _layout.like(grad_rows.view(N, H, W, C).permute(0, 3, 1, 2).to(grad.dtype), grad)  # [N, C, H, W]
 
 
-def roi_align_backward_boxes(grad, input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):
+def roi_align_backward_boxes(grad, input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned,
+                             *, steps=None):
+    steps = steps or EAGER
     N, C, H, W = input.shape
     K = rois.shape[0]
     rows = _rows(input)  # [N*H*W, C]
     g_all = grad.permute(0, 2, 3, 1).to(rows.dtype)  # [K, PH, PW, C]
     grad_boxes = rows.new_zeros((K, 4))  # (y1, x1, y2, x2) order
-    for idx, n, (gh, gw), (sy, sx), ay, ax in _roi_chunks(
-        rois, C, H, W, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned, rows.dtype
-    ):
-        grad_boxes.index_add_(0, idx, _box_grads(rows, _bin_share(g_all, idx, gh, gw, sy, sx), n, ay, ax, H, W))
+    for idx, grid, samples in _roi_chunks(rois, C, spatial_scale, pooled_height, pooled_width, sampling_ratio,
+                                          aligned):
+        part = steps.roi_box_grad(rows, g_all[idx], rois[idx], H, W, spatial_scale, pooled_height, pooled_width,
+                                  aligned, grid, samples)  # [Kc, 4]
+        grad_boxes.index_add_(0, idx, part)
     y1, x1, y2, x2 = grad_boxes.unbind(1)  # each [K]
     zero = torch.zeros_like(x1)  # the batch index gets no gradient
     return torch.stack([zero, x1, y1, x2, y2], dim=1).to(rois.dtype)  # [K, 5]
+
+
+class Steps(NamedTuple):
+    """The per-chunk steps the kernels above run: ``EAGER`` here; a compiled backend passes compiled ones."""
+
+    crop_forward: Callable
+    crop_scatter: Callable
+    crop_box_grad: Callable
+    roi_forward: Callable
+    roi_scatter: Callable
+    roi_box_grad: Callable
+
+
+EAGER = Steps(crop_forward_step, crop_scatter_step, crop_box_grad_step, roi_forward_step, roi_scatter_step,
+              roi_box_grad_step)
 
 
 BACKEND = register(
