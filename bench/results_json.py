@@ -78,3 +78,76 @@ def baseline_median(rows: list[dict], row: dict) -> float | None:
         and r["op"] == row["op"] and r["case"] == row["case"] and r["pass"] == pass_
     }
     return candidates.get(row["device"], candidates.get("cpu"))
+
+
+# --- For notebooks: the newest results file, its rows with quartiles, and speed-ups with their spread. ---------------
+
+
+def newest(directory: Path) -> Path | None:
+    """The pytest-benchmark JSON in ``directory`` with the latest ``datetime`` (file time breaks ties); None if none."""
+    best = None
+    for path in Path(directory).glob("*.json"):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and isinstance(data.get("benchmarks"), list):
+            key = (str(data.get("datetime", "")), path.stat().st_mtime)
+            if best is None or key > best[0]:
+                best = (key, path)
+    return None if best is None else best[1]
+
+
+def read_run(path: Path) -> tuple[list[dict], dict]:
+    """(rows, run) of one file: :func:`load`'s rows plus ``q1``, ``q3`` and ``mean`` of each timing (seconds)."""
+    rows, runs = load([path])
+    stats = [b["stats"] for b in json.loads(Path(path).read_text())["benchmarks"] if "op" in b["extra_info"]]
+    for row, s in zip(rows, stats, strict=True):
+        row.update(q1=s["q1"], q3=s["q3"], mean=s["mean"])
+    return rows, runs[0]
+
+
+def run_title(run: dict) -> str:
+    """``machine, N threads, commit abc1234, 2026-11-26``: what a figure's title says about where it was measured."""
+    info, commit = run["machine_info"], run.get("commit_info") or {}
+    cpu = (info.get("cpu") or {}).get("brand_raw", "")
+    threads = info.get("torch_threads", "?")
+    dirty = "+dirty" if commit.get("dirty") else ""
+    return (f"{info.get('node', '?')} ({cpu}, {info.get('cpu_count', '?')} cores), {threads} threads, "
+            f"commit {str(commit.get('id', '?'))[:7]}{dirty}, {str(run.get('datetime') or '?')[:10]}")
+
+
+def find(rows: list[dict], **fields) -> dict | None:
+    """The one row whose fields equal ``fields`` (None when there is none; an error when there are several)."""
+    hits = [r for r in rows if all(r.get(k) == v for k, v in fields.items())]
+    if len(hits) > 1:
+        raise ValueError(f"{len(hits)} rows match {fields}")
+    return hits[0] if hits else None
+
+
+def speedups(rows: list[dict], backends: dict[str, tuple[str, ...]], dtype: str = "float32") -> list[dict]:
+    """Speed-up of each backend over its op's peer, on the same case, pass and device: one dict per pair.
+
+    ``backends``: op -> the row labels to compare (e.g. ``{"roi_align": ("cpp", "cpp_nhwc")}``); the peer is
+    :data:`BASELINE` (the native peer row, e.g. ``tensorflow`` timed on NHWC ``tf.Tensor``\\ s). ``speedup`` is
+    peer median / backend median; ``low`` and ``high`` bound it by the quartiles (peer q1 / backend q3 and
+    peer q3 / backend q1), so a claim that holds at ``low`` holds across the middle half of both timings.
+    Head cases only (``test_scaling`` rows are sweeps).
+    """
+    out = []
+    for r in rows:
+        if r["test"] == "test_scaling" or r["dtype"] != dtype or r["backend"] not in backends.get(r["op"], ()):
+            continue
+        peer = find(rows, test=r["test"], op=r["op"], case=r["case"], device=r["device"], dtype="float32",
+                    backend=BASELINE[r["op"]], run=r["run"], **{"pass": BASELINE_PASS.get(r["pass"], r["pass"])})
+        if peer is None:
+            continue
+        out.append({"op": r["op"], "case": r["case"], "pass": r["pass"], "backend": r["backend"],
+                    "peer": peer["backend"], "speedup": peer["median"] / r["median"],
+                    "low": peer["q1"] / r["q3"], "high": peer["q3"] / r["q1"]})
+    return out
+
+
+def skew(rows: list[dict], threshold: float = 0.2) -> list[dict]:
+    """Rows whose mean is more than ``threshold`` away from their median (outliers pull the mean)."""
+    return [r for r in rows if abs(r["mean"] / r["median"] - 1) > threshold]
