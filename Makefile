@@ -53,7 +53,8 @@ $(LAB_STAMP): $(STAMP) pyproject.toml
 
 lab: build $(LAB_STAMP)
 	$(BIN)/python -c "import runpy; runpy.run_path('notebooks/execute.py')['_check_kernel']()"
-	$(BIN)/jupyter lab --notebook-dir=notebooks --MappingKernelManager.default_kernel_name=python3
+	$(BIN)/jupyter lab --notebook-dir=notebooks --MappingKernelManager.default_kernel_name=python3 \
+		$(if $(filter 0,$(shell id -u)),--allow-root)  # JupyterLab refuses root (containers) without it
 
 # On a GPU machine that has its own torch (>= 2.11, CUDA): build for its GPU, test, compute-sanitizer, benchmark,
 # with $(PYTHON), not the .venv; results and summary.md in bench/results/gpu-<date>/ (GPU_RESULTS=dir overrides).
