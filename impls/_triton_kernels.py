@@ -80,6 +80,13 @@ def _tile(K, C, cells, BLOCK_K: tl.constexpr, BLOCK_E: tl.constexpr):
 
 
 @triton.jit
+def _element(e, cells, width):
+    """Element e = c * cells + cell of a box's [C, rows, width] output: its channel (int64), row and column."""
+    cell = e % cells
+    return (e // cells).to(tl.int64), cell // width, cell % width
+
+
+@triton.jit
 def _div(a, b):
     """a / b rounded to nearest, as C++, CUDA and numpy divide. On NVIDIA GPUs Triton compiles a float32 ``/`` to
     an approximate division (``div.full.f32``, up to 2 ulp off); ``tl.div_rn`` is the IEEE one. float64 ``/`` is
@@ -131,6 +138,16 @@ def _crop_sample(boxes, box_index, k, rows, py, px, N, H, W, CH, CW, COMPUTE: tl
 
 
 @triton.jit
+def _crop_taps(in_y, in_x):
+    """The bilinear taps of in-range coordinates (CONVENTIONS.md §1.4): rows top = floor, bottom = ceil and
+    columns left, right as int64 (equal at an integer coordinate, where the lerp is 0), and the two lerps."""
+    top = tl.floor(in_y)
+    left = tl.floor(in_x)
+    return (top.to(tl.int64), tl.ceil(in_y).to(tl.int64), left.to(tl.int64), tl.ceil(in_x).to(tl.int64),
+            in_y - top, in_x - left)
+
+
+@triton.jit
 def _round_half_away(v):
     """std::round for v >= 0: 2.5 -> 3 (CONVENTIONS.md §1.4), as an int64 index."""
     f = tl.floor(v)
@@ -148,10 +165,7 @@ def crop_and_resize_forward_kernel(
     """out[k, c, py, px] ([K, C, CH, CW]): one lane per output element."""
     cells = CH * CW
     k, e, rows, lanes = _tile(K, C, cells, BLOCK_K, BLOCK_E)
-    c = (e // cells).to(tl.int64)
-    cell = e % cells
-    py = cell // CW
-    px = cell % CW
+    c, py, px = _element(e, cells, CW)
     n, ok, inside, in_y, in_x, _, _, _, _ = _crop_sample(boxes, box_index, k, rows, py, px, N, H, W, CH, CW, COMPUTE)
     read = lanes & ok & inside
     plane = image + n * s_n + c * s_c  # [BLOCK_K, BLOCK_E] pointers to each lane's (image, channel) plane
@@ -159,14 +173,8 @@ def crop_and_resize_forward_kernel(
         value = tl.load(plane + _round_half_away(in_y) * s_h + _round_half_away(in_x) * s_w, mask=read, other=0)
         value = value.to(COMPUTE)
     else:
-        top = tl.floor(in_y)
-        left = tl.floor(in_x)
-        y_lerp = in_y - top
-        x_lerp = in_x - left
-        t = top.to(tl.int64) * s_h
-        b = tl.ceil(in_y).to(tl.int64) * s_h  # == t at an integer position: the lerp is 0 there
-        lf = left.to(tl.int64) * s_w
-        r = tl.ceil(in_x).to(tl.int64) * s_w
+        top, bottom, left, right, y_lerp, x_lerp = _crop_taps(in_y, in_x)
+        t, b, lf, r = top * s_h, bottom * s_h, left * s_w, right * s_w
         tl_v = tl.load(plane + t + lf, mask=read, other=0).to(COMPUTE)
         tr_v = tl.load(plane + t + r, mask=read, other=0).to(COMPUTE)
         bl_v = tl.load(plane + b + lf, mask=read, other=0).to(COMPUTE)
@@ -192,10 +200,7 @@ def crop_and_resize_image_grad_atomic_kernel(
     ``sem="relaxed"``: the adds need no ordering among themselves (as ``gpuAtomicAddNoReturn`` in csrc/cuda)."""
     cells = CH * CW
     k, e, rows, lanes = _tile(K, C, cells, BLOCK_K, BLOCK_E)
-    c = (e // cells).to(tl.int64)
-    cell = e % cells
-    py = cell // CW
-    px = cell % CW
+    c, py, px = _element(e, cells, CW)
     n, ok, inside, in_y, in_x, _, _, _, _ = _crop_sample(boxes, box_index, k, rows, py, px, N, H, W, CH, CW, COMPUTE)
     take = lanes & ok & inside
     g = tl.load(grad + k * g_k + c * g_c + py * g_h + px * g_w, mask=take, other=0).to(COMPUTE)
@@ -204,14 +209,8 @@ def crop_and_resize_image_grad_atomic_kernel(
         nearest = plane + _round_half_away(in_y) * b_h + _round_half_away(in_x) * b_w
         tl.atomic_add(nearest, g, mask=take, sem="relaxed")
     else:
-        top = tl.floor(in_y)
-        left = tl.floor(in_x)
-        y_lerp = in_y - top
-        x_lerp = in_x - left
-        t = top.to(tl.int64) * b_h
-        b = tl.ceil(in_y).to(tl.int64) * b_h
-        lf = left.to(tl.int64) * b_w
-        r = tl.ceil(in_x).to(tl.int64) * b_w
+        top, bottom, left, right, y_lerp, x_lerp = _crop_taps(in_y, in_x)
+        t, b, lf, r = top * b_h, bottom * b_h, left * b_w, right * b_w
         d_top = (1 - y_lerp) * g
         d_bottom = y_lerp * g
         tl.atomic_add(plane + t + lf, (1 - x_lerp) * d_top, mask=take, sem="relaxed")
@@ -250,14 +249,8 @@ def crop_and_resize_taps_kernel(
         for corner in tl.static_range(1, 4):
             tl.store(pixel + entry + corner, tl.full([BLOCK_K, BLOCK_E], -1, tl.int64), mask=lanes)
     else:
-        top = tl.floor(in_y)
-        left = tl.floor(in_x)
-        y_lerp = in_y - top
-        x_lerp = in_x - left
-        t = base + top.to(tl.int64) * W
-        b = base + tl.ceil(in_y).to(tl.int64) * W
-        lf = left.to(tl.int64)
-        r = tl.ceil(in_x).to(tl.int64)
+        top, bottom, lf, r, y_lerp, x_lerp = _crop_taps(in_y, in_x)
+        t, b = base + top * W, base + bottom * W
         for corner in tl.static_range(4):  # unrolled: corner 0 TL, 1 TR, 2 BL, 3 BR
             row = b if corner >= 2 else t
             col = r if corner % 2 == 1 else lf
@@ -289,23 +282,14 @@ def crop_and_resize_boxes_grad_kernel(
     for start in range(0, C * cells, BLOCK_E):
         e = start + tl.arange(0, BLOCK_E)[None, :]
         lanes = rows & (e < C * cells)
-        c = (e // cells).to(tl.int64)
-        cell = e % cells
-        py = cell // CW
-        px = cell % CW
+        c, py, px = _element(e, cells, CW)
         n, ok, inside, in_y, in_x, dy_lo, dy_hi, dx_lo, dx_hi = _crop_sample(
             boxes, box_index, k, rows, py, px, N, H, W, CH, CW, COMPUTE)
         take = lanes & ok & inside
         g = tl.load(grad + k * g_k + c * g_c + py * g_h + px * g_w, mask=take, other=0).to(COMPUTE)
         plane = image + n * s_n + c * s_c
-        top = tl.floor(in_y)
-        left = tl.floor(in_x)
-        y_lerp = in_y - top
-        x_lerp = in_x - left
-        t = top.to(tl.int64) * s_h
-        b = tl.ceil(in_y).to(tl.int64) * s_h
-        lf = left.to(tl.int64) * s_w
-        r = tl.ceil(in_x).to(tl.int64) * s_w
+        top, bottom, left, right, y_lerp, x_lerp = _crop_taps(in_y, in_x)
+        t, b, lf, r = top * s_h, bottom * s_h, left * s_w, right * s_w
         tl_v = tl.load(plane + t + lf, mask=take, other=0).to(COMPUTE)
         tr_v = tl.load(plane + t + r, mask=take, other=0).to(COMPUTE)
         bl_v = tl.load(plane + b + lf, mask=take, other=0).to(COMPUTE)
@@ -384,10 +368,7 @@ def roi_align_forward_kernel(
     smaller masks the extra samples (with one box per tile, the usual case, nothing is masked)."""
     cells = PH * PW
     k, e, rows, lanes = _tile(K, C, cells, BLOCK_K, BLOCK_E)
-    c = (e // cells).to(tl.int64)
-    cell = e % cells
-    ph = cell // PW
-    pw = cell % PW
+    c, ph, pw = _element(e, cells, PW)
     n, ok, y_start, x_start, bin_h, bin_w, grid_h, grid_w, count = _roi_box(geometry, k, rows, K, N, COMPUTE)
     plane = input + n * s_n + c * s_c
     acc = tl.zeros([BLOCK_K, BLOCK_E], COMPUTE)
@@ -425,10 +406,7 @@ def roi_align_image_grad_atomic_kernel(
     four taps (CONVENTIONS.md §3.4), added atomically. Where clamping made low == high both shares go there."""
     cells = PH * PW
     k, e, rows, lanes = _tile(K, C, cells, BLOCK_K, BLOCK_E)
-    c = (e // cells).to(tl.int64)
-    cell = e % cells
-    ph = cell // PW
-    pw = cell % PW
+    c, ph, pw = _element(e, cells, PW)
     n, ok, y_start, x_start, bin_h, bin_w, grid_h, grid_w, count = _roi_box(geometry, k, rows, K, N, COMPUTE)
     g = tl.load(grad + k * g_k + c * g_c + ph * g_h + pw * g_w, mask=lanes & ok, other=0).to(COMPUTE)
     plane = grad_input + n * b_n + c * b_c
@@ -514,10 +492,7 @@ def roi_align_boxes_grad_kernel(
     for start in range(0, C * cells, BLOCK_E):
         e = start + tl.arange(0, BLOCK_E)[None, :]
         lanes = rows & ok & (e < C * cells)
-        c = (e // cells).to(tl.int64)
-        cell = e % cells
-        ph = cell // PW
-        pw = cell % PW
+        c, ph, pw = _element(e, cells, PW)
         g = tl.load(grad + k * g_k + c * g_c + ph * g_h + pw * g_w, mask=lanes, other=0).to(COMPUTE)
         plane = input + n * s_n + c * s_c
         for iy in range(0, tl.max(grid_h)):
