@@ -3,7 +3,8 @@
 Each benchmark (``run_case``):
 
 1. builds its inputs (outside the timer) and runs the call once, asserting it matches a peer (``check.py``, on
-   the results converted to NCHW torch tensors outside the timer); that call is also the first warm-up;
+   the results converted to NCHW torch tensors outside the timer); that call is also the first warm-up, and its
+   duration is recorded (``first_call_s``: for ``compiled``, Inductor's compile time shows there);
 2. runs it once more to measure peak memory (``peak_memory.py``), the minor page faults of one call (CPU) and its
    duration, from which the rounds are chosen: about ``ROUND_BUDGET_S`` seconds of rounds, at least
    ``MIN_ROUNDS`` (slow calls such as the ``vectorized`` backward take seconds each, so a fixed round count would
@@ -184,7 +185,11 @@ def run_case(benchmark, machine_bandwidth):
         case = matrix.find(op, backend, device, dtype, case_id, pass_)
         inputs = make_inputs(case)
         call = make_call(backend, pass_, inputs)
+        first = time.perf_counter()
         checked = check_against_peer(case, inputs, call.results())
+        # The first call of this case in the process (with the check's conversion, outside any timer of note):
+        # for ``compiled`` the first case of each op and grid also compiles its graphs (the report's compile table).
+        first_call_s = time.perf_counter() - first
 
         start = time.perf_counter()
         faults = _minor_faults()
@@ -208,7 +213,8 @@ def run_case(benchmark, machine_bandwidth):
             peak_memory_bytes=peak_bytes, peak_memory_method=peak_method,
             # Minor page faults of the peak-memory call (the process's, so TensorFlow's pool threads count too).
             minor_faults=faults if device == "cpu" else None,
-            warmup_rounds=warmup, own_cpu=share.own, neighbour_cpu=share.neighbour, steal_cpu=share.steal,
+            first_call_s=first_call_s, warmup_rounds=warmup,
+            own_cpu=share.own, neighbour_cpu=share.neighbour, steal_cpu=share.steal,
             threads=_threads(case.variant.backend), torch_threads=torch.get_num_threads(), bench_mode=matrix.MODE,
             copy_bandwidth=measured["bytes_per_second"], copy_bandwidth_method=measured["method"],
             **checked,

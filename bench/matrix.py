@@ -24,8 +24,9 @@ so a new backend (or a GPU) adds rows with no change here. ``reference`` is the 
 The ``backend`` of a case is a *row label* (``Variant``, ``EXTRA_VARIANTS``): a registered backend's name, or one
 of these, which run a registered backend another way (head cases only, not the sweeps; in ``gpu``, P2 only):
 
-* ``cpp_nhwc`` / ``cuda_nhwc``: ``cpp`` / ``cuda`` on a ``torch.channels_last`` feature map and upstream gradient
-  (made so outside the timer); the output is channels_last too (CONVENTIONS.md §6).
+* ``cpp_nhwc`` / ``cuda_nhwc`` / ``compiled_nhwc``: ``cpp`` / ``cuda`` / ``compiled`` on a ``torch.channels_last``
+  feature map and upstream gradient (made so outside the timer); the output is channels_last too (CONVENTIONS.md
+  §6). ``compiled`` reads a channels_last map in place and copies an NCHW one, so both rows say what it costs.
 * ``tensorflow+convert``: ``impls.crop_and_resize(backend="tensorflow")``, what a PyTorch user of our wrapper pays:
   NCHW torch -> NHWC numpy -> TensorFlow and back inside every call.
 
@@ -89,6 +90,7 @@ NATIVE_PEERS = ("torchvision", "tensorflow")
 # Registered backend -> its extra row labels.
 EXTRA_VARIANTS = {
     "cpp": (Variant("cpp_nhwc", "cpp", layout="channels_last"),),
+    "compiled": (Variant("compiled_nhwc", "compiled", layout="channels_last"),),
     "cuda": (Variant("cuda_nhwc", "cuda", layout="channels_last"),),
     "tensorflow": (Variant("tensorflow+convert", "tensorflow"),),
 }
@@ -219,9 +221,13 @@ def _passes(mode: str, workload: Workload, dtype: str) -> tuple[str, ...]:
 
 def _labels(mode: str, workload: Workload, head: bool) -> list[Variant]:
     """The row labels that run ``workload``: every registered backend, plus the extra variants on head cases
-    (in ``gpu``, on P2 only: a few dozen cases rather than a hundred)."""
+    (in ``gpu``: every backend and variant on the P2 head cases, only ``GPU_ALL_DTYPES`` on the others)."""
     extra = head and (mode != "gpu" or workload.level == "p2")
-    return [v for name in registered() for v in variants(name) if extra or not v.extra]
+    labels = [v for name in registered() for v in variants(name) if extra or not v.extra]
+    if mode == "gpu" and not (head and workload.level == "p2"):
+        # Past the P2 head cases, only the kernels users compare (GPU_ALL_DTYPES): the GPU run has minutes.
+        labels = [v for v in labels if v.backend in GPU_ALL_DTYPES]
+    return labels
 
 
 def _cases(op: str, workloads: list[Workload], mode: str, passes=None, head: bool = True) -> list[Case]:

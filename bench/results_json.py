@@ -12,8 +12,8 @@ BASELINE = {"roi_align": "torchvision", "crop_and_resize": "tensorflow"}  # spee
 # (``impl``); a backend's rows side by side: dtype, then its row labels (NCHW, then channels_last; the native peer,
 # then the peer through our wrapper).
 DISPLAY_ORDER = ("cuda", "triton", "cpp", "compiled", "vectorized", "torchvision", "tensorflow", "reference")
-LABEL_ORDER = ("cuda", "cuda_nhwc", "triton", "cpp", "cpp_nhwc", "compiled", "vectorized", "torchvision",
-               "tensorflow", "tensorflow+convert", "reference")
+LABEL_ORDER = ("cuda", "cuda_nhwc", "triton", "cpp", "cpp_nhwc", "compiled", "compiled_nhwc", "vectorized",
+               "torchvision", "tensorflow", "tensorflow+convert", "reference")
 DTYPE_ORDER = ("float32", "bfloat16", "float16", "float64")
 PASS_LABELS = {"fwd": "fwd", "fwdbwd": "fwd+bwd", "fwdbwd_det": "fwd+bwd (deterministic)",
                "fwdbwd_boxes": "fwd+bwd (+boxes)"}

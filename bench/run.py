@@ -5,15 +5,21 @@
     python bench/run.py -k cpp           # extra arguments go to pytest
 
 Exits with pytest's status when the suite fails (the report is then not regenerated).
+
+The run gets an empty Inductor cache of its own (``TORCHINDUCTOR_CACHE_DIR``, unless set already), so that the
+``compiled`` backend's first calls show a cold compile, the same on every run, and not whatever an earlier
+process left on disk.
 """
 
 from __future__ import annotations
 
 import datetime
+import os
 import re
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -38,7 +44,9 @@ def main(pytest_args: list[str]) -> int:
     ]
     print(" ".join(command), flush=True)
     start = time.perf_counter()
-    status = subprocess.call(command, cwd=BENCH_DIR.parent)
+    with tempfile.TemporaryDirectory(prefix="impls-bench-inductor-") as cache:
+        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": os.environ.get("TORCHINDUCTOR_CACHE_DIR", cache)}
+        status = subprocess.call(command, cwd=BENCH_DIR.parent, env=env)
     print(f"pytest finished in {time.perf_counter() - start:.0f} s with status {status}", flush=True)
     if status != 0:
         return status

@@ -5,7 +5,7 @@ Public API: :func:`crop_and_resize`, :func:`roi_align`, the modules :class:`Crop
 :func:`backends` (what is registered and whether it runs here) and :func:`resolve_backend` (what ``"auto"`` picks).
 """
 
-from . import reference, vectorized, peers, _extension  # noqa: F401  (each registers its backends)
+from . import reference, vectorized, compiled, peers, _extension  # noqa: F401  (each registers its backends)
 from . import triton_backend  # noqa: F401  (registers "triton": cuda, or cpu under TRITON_INTERPRET=1)
 from ._registry import BackendUnavailableError, backends
 from .functional import crop_and_resize, resolve_backend, roi_align

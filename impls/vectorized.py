@@ -4,8 +4,9 @@ Bilinear sampling is separable: a sample at (y, x) reads rows ``lo_y, hi_y`` and
 weights ``w_y * w_x``. Both operators are therefore written as one sampler over per-box row and column
 "axes" (indices, weights and box derivatives of every sample coordinate), gathered from the feature map viewed
 as rows of channels ``[N*H*W, C]``. The feature map is read in place through indices, never copied per box: memory
-is one channels-last copy of the map plus a bounded chunk of gathered samples (``_CHUNK_ELEMENTS``), however
-many boxes there are. Backward is written with ``index_add_`` (image) and reductions (boxes), not by autograd.
+is one channels-last copy of the map (none when it is channels_last already) plus a bounded chunk of gathered
+samples (``_CHUNK_ELEMENTS``), however many boxes there are. Backward is written with ``index_put_`` (image) and
+reductions (boxes), not by autograd.
 
 Cost: about five gathered tensors of ``chunk x samples x C`` per chunk; half types are computed in float32. A
 box whose adaptive sample grid alone exceeds a chunk (a 10,000-pixel box has ~1,400 x 1,400 samples per bin) is
@@ -15,12 +16,13 @@ float64, crop_and_resize in the compute dtype, as ``csrc/`` does), so a sample o
 too and the box gradient takes the same row pair. The sums then run in another order than ``reference.py``:
 float results agree to rounding, not bit for bit.
 
-Structure: each kernel is a Python loop over chunks that calls one *step* per chunk (``*_step`` below: sample
-axes, gather and weighted sum; the image-gradient scatter; the box-gradient reduction), a function of tensors and
-ints with no control flow on values, so that ``torch.compile(fullgraph=True, dynamic=True)`` takes each as one
-graph (what a ``compiled`` backend wraps: TODO(#14) register it once its CI compile time is bounded). With ``sampling_ratio > 0`` the loop is plain Python on shapes too, so ``torch.compile`` of
-roi_align takes the whole call as one graph; the adaptive grid's grouping of boxes reads their values
-(``_roi_chunks``) and is a graph break.
+Structure: each kernel is a Python loop over chunks that computes the chunk's sample geometry (``_Cells``) and
+calls one *step* (``sample_step``, ``scatter_step``, ``box_grad_step``, shared by both operators): a function of
+tensors and ints with no control flow on values, so that ``torch.compile(fullgraph=True, dynamic=True)`` takes
+each as one graph. The ``compiled`` backend (``impls/compiled.py``) is this module with those steps compiled.
+With ``sampling_ratio > 0`` the loop is plain Python on shapes too, so ``torch.compile`` of roi_align takes the
+whole call as one graph; the adaptive grid's grouping of boxes reads their values (``_roi_chunks``) and is a
+graph break.
 """
 
 from __future__ import annotations
@@ -44,76 +46,114 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 @dataclasses.dataclass
 class _Axis:
-    """Sample coordinates of a chunk of Kc boxes along one side, S samples each: everything [Kc, S]."""
+    """Sample coordinates of a chunk of Kc boxes along one side, S samples each. Every field is [Kc, S, 2], the
+    sample's low and high tap side by side (see "Layout" in the module docstring)."""
 
-    lo: torch.Tensor  # int64 pixel index of the low tap
-    hi: torch.Tensor  # int64 pixel index of the high tap
-    w_lo: torch.Tensor  # weight of the low tap (0 where the sample is out of range)
-    w_hi: torch.Tensor  # weight of the high tap
-    d_start: torch.Tensor  # d coordinate / d box start (0 where the coordinate does not move with the box)
-    d_end: torch.Tensor  # d coordinate / d box end
+    tap: torch.Tensor  # int64 pixel index of the (low, high) tap
+    weight: torch.Tensor  # weight of the (low, high) tap (0 where the sample is out of range)
+    d: torch.Tensor  # d coordinate / d (box start, box end) (0 where the coordinate does not move with the box)
+
+    @classmethod
+    def of(cls, lo, hi, w_lo, w_hi, d_start, d_end) -> "_Axis":
+        return cls(torch.stack([lo, hi], -1), torch.stack([w_lo, w_hi], -1), torch.stack([d_start, d_end], -1))
 
 
 def _rows(x: torch.Tensor) -> torch.Tensor:
-    """[N, C, H, W] -> [N*H*W, C] in the compute dtype (a view for channels_last float32/64 input)."""
+    """[N, C, H, W] -> [N*H*W, C], contiguous, in the compute dtype: a view of a channels_last float32/64 map,
+    else one copy."""
     N, C, H, W = x.shape
-    return x.permute(0, 2, 3, 1).reshape(N * H * W, C).to(_compute_dtype(x.dtype))
+    return x.permute(0, 2, 3, 1).reshape(N * H * W, C).to(_compute_dtype(x.dtype)).contiguous()
 
 
-def _flat_index(n, ys, xs, H: int, W: int) -> torch.Tensor:
-    # n [Kc], ys [Kc, SY], xs [Kc, SX] -> [Kc*SY*SX] rows of _rows()
-    return ((n[:, None, None] * H + ys[:, :, None]) * W + xs[:, None, :]).reshape(-1)
+# The per-chunk steps: the work on the feature map, shared by both operators. Each is a function of tensors and
+# ints with no Python control flow on tensor values, so that torch.compile(fullgraph=True, dynamic=True) takes
+# each as one graph (the ``compiled`` backend). Output cell (ph, pw) of a box takes the ``sy x sx`` samples
+# (roi_align's bin; 1 x 1 for crop_and_resize) of its sample rows ``ph*sy ..`` and columns ``pw*sx ..``. Inside a
+# step everything is indexed [Kc, PH, sy, PW, sx] (+ C) by broadcasting: sizes arrive as tensor dimensions and no
+# tensor is reshaped.
 
 
-def _corners(rows, n, ay: _Axis, ax: _Axis, H: int, W: int):
-    """The four taps of every sample, each [Kc, SY, SX, C]."""
-    shape = (n.shape[0], ay.lo.shape[1], ax.lo.shape[1], rows.shape[1])
-    return tuple(
-        rows.index_select(0, _flat_index(n, ys, xs, H, W)).view(shape)
-        for ys, xs in ((ay.lo, ax.lo), (ay.lo, ax.hi), (ay.hi, ax.lo), (ay.hi, ax.hi))
-    )
+class _Cells(NamedTuple):
+    """The samples of a chunk of Kc boxes by output cell: ``n`` [Kc] the boxes' images; the y axis' ``y_tap``,
+    ``y_weight``, ``y_d`` [Kc, PH, sy, 2] and the x axis' [Kc, PW, sx, 2] (``_Axis`` fields); ``count`` (0-d, in
+    the compute dtype): samples per cell in the whole grid, the mean's divisor."""
+
+    n: torch.Tensor
+    y_tap: torch.Tensor
+    y_weight: torch.Tensor
+    y_d: torch.Tensor
+    x_tap: torch.Tensor
+    x_weight: torch.Tensor
+    x_d: torch.Tensor
+    count: torch.Tensor
 
 
-def _sample(rows, n, ay: _Axis, ax: _Axis, H: int, W: int) -> torch.Tensor:
-    """Bilinear values [Kc, SY, SX, C]."""
-    tl, tr, bl, br = _corners(rows, n, ay, ax, H, W)
-    wyl, wyh = ay.w_lo[:, :, None, None], ay.w_hi[:, :, None, None]  # [Kc, SY, 1, 1]
-    wxl, wxh = ax.w_lo[:, None, :, None], ax.w_hi[:, None, :, None]  # [Kc, 1, SX, 1]
-    return wyl * (wxl * tl + wxh * tr) + wyh * (wxl * bl + wxh * br)  # [Kc, SY, SX, C]
+def _cells(n, ay: "_Axis", ax: "_Axis", PH: int, PW: int, count: int, dtype: torch.dtype) -> _Cells:
+    """Axes [Kc, PH*sy, 2] and [Kc, PW*sx, 2] cut by output cell."""
+    Kc = n.shape[0]
+
+    def y(t):
+        return t.view(Kc, PH, -1, 2)
+
+    def x(t):
+        return t.view(Kc, PW, -1, 2)
+
+    return _Cells(n, y(ay.tap), y(ay.weight), y(ay.d), x(ax.tap), x(ax.weight), x(ax.d),
+                  torch.tensor(count, dtype=dtype, device=n.device))
 
 
-def _scatter_image_grad(grad_rows, g, n, ay: _Axis, ax: _Axis, H: int, W: int) -> None:
-    """Adds each sample's incoming gradient g [Kc, SY, SX, C] to its four taps in grad_rows [N*H*W, C]."""
-    C = g.shape[-1]
-    for ys, xs, wy, wx in (
-        (ay.lo, ax.lo, ay.w_lo, ax.w_lo),
-        (ay.lo, ax.hi, ay.w_lo, ax.w_hi),
-        (ay.hi, ax.lo, ay.w_hi, ax.w_lo),
-        (ay.hi, ax.hi, ay.w_hi, ax.w_hi),
-    ):
-        w = (wy[:, :, None] * wx[:, None, :])[..., None]  # [Kc, SY, SX, 1]
-        index = _flat_index(n, ys, xs, H, W)  # [Kc*SY*SX]
-        grad_rows.index_add_(0, index, (g * w).reshape(index.shape[0], C))
+def _y(t):
+    return t[:, :, :, None, None]  # [Kc, PH, sy, ...] -> [Kc, PH, sy, 1, 1, ...]
 
 
-def _box_grads(rows, g, n, ay: _Axis, ax: _Axis, H: int, W: int) -> torch.Tensor:
-    """d loss / d (y_start, x_start, y_end, x_end) per box [Kc, 4], from sample gradients g [Kc, SY, SX, C]."""
-    tl, tr, bl, br = _corners(rows, n, ay, ax, H, W)
-    wyl, wyh = ay.w_lo[:, :, None, None], ay.w_hi[:, :, None, None]  # [Kc, SY, 1, 1]
-    wxl, wxh = ax.w_lo[:, None, :, None], ax.w_hi[:, None, :, None]  # [Kc, 1, SX, 1]
-    gy = (g * (wxl * (bl - tl) + wxh * (br - tr))).sum(-1)  # [Kc, SY, SX] d loss / d sample y
-    gx = (g * (wyl * (tr - tl) + wyh * (br - bl))).sum(-1)  # [Kc, SY, SX] d loss / d sample x
-    gy_row = gy.sum(2)  # [Kc, SY]
-    gx_col = gx.sum(1)  # [Kc, SX]
-    return torch.stack(
-        [
-            (gy_row * ay.d_start).sum(1),
-            (gx_col * ax.d_start).sum(1),
-            (gy_row * ay.d_end).sum(1),
-            (gx_col * ax.d_end).sum(1),
-        ],
-        dim=1,
-    )  # [Kc, 4]
+def _x(t):
+    return t[:, None, None]  # [Kc, PW, sx, ...] -> [Kc, 1, 1, PW, sx, ...]
+
+
+def _taps(n, y_tap, y_weight, x_tap, x_weight, H: int, W: int):
+    """Rows of ``_rows()`` read by every sample's four taps and their weights, each [Kc, PH, sy, PW, sx], in the
+    order (low y, low x), (low y, high x), (high y, low x), (high y, high x)."""
+    row0 = n[:, None, None, None, None] * H
+    return [
+        ((row0 + _y(y_tap[..., a])) * W + _x(x_tap[..., b]), _y(y_weight[..., a]) * _x(x_weight[..., b]))
+        for a in (0, 1)
+        for b in (0, 1)
+    ]
+
+
+def _inside(y_weight, x_weight) -> torch.Tensor:
+    """Whether each sample is inside the map (some tap weighs): [Kc, PH, sy, PW, sx]."""
+    return (_y(y_weight.sum(-1)) * _x(x_weight.sum(-1))) > 0
+
+
+def sample_step(rows, n, y_tap, y_weight, x_tap, x_weight, H: int, W: int, outside) -> torch.Tensor:
+    """Sums of the bilinear values of each cell's samples, reading rows [N*H*W, C]: [Kc, PH, PW, C]. A sample
+    outside the map counts as ``outside`` (a 0-d tensor: crop_and_resize's extrapolation value; 0 for roi_align,
+    whose out-of-range samples add nothing)."""
+    values = sum(w[..., None] * rows[r] for r, w in _taps(n, y_tap, y_weight, x_tap, x_weight, H, W))
+    return torch.where(_inside(y_weight, x_weight)[..., None], values, outside).sum(dim=(2, 4))
+
+
+def scatter_step(grad_rows, g, n, y_tap, y_weight, x_tap, x_weight, H: int, W: int, count) -> None:
+    """Adds each sample's share (1 / count) of its cell's incoming gradient g [Kc, PH, PW, C] to its four taps in
+    grad_rows [N*H*W, C], in place."""
+    share = g[:, :, None, :, None, :] / count  # [Kc, PH, 1, PW, 1, C]
+    for r, w in _taps(n, y_tap, y_weight, x_tap, x_weight, H, W):
+        grad_rows.index_put_((r,), w[..., None] * share, accumulate=True)
+
+
+def box_grad_step(rows, g, n, y_tap, y_weight, y_d, x_tap, x_weight, x_d, H: int, W: int, count) -> torch.Tensor:
+    """d loss / d (y_start, x_start, y_end, x_end) per box [Kc, 4], given its cells' incoming gradient
+    g [Kc, PH, PW, C]."""
+    share = g[:, :, None, :, None, :] / count  # [Kc, PH, 1, PW, 1, C]
+    tl, tr, bl, br = (rows[r] for r, _ in _taps(n, y_tap, y_weight, x_tap, x_weight, H, W))  # [Kc, PH, sy, PW, sx, C]
+    wyl, wyh = _y(y_weight[..., 0, None]), _y(y_weight[..., 1, None])  # [Kc, PH, sy, 1, 1, 1]
+    wxl, wxh = _x(x_weight[..., 0, None]), _x(x_weight[..., 1, None])  # [Kc, 1, 1, PW, sx, 1]
+    gy = (share * (wxl * (bl - tl) + wxh * (br - tr))).sum(dim=(3, 4, 5))  # [Kc, PH, sy]: d loss / d sample row
+    gx = (share * (wyl * (tr - tl) + wyh * (br - bl))).sum(dim=(1, 2, 5))  # [Kc, PW, sx]: d loss / d sample column
+    dy = (gy[..., None] * y_d).sum(dim=(1, 2))  # [Kc, 2]: d / d (y_start, y_end)
+    dx = (gx[..., None] * x_d).sum(dim=(1, 2))  # [Kc, 2]: d / d (x_start, x_end)
+    return torch.stack([dy[:, 0], dx[:, 0], dy[:, 1], dx[:, 1]], dim=1)  # [Kc, 4]
 
 
 def _chunks(index: torch.Tensor, samples_per_box: int):
@@ -144,48 +184,19 @@ def _crop_axis(start, end, crop: int, size: int, nearest: bool) -> _Axis:
         nearest_index = torch.where(coord - low >= 0.5, low + 1, low).long()  # round half away from zero
         one = valid.to(coord.dtype)
         zero = torch.zeros_like(coord)
-        return _Axis(nearest_index, nearest_index, one, zero, zero, zero)
+        return _Axis.of(nearest_index, nearest_index, one, zero, zero, zero)
     frac = coord - low  # [Kc, S]
     mask = valid.to(coord.dtype)
-    return _Axis(
-        low.long(), coord.ceil().long(), (1 - frac) * mask, frac * mask, d_start * mask, d_end * mask
-    )
+    return _Axis.of(low.long(), coord.ceil().long(), (1 - frac) * mask, frac * mask, d_start * mask, d_end * mask)
 
 
-def _crop_geometry(boxes, crop_height, crop_width, H, W, method):
+def _crop_cells(boxes, box_index, crop_height, crop_width, H, W, method, dtype) -> _Cells:
+    """The samples of boxes [Kc, 4] on images box_index [Kc], one per output cell."""
     b = boxes.to(_compute_dtype(boxes.dtype))  # [Kc, 4]
     nearest = method == "nearest"
-    ay = _crop_axis(b[:, 0], b[:, 2], crop_height, H, nearest)  # [Kc, ch]
-    ax = _crop_axis(b[:, 1], b[:, 3], crop_width, W, nearest)  # [Kc, cw]
-    return ay, ax
-
-
-# The per-chunk steps of crop_and_resize: functions of tensors, ints, floats and strings only, with no Python
-# control flow on tensor values, so that torch.compile(fullgraph=True, dynamic=True) takes each as one graph
-# and fuses its gathers with the arithmetic around them.
-
-
-def crop_forward_step(rows, boxes, box_index, crop_height: int, crop_width: int, H: int, W: int, method: str,
-                      extrapolation_value: float) -> torch.Tensor:
-    """Crops of a chunk of Kc boxes [Kc, 4] (images box_index [Kc]) from rows [N*H*W, C]: [Kc, ch, cw, C]."""
-    ay, ax = _crop_geometry(boxes, crop_height, crop_width, H, W, method)
-    values = _sample(rows, box_index, ay, ax, H, W)  # [Kc, ch, cw, C]
-    inside = ((ay.w_lo + ay.w_hi)[:, :, None] * (ax.w_lo + ax.w_hi)[:, None, :]) > 0  # [Kc, ch, cw]
-    return torch.where(inside[..., None], values, values.new_full((), extrapolation_value))
-
-
-def crop_scatter_step(grad_rows, g, boxes, box_index, crop_height: int, crop_width: int, H: int, W: int,
-                      method: str) -> None:
-    """Adds a chunk's incoming gradient g [Kc, ch, cw, C] to its taps in grad_rows [N*H*W, C] (in place)."""
-    ay, ax = _crop_geometry(boxes, crop_height, crop_width, H, W, method)
-    _scatter_image_grad(grad_rows, g, box_index, ay, ax, H, W)
-
-
-def crop_box_grad_step(rows, g, boxes, box_index, crop_height: int, crop_width: int, H: int, W: int,
-                       method: str) -> torch.Tensor:
-    """d loss / d (y1, x1, y2, x2) of a chunk [Kc, 4] from g [Kc, ch, cw, C]; nearest: d_start = d_end = 0."""
-    ay, ax = _crop_geometry(boxes, crop_height, crop_width, H, W, method)
-    return _box_grads(rows, g, box_index, ay, ax, H, W)
+    ay = _crop_axis(b[:, 0], b[:, 2], crop_height, H, nearest)  # [Kc, ch, 2]
+    ax = _crop_axis(b[:, 1], b[:, 3], crop_width, W, nearest)  # [Kc, cw, 2]
+    return _cells(box_index, ay, ax, crop_height, crop_width, 1, dtype)
 
 
 def crop_and_resize_forward(image, boxes, box_index, crop_height, crop_width, method, extrapolation_value, *,
@@ -194,11 +205,18 @@ def crop_and_resize_forward(image, boxes, box_index, crop_height, crop_width, me
     N, C, H, W = image.shape
     K = boxes.shape[0]
     rows = _rows(image)  # [N*H*W, C]
+    outside = rows.new_full((), extrapolation_value)
     out = torch.empty((K, crop_height, crop_width, C), dtype=rows.dtype, device=image.device)
     for idx in _chunks(torch.arange(K, device=image.device), crop_height * crop_width * C):
-        out[idx] = steps.crop_forward(rows, boxes[idx], box_index[idx], crop_height, crop_width, H, W, method,
-                                      extrapolation_value)  # [Kc, ch, cw, C]
+        c = _crop_cells(boxes[idx], box_index[idx], crop_height, crop_width, H, W, method, rows.dtype)
+        out[idx] = steps.sample(rows, c.n, c.y_tap, c.y_weight, c.x_tap, c.x_weight, H, W,
+                                outside)  # [Kc, ch, cw, C]
     return _layout.like(out.permute(0, 3, 1, 2).to(image.dtype), image)  # [K, C, ch, cw]
+
+
+def _cells_last(grad: torch.Tensor) -> torch.Tensor:
+    """An incoming gradient [K, C, PH, PW] as contiguous [K, PH, PW, C] in the compute dtype."""
+    return grad.permute(0, 2, 3, 1).to(_compute_dtype(grad.dtype)).contiguous()
 
 
 def crop_and_resize_backward_input(
@@ -207,10 +225,11 @@ def crop_and_resize_backward_input(
     steps = steps or EAGER
     N, C, H, W = batch_size, channels, height, width
     K = boxes.shape[0]
-    g_all = grad.permute(0, 2, 3, 1).to(_compute_dtype(grad.dtype))  # [K, ch, cw, C]
+    g_all = _cells_last(grad)  # [K, ch, cw, C]
     grad_rows = g_all.new_zeros((N * H * W, C))  # [N*H*W, C]
     for idx in _chunks(torch.arange(K, device=grad.device), crop_height * crop_width * C):
-        steps.crop_scatter(grad_rows, g_all[idx], boxes[idx], box_index[idx], crop_height, crop_width, H, W, method)
+        c = _crop_cells(boxes[idx], box_index[idx], crop_height, crop_width, H, W, method, grad_rows.dtype)
+        steps.scatter(grad_rows, g_all[idx], c.n, c.y_tap, c.y_weight, c.x_tap, c.x_weight, H, W, c.count)
     return _layout.like(grad_rows.view(N, H, W, C).permute(0, 3, 1, 2).to(grad.dtype), grad)  # [N, C, H, W]
 
 
@@ -219,11 +238,12 @@ def crop_and_resize_backward_boxes(grad, image, boxes, box_index, crop_height, c
     N, C, H, W = image.shape
     K = boxes.shape[0]
     rows = _rows(image)  # [N*H*W, C]
-    g_all = grad.permute(0, 2, 3, 1).to(rows.dtype)  # [K, ch, cw, C]
+    g_all = _cells_last(grad)  # [K, ch, cw, C]
     grad_boxes = boxes.new_zeros((K, 4), dtype=rows.dtype)  # (y1, x1, y2, x2) order
     for idx in _chunks(torch.arange(K, device=image.device), crop_height * crop_width * C):
-        grad_boxes[idx] = steps.crop_box_grad(rows, g_all[idx], boxes[idx], box_index[idx], crop_height, crop_width,
-                                              H, W, method)  # [Kc, 4]
+        c = _crop_cells(boxes[idx], box_index[idx], crop_height, crop_width, H, W, method, rows.dtype)
+        grad_boxes[idx] = steps.box_grad(rows, g_all[idx], c.n, c.y_tap, c.y_weight, c.y_d, c.x_tap, c.x_weight,
+                                         c.x_d, H, W, c.count)  # [Kc, 4]
     return grad_boxes.to(boxes.dtype)
 
 
@@ -246,7 +266,7 @@ def _roi_boxes(rois, spatial_scale, pooled_height, pooled_width, aligned):
         roi_w = torch.where(w_clamped, torch.ones_like(roi_w), roi_w)
         roi_h = torch.where(h_clamped, torch.ones_like(roi_h), roi_h)
     bin_h, bin_w = roi_h / pooled_height, roi_w / pooled_width  # [K]
-    return r[:, 0].long(), y_start, x_start, roi_h, roi_w, bin_h, bin_w, h_clamped, w_clamped
+    return r[:, 0].long().contiguous(), y_start, x_start, roi_h, roi_w, bin_h, bin_w, h_clamped, w_clamped
 
 
 def _roi_axis(start, bin_size, clamped, pooled: int, grid: int, first: int, count: int, extent: int,
@@ -272,19 +292,19 @@ def _roi_axis(start, bin_size, clamped, pooled: int, grid: int, first: int, coun
     along = torch.where(clamped[:, None], torch.zeros_like(coord), position)  # [Kc, S]; a clamped side is fixed
     d_start = torch.where(moves, spatial_scale * (1 - along), torch.zeros_like(coord))
     d_end = torch.where(moves, spatial_scale * along, torch.zeros_like(coord))
-    return _Axis(low.long(), high.long(), ((1 - frac) * mask).to(dtype), (frac * mask).to(dtype),
+    return _Axis.of(low.long(), high.long(), ((1 - frac) * mask).to(dtype), (frac * mask).to(dtype),
                  d_start.to(dtype), d_end.to(dtype))
 
 
-def _roi_geometry(rois, H, W, spatial_scale, pooled_height, pooled_width, aligned, grid, samples, dtype):
-    """Images [Kc] and both axes of a chunk of boxes rois [Kc, 5] sharing the sample grid ``(gh, gw)``, for the
-    samples ``((first_y, count_y), (first_x, count_x))`` of every bin."""
+def _roi_cells(rois, H, W, spatial_scale, pooled_height, pooled_width, aligned, grid, samples, dtype) -> _Cells:
+    """The samples of a chunk of boxes rois [Kc, 5] sharing the sample grid ``(gh, gw)``: of every bin, the samples
+    ``((first_y, count_y), (first_x, count_x))`` of that grid."""
     n, y_start, x_start, _, _, bin_h, bin_w, hc, wc = _roi_boxes(rois, spatial_scale, pooled_height, pooled_width,
                                                                  aligned)
     (gh, gw), ((fy, sy), (fx, sx)) = grid, samples
-    ay = _roi_axis(y_start, bin_h, hc, pooled_height, gh, fy, sy, H, spatial_scale, dtype)  # [Kc, PH*sy]
-    ax = _roi_axis(x_start, bin_w, wc, pooled_width, gw, fx, sx, W, spatial_scale, dtype)  # [Kc, PW*sx]
-    return n, ay, ax
+    ay = _roi_axis(y_start, bin_h, hc, pooled_height, gh, fy, sy, H, spatial_scale, dtype)  # [Kc, PH*sy, 2]
+    ax = _roi_axis(x_start, bin_w, wc, pooled_width, gw, fx, sx, W, spatial_scale, dtype)  # [Kc, PW*sx, 2]
+    return _cells(n, ay, ax, pooled_height, pooled_width, gh * gw, dtype)
 
 
 def _blocks(grid: int, width: int) -> list[tuple[int, int]]:
@@ -334,60 +354,21 @@ def _roi_chunks(rois, C, spatial_scale, pooled_height, pooled_width, sampling_ra
                 yield idx, (gh, gw), samples
 
 
-# The per-chunk steps of roi_align (see crop_forward_step). ``grid`` is ``(gh, gw)``, ``samples`` is
-# ``((first_y, count_y), (first_x, count_x))``: ints, so one compiled graph (dynamic=True) serves every chunk.
-
-
-def roi_forward_step(rows, rois, H: int, W: int, spatial_scale: float, pooled_height: int, pooled_width: int,
-                     aligned: bool, grid, samples) -> torch.Tensor:
-    """Sums over the chunk's samples of every bin, for boxes rois [Kc, 5] on rows [N*H*W, C]: [Kc, PH, PW, C]."""
-    n, ay, ax = _roi_geometry(rois, H, W, spatial_scale, pooled_height, pooled_width, aligned, grid, samples,
-                              rows.dtype)
-    (_, sy), (_, sx) = samples
-    values = _sample(rows, n, ay, ax, H, W)  # [Kc, PH*sy, PW*sx, C]
-    values = values.view(rois.shape[0], pooled_height, sy, pooled_width, sx, rows.shape[1])
-    return values.sum(dim=(2, 4))  # [Kc, PH, PW, C]
-
-
-def _bin_share(g, grid, samples) -> torch.Tensor:
-    """Each of sy x sx samples per bin gets its share of the bin's incoming gradient g [Kc, PH, PW, C]:
-    [Kc, PH*sy, PW*sx, C]."""
-    (gh, gw), ((_, sy), (_, sx)) = grid, samples
-    Kc, PH, PW, C = g.shape
-    g = g[:, :, None, :, None, :] / (gh * gw)  # [Kc, PH, 1, PW, 1, C]: the mean's share
-    return g.expand(Kc, PH, sy, PW, sx, C).reshape(Kc, PH * sy, PW * sx, C)  # [Kc, PH*sy, PW*sx, C]
-
-
-def roi_scatter_step(grad_rows, g, rois, H: int, W: int, spatial_scale: float, pooled_height: int,
-                     pooled_width: int, aligned: bool, grid, samples) -> None:
-    """Adds the chunk's share of the bins' incoming gradient g [Kc, PH, PW, C] to the taps in grad_rows
-    [N*H*W, C] (in place)."""
-    n, ay, ax = _roi_geometry(rois, H, W, spatial_scale, pooled_height, pooled_width, aligned, grid, samples,
-                              grad_rows.dtype)
-    _scatter_image_grad(grad_rows, _bin_share(g, grid, samples), n, ay, ax, H, W)
-
-
-def roi_box_grad_step(rows, g, rois, H: int, W: int, spatial_scale: float, pooled_height: int, pooled_width: int,
-                      aligned: bool, grid, samples) -> torch.Tensor:
-    """d loss / d (y_start, x_start, y_end, x_end) of the chunk's boxes [Kc, 4] from its samples, given the bins'
-    incoming gradient g [Kc, PH, PW, C]."""
-    n, ay, ax = _roi_geometry(rois, H, W, spatial_scale, pooled_height, pooled_width, aligned, grid, samples,
-                              rows.dtype)
-    return _box_grads(rows, _bin_share(g, grid, samples), n, ay, ax, H, W)
-
-
 def roi_align_forward(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned, *,
                       steps=None):
     steps = steps or EAGER
     N, C, H, W = input.shape
     K = rois.shape[0]
     rows = _rows(input)  # [N*H*W, C]
+    outside = rows.new_zeros(())
     sums = torch.zeros((K, pooled_height, pooled_width, C), dtype=rows.dtype, device=input.device)
     counts = torch.ones(K, dtype=rows.dtype, device=input.device)  # [K] samples per bin, at least 1
     for idx, grid, samples in _roi_chunks(rois, C, spatial_scale, pooled_height, pooled_width, sampling_ratio,
                                           aligned):
-        part = steps.roi_forward(rows, rois[idx], H, W, spatial_scale, pooled_height, pooled_width, aligned, grid,
-                                 samples)  # [Kc, PH, PW, C]
+        c = _roi_cells(rois[idx], H, W, spatial_scale, pooled_height, pooled_width, aligned, grid, samples,
+                       rows.dtype)
+        part = steps.sample(rows, c.n, c.y_tap, c.y_weight, c.x_tap, c.x_weight, H, W,
+                            outside)  # [Kc, PH, PW, C]
         sums.index_add_(0, idx, part)
         counts[idx] = float(grid[0] * grid[1])
     sums /= counts[:, None, None, None]  # [K, PH, PW, C]: the bin means
@@ -400,12 +381,13 @@ def roi_align_backward_input(
 ):
     steps = steps or EAGER
     N, C, H, W = batch_size, channels, height, width
-    g_all = grad.permute(0, 2, 3, 1).to(_compute_dtype(grad.dtype))  # [K, PH, PW, C]
+    g_all = _cells_last(grad)  # [K, PH, PW, C]
     grad_rows = g_all.new_zeros((N * H * W, C))  # [N*H*W, C]
     for idx, grid, samples in _roi_chunks(rois, C, spatial_scale, pooled_height, pooled_width, sampling_ratio,
                                           aligned):
-        steps.roi_scatter(grad_rows, g_all[idx], rois[idx], H, W, spatial_scale, pooled_height, pooled_width,
-                          aligned, grid, samples)
+        c = _roi_cells(rois[idx], H, W, spatial_scale, pooled_height, pooled_width, aligned, grid, samples,
+                       grad_rows.dtype)
+        steps.scatter(grad_rows, g_all[idx], c.n, c.y_tap, c.y_weight, c.x_tap, c.x_weight, H, W, c.count)
     return _layout.like(grad_rows.view(N, H, W, C).permute(0, 3, 1, 2).to(grad.dtype), grad)  # [N, C, H, W]
 
 
@@ -415,12 +397,14 @@ def roi_align_backward_boxes(grad, input, rois, spatial_scale, pooled_height, po
     N, C, H, W = input.shape
     K = rois.shape[0]
     rows = _rows(input)  # [N*H*W, C]
-    g_all = grad.permute(0, 2, 3, 1).to(rows.dtype)  # [K, PH, PW, C]
+    g_all = _cells_last(grad)  # [K, PH, PW, C]
     grad_boxes = rows.new_zeros((K, 4))  # (y1, x1, y2, x2) order
     for idx, grid, samples in _roi_chunks(rois, C, spatial_scale, pooled_height, pooled_width, sampling_ratio,
                                           aligned):
-        part = steps.roi_box_grad(rows, g_all[idx], rois[idx], H, W, spatial_scale, pooled_height, pooled_width,
-                                  aligned, grid, samples)  # [Kc, 4]
+        c = _roi_cells(rois[idx], H, W, spatial_scale, pooled_height, pooled_width, aligned, grid, samples,
+                       rows.dtype)
+        part = steps.box_grad(rows, g_all[idx], c.n, c.y_tap, c.y_weight, c.y_d, c.x_tap, c.x_weight, c.x_d, H, W,
+                              c.count)  # [Kc, 4]
         grad_boxes.index_add_(0, idx, part)
     y1, x1, y2, x2 = grad_boxes.unbind(1)  # each [K]
     zero = torch.zeros_like(x1)  # the batch index gets no gradient
@@ -428,18 +412,14 @@ def roi_align_backward_boxes(grad, input, rois, spatial_scale, pooled_height, po
 
 
 class Steps(NamedTuple):
-    """The per-chunk steps the kernels above run: ``EAGER`` here; a compiled backend passes compiled ones."""
+    """The per-chunk steps the kernels above run: ``EAGER`` here; the ``compiled`` backend passes compiled ones."""
 
-    crop_forward: Callable
-    crop_scatter: Callable
-    crop_box_grad: Callable
-    roi_forward: Callable
-    roi_scatter: Callable
-    roi_box_grad: Callable
+    sample: Callable
+    scatter: Callable
+    box_grad: Callable
 
 
-EAGER = Steps(crop_forward_step, crop_scatter_step, crop_box_grad_step, roi_forward_step, roi_scatter_step,
-              roi_box_grad_step)
+EAGER = Steps(sample_step, scatter_step, box_grad_step)
 
 
 BACKEND = register(

@@ -10,15 +10,15 @@ from impls import _registry
 
 # What `make test` installs on this project's machines; a backend missing here is a broken install, so the test
 # fails rather than skipping the backend's share of the matrix.
-EXPECTED_HERE = ("reference", "vectorized", "cpp", "torchvision", "tensorflow", "triton")
+EXPECTED_HERE = ("reference", "vectorized", "compiled", "cpp", "torchvision", "tensorflow", "triton")
 
 
 def test_backends_lists_every_backend_with_its_support():
     rows = {row["name"]: row for row in impls.backends()}
-    assert set(rows) == {"reference", "vectorized", "cpp", "cuda", "torchvision", "tensorflow", "triton"}
+    assert set(rows) == {"reference", "vectorized", "compiled", "cpp", "cuda", "torchvision", "tensorflow", "triton"}
     assert rows["torchvision"]["ops"] == ("roi_align",) and rows["torchvision"]["boxes_grad"] == ()
     assert rows["tensorflow"]["ops"] == ("crop_and_resize",) and rows["tensorflow"]["dtypes"] == ("float32",)
-    for name in ("reference", "vectorized", "cpp", "cuda"):
+    for name in ("reference", "vectorized", "compiled", "cpp", "cuda"):
         assert set(rows[name]["ops"]) == {"crop_and_resize", "roi_align"}, name
         assert set(rows[name]["boxes_grad"]) == {"crop_and_resize", "roi_align"}, name
     for row in rows.values():

@@ -1,0 +1,123 @@
+"""``compiled``: the ``vectorized`` backend with its three per-chunk steps compiled by ``torch.compile``.
+
+What is compiled. ``vectorized`` runs each operator as a Python loop over chunks of boxes. Per chunk it computes
+the samples' geometry (small ``[Kc, PH, sy, 2]`` / ``[Kc, PW, sx, 2]`` tensors of tap indices, weights and box
+derivatives, ``vectorized._Cells``) and calls one *step* that does the work on the feature map: ``sample``
+(gather the four taps of every sample, weight them and sum them per output cell), ``scatter`` (add each sample's
+share of the incoming gradient to its taps) or ``box_grad`` (the box gradient's reductions). This backend runs the
+very same loop and geometry and hands it the steps compiled with ``torch.compile(fullgraph=True, dynamic=True)``.
+Inductor turns each into one loop nest, C++/OpenMP on the CPU and Triton on a GPU, that reads the map through the
+tap indices and never materializes the ``[Kc, PH, sy, PW, sx, C]`` gathered tensors the eager steps build.
+
+Why only the steps. The geometry is cheap (``K x S`` values) but depends on ``aligned``, ``method``,
+``spatial_scale`` and the sampling grid: compiled with the steps, it would be inlined into the innermost loop and
+recomputed for every block of channels, and each of those Python values would be a graph of its own. Left eager,
+the steps are the only graphs, with every size symbolic (``dynamic=True``): a new box count K, map size or
+channel count reuses them (``tests/test_compiled_backend.py`` counts the graphs). What does add a graph is a
+compute dtype (float32 serves float16/bfloat16/float32, float64 its own) and a pattern of size-1 dimensions
+(a chunk of one box, one sample per cell along a side: crop_and_resize, or small boxes under adaptive sampling),
+which Inductor specializes. Each graph costs 3-15 s of Inductor compile on its first use in a process, then
+comes from Inductor's on-disk cache in later processes.
+
+Inductor settings (``_INDUCTOR_OPTIONS``). By default Inductor stores the result of an expression that reads many
+inputs or has many operations before using it again; for ``sample`` that means writing the gathered taps to
+memory, the very cost compiling should remove. The thresholds are raised so that the gathers stay fused into the
+sum that consumes them. The axes hold each sample's low and high tap side by side (the trailing 2), so along the
+sample dimension no load is contiguous and Inductor's C++ backend vectorizes over the channels, the one dimension
+where the feature-map reads are contiguous.
+
+Cost. A feature map that is not channels_last is copied once per call to ``[N*H*W, C]`` rows (``vectorized``
+does the same): on the P2 box head that copy costs more than the compiled forward itself. The image gradient adds
+with atomics (``index_put_(accumulate=True)``, Inductor's ``atomic_add``), so its float sums are not
+deterministic in order.
+
+Empty inputs (K, C or the map's area 0) run the eager step: there is no work, and a size-0 dimension would be one
+more specialized graph. Everything else (validation, dtypes, layouts, errors, the memory bound of the chunks) is
+``vectorized``'s. A step that fails to compile raises; nothing falls back to another backend or to eager.
+"""
+
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from typing import Callable, Optional
+
+import torch
+
+from . import vectorized
+from ._registry import FLOAT_DTYPES, Backend, OpKernels, register
+
+_INDUCTOR_OPTIONS = {
+    "realize_reads_threshold": 64,
+    "realize_opcount_threshold": 1000,
+    "realize_cpu_opcount_threshold": 1000,
+    "realize_acc_reads_threshold": 64,
+    "realize_cpu_acc_reads_threshold": 64,
+    "realize_opusers_threshold": 64,
+}
+
+# Graphs per step: one per compute dtype and per pattern of size-1 dimensions (one box in a chunk, one sample
+# per cell along a side), so a few dozen at most; past the limit, raise instead of running the step uncompiled.
+_DYNAMO_SETTINGS = {"recompile_limit": 64, "fail_on_recompile_limit_hit": True}
+
+
+def _dynamo_settings() -> contextlib.AbstractContextManager:
+    import torch._dynamo.config as dynamo_config
+
+    return dynamo_config.patch(**{k: v for k, v in _DYNAMO_SETTINGS.items() if hasattr(dynamo_config, k)})
+
+
+class _CompiledStep:
+    """One step of ``vectorized.EAGER``, compiled on its first call with work to do."""
+
+    def __init__(self, step: Callable):
+        self.step = step
+        self._compiled: Optional[Callable] = None
+
+    def __call__(self, *args):
+        if any(isinstance(a, torch.Tensor) and a.numel() == 0 for a in args):
+            return self.step(*args)
+        # The steps compute no autograd (the Functions in _autograd.py do): a map that requires grad would be
+        # a guard of its own, so it is passed detached (same storage; scatter's in-place add still lands).
+        args = [a.detach() if isinstance(a, torch.Tensor) else a for a in args]
+        if self._compiled is None:
+            self._compiled = torch.compile(self.step, fullgraph=True, dynamic=True, options=_INDUCTOR_OPTIONS)
+        with _dynamo_settings():
+            return self._compiled(*args)
+
+
+@functools.cache
+def steps() -> vectorized.Steps:
+    """The compiled steps, shared by every call in the process."""
+    return vectorized.Steps(*(_CompiledStep(step) for step in vectorized.EAGER))
+
+
+def _with_compiled_steps(kernel: Callable) -> Callable:
+    @functools.wraps(kernel)
+    def run(*args):
+        return kernel(*args, steps=steps())
+
+    return run
+
+
+def _unavailable_reason() -> Optional[str]:
+    if not torch._dynamo.is_dynamo_supported():
+        return "torch.compile does not support this Python; use backend='vectorized' (the same code, eager)"
+    return None
+
+
+BACKEND = register(
+    Backend(
+        name="compiled",
+        summary="vectorized with its per-chunk steps compiled by torch.compile (Inductor: C++ on CPU, Triton on GPU)",
+        devices=("cpu", "cuda"),
+        dtypes=FLOAT_DTYPES,
+        kernels={
+            op: OpKernels(*(_with_compiled_steps(k) for k in (kernels.forward, kernels.backward_input,
+                                                                kernels.backward_boxes)))
+            for op, kernels in vectorized.BACKEND.kernels.items()
+        },
+        unavailable_reason=_unavailable_reason,
+    )
+)

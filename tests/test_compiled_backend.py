@@ -1,0 +1,53 @@
+"""The ``compiled`` backend: its steps really run compiled, and new box counts, maps and channel counts reuse the
+compiled graphs instead of recompiling (``impls/compiled.py``). Its values are checked against ``reference`` by
+the shared matrix, gradcheck and the fuzz tests, like every backend's."""
+
+import torch
+from torch._dynamo.utils import counters
+
+import impls
+from impls import compiled
+
+
+def _graphs() -> int:
+    """Graphs Dynamo has compiled in this process so far."""
+    return counters["stats"]["unique_graphs"]
+
+
+def _rois(K: int, N: int, H: int, W: int, g: torch.Generator) -> torch.Tensor:
+    """K boxes of 6-30 px in image pixels (scale 1/4) on an H x W map, images drawn from N: [K, 5]."""
+    xy = torch.rand(K, 2, generator=g) * torch.tensor([4.0 * W, 4.0 * H]) - 4
+    wh = 6 + 24 * torch.rand(K, 2, generator=g)
+    n = torch.randint(0, N, (K, 1), generator=g).float()
+    return torch.cat([n, xy, xy + wh], dim=1)
+
+
+def _train_step(x, rois, sampling_ratio):
+    x = x.clone().requires_grad_()
+    rois = rois.clone().requires_grad_()
+    out = impls.roi_align(x, rois, (3, 4), 0.25, sampling_ratio, True, backend="compiled")
+    out.square().sum().backward()
+    return out, x.grad, rois.grad
+
+
+def test_steps_are_compiled():
+    g = torch.Generator().manual_seed(0)
+    _train_step(torch.randn(2, 5, 9, 11, generator=g), _rois(6, 2, 9, 11, g), 2)
+    for step in compiled.steps():
+        assert step._compiled is not None, step.step.__name__
+
+
+def test_new_box_counts_maps_and_channels_do_not_recompile():
+    g = torch.Generator().manual_seed(1)
+    # Warm-up: the graphs of both sampling grids (2 x 2, and the adaptive 1..3 samples of these boxes), forward
+    # and both gradients, for several boxes per chunk.
+    for sampling_ratio in (2, 0):
+        _train_step(torch.randn(2, 6, 12, 14, generator=g), _rois(7, 2, 12, 14, g), sampling_ratio)
+    before = _graphs()
+    for K, (N, C, H, W) in [(3, (2, 6, 12, 14)), (40, (2, 6, 12, 14)), (13, (3, 10, 21, 9)), (150, (1, 3, 30, 33))]:
+        x = torch.randn(N, C, H, W, generator=g)
+        rois = _rois(K, N, H, W, g)
+        got = _train_step(x, rois, 2)
+        want = impls.roi_align(x, rois, (3, 4), 0.25, 2, True, backend="vectorized")
+        torch.testing.assert_close(got[0], want, rtol=1e-5, atol=1e-5)  # Inductor may reorder float32 sums
+    assert _graphs() == before, "a new K, map size or channel count recompiled a step"
