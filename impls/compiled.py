@@ -44,6 +44,7 @@ import functools
 from typing import Callable, Optional
 
 import torch
+import torch._dynamo
 
 from . import vectorized
 from ._registry import FLOAT_DTYPES, Backend, OpKernels, register
@@ -76,6 +77,8 @@ class _CompiledStep:
         self._compiled: Optional[Callable] = None
 
     def __call__(self, *args):
+        if torch.compiler.is_compiling():
+            return self.step(*args)  # traced into a graph the user compiles, and compiled with it
         if any(isinstance(a, torch.Tensor) and a.numel() == 0 for a in args):
             return self.step(*args)
         # The steps compute no autograd (the Functions in _autograd.py do): a map that requires grad would be
@@ -87,24 +90,23 @@ class _CompiledStep:
             return self._compiled(*args)
 
 
-@functools.cache
-def steps() -> vectorized.Steps:
-    """The compiled steps, shared by every call in the process."""
-    return vectorized.Steps(*(_CompiledStep(step) for step in vectorized.EAGER))
+# The compiled steps, shared by every call in the process (each compiles on its first call).
+STEPS = vectorized.Steps("compiled", _CompiledStep(vectorized.EAGER.sample), _CompiledStep(vectorized.EAGER.scatter),
+                         _CompiledStep(vectorized.EAGER.box_grad))
 
 
 def _with_compiled_steps(kernel: Callable) -> Callable:
     @functools.wraps(kernel)
     def run(*args):
-        return kernel(*args, steps=steps())
+        return kernel(*args, steps=STEPS)
 
     return run
 
 
-def _unavailable_reason() -> Optional[str]:
-    if not torch._dynamo.is_dynamo_supported():
-        return "torch.compile does not support this Python; use backend='vectorized' (the same code, eager)"
-    return None
+# Decided once, at import: the registry asks on every call, and a call may be traced by torch.compile, where
+# asking Dynamo about itself is not allowed.
+_UNAVAILABLE = None if torch._dynamo.is_dynamo_supported() else (
+    "torch.compile does not support this Python; use backend='vectorized' (the same code, eager)")
 
 
 BACKEND = register(
@@ -118,6 +120,6 @@ BACKEND = register(
                                                                 kernels.backward_boxes)))
             for op, kernels in vectorized.BACKEND.kernels.items()
         },
-        unavailable_reason=_unavailable_reason,
+        unavailable_reason=lambda: _UNAVAILABLE,
     )
 )

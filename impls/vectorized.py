@@ -21,8 +21,9 @@ calls one *step* (``sample_step``, ``scatter_step``, ``box_grad_step``, shared b
 tensors and ints with no control flow on values, so that ``torch.compile(fullgraph=True, dynamic=True)`` takes
 each as one graph. The ``compiled`` backend (``impls/compiled.py``) is this module with those steps compiled.
 With ``sampling_ratio > 0`` the loop is plain Python on shapes too, so ``torch.compile`` of roi_align takes the
-whole call as one graph; the adaptive grid's grouping of boxes reads their values (``_roi_chunks``) and is a
-graph break.
+whole call as one graph. The adaptive grid's grouping of boxes reads their values (``_roi_chunks``), which
+Dynamo cannot trace: under ``torch.compile`` those calls become one opaque custom operator each
+(``impls/_adaptive_ops.py``), so ``fullgraph=True`` holds there too.
 """
 
 from __future__ import annotations
@@ -322,7 +323,8 @@ def _roi_chunks(rois, C, spatial_scale, pooled_height, pooled_width, sampling_ra
     ``torch.compile`` traces into one graph. The adaptive grid (``sampling_ratio <= 0``, ``ceil(side / bins)``
     per box) is data-dependent: the groups and their sizes are read from the boxes' values (``unique``,
     ``nonzero``), and each group's grid decides the shapes of its chunks' tensors. That grouping is Python
-    control flow on values, a graph break under ``torch.compile``; the steps each chunk runs are not.
+    control flow on values, which ``torch.compile`` cannot trace: a traced call with this grid goes through
+    ``impls/_adaptive_ops.py`` instead and never gets here while tracing.
     """
     K = rois.shape[0]
     per_sample = pooled_height * pooled_width * max(C, 1)  # gathered values of one (iy, ix) over a box's bins
@@ -354,9 +356,20 @@ def _roi_chunks(rois, C, spatial_scale, pooled_height, pooled_width, sampling_ra
                 yield idx, (gh, gw), samples
 
 
+def _traced_adaptive(sampling_ratio: int) -> bool:
+    """Whether this roi_align call is being traced by torch.compile with the adaptive grid, whose grouping of boxes
+    by grid reads their values: it then goes through an opaque custom operator (``impls/_adaptive_ops.py``)."""
+    return sampling_ratio <= 0 and torch.compiler.is_compiling()
+
+
 def roi_align_forward(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned, *,
                       steps=None):
     steps = steps or EAGER
+    if _traced_adaptive(sampling_ratio):
+        from . import _adaptive_ops
+
+        return _adaptive_ops.forward(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio,
+                                     aligned, steps.name)
     N, C, H, W = input.shape
     K = rois.shape[0]
     rows = _rows(input)  # [N*H*W, C]
@@ -380,6 +393,11 @@ def roi_align_backward_input(
     aligned, *, steps=None,
 ):
     steps = steps or EAGER
+    if _traced_adaptive(sampling_ratio):
+        from . import _adaptive_ops
+
+        return _adaptive_ops.backward_input(grad, rois, spatial_scale, pooled_height, pooled_width, batch_size,
+                                            channels, height, width, sampling_ratio, aligned, steps.name)
     N, C, H, W = batch_size, channels, height, width
     g_all = _cells_last(grad)  # [K, PH, PW, C]
     grad_rows = g_all.new_zeros((N * H * W, C))  # [N*H*W, C]
@@ -394,6 +412,11 @@ def roi_align_backward_input(
 def roi_align_backward_boxes(grad, input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned,
                              *, steps=None):
     steps = steps or EAGER
+    if _traced_adaptive(sampling_ratio):
+        from . import _adaptive_ops
+
+        return _adaptive_ops.backward_boxes(grad, input, rois, spatial_scale, pooled_height, pooled_width,
+                                            sampling_ratio, aligned, steps.name)
     N, C, H, W = input.shape
     K = rois.shape[0]
     rows = _rows(input)  # [N*H*W, C]
@@ -412,14 +435,16 @@ def roi_align_backward_boxes(grad, input, rois, spatial_scale, pooled_height, po
 
 
 class Steps(NamedTuple):
-    """The per-chunk steps the kernels above run: ``EAGER`` here; the ``compiled`` backend passes compiled ones."""
+    """The per-chunk steps the kernels above run, and the backend they belong to: ``EAGER`` here; the ``compiled``
+    backend passes compiled ones."""
 
+    name: str
     sample: Callable
     scatter: Callable
     box_grad: Callable
 
 
-EAGER = Steps(sample_step, scatter_step, box_grad_step)
+EAGER = Steps("vectorized", sample_step, scatter_step, box_grad_step)
 
 
 BACKEND = register(

@@ -33,7 +33,9 @@ def _train_step(x, rois, sampling_ratio):
 def test_steps_are_compiled():
     g = torch.Generator().manual_seed(0)
     _train_step(torch.randn(2, 5, 9, 11, generator=g), _rois(6, 2, 9, 11, g), 2)
-    for step in compiled.steps():
+    steps = compiled.STEPS
+    assert steps.name == "compiled"
+    for step in (steps.sample, steps.scatter, steps.box_grad):
         assert step._compiled is not None, step.step.__name__
 
 

@@ -4,7 +4,8 @@ Eager mode reads the values once and raises ValueError/IndexError; a graph compi
 read values while tracing, so on the CPU the same checks are assertions inside the graph, raising RuntimeError
 with the same message (``impls/_validation.py``). Before, compiled graphs accepted NaN boxes (crop_and_resize
 returned extrapolation values), a batch index of 0.5 (it became 0) and, for ``vectorized``, box_index = -1
-(it read image N - 1).
+(it read image N - 1). ``compiled`` runs ``vectorized``'s validation and loop, with its steps compiled inside the
+user's graph.
 """
 
 import pytest
@@ -12,7 +13,7 @@ import torch
 
 import impls
 
-BACKENDS = ("vectorized", "cpp")
+BACKENDS = ("vectorized", "compiled", "cpp")
 NAN = float("nan")
 
 ROI_CASES = {

@@ -1,21 +1,34 @@
-"""``vectorized`` roi_align with a fixed sampling grid is one graph for ``torch.compile(fullgraph=True)``: every box
-shares the grid, so its chunk loop depends on shapes only (the adaptive grid is read from the boxes' values and
-stays a graph break, ``vectorized._roi_chunks``)."""
+"""``vectorized`` and ``compiled`` roi_align are one graph for ``torch.compile(fullgraph=True)``, forward and
+backward, with a fixed sampling grid (every box shares it, so the chunk loop depends on shapes only) and with the
+adaptive one (whose grouping of boxes reads their values: under ``torch.compile`` it is one opaque custom operator
+per pass, ``impls/_adaptive_ops.py``)."""
 
+import pytest
 import torch
 
 import impls
 
 
-def test_vectorized_roi_align_compiles_as_one_graph():
+@pytest.mark.parametrize("sampling_ratio", [2, 0])
+@pytest.mark.parametrize("backend", ["vectorized", "compiled"])
+def test_roi_align_compiles_as_one_graph(backend, sampling_ratio):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 3, 10, 12, generator=g)
     xy = torch.rand(5, 2, generator=g) * torch.tensor([40.0, 32.0]) - 2
-    rois = torch.cat([torch.randint(0, 2, (5, 1), generator=g).float(), xy, xy + 9], dim=1)  # image px, scale 1/4
+    wh = 2 + 14 * torch.rand(5, 2, generator=g)  # 1 to 4 samples per bin side under the adaptive grid
+    rois = torch.cat([torch.randint(0, 2, (5, 1), generator=g).float(), xy, xy + wh], dim=1)  # image px, scale 1/4
+    grad = torch.randn(5, 3, 3, 4, generator=g)
 
     def op(x, rois):
-        return impls.roi_align(x, rois, (3, 4), 0.25, 2, True, backend="vectorized")
+        return impls.roi_align(x, rois, (3, 4), 0.25, sampling_ratio, True, backend=backend)
+
+    def run(fn):
+        xg, rg = x.clone().requires_grad_(), rois.clone().requires_grad_()
+        out = fn(xg, rg)
+        out.backward(grad)
+        return out, xg.grad, rg.grad
 
     torch._dynamo.reset()
-    got = torch.compile(op, fullgraph=True)(x, rois)
-    torch.testing.assert_close(got, op(x, rois), rtol=1e-5, atol=1e-6)  # Inductor may reorder float32 sums
+    got = run(torch.compile(op, fullgraph=True))
+    for name, a, b in zip(("output", "input grad", "box grad"), got, run(op)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=name)  # Inductor may reorder float32 sums

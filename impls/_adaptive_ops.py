@@ -1,0 +1,75 @@
+"""``vectorized`` and ``compiled`` roi_align with the adaptive sampling grid (``sampling_ratio <= 0``) as custom
+operators, so that ``torch.compile(fullgraph=True)`` of a model that calls them builds one graph.
+
+The adaptive grid has ``ceil(roi side / bins)`` samples per bin, read from each box's values: ``vectorized``
+groups the boxes by grid and runs one chunk loop per group (``vectorized._roi_chunks``), Python control flow on
+tensor values that Dynamo cannot trace. While ``torch.compile`` traces, ``vectorized`` therefore calls these three
+operators instead: the graph holds one opaque call per pass, which at run time executes the same eager code with
+the same steps (``steps`` names them: ``"vectorized"``, or ``"compiled"`` for the compiled ones). Eager calls never
+come here. The fake kernels give the shapes and layouts the real ones return (``_layout``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import _layout
+
+
+def _steps(name: str):
+    from . import vectorized
+
+    if name == "compiled":
+        from . import compiled
+
+        return compiled.STEPS
+    if name != "vectorized":
+        raise ValueError(f"steps must be 'vectorized' or 'compiled', got {name!r}")
+    return vectorized.EAGER
+
+
+@torch.library.custom_op("impls::adaptive_roi_align_forward", mutates_args=())
+def forward(input: torch.Tensor, rois: torch.Tensor, spatial_scale: float, pooled_height: int, pooled_width: int,
+            sampling_ratio: int, aligned: bool, steps: str) -> torch.Tensor:
+    from . import vectorized
+
+    return vectorized.roi_align_forward(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio,
+                                        aligned, steps=_steps(steps))
+
+
+@forward.register_fake
+def _(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned, steps):
+    return torch.empty((rois.shape[0], input.shape[1], pooled_height, pooled_width), dtype=input.dtype,
+                       device=input.device, memory_format=_layout.memory_format(input))
+
+
+@torch.library.custom_op("impls::adaptive_roi_align_backward_input", mutates_args=())
+def backward_input(grad: torch.Tensor, rois: torch.Tensor, spatial_scale: float, pooled_height: int,
+                   pooled_width: int, batch_size: int, channels: int, height: int, width: int, sampling_ratio: int,
+                   aligned: bool, steps: str) -> torch.Tensor:
+    from . import vectorized
+
+    return vectorized.roi_align_backward_input(grad, rois, spatial_scale, pooled_height, pooled_width, batch_size,
+                                               channels, height, width, sampling_ratio, aligned, steps=_steps(steps))
+
+
+@backward_input.register_fake
+def _(grad, rois, spatial_scale, pooled_height, pooled_width, batch_size, channels, height, width, sampling_ratio,
+      aligned, steps):
+    return torch.empty((batch_size, channels, height, width), dtype=grad.dtype, device=grad.device,
+                       memory_format=_layout.memory_format(grad))
+
+
+@torch.library.custom_op("impls::adaptive_roi_align_backward_boxes", mutates_args=())
+def backward_boxes(grad: torch.Tensor, input: torch.Tensor, rois: torch.Tensor, spatial_scale: float,
+                   pooled_height: int, pooled_width: int, sampling_ratio: int, aligned: bool,
+                   steps: str) -> torch.Tensor:
+    from . import vectorized
+
+    return vectorized.roi_align_backward_boxes(grad, input, rois, spatial_scale, pooled_height, pooled_width,
+                                               sampling_ratio, aligned, steps=_steps(steps))
+
+
+@backward_boxes.register_fake
+def _(grad, input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned, steps):
+    return rois.new_empty(rois.shape)
