@@ -120,26 +120,28 @@ def timed_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def compile_table(rows: list[dict]) -> str:
+def compile_table(rows: list[dict], full: bool = True) -> str:
     """``compiled``'s first call of each case (in the order they ran) against its median: the first case of each op,
-    dtype, grid and pass compiles the graphs it needs (Inductor), later cases reuse them."""
+    dtype, grid and pass compiles the graphs it needs (Inductor), later cases reuse them. ``full=False``: the
+    summary line alone (the README's)."""
     mine = [r for r in rows if impl(r) == "compiled" and r.get("first_call_s") is not None]
     if not mine:
         return ""
-    lines = [
-        "**`compiled`: compile time.** First call of each case in the run's process (Inductor's on-disk cache "
-        "emptied before the run, so the compiles are cold: what a new user waits once) against the case's median; "
-        "graphs are shared between cases, so most cases compile nothing.",
-        "",
-        "| op | case | backend | dtype | pass | first call | median | first call - median |",
-        "|---|---|---|---|---|---:|---:|---:|",
-    ]
+    extra = {id(r): max(r["first_call_s"] - r["median"], 0.0) for r in mine}
+    slowest = max(mine, key=lambda r: extra[id(r)])
+    summary = (f"**`compiled`: compile time.** Its first calls took {_time(sum(extra.values()))} beyond the steady "
+               f"state, summed over the run's {len(mine)} `compiled` cases (Inductor's on-disk cache emptied before "
+               f"the run, so the compiles are cold: what a new user waits once per process); the largest, "
+               f"{_time(extra[id(slowest)])}, on {slowest['op']} {slowest['case']} {PASS_LABELS[slowest['pass']]}, "
+               f"the first case to compile its graphs. Graphs are shared between cases, so most cases compile "
+               f"nothing.")
+    if not full:
+        return summary + " Per case: [bench/results/report.md](bench/results/report.md)."
+    lines = [summary, "", "| op | case | backend | dtype | pass | first call | median | first call - median |",
+             "|---|---|---|---|---|---:|---:|---:|"]
     for r in mine:
-        extra = r["first_call_s"] - r["median"]
         lines.append(f"| {r['op']} | {r['case']} | {r['backend']} | {r['dtype']} | {PASS_LABELS[r['pass']]} | "
-                     f"{_time(r['first_call_s'])} | {_time(r['median'])} | {_time(max(extra, 0.0))} |")
-    total = sum(max(r["first_call_s"] - r["median"], 0.0) for r in mine)
-    lines += ["", f"First calls beyond the steady state, summed over the run: {_time(total)}."]
+                     f"{_time(r['first_call_s'])} | {_time(r['median'])} | {_time(extra[id(r)])} |")
     return "\n".join(lines)
 
 
@@ -363,7 +365,7 @@ def readme_section(rows: list[dict], runs: list[dict], images: list[str]) -> str
     ]
     parts += [head_table(rows, runs, op) + "\n" for op in BASELINE if head_table(rows, runs, op)]
     parts += [timed_table(rows), "", quiet_note(rows), ""]
-    parts += [compile_table(rows), ""] if compile_table(rows) else []
+    parts += [compile_table(rows, full=False), ""] if compile_table(rows) else []
     parts += [f"![{name}](bench/results/{name})" for name in images if name.startswith("scaling_boxes")]
     parts += ["", METHOD, "", "All measurements, bandwidth shares, the spread of the timings, sweeps and plots: "
               "[bench/results/report.md](bench/results/report.md)."]
