@@ -450,7 +450,7 @@ EAGER = Steps("vectorized", sample_step, scatter_step, box_grad_step)
 BACKEND = register(
     Backend(
         name="vectorized",
-        summary="pure torch gathers and index_add_, chunked over boxes; any torch device",
+        summary="pure torch gathers and index_put_, chunked over boxes; any torch device",
         devices=("cpu", "cuda"),
         dtypes=FLOAT_DTYPES,
         kernels={
