@@ -28,8 +28,9 @@ where the feature-map reads are contiguous.
 
 Cost. A feature map that is not channels_last is copied once per call to ``[N*H*W, C]`` rows (``vectorized``
 does the same): on the P2 box head that copy costs more than the compiled forward itself. The image gradient adds
-with atomics (``index_put_(accumulate=True)``, Inductor's ``atomic_add``), so its float sums are not
-deterministic in order.
+with atomics (``index_put_(accumulate=True)``, Inductor's ``atomic_add``), so by default the order of its float
+sums, and their last bits, can change from run to run; under ``torch.use_deterministic_algorithms(True)`` it
+repeats bit for bit (``tests/test_compiled_backend.py``).
 
 Empty inputs (K, C or the map's area 0) run the eager step: there is no work, and a size-0 dimension would be one
 more specialized graph. Everything else (validation, dtypes, layouts, errors, the memory bound of the chunks) is

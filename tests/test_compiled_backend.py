@@ -1,5 +1,6 @@
-"""The ``compiled`` backend: its steps really run compiled, and new box counts, maps and channel counts reuse the
-compiled graphs instead of recompiling (``impls/compiled.py``). Its values are checked against ``reference`` by
+"""The ``compiled`` backend: its steps really run compiled, new box counts, maps and channel counts reuse the
+compiled graphs instead of recompiling, and its image gradient repeats bit for bit under
+``torch.use_deterministic_algorithms(True)`` (``impls/compiled.py``). Its values are checked against ``reference`` by
 the shared matrix, gradcheck and the fuzz tests, like every backend's."""
 
 import torch
@@ -53,3 +54,29 @@ def test_new_box_counts_maps_and_channels_do_not_recompile():
         want = impls.roi_align(x, rois, (3, 4), 0.25, 2, True, backend="vectorized")
         torch.testing.assert_close(got[0], want, rtol=1e-5, atol=1e-5)  # Inductor may reorder float32 sums
     assert _graphs() == before, "a new K, map size or channel count recompiled a step"
+
+
+def test_image_gradient_is_reproducible_under_deterministic_algorithms():
+    # By default the compiled scatter adds with atomics from several threads, so the order of the float sums (and
+    # the last bits) can change from run to run; torch.use_deterministic_algorithms(True) must make it repeatable.
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 64, 40, 50, generator=g)
+    xy = torch.rand(300, 2, generator=g) * 150
+    rois = torch.cat([torch.randint(0, 2, (300, 1), generator=g).float(), xy, xy + 30], dim=1)
+    grad = torch.randn(300, 64, 7, 7, generator=g)
+
+    def image_grad():
+        xg = x.clone().requires_grad_()
+        impls.roi_align(xg, rois, 7, 0.25, 2, True, backend="compiled").backward(grad)
+        return xg.grad
+
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        first, second = image_grad(), image_grad()
+    finally:
+        torch.use_deterministic_algorithms(before)
+    assert torch.equal(first, second)
+    xg = x.clone().requires_grad_()
+    impls.roi_align(xg, rois, 7, 0.25, 2, True, backend="cpp").backward(grad)
+    torch.testing.assert_close(first, xg.grad, rtol=1e-5, atol=1e-5)  # float32 sums in another order
