@@ -48,7 +48,8 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 @dataclasses.dataclass
 class _Axis:
     """Sample coordinates of a chunk of Kc boxes along one side, S samples each. Every field is [Kc, S, 2], the
-    sample's low and high tap side by side (see "Layout" in the module docstring)."""
+    sample's low and high tap side by side: then no load along the sample dimension is contiguous, which steers
+    Inductor to vectorize the compiled steps over channels (``impls/compiled.py``, "Inductor settings")."""
 
     tap: torch.Tensor  # int64 pixel index of the (low, high) tap
     weight: torch.Tensor  # weight of the (low, high) tap (0 where the sample is out of range)
@@ -89,7 +90,7 @@ class _Cells(NamedTuple):
     count: torch.Tensor
 
 
-def _cells(n, ay: "_Axis", ax: "_Axis", PH: int, PW: int, count: int, dtype: torch.dtype) -> _Cells:
+def _cells(n, ay: _Axis, ax: _Axis, PH: int, PW: int, count: int, dtype: torch.dtype) -> _Cells:
     """Axes [Kc, PH*sy, 2] and [Kc, PW*sx, 2] cut by output cell."""
     Kc = n.shape[0]
 
