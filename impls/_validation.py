@@ -7,8 +7,9 @@ device-to-host copy per call, which on CUDA is the call's one synchronization.
 Under ``torch.compile`` a value cannot be read while tracing. On the CPU the same checks then go into the graph
 as ``torch._assert_async``: a compiled call with a bad value raises ``RuntimeError`` with the eager message (less
 the values found). On CUDA an in-graph assertion would be a device-side assert, which leaves the CUDA context
-unusable, so compiled CUDA graphs do not check values: the ``cuda`` kernels never read out of bounds (a box with
-an invalid image index gives NaN and no gradient), and validating inputs is the caller's part there.
+unusable, so compiled CUDA graphs do not check values: the ``cuda``, ``vectorized`` and ``compiled`` kernels never
+read another image or out of bounds (a box with an invalid image index gives NaN and no gradient), and validating
+inputs is the caller's part there.
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ Dynamo cannot trace: under ``torch.compile`` those calls become one opaque custo
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Callable, NamedTuple
 
 import torch
@@ -65,6 +66,24 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
     else one copy."""
     N, C, H, W = x.shape
     return x.permute(0, 2, 3, 1).reshape(N * H * W, C).to(_compute_dtype(x.dtype)).contiguous()
+
+
+def _image_index(index: torch.Tensor, N: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each box's image [K] as a safe int64 index, and whether it was valid: a whole number in ``[0, N)``.
+
+    The public ops reject a bad index before any backend runs, except in a graph compiled for CUDA, which cannot
+    check values (``impls/_validation.py``). Here an invalid index reads image 0 and the box's output is NaN, with
+    no gradient, as in the ``cuda`` kernels: never another image's values (an index of -1 would otherwise wrap to
+    image N - 1)."""
+    valid = (index >= 0) & (index < N)
+    if index.is_floating_point():
+        valid &= index == index.floor()
+    return torch.where(valid, index, torch.zeros_like(index)).long().contiguous(), valid
+
+
+def _where_valid(valid: torch.Tensor, t: torch.Tensor, other: float) -> torch.Tensor:
+    """``t`` [K, ...] with the rows of invalid boxes replaced by ``other``."""
+    return torch.where(valid.view(-1, *[1] * (t.dim() - 1)), t, torch.full((), other, dtype=t.dtype, device=t.device))
 
 
 # The per-chunk steps: the work on the feature map, shared by both operators. Each is a function of tensors and
@@ -207,12 +226,13 @@ def crop_and_resize_forward(image, boxes, box_index, crop_height, crop_width, me
     N, C, H, W = image.shape
     K = boxes.shape[0]
     rows = _rows(image)  # [N*H*W, C]
+    n, valid = _image_index(box_index, N)  # [K]
     outside = rows.new_full((), extrapolation_value)
     out = torch.empty((K, crop_height, crop_width, C), dtype=rows.dtype, device=image.device)
     for idx in _chunks(torch.arange(K, device=image.device), crop_height * crop_width * C):
-        c = _crop_cells(boxes[idx], box_index[idx], crop_height, crop_width, H, W, method, rows.dtype)
-        out[idx] = steps.sample(rows, c.n, c.y_tap, c.y_weight, c.x_tap, c.x_weight, H, W,
-                                outside)  # [Kc, ch, cw, C]
+        c = _crop_cells(boxes[idx], n[idx], crop_height, crop_width, H, W, method, rows.dtype)
+        part = steps.sample(rows, c.n, c.y_tap, c.y_weight, c.x_tap, c.x_weight, H, W, outside)  # [Kc, ch, cw, C]
+        out[idx] = _where_valid(valid[idx], part, math.nan)
     return _layout.like(out.permute(0, 3, 1, 2).to(image.dtype), image)  # [K, C, ch, cw]
 
 
@@ -227,10 +247,11 @@ def crop_and_resize_backward_input(
     steps = steps or EAGER
     N, C, H, W = batch_size, channels, height, width
     K = boxes.shape[0]
-    g_all = _cells_last(grad)  # [K, ch, cw, C]
+    n, valid = _image_index(box_index, N)  # [K]
+    g_all = _where_valid(valid, _cells_last(grad), 0.0)  # [K, ch, cw, C]
     grad_rows = g_all.new_zeros((N * H * W, C))  # [N*H*W, C]
     for idx in _chunks(torch.arange(K, device=grad.device), crop_height * crop_width * C):
-        c = _crop_cells(boxes[idx], box_index[idx], crop_height, crop_width, H, W, method, grad_rows.dtype)
+        c = _crop_cells(boxes[idx], n[idx], crop_height, crop_width, H, W, method, grad_rows.dtype)
         steps.scatter(grad_rows, g_all[idx], c.n, c.y_tap, c.y_weight, c.x_tap, c.x_weight, H, W, c.count)
     return _layout.like(grad_rows.view(N, H, W, C).permute(0, 3, 1, 2).to(grad.dtype), grad)  # [N, C, H, W]
 
@@ -240,10 +261,11 @@ def crop_and_resize_backward_boxes(grad, image, boxes, box_index, crop_height, c
     N, C, H, W = image.shape
     K = boxes.shape[0]
     rows = _rows(image)  # [N*H*W, C]
-    g_all = _cells_last(grad)  # [K, ch, cw, C]
+    n, valid = _image_index(box_index, N)  # [K]
+    g_all = _where_valid(valid, _cells_last(grad), 0.0)  # [K, ch, cw, C]
     grad_boxes = boxes.new_zeros((K, 4), dtype=rows.dtype)  # (y1, x1, y2, x2) order
     for idx in _chunks(torch.arange(K, device=image.device), crop_height * crop_width * C):
-        c = _crop_cells(boxes[idx], box_index[idx], crop_height, crop_width, H, W, method, rows.dtype)
+        c = _crop_cells(boxes[idx], n[idx], crop_height, crop_width, H, W, method, rows.dtype)
         grad_boxes[idx] = steps.box_grad(rows, g_all[idx], c.n, c.y_tap, c.y_weight, c.y_d, c.x_tap, c.x_weight,
                                          c.x_d, H, W, c.count)  # [Kc, 4]
     return grad_boxes.to(boxes.dtype)
@@ -253,8 +275,8 @@ def crop_and_resize_backward_boxes(grad, image, boxes, box_index, crop_height, c
 
 
 def _roi_boxes(rois, spatial_scale, pooled_height, pooled_width, aligned):
-    """Per box [K], in float64 whatever the dtype (as every backend): batch index, starts, sides, bin sizes and
-    clamp flags, by reference._roi_geometry's expressions."""
+    """Per box [K], in float64 whatever the dtype (as every backend): starts, sides, bin sizes and clamp flags, by
+    reference._roi_geometry's expressions."""
     r = rois.to(torch.float64)  # [K, 5]
     offset = 0.5 if aligned else 0.0
     x_start = r[:, 1] * spatial_scale - offset  # [K]
@@ -268,7 +290,7 @@ def _roi_boxes(rois, spatial_scale, pooled_height, pooled_width, aligned):
         roi_w = torch.where(w_clamped, torch.ones_like(roi_w), roi_w)
         roi_h = torch.where(h_clamped, torch.ones_like(roi_h), roi_h)
     bin_h, bin_w = roi_h / pooled_height, roi_w / pooled_width  # [K]
-    return r[:, 0].long().contiguous(), y_start, x_start, roi_h, roi_w, bin_h, bin_w, h_clamped, w_clamped
+    return y_start, x_start, roi_h, roi_w, bin_h, bin_w, h_clamped, w_clamped
 
 
 def _roi_axis(start, bin_size, clamped, pooled: int, grid: int, first: int, count: int, extent: int,
@@ -298,11 +320,11 @@ def _roi_axis(start, bin_size, clamped, pooled: int, grid: int, first: int, coun
                  d_start.to(dtype), d_end.to(dtype))
 
 
-def _roi_cells(rois, H, W, spatial_scale, pooled_height, pooled_width, aligned, grid, samples, dtype) -> _Cells:
-    """The samples of a chunk of boxes rois [Kc, 5] sharing the sample grid ``(gh, gw)``: of every bin, the samples
-    ``((first_y, count_y), (first_x, count_x))`` of that grid."""
-    n, y_start, x_start, _, _, bin_h, bin_w, hc, wc = _roi_boxes(rois, spatial_scale, pooled_height, pooled_width,
-                                                                 aligned)
+def _roi_cells(rois, n, H, W, spatial_scale, pooled_height, pooled_width, aligned, grid, samples, dtype) -> _Cells:
+    """The samples of a chunk of boxes rois [Kc, 5] on images n [Kc] (``_image_index``) sharing the sample grid
+    ``(gh, gw)``: of every bin, the samples ``((first_y, count_y), (first_x, count_x))`` of that grid."""
+    y_start, x_start, _, _, bin_h, bin_w, hc, wc = _roi_boxes(rois, spatial_scale, pooled_height, pooled_width,
+                                                              aligned)
     (gh, gw), ((fy, sy), (fx, sx)) = grid, samples
     ay = _roi_axis(y_start, bin_h, hc, pooled_height, gh, fy, sy, H, spatial_scale, dtype)  # [Kc, PH*sy, 2]
     ax = _roi_axis(x_start, bin_w, wc, pooled_width, gw, fx, sx, W, spatial_scale, dtype)  # [Kc, PW*sx, 2]
@@ -335,7 +357,7 @@ def _roi_chunks(rois, C, spatial_scale, pooled_height, pooled_width, sampling_ra
     if sampling_ratio > 0:
         groups = [(sampling_ratio, sampling_ratio, torch.arange(K, device=rois.device))]
     else:
-        _, _, _, roi_h, roi_w, _, _, _, _ = _roi_boxes(rois, spatial_scale, pooled_height, pooled_width, aligned)
+        _, _, roi_h, roi_w, _, _, _, _ = _roi_boxes(rois, spatial_scale, pooled_height, pooled_width, aligned)
         grid_h = torch.ceil(roi_h / pooled_height).long()  # [K] adaptive
         grid_w = torch.ceil(roi_w / pooled_width).long()
         grids = torch.stack([grid_h, grid_w], dim=1)  # [K, 2]
@@ -374,18 +396,19 @@ def roi_align_forward(input, rois, spatial_scale, pooled_height, pooled_width, s
     N, C, H, W = input.shape
     K = rois.shape[0]
     rows = _rows(input)  # [N*H*W, C]
+    n, valid = _image_index(rois[:, 0], N)  # [K]
     outside = rows.new_zeros(())
     sums = torch.zeros((K, pooled_height, pooled_width, C), dtype=rows.dtype, device=input.device)
     counts = torch.ones(K, dtype=rows.dtype, device=input.device)  # [K] samples per bin, at least 1
     for idx, grid, samples in _roi_chunks(rois, C, spatial_scale, pooled_height, pooled_width, sampling_ratio,
                                           aligned):
-        c = _roi_cells(rois[idx], H, W, spatial_scale, pooled_height, pooled_width, aligned, grid, samples,
+        c = _roi_cells(rois[idx], n[idx], H, W, spatial_scale, pooled_height, pooled_width, aligned, grid, samples,
                        rows.dtype)
         part = steps.sample(rows, c.n, c.y_tap, c.y_weight, c.x_tap, c.x_weight, H, W,
                             outside)  # [Kc, PH, PW, C]
         sums.index_add_(0, idx, part)
         counts[idx] = float(grid[0] * grid[1])
-    sums /= counts[:, None, None, None]  # [K, PH, PW, C]: the bin means
+    sums /= _where_valid(valid, counts, math.nan)[:, None, None, None]  # [K, PH, PW, C]: the bin means
     return _layout.like(sums.permute(0, 3, 1, 2).to(input.dtype), input)  # [K, C, PH, PW]
 
 
@@ -400,11 +423,12 @@ def roi_align_backward_input(
         return _adaptive_ops.backward_input(grad, rois, spatial_scale, pooled_height, pooled_width, batch_size,
                                             channels, height, width, sampling_ratio, aligned, steps.name)
     N, C, H, W = batch_size, channels, height, width
-    g_all = _cells_last(grad)  # [K, PH, PW, C]
+    n, valid = _image_index(rois[:, 0], N)  # [K]
+    g_all = _where_valid(valid, _cells_last(grad), 0.0)  # [K, PH, PW, C]
     grad_rows = g_all.new_zeros((N * H * W, C))  # [N*H*W, C]
     for idx, grid, samples in _roi_chunks(rois, C, spatial_scale, pooled_height, pooled_width, sampling_ratio,
                                           aligned):
-        c = _roi_cells(rois[idx], H, W, spatial_scale, pooled_height, pooled_width, aligned, grid, samples,
+        c = _roi_cells(rois[idx], n[idx], H, W, spatial_scale, pooled_height, pooled_width, aligned, grid, samples,
                        grad_rows.dtype)
         steps.scatter(grad_rows, g_all[idx], c.n, c.y_tap, c.y_weight, c.x_tap, c.x_weight, H, W, c.count)
     return _layout.like(grad_rows.view(N, H, W, C).permute(0, 3, 1, 2).to(grad.dtype), grad)  # [N, C, H, W]
@@ -421,11 +445,12 @@ def roi_align_backward_boxes(grad, input, rois, spatial_scale, pooled_height, po
     N, C, H, W = input.shape
     K = rois.shape[0]
     rows = _rows(input)  # [N*H*W, C]
-    g_all = _cells_last(grad)  # [K, PH, PW, C]
+    n, valid = _image_index(rois[:, 0], N)  # [K]
+    g_all = _where_valid(valid, _cells_last(grad), 0.0)  # [K, PH, PW, C]
     grad_boxes = rows.new_zeros((K, 4))  # (y1, x1, y2, x2) order
     for idx, grid, samples in _roi_chunks(rois, C, spatial_scale, pooled_height, pooled_width, sampling_ratio,
                                           aligned):
-        c = _roi_cells(rois[idx], H, W, spatial_scale, pooled_height, pooled_width, aligned, grid, samples,
+        c = _roi_cells(rois[idx], n[idx], H, W, spatial_scale, pooled_height, pooled_width, aligned, grid, samples,
                        rows.dtype)
         part = steps.box_grad(rows, g_all[idx], c.n, c.y_tap, c.y_weight, c.y_d, c.x_tap, c.x_weight, c.x_d, H, W,
                               c.count)  # [Kc, 4]
