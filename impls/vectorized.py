@@ -72,18 +72,13 @@ def _image_index(index: torch.Tensor, N: int) -> tuple[torch.Tensor, torch.Tenso
     """Each box's image [K] as a safe int64 index, and whether it was valid: a whole number in ``[0, N)``.
 
     The public ops reject a bad index before any backend runs, except in a graph compiled for CUDA, which cannot
-    check values (``impls/_validation.py``). Here an invalid index reads image 0 and the box's output is NaN, with
-    no gradient, as in the ``cuda`` kernels: never another image's values (an index of -1 would otherwise wrap to
-    image N - 1)."""
+    check values (``impls/_validation.py``). Here an invalid index points at image 0, ``_cells`` gives the box's
+    samples no weight (so no gradient) and the kernels make its output NaN, as in the ``cuda`` kernels: never
+    another image's values (an index of -1 would otherwise wrap to image N - 1)."""
     valid = (index >= 0) & (index < N)
     if index.is_floating_point():
         valid &= index == index.floor()
     return torch.where(valid, index, torch.zeros_like(index)).long().contiguous(), valid
-
-
-def _where_valid(valid: torch.Tensor, t: torch.Tensor, other: float) -> torch.Tensor:
-    """``t`` [K, ...] with the rows of invalid boxes replaced by ``other``."""
-    return torch.where(valid.view(-1, *[1] * (t.dim() - 1)), t, torch.full((), other, dtype=t.dtype, device=t.device))
 
 
 # The per-chunk steps: the work on the feature map, shared by both operators. Each is a function of tensors and
@@ -109,9 +104,11 @@ class _Cells(NamedTuple):
     count: torch.Tensor
 
 
-def _cells(n, ay: _Axis, ax: _Axis, PH: int, PW: int, count: int, dtype: torch.dtype) -> _Cells:
-    """Axes [Kc, PH*sy, 2] and [Kc, PW*sx, 2] cut by output cell."""
+def _cells(n, valid, ay: _Axis, ax: _Axis, PH: int, PW: int, count: int, dtype: torch.dtype) -> _Cells:
+    """Axes [Kc, PH*sy, 2] and [Kc, PW*sx, 2] cut by output cell; the samples of a box whose image index was invalid
+    (``valid`` [Kc] False, ``_image_index``) get weight 0: outside the map, reading and receiving nothing."""
     Kc = n.shape[0]
+    keep = valid.view(Kc, 1, 1, 1).to(ay.weight.dtype)
 
     def y(t):
         return t.view(Kc, PH, -1, 2)
@@ -119,7 +116,7 @@ def _cells(n, ay: _Axis, ax: _Axis, PH: int, PW: int, count: int, dtype: torch.d
     def x(t):
         return t.view(Kc, PW, -1, 2)
 
-    return _Cells(n, y(ay.tap), y(ay.weight), y(ay.d), x(ax.tap), x(ax.weight), x(ax.d),
+    return _Cells(n, y(ay.tap), y(ay.weight) * keep, y(ay.d), x(ax.tap), x(ax.weight) * keep, x(ax.d),
                   torch.tensor(count, dtype=dtype, device=n.device))
 
 
@@ -149,8 +146,8 @@ def _inside(y_weight, x_weight) -> torch.Tensor:
 
 def sample_step(rows, n, y_tap, y_weight, x_tap, x_weight, H: int, W: int, outside) -> torch.Tensor:
     """Sums of the bilinear values of each cell's samples, reading rows [N*H*W, C]: [Kc, PH, PW, C]. A sample
-    outside the map counts as ``outside`` (a 0-d tensor: crop_and_resize's extrapolation value; 0 for roi_align,
-    whose out-of-range samples add nothing)."""
+    outside the map counts as ``outside``: 0 for roi_align, whose out-of-range samples add nothing (a 0-d tensor);
+    crop_and_resize's extrapolation value, or NaN for a box with an invalid image, per box ([Kc, 1, 1, 1, 1, 1])."""
     values = sum(w[..., None] * rows[r] for r, w in _taps(n, y_tap, y_weight, x_tap, x_weight, H, W))
     return torch.where(_inside(y_weight, x_weight)[..., None], values, outside).sum(dim=(2, 4))
 
@@ -211,13 +208,13 @@ def _crop_axis(start, end, crop: int, size: int, nearest: bool) -> _Axis:
     return _Axis.of(low.long(), coord.ceil().long(), (1 - frac) * mask, frac * mask, d_start * mask, d_end * mask)
 
 
-def _crop_cells(boxes, box_index, crop_height, crop_width, H, W, method, dtype) -> _Cells:
-    """The samples of boxes [Kc, 4] on images box_index [Kc], one per output cell."""
+def _crop_cells(boxes, n, valid, crop_height, crop_width, H, W, method, dtype) -> _Cells:
+    """The samples of boxes [Kc, 4] on images n [Kc] (``_image_index``, with ``valid``), one per output cell."""
     b = boxes.to(_compute_dtype(boxes.dtype))  # [Kc, 4]
     nearest = method == "nearest"
     ay = _crop_axis(b[:, 0], b[:, 2], crop_height, H, nearest)  # [Kc, ch, 2]
     ax = _crop_axis(b[:, 1], b[:, 3], crop_width, W, nearest)  # [Kc, cw, 2]
-    return _cells(box_index, ay, ax, crop_height, crop_width, 1, dtype)
+    return _cells(n, valid, ay, ax, crop_height, crop_width, 1, dtype)
 
 
 def crop_and_resize_forward(image, boxes, box_index, crop_height, crop_width, method, extrapolation_value, *,
@@ -227,12 +224,13 @@ def crop_and_resize_forward(image, boxes, box_index, crop_height, crop_width, me
     K = boxes.shape[0]
     rows = _rows(image)  # [N*H*W, C]
     n, valid = _image_index(box_index, N)  # [K]
-    outside = rows.new_full((), extrapolation_value)
+    # [K, 1, 1, 1, 1, 1]: what a sample outside the map reads; every sample of an invalid box is outside.
+    outside = torch.where(valid, rows.new_full((), extrapolation_value), math.nan).view(K, 1, 1, 1, 1, 1)
     out = torch.empty((K, crop_height, crop_width, C), dtype=rows.dtype, device=image.device)
     for idx in _chunks(torch.arange(K, device=image.device), crop_height * crop_width * C):
-        c = _crop_cells(boxes[idx], n[idx], crop_height, crop_width, H, W, method, rows.dtype)
-        part = steps.sample(rows, c.n, c.y_tap, c.y_weight, c.x_tap, c.x_weight, H, W, outside)  # [Kc, ch, cw, C]
-        out[idx] = _where_valid(valid[idx], part, math.nan)
+        c = _crop_cells(boxes[idx], n[idx], valid[idx], crop_height, crop_width, H, W, method, rows.dtype)
+        out[idx] = steps.sample(rows, c.n, c.y_tap, c.y_weight, c.x_tap, c.x_weight, H, W,
+                                outside[idx])  # [Kc, ch, cw, C]
     return _layout.like(out.permute(0, 3, 1, 2).to(image.dtype), image)  # [K, C, ch, cw]
 
 
@@ -248,10 +246,10 @@ def crop_and_resize_backward_input(
     N, C, H, W = batch_size, channels, height, width
     K = boxes.shape[0]
     n, valid = _image_index(box_index, N)  # [K]
-    g_all = _where_valid(valid, _cells_last(grad), 0.0)  # [K, ch, cw, C]
+    g_all = _cells_last(grad)  # [K, ch, cw, C]
     grad_rows = g_all.new_zeros((N * H * W, C))  # [N*H*W, C]
     for idx in _chunks(torch.arange(K, device=grad.device), crop_height * crop_width * C):
-        c = _crop_cells(boxes[idx], n[idx], crop_height, crop_width, H, W, method, grad_rows.dtype)
+        c = _crop_cells(boxes[idx], n[idx], valid[idx], crop_height, crop_width, H, W, method, grad_rows.dtype)
         steps.scatter(grad_rows, g_all[idx], c.n, c.y_tap, c.y_weight, c.x_tap, c.x_weight, H, W, c.count)
     return _layout.like(grad_rows.view(N, H, W, C).permute(0, 3, 1, 2).to(grad.dtype), grad)  # [N, C, H, W]
 
@@ -262,10 +260,10 @@ def crop_and_resize_backward_boxes(grad, image, boxes, box_index, crop_height, c
     K = boxes.shape[0]
     rows = _rows(image)  # [N*H*W, C]
     n, valid = _image_index(box_index, N)  # [K]
-    g_all = _where_valid(valid, _cells_last(grad), 0.0)  # [K, ch, cw, C]
+    g_all = _cells_last(grad)  # [K, ch, cw, C]
     grad_boxes = boxes.new_zeros((K, 4), dtype=rows.dtype)  # (y1, x1, y2, x2) order
     for idx in _chunks(torch.arange(K, device=image.device), crop_height * crop_width * C):
-        c = _crop_cells(boxes[idx], n[idx], crop_height, crop_width, H, W, method, rows.dtype)
+        c = _crop_cells(boxes[idx], n[idx], valid[idx], crop_height, crop_width, H, W, method, rows.dtype)
         grad_boxes[idx] = steps.box_grad(rows, g_all[idx], c.n, c.y_tap, c.y_weight, c.y_d, c.x_tap, c.x_weight,
                                          c.x_d, H, W, c.count)  # [Kc, 4]
     return grad_boxes.to(boxes.dtype)
@@ -320,15 +318,16 @@ def _roi_axis(start, bin_size, clamped, pooled: int, grid: int, first: int, coun
                  d_start.to(dtype), d_end.to(dtype))
 
 
-def _roi_cells(rois, n, H, W, spatial_scale, pooled_height, pooled_width, aligned, grid, samples, dtype) -> _Cells:
-    """The samples of a chunk of boxes rois [Kc, 5] on images n [Kc] (``_image_index``) sharing the sample grid
-    ``(gh, gw)``: of every bin, the samples ``((first_y, count_y), (first_x, count_x))`` of that grid."""
+def _roi_cells(rois, n, valid, H, W, spatial_scale, pooled_height, pooled_width, aligned, grid, samples,
+               dtype) -> _Cells:
+    """The samples of a chunk of boxes rois [Kc, 5] on images n [Kc] (``_image_index``, with ``valid``) sharing the
+    sample grid ``(gh, gw)``: of every bin, the samples ``((first_y, count_y), (first_x, count_x))`` of that grid."""
     y_start, x_start, _, _, bin_h, bin_w, hc, wc = _roi_boxes(rois, spatial_scale, pooled_height, pooled_width,
                                                               aligned)
     (gh, gw), ((fy, sy), (fx, sx)) = grid, samples
     ay = _roi_axis(y_start, bin_h, hc, pooled_height, gh, fy, sy, H, spatial_scale, dtype)  # [Kc, PH*sy, 2]
     ax = _roi_axis(x_start, bin_w, wc, pooled_width, gw, fx, sx, W, spatial_scale, dtype)  # [Kc, PW*sx, 2]
-    return _cells(n, ay, ax, pooled_height, pooled_width, gh * gw, dtype)
+    return _cells(n, valid, ay, ax, pooled_height, pooled_width, gh * gw, dtype)
 
 
 def _blocks(grid: int, width: int) -> list[tuple[int, int]]:
@@ -402,13 +401,14 @@ def roi_align_forward(input, rois, spatial_scale, pooled_height, pooled_width, s
     counts = torch.ones(K, dtype=rows.dtype, device=input.device)  # [K] samples per bin, at least 1
     for idx, grid, samples in _roi_chunks(rois, C, spatial_scale, pooled_height, pooled_width, sampling_ratio,
                                           aligned):
-        c = _roi_cells(rois[idx], n[idx], H, W, spatial_scale, pooled_height, pooled_width, aligned, grid, samples,
-                       rows.dtype)
+        c = _roi_cells(rois[idx], n[idx], valid[idx], H, W, spatial_scale, pooled_height, pooled_width, aligned, grid,
+                       samples, rows.dtype)
         part = steps.sample(rows, c.n, c.y_tap, c.y_weight, c.x_tap, c.x_weight, H, W,
                             outside)  # [Kc, PH, PW, C]
         sums.index_add_(0, idx, part)
         counts[idx] = float(grid[0] * grid[1])
-    sums /= _where_valid(valid, counts, math.nan)[:, None, None, None]  # [K, PH, PW, C]: the bin means
+    counts = torch.where(valid, counts, math.nan)  # an invalid box's output: NaN
+    sums /= counts[:, None, None, None]  # [K, PH, PW, C]: the bin means
     return _layout.like(sums.permute(0, 3, 1, 2).to(input.dtype), input)  # [K, C, PH, PW]
 
 
@@ -424,12 +424,12 @@ def roi_align_backward_input(
                                             channels, height, width, sampling_ratio, aligned, steps.name)
     N, C, H, W = batch_size, channels, height, width
     n, valid = _image_index(rois[:, 0], N)  # [K]
-    g_all = _where_valid(valid, _cells_last(grad), 0.0)  # [K, PH, PW, C]
+    g_all = _cells_last(grad)  # [K, PH, PW, C]
     grad_rows = g_all.new_zeros((N * H * W, C))  # [N*H*W, C]
     for idx, grid, samples in _roi_chunks(rois, C, spatial_scale, pooled_height, pooled_width, sampling_ratio,
                                           aligned):
-        c = _roi_cells(rois[idx], n[idx], H, W, spatial_scale, pooled_height, pooled_width, aligned, grid, samples,
-                       grad_rows.dtype)
+        c = _roi_cells(rois[idx], n[idx], valid[idx], H, W, spatial_scale, pooled_height, pooled_width, aligned, grid,
+                       samples, grad_rows.dtype)
         steps.scatter(grad_rows, g_all[idx], c.n, c.y_tap, c.y_weight, c.x_tap, c.x_weight, H, W, c.count)
     return _layout.like(grad_rows.view(N, H, W, C).permute(0, 3, 1, 2).to(grad.dtype), grad)  # [N, C, H, W]
 
@@ -446,12 +446,12 @@ def roi_align_backward_boxes(grad, input, rois, spatial_scale, pooled_height, po
     K = rois.shape[0]
     rows = _rows(input)  # [N*H*W, C]
     n, valid = _image_index(rois[:, 0], N)  # [K]
-    g_all = _where_valid(valid, _cells_last(grad), 0.0)  # [K, PH, PW, C]
+    g_all = _cells_last(grad)  # [K, PH, PW, C]
     grad_boxes = rows.new_zeros((K, 4))  # (y1, x1, y2, x2) order
     for idx, grid, samples in _roi_chunks(rois, C, spatial_scale, pooled_height, pooled_width, sampling_ratio,
                                           aligned):
-        c = _roi_cells(rois[idx], n[idx], H, W, spatial_scale, pooled_height, pooled_width, aligned, grid, samples,
-                       rows.dtype)
+        c = _roi_cells(rois[idx], n[idx], valid[idx], H, W, spatial_scale, pooled_height, pooled_width, aligned, grid,
+                       samples, rows.dtype)
         part = steps.box_grad(rows, g_all[idx], c.n, c.y_tap, c.y_weight, c.y_d, c.x_tap, c.x_weight, c.x_d, H, W,
                               c.count)  # [Kc, 4]
         grad_boxes.index_add_(0, idx, part)
