@@ -40,12 +40,12 @@ more specialized graph. Everything else (validation, dtypes, layouts, errors, th
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from typing import Callable, Optional
 
 import torch
 import torch._dynamo
+import torch._dynamo.config
 
 from . import vectorized
 from ._registry import FLOAT_DTYPES, Backend, OpKernels, register
@@ -61,13 +61,9 @@ _INDUCTOR_OPTIONS = {
 
 # Graphs per step: one per compute dtype and per pattern of size-1 dimensions (one box in a chunk, one sample
 # per cell along a side), so a few dozen at most; past the limit, raise instead of running the step uncompiled.
-_DYNAMO_SETTINGS = {"recompile_limit": 64, "fail_on_recompile_limit_hit": True}
-
-
-def _dynamo_settings() -> contextlib.AbstractContextManager:
-    import torch._dynamo.config as dynamo_config
-
-    return dynamo_config.patch(**{k: v for k, v in _DYNAMO_SETTINGS.items() if hasattr(dynamo_config, k)})
+# (Filtered once to the settings this torch has.)
+_DYNAMO_SETTINGS = {k: v for k, v in {"recompile_limit": 64, "fail_on_recompile_limit_hit": True}.items()
+                    if hasattr(torch._dynamo.config, k)}
 
 
 class _CompiledStep:
@@ -87,7 +83,7 @@ class _CompiledStep:
         args = [a.detach() if isinstance(a, torch.Tensor) else a for a in args]
         if self._compiled is None:
             self._compiled = torch.compile(self.step, fullgraph=True, dynamic=True, options=_INDUCTOR_OPTIONS)
-        with _dynamo_settings():
+        with torch._dynamo.config.patch(**_DYNAMO_SETTINGS):
             return self._compiled(*args)
 
 
