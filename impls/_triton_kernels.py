@@ -338,6 +338,13 @@ def _roi_sample(start, p, bin_size, i, grid):
 
 
 @triton.jit
+def _roi_position(p, i, grid, P):
+    """reference._roi_position in float64: where sample i of bin p sits along the box, 0 at its start and 1 at its
+    end, ``(p + (i + 0.5) / grid) / P``; ``grid`` kept >= 1 as in ``_roi_sample``."""
+    return (tl.cast(p, tl.float64) + (tl.cast(i, tl.float64) + 0.5) / tl.cast(tl.maximum(grid, 1), tl.float64)) / P
+
+
+@triton.jit
 def _roi_corner(v, in_range, SIZE, COMPUTE: tl.constexpr):
     """torchvision's clamp of a coordinate (CONVENTIONS.md §3.3; reference._roi_corner): the two pixels around
     v, the weights of the low and high one in COMPUTE (rounded from float64), and whether v moves with the box
@@ -501,16 +508,14 @@ def roi_align_boxes_grad_kernel(
             y_low, y_high, ly, hy, y_moves = _roi_corner(y, y_ok, H, COMPUTE)
             # reference._roi_position: where the sample sits along the box (0 at y1, 1 at y2), in float64;
             # 0 where aligned=False forced the size to 1. The factors d y / d y1 and d y / d y2 are rounded once.
-            ay = tl.where(y_along != 0, (tl.cast(ph, tl.float64) + (tl.cast(iy, tl.float64) + 0.5)
-                                         / tl.cast(tl.maximum(grid_h, 1), tl.float64)) / PH, 0.0)
+            ay = tl.where(y_along != 0, _roi_position(ph, iy, grid_h, PH), 0.0)
             y_lo_factor = (scale * (1.0 - ay)).to(COMPUTE)
             y_hi_factor = (scale * ay).to(COMPUTE)
             for ix in range(0, tl.max(grid_w)):
                 x = _roi_sample(x_start, pw, bin_w, ix, grid_w)
                 x_ok = (x >= -1) & (x <= W) & (ix < grid_w)
                 x_low, x_high, lx, hx, x_moves = _roi_corner(x, x_ok, W, COMPUTE)
-                ax = tl.where(x_along != 0, (tl.cast(pw, tl.float64) + (tl.cast(ix, tl.float64) + 0.5)
-                                             / tl.cast(tl.maximum(grid_w, 1), tl.float64)) / PW, 0.0)
+                ax = tl.where(x_along != 0, _roi_position(pw, ix, grid_w, PW), 0.0)
                 take = lanes & y_ok & x_ok
                 v1 = tl.load(plane + y_low * s_h + x_low * s_w, mask=take, other=0).to(COMPUTE)
                 v2 = tl.load(plane + y_low * s_h + x_high * s_w, mask=take, other=0).to(COMPUTE)

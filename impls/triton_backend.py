@@ -116,6 +116,24 @@ def _launch(kernel, grid, *args, **meta):
     kernel[grid](*args, **LAUNCH_OPTIONS, **meta)
 
 
+def _atomic_image_grad(kernel, grad: torch.Tensor, inputs: tuple, K: int, N: int, C: int, H: int, W: int,
+                       out_height: int, out_width: int, **constexprs) -> torch.Tensor:
+    """The default image gradient: ``kernel`` adds every sample's taps with atomics into a zeroed [N, C, H, W] in
+    the incoming gradient's layout (float32 while accumulating half types), rounded once to grad's dtype.
+    ``inputs`` are the kernel's arguments between ``grad`` and the output (the boxes, or the roi geometry)."""
+    acc, compute = _compute(grad.dtype)
+    grad_image = torch.empty((N, C, H, W), dtype=acc, device=grad.device, memory_format=_layout.memory_format(grad))
+    grad_image.zero_()
+    if grad.numel() > 0:
+        block_k, block_e = _blocks(K, C * out_height * out_width)
+        _launch(
+            kernel, (triton.cdiv(K, block_k), triton.cdiv(C * out_height * out_width, block_e)),
+            grad, *inputs, grad_image, K, N, C, H, W, out_height, out_width, *_strides(grad), *_strides(grad_image),
+            COMPUTE=compute, BLOCK_K=block_k, BLOCK_E=block_e, **constexprs,
+        )
+    return grad_image.to(grad.dtype)  # half types: the one rounding (.to keeps the layout)
+
+
 def _gather(entries, grad: torch.Tensor, N: int, C: int, H: int, W: int, cells: int, cw: int, roi: bool):
     """Deterministic image gradient, step 2: sort the tap entries by pixel (stably: the reference's order within
     a pixel) and let gather_taps_kernel sum each pixel's list. Returns [N, C, H, W] in grad's dtype."""
@@ -182,9 +200,9 @@ def crop_and_resize_backward_input(
     K = boxes.shape[0]
     cells = crop_height * crop_width
     nearest = method == "nearest"
-    acc, compute = _compute(grad.dtype)
     boxes, box_index = boxes.contiguous(), box_index.contiguous()
     if torch.are_deterministic_algorithms_enabled():
+        _, compute = _compute(grad.dtype)
         entries = _tap_entries(K * cells * 4, grad.dtype, grad.device)
         if K * cells > 0:
             block_k, block_e = _blocks(K, cells)
@@ -194,18 +212,8 @@ def crop_and_resize_backward_input(
                 NEAREST=nearest, COMPUTE=compute, BLOCK_K=block_k, BLOCK_E=block_e,
             )
         return _gather(entries, grad, N, C, H, W, cells, crop_width, roi=False)
-    # The incoming gradient's layout; half types accumulate in float32.
-    grad_image = torch.empty((N, C, H, W), dtype=acc, device=grad.device, memory_format=_layout.memory_format(grad))
-    grad_image.zero_()
-    if grad.numel() > 0:
-        block_k, block_e = _blocks(K, C * cells)
-        _launch(
-            kernels.crop_and_resize_image_grad_atomic_kernel,
-            (triton.cdiv(K, block_k), triton.cdiv(C * cells, block_e)),
-            grad, boxes, box_index, grad_image, K, N, C, H, W, crop_height, crop_width,
-            *_strides(grad), *_strides(grad_image), NEAREST=nearest, COMPUTE=compute, BLOCK_K=block_k, BLOCK_E=block_e,
-        )
-    return grad_image.to(grad.dtype)  # half types: the one rounding (.to keeps the layout)
+    return _atomic_image_grad(kernels.crop_and_resize_image_grad_atomic_kernel, grad, (boxes, box_index), K, N, C, H,
+                              W, crop_height, crop_width, NEAREST=nearest)
 
 
 def crop_and_resize_backward_boxes(grad, image, boxes, box_index, crop_height, crop_width, method):
@@ -293,9 +301,9 @@ def roi_align_backward_input(
     N, C, H, W = batch_size, channels, height, width
     K = rois.shape[0]
     cells = pooled_height * pooled_width
-    acc, compute = _compute(grad.dtype)
     geometry = _roi_geometry(rois, N, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned)
     if torch.are_deterministic_algorithms_enabled():
+        _, compute = _compute(grad.dtype)
         # Box k's samples are numbered from first_sample[k]: the list's length depends on the adaptive grids,
         # read back once (one synchronization on a GPU).
         # [K]; 0 for a box not read. A negative adaptive grid (flipped aligned box) has no samples.
@@ -311,17 +319,8 @@ def roi_align_backward_input(
                 COMPUTE=compute, BLOCK_K=block_k, BLOCK_E=block_e,
             )
         return _gather(entries, grad, N, C, H, W, cells, pooled_width, roi=True)
-    # The incoming gradient's layout; half types accumulate in float32.
-    grad_input = torch.empty((N, C, H, W), dtype=acc, device=grad.device, memory_format=_layout.memory_format(grad))
-    grad_input.zero_()
-    if grad.numel() > 0:
-        block_k, block_e = _blocks(K, C * cells)
-        _launch(
-            kernels.roi_align_image_grad_atomic_kernel, (triton.cdiv(K, block_k), triton.cdiv(C * cells, block_e)),
-            grad, geometry, grad_input, K, N, C, H, W, pooled_height, pooled_width,
-            *_strides(grad), *_strides(grad_input), COMPUTE=compute, BLOCK_K=block_k, BLOCK_E=block_e,
-        )
-    return grad_input.to(grad.dtype)  # half types: the one rounding (.to keeps the layout)
+    return _atomic_image_grad(kernels.roi_align_image_grad_atomic_kernel, grad, (geometry,), K, N, C, H, W,
+                              pooled_height, pooled_width)
 
 
 def roi_align_backward_boxes(grad, input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):
