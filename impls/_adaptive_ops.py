@@ -6,14 +6,18 @@ groups the boxes by grid and runs one chunk loop per group (``vectorized._roi_ch
 tensor values that Dynamo cannot trace. While ``torch.compile`` traces, ``vectorized`` therefore calls these three
 operators instead: the graph holds one opaque call per pass, which at run time executes the same eager code with
 the same steps (``steps`` names them: ``"vectorized"``, or ``"compiled"`` for the compiled ones). Eager calls never
-come here. The fake kernels give the shapes and layouts the real ones return (``_layout``).
+come here. Reading the boxes is a device-to-host copy, so the operators carry the ``cudagraph_unsafe`` tag:
+``mode="reduce-overhead"`` keeps them out of its CUDA graphs.
 """
 
 from __future__ import annotations
 
 import torch
 
-from . import _layout
+from . import _op_schemas
+
+# Each operator reads box values on the host (module docstring).
+_READS_HOST = (torch.Tag.cudagraph_unsafe,)
 
 
 def _steps(name: str):
@@ -28,7 +32,7 @@ def _steps(name: str):
     return vectorized.EAGER
 
 
-@torch.library.custom_op("impls::adaptive_roi_align_forward", mutates_args=())
+@torch.library.custom_op("impls::adaptive_roi_align_forward", mutates_args=(), tags=_READS_HOST)
 def forward(input: torch.Tensor, rois: torch.Tensor, spatial_scale: float, pooled_height: int, pooled_width: int,
             sampling_ratio: int, aligned: bool, steps: str) -> torch.Tensor:
     from . import vectorized
@@ -37,13 +41,7 @@ def forward(input: torch.Tensor, rois: torch.Tensor, spatial_scale: float, poole
                                         aligned, steps=_steps(steps))
 
 
-@forward.register_fake
-def _(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned, steps):
-    return torch.empty((rois.shape[0], input.shape[1], pooled_height, pooled_width), dtype=input.dtype,
-                       device=input.device, memory_format=_layout.memory_format(input))
-
-
-@torch.library.custom_op("impls::adaptive_roi_align_backward_input", mutates_args=())
+@torch.library.custom_op("impls::adaptive_roi_align_backward_input", mutates_args=(), tags=_READS_HOST)
 def backward_input(grad: torch.Tensor, rois: torch.Tensor, spatial_scale: float, pooled_height: int,
                    pooled_width: int, batch_size: int, channels: int, height: int, width: int, sampling_ratio: int,
                    aligned: bool, steps: str) -> torch.Tensor:
@@ -53,14 +51,7 @@ def backward_input(grad: torch.Tensor, rois: torch.Tensor, spatial_scale: float,
                                                channels, height, width, sampling_ratio, aligned, steps=_steps(steps))
 
 
-@backward_input.register_fake
-def _(grad, rois, spatial_scale, pooled_height, pooled_width, batch_size, channels, height, width, sampling_ratio,
-      aligned, steps):
-    return torch.empty((batch_size, channels, height, width), dtype=grad.dtype, device=grad.device,
-                       memory_format=_layout.memory_format(grad))
-
-
-@torch.library.custom_op("impls::adaptive_roi_align_backward_boxes", mutates_args=())
+@torch.library.custom_op("impls::adaptive_roi_align_backward_boxes", mutates_args=(), tags=_READS_HOST)
 def backward_boxes(grad: torch.Tensor, input: torch.Tensor, rois: torch.Tensor, spatial_scale: float,
                    pooled_height: int, pooled_width: int, sampling_ratio: int, aligned: bool,
                    steps: str) -> torch.Tensor:
@@ -70,6 +61,7 @@ def backward_boxes(grad: torch.Tensor, input: torch.Tensor, rois: torch.Tensor, 
                                                sampling_ratio, aligned, steps=_steps(steps))
 
 
-@backward_boxes.register_fake
-def _(grad, input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned, steps):
-    return rois.new_empty(rois.shape)
+# The fakes are the extension's (impls/_op_schemas.py), less the last argument, ``steps``.
+forward.register_fake(lambda *args: _op_schemas.roi_align_forward(*args[:-1]))
+backward_input.register_fake(lambda *args: _op_schemas.roi_align_backward_input(*args[:-1]))
+backward_boxes.register_fake(lambda *args: _op_schemas.roi_align_backward_boxes(*args[:-1]))

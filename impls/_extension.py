@@ -3,16 +3,16 @@
 The extension registers six operators, ``torch.ops.impls.{crop_and_resize,roi_align}_{forward,backward_input,
 backward_boxes}`` (one operator per gradient), with CPU kernels (``csrc/cpu``, parallel over boxes x channels,
 float64 bit-exact with ``reference``) and, when built with a CUDA toolkit, CUDA kernels (``csrc/cuda``). This
-module binds the op handles once, registers fake kernels so the ops trace under ``torch.compile``, and registers
-the two backends. The package still imports
-when the extension is not built: the backends then report why they are unavailable.
+module binds the op handles once, gives the ops their fake kernels (``impls/_op_schemas.py``) so that they trace
+under ``torch.compile``, and registers the two backends. The package still imports when the extension is not
+built: the backends then report why they are unavailable.
 """
 
 from __future__ import annotations
 
 import torch
 
-from . import _layout
+from . import _op_schemas
 from ._registry import FLOAT_DTYPES, Backend, OpKernels, register
 
 try:
@@ -30,61 +30,8 @@ if _IMPORT_ERROR is None:
     _roi_backward_input = torch.ops.impls.roi_align_backward_input.default
     _roi_backward_boxes = torch.ops.impls.roi_align_backward_boxes.default
 
-    # Fake kernels: the output shapes and the shape contracts the C++ kernels check, for torch.compile.
-
-    @torch.library.register_fake("impls::crop_and_resize_forward")
-    def _(image, boxes, box_index, crop_height, crop_width, method, extrapolation_value):
-        torch._check(image.dim() == 4, lambda: f"image must be [N, C, H, W], got {tuple(image.shape)}")
-        torch._check(
-            boxes.dim() == 2 and boxes.shape[1] == 4, lambda: f"boxes must be [K, 4], got {tuple(boxes.shape)}"
-        )
-        torch._check(box_index.shape == (boxes.shape[0],), lambda: "box_index must be [K]")
-        out = image.new_empty((boxes.shape[0], image.shape[1], crop_height, crop_width))
-        return out.contiguous(memory_format=_layout.memory_format(image))
-
-    @torch.library.register_fake("impls::crop_and_resize_backward_input")
-    def _(grad, boxes, box_index, crop_height, crop_width, batch_size, channels, height, width, method):
-        _check_grad(grad, boxes.shape[0], channels, crop_height, crop_width)
-        return _input_grad_like(grad, batch_size, channels, height, width)
-
-    @torch.library.register_fake("impls::crop_and_resize_backward_boxes")
-    def _(grad, image, boxes, box_index, crop_height, crop_width, method):
-        _check_grad(grad, boxes.shape[0], image.shape[1], crop_height, crop_width)
-        return boxes.new_empty(boxes.shape)
-
-    @torch.library.register_fake("impls::roi_align_forward")
-    def _(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):
-        torch._check(input.dim() == 4, lambda: f"input must be [N, C, H, W], got {tuple(input.shape)}")
-        torch._check(
-            rois.dim() == 2 and rois.shape[1] == 5, lambda: f"rois must be [K, 5], got {tuple(rois.shape)}"
-        )
-        out = input.new_empty((rois.shape[0], input.shape[1], pooled_height, pooled_width))
-        return out.contiguous(memory_format=_layout.memory_format(input))
-
-    @torch.library.register_fake("impls::roi_align_backward_input")
-    def _(grad, rois, spatial_scale, pooled_height, pooled_width, batch_size, channels, height, width,
-          sampling_ratio, aligned):
-        _check_grad(grad, rois.shape[0], channels, pooled_height, pooled_width)
-        return _input_grad_like(grad, batch_size, channels, height, width)
-
-    @torch.library.register_fake("impls::roi_align_backward_boxes")
-    def _(grad, input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):
-        _check_grad(grad, rois.shape[0], input.shape[1], pooled_height, pooled_width)
-        return rois.new_empty(rois.shape)
-
-
-def _check_grad(grad, k, channels, out_height, out_width):
-    """The fake kernels' contract on an incoming gradient: [K, C, out_height, out_width]."""
-    torch._check(
-        grad.shape == (k, channels, out_height, out_width),
-        lambda: f"grad must be [{k}, {channels}, {out_height}, {out_width}], got {tuple(grad.shape)}",
-    )
-
-
-def _input_grad_like(grad, batch_size, channels, height, width):
-    """An input gradient's fake: [N, C, H, W] in the incoming gradient's layout (impls/_layout.py)."""
-    out = grad.new_empty((batch_size, channels, height, width))
-    return out.contiguous(memory_format=_layout.memory_format(grad))
+    for _name, _fake in _op_schemas.FAKES.items():
+        torch.library.register_fake(f"impls::{_name}")(_fake)
 
 
 def _cpp_reason():

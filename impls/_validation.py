@@ -4,12 +4,16 @@ Every error names the argument, what was expected and what was given. The checks
 (box indices in range, finite boxes) are reduced on the tensors' device and brought to the host together: one
 device-to-host copy per call, which on CUDA is the call's one synchronization.
 
-Under ``torch.compile`` a value cannot be read while tracing. On the CPU the same checks then go into the graph
-as ``torch._assert_async``: a compiled call with a bad value raises ``RuntimeError`` with the eager message (less
-the values found). On CUDA an in-graph assertion would be a device-side assert, which leaves the CUDA context
-unusable, so compiled CUDA graphs do not check values: the ``cuda``, ``vectorized`` and ``compiled`` kernels never
-read another image or out of bounds (a box with an invalid image index gives NaN and no gradient), and validating
-inputs is the caller's part there.
+Under ``torch.compile`` a value cannot be read while tracing, so the same checks go into the graph as one
+opaque custom operator per call (``impls::checked_boxes`` / ``impls::checked_rois``): at run time it reads the
+values as eager mode does and raises the same exception with the same message, on every device, and returns a
+copy of the boxes (``K`` rows) that the kernels then read, so that no compiler can drop the check or run a kernel
+before it. That costs what eager mode costs: one device-to-host copy per call. An in-graph assertion
+(``torch._assert_async``) would not: on CUDA it is a device-side assert, which leaves the CUDA context unusable.
+The operators carry the ``cudagraph_unsafe`` tag, so ``mode="reduce-overhead"`` leaves the graph around them out
+of its CUDA graphs instead of failing to capture the read. Behind the checks, the ``cuda``, ``vectorized``,
+``compiled`` and ``triton`` kernels still never read another image or out of bounds when called directly with a
+bad image index (NaN output, no gradient).
 """
 
 from __future__ import annotations
@@ -22,10 +26,6 @@ import torch
 
 from ._registry import FLOAT_DTYPES
 METHODS = ("bilinear", "nearest")
-
-
-def _reads_values() -> bool:
-    return not torch.compiler.is_compiling()
 
 
 def _check_feature_map(name: str, x) -> None:
@@ -44,10 +44,6 @@ def _check_like(name: str, t: torch.Tensor, ref_name: str, ref: torch.Tensor) ->
         raise ValueError(f"{name} is on {t.device} but {ref_name} is on {ref.device}; move both to one device")
     if t.dtype != ref.dtype:
         raise TypeError(f"{name} has dtype {t.dtype} but {ref_name} has {ref.dtype}; cast {name} to {ref.dtype}")
-
-
-def _asserts_in_graph(t: torch.Tensor) -> bool:
-    return torch.compiler.is_compiling() and t.device.type == "cpu"
 
 
 def _read_once(*values: torch.Tensor) -> list:
@@ -71,7 +67,10 @@ def pair(name: str, value) -> tuple[int, int]:
 
 
 def crop_and_resize_args(image, boxes, box_index, crop_size, method, extrapolation_value):
-    """Validate; returns ``(box_index as int64, crop_height, crop_width, extrapolation_value as float)``."""
+    """Validate; returns ``(boxes, box_index as int64, crop_height, crop_width, extrapolation_value as float)``.
+
+    Under ``torch.compile`` the returned boxes are the value check's copy (module docstring); the kernels must
+    read those."""
     _check_feature_map("image", image)
     if not isinstance(boxes, torch.Tensor) or boxes.dim() != 2 or boxes.shape[1] != 4:
         got = tuple(boxes.shape) if isinstance(boxes, torch.Tensor) else type(boxes).__name__
@@ -88,25 +87,16 @@ def crop_and_resize_args(image, boxes, box_index, crop_size, method, extrapolati
         raise ValueError(
             f"box_index has {box_index.shape[0]} entries but boxes has {boxes.shape[0]} rows; give one per box"
         )
-    n = image.shape[0]
-    if _reads_values() and box_index.numel():
-        finite, lo, hi = _read_once(torch.isfinite(boxes).all(), box_index.min(), box_index.max())
-        if lo < 0 or hi >= n:
-            raise IndexError(
-                f"box_index must be in [0, {n}) (the image batch size), found values in [{lo:.0f}, {hi:.0f}]"
-            )
-        if not finite:
-            raise ValueError("boxes must be finite; found NaN or inf")
-    elif _asserts_in_graph(boxes):
-        torch._assert_async(((box_index >= 0) & (box_index < n)).all(),
-                            f"box_index must be in [0, {n}) (the image batch size)")
-        torch._assert_async(torch.isfinite(boxes).all(), "boxes must be finite; found NaN or inf")
+    if torch.compiler.is_compiling():
+        boxes = checked_boxes(boxes, box_index, image.shape[0])
+    else:
+        _check_box_values(boxes, box_index, image.shape[0])
     crop_height, crop_width = pair("crop_size", crop_size)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if not isinstance(extrapolation_value, numbers.Real):
         raise TypeError(f"extrapolation_value must be a number, got {type(extrapolation_value).__name__}")
-    return box_index.long(), crop_height, crop_width, float(extrapolation_value)
+    return boxes, box_index.long(), crop_height, crop_width, float(extrapolation_value)
 
 
 BoxesArg = Union[torch.Tensor, Sequence[torch.Tensor]]
@@ -144,10 +134,10 @@ def roi_align_args(input, boxes: BoxesArg, output_size, spatial_scale, sampling_
         raise ValueError(
             f"spatial_scale must be a positive number, and finite (e.g. 0.25 for stride 4), got {spatial_scale!r}"
         )
-    if _reads_values() and rois.numel():
+    if torch.compiler.is_compiling():
+        rois = checked_rois(rois, input.shape[0], float(spatial_scale))
+    else:
         _check_roi_values(rois, input.shape[0], float(spatial_scale))
-    elif _asserts_in_graph(rois):
-        _assert_roi_values(rois, input.shape[0], float(spatial_scale))
     if not isinstance(sampling_ratio, numbers.Integral) or isinstance(sampling_ratio, bool):
         raise TypeError(f"sampling_ratio must be an int (<= 0 for adaptive), got {sampling_ratio!r}")
     if not isinstance(aligned, bool):
@@ -155,8 +145,21 @@ def roi_align_args(input, boxes: BoxesArg, output_size, spatial_scale, sampling_
     return rois, pooled_height, pooled_width, float(spatial_scale), int(sampling_ratio)
 
 
+def _check_box_values(boxes: torch.Tensor, box_index: torch.Tensor, n: int) -> None:
+    """Finite boxes and image indices in [0, n): one read."""
+    if not box_index.numel():
+        return
+    finite, lo, hi = _read_once(torch.isfinite(boxes).all(), box_index.min(), box_index.max())
+    if lo < 0 or hi >= n:
+        raise IndexError(f"box_index must be in [0, {n}) (the image batch size), found values in [{lo:.0f}, {hi:.0f}]")
+    if not finite:
+        raise ValueError("boxes must be finite; found NaN or inf")
+
+
 def _check_roi_values(rois: torch.Tensor, n: int, spatial_scale: float) -> None:
     """Finite boxes, still finite on the feature map, and whole batch indices in [0, n): one read."""
+    if not rois.numel():
+        return
     batch = rois[:, 0]
     scaled = rois[:, 1:].to(torch.float64) * spatial_scale  # [K, 4] feature-map coordinates
     finite, whole, lo, hi, finite_scaled = _read_once(
@@ -175,16 +178,38 @@ def _check_roi_values(rois: torch.Tensor, n: int, spatial_scale: float) -> None:
         )
 
 
-def _assert_roi_values(rois: torch.Tensor, n: int, spatial_scale: float) -> None:
-    """``_check_roi_values`` as assertions in a compiled graph."""
-    batch = rois[:, 0]
-    torch._assert_async(torch.isfinite(rois).all(), "boxes must be finite; found NaN or inf")
-    torch._assert_async((batch == batch.floor()).all(), "boxes[:, 0] (the batch index) must hold whole numbers")
-    torch._assert_async(((batch >= 0) & (batch < n)).all(), f"boxes[:, 0] (the batch index) must be in [0, {n})")
-    torch._assert_async(
-        torch.isfinite(rois[:, 1:].to(torch.float64) * spatial_scale).all(),
-        f"boxes * spatial_scale ({spatial_scale!r}) overflows to inf: the boxes are too large for this scale",
-    )
+# The value checks as operators that compiled graphs call (module docstring). Each returns a copy of its boxes for
+# the kernels to read; the gradient passes through unchanged.
+
+
+@torch.library.custom_op("impls::checked_boxes", mutates_args=(), tags=(torch.Tag.cudagraph_unsafe,))
+def checked_boxes(boxes: torch.Tensor, box_index: torch.Tensor, batch_size: int) -> torch.Tensor:
+    _check_box_values(boxes, box_index, batch_size)
+    return boxes.clone()
+
+
+@torch.library.custom_op("impls::checked_rois", mutates_args=(), tags=(torch.Tag.cudagraph_unsafe,))
+def checked_rois(rois: torch.Tensor, batch_size: int, spatial_scale: float) -> torch.Tensor:
+    _check_roi_values(rois, batch_size, spatial_scale)
+    return rois.clone()
+
+
+@checked_boxes.register_fake
+def _(boxes, box_index, batch_size):
+    return torch.empty_like(boxes)
+
+
+@checked_rois.register_fake
+def _(rois, batch_size, spatial_scale):
+    return torch.empty_like(rois)
+
+
+def _pass_gradient(ctx, grad):
+    return grad, None, None
+
+
+checked_boxes.register_autograd(_pass_gradient)
+checked_rois.register_autograd(_pass_gradient)
 
 
 def _list_to_rois(boxes: Sequence[torch.Tensor], input: torch.Tensor) -> torch.Tensor:

@@ -67,7 +67,7 @@ def crop_and_resize(
                 extrapolation_value, backend=backend,
             )
         return out.to(image.dtype)
-    box_index, crop_height, crop_width, extrapolation_value = _validation.crop_and_resize_args(
+    boxes, box_index, crop_height, crop_width, extrapolation_value = _validation.crop_and_resize_args(
         image, boxes, box_index, crop_size, method, extrapolation_value
     )
     kernels = _kernels(backend, "crop_and_resize", image, boxes)

@@ -28,6 +28,10 @@ which costs one device-to-host read of its total. Under the interpreter every pr
 Python: milliseconds per kernel on the tests' inputs, far too slow for real workloads (use it to check, not to
 compute).
 
+Under ``torch.compile`` each of the six kernels is one opaque custom operator, ``impls::triton_<name>``
+(``_compilable`` below, schemas and fakes in ``impls/_op_schemas.py``): the graph calls this module's launch code
+at run time, so compiled and eager calls run the same kernels; eager calls skip the operator.
+
 Not checked without a GPU (this module was written and tested on a CPU, under the interpreter): compilation of
 these kernels by GPU Triton, in particular float64 arithmetic and ``tl.atomic_add`` on float64, and their speed.
 """
@@ -38,7 +42,7 @@ import os
 
 import torch
 
-from . import _layout
+from . import _layout, _op_schemas
 from ._registry import FLOAT_DTYPES, Backend, OpKernels, register
 
 # The interpreter is chosen by triton when a kernel is decorated, i.e. when _triton_kernels is imported: read
@@ -342,6 +346,27 @@ def roi_align_backward_boxes(grad, input, rois, spatial_scale, pooled_height, po
     return grad_rois
 
 
+# ---------------------------------------------------------------------------------- torch.compile
+
+
+def _compilable(fn, tags=()):
+    """``fn`` for eager calls; while ``torch.compile`` traces, the opaque operator ``impls::triton_<fn name>``
+    (``impls/_op_schemas.py``), which runs ``fn`` when the graph runs.
+
+    Dynamo cannot trace this module's launch code: under the interpreter it fails inside triton, and on a GPU it
+    would have to follow every kernel's launch arguments. Eager calls skip the operator's dispatch."""
+    name = fn.__name__
+    op = torch.library.custom_op(
+        f"impls::triton_{name}", fn, mutates_args=(), schema=_op_schemas.SCHEMAS[name], tags=tags
+    )
+    op.register_fake(_op_schemas.FAKES[name])
+
+    def call(*args):
+        return op(*args) if torch.compiler.is_compiling() else fn(*args)
+
+    return call
+
+
 BACKEND = register(
     Backend(
         name="triton",
@@ -353,9 +378,15 @@ BACKEND = register(
         dtypes=FLOAT_DTYPES,
         kernels={
             "crop_and_resize": OpKernels(
-                crop_and_resize_forward, crop_and_resize_backward_input, crop_and_resize_backward_boxes
+                _compilable(crop_and_resize_forward), _compilable(crop_and_resize_backward_input),
+                _compilable(crop_and_resize_backward_boxes),
             ),
-            "roi_align": OpKernels(roi_align_forward, roi_align_backward_input, roi_align_backward_boxes),
+            "roi_align": OpKernels(
+                _compilable(roi_align_forward),
+                # The deterministic image gradient reads a length back to the host: no CUDA graph may hold it.
+                _compilable(roi_align_backward_input, tags=(torch.Tag.cudagraph_unsafe,)),
+                _compilable(roi_align_backward_boxes),
+            ),
         },
         unavailable_reason=_unavailable_reason,
     )

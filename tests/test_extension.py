@@ -15,7 +15,7 @@ import torch
 
 import cases
 import impls
-from impls import _extension
+from impls import _extension, _op_schemas
 
 OPS = torch.ops.impls
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -56,6 +56,12 @@ def _roi_inputs(device, dtype, n=2, c=3, h=7, w=9, k=5):
     batch = torch.randint(0, n, (k, 1), generator=g).to(dtype)  # [K, 1]
     rois = torch.cat([batch, xy, xy + size], dim=1).to(device)  # [K, 5]
     return x, rois
+
+
+def test_operator_schemas_are_the_ones_python_states():
+    # impls/_op_schemas.py repeats csrc/ops.cpp's schemas for the triton backend's operators and the fakes.
+    for name, schema in _op_schemas.SCHEMAS.items():
+        assert str(getattr(OPS, name).default._schema) == f"impls::{name}{schema}", name
 
 
 # -------------------------------------------------------------------------------------------------- opcheck

@@ -25,7 +25,7 @@ import torch
 
 import cases
 import impls
-from impls import triton_backend
+from impls import _op_schemas, triton_backend
 
 DEVICE = triton_backend.DEVICE
 DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
@@ -39,13 +39,13 @@ def runs_here():
         pytest.fail(f"triton is unavailable: {reason}")
 
 
-def _grads(case, backend, x, boxes, box_index, grad, deterministic=False):
-    """Output, input gradient and box gradient of one call (reference runs on the CPU)."""
+def _grads(case, backend, x, boxes, box_index, grad, deterministic=False, call=cases.call):
+    """Output, input gradient and box gradient of one call (reference runs on the CPU); ``call`` makes it."""
     device = "cpu" if backend == cases.ORACLE else DEVICE
     x = x.detach().to(device).requires_grad_()
     boxes = boxes.detach().to(device).requires_grad_()
     box_index = None if box_index is None else box_index.to(device)
-    out = cases.call(case, backend, x, boxes, box_index)
+    out = call(case, backend, x, boxes, box_index)
     if deterministic:
         with cases.deterministic_algorithms():
             d_x, d_boxes = torch.autograd.grad(out, (x, boxes), grad.to(device))
@@ -141,6 +141,51 @@ def test_a_box_of_a_missing_image_reads_nothing(deterministic, runs_here):
         assert torch.equal(d_x, d_x_first), f"{op}: the box of a missing image added to the input gradient"
         d_boxes = getattr(triton_backend, f"{op}_backward_boxes")(g, x, *args, *bwd)
         assert d_boxes[1].abs().sum() == 0 and d_boxes[0].abs().sum() > 0, op
+
+
+@pytest.mark.parametrize("deterministic", (False, True), ids=("atomic", "deterministic"))
+@pytest.mark.parametrize("case", cases.OP_CASES, ids=lambda c: c.id)
+def test_compiles_as_one_graph_with_the_eager_results(case, deterministic, runs_here):
+    # Under torch.compile each kernel is one opaque operator (impls::triton_*): the graph runs the very kernels
+    # eager mode runs, so in float64 the bits agree (the atomic gradient's order may differ on a GPU: close).
+    # (torch.compile wants the deterministic setting of the backward in the forward as well.)
+    x, boxes, box_index, grad = _case_inputs(case, torch.float64, "contiguous")
+    torch._dynamo.reset()
+    with cases.deterministic_algorithms() if deterministic else contextlib.nullcontext():
+        want = _grads(case, "triton", x, boxes, box_index, grad)
+        got = _grads(case, "triton", x, boxes, box_index, grad, call=torch.compile(cases.call, fullgraph=True))
+    for what, a, b in zip(("forward", "input gradient", "boxes gradient"), got, want):
+        if deterministic or DEVICE == "cpu":
+            assert torch.equal(a, b), f"{what}: the compiled graph differs from eager"
+        else:
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12, msg=what)
+
+
+def _operator_args(name):
+    """Arguments of the triton operator ``name`` on a small float64 case: two boxes, one flipped (crop) or
+    reaching over the border (roi), adaptive grid."""
+    x = cases.feature_map().to(DEVICE)  # [2, 3, 9, 11]
+    grad = torch.randn(2, 3, 2, 2, dtype=torch.float64, device=DEVICE)
+    if name.startswith("crop_and_resize"):
+        boxes = torch.tensor([[0.1, 0.2, 0.7, 0.9], [0.9, 0.0, 0.2, 1.1]], dtype=torch.float64, device=DEVICE)
+        index = torch.tensor([0, 1], device=DEVICE)
+        return {
+            "crop_and_resize_forward": (x, boxes, index, 2, 2, "bilinear", 0.5),
+            "crop_and_resize_backward_input": (grad, boxes, index, 2, 2, *x.shape, "bilinear"),
+            "crop_and_resize_backward_boxes": (grad, x, boxes, index, 2, 2, "bilinear"),
+        }[name]
+    rois = torch.tensor([[0, 1.0, 1.5, 6.0, 7.0], [1, 2.0, 0.5, 9.0, 5.0]], dtype=torch.float64, device=DEVICE)
+    return {
+        "roi_align_forward": (x, rois, 0.5, 2, 2, 0, True),
+        "roi_align_backward_input": (grad, rois, 0.5, 2, 2, *x.shape, 0, True),
+        "roi_align_backward_boxes": (grad, x, rois, 0.5, 2, 2, 0, True),
+    }[name]
+
+
+@pytest.mark.parametrize("name", _op_schemas.SCHEMAS)
+def test_operators_pass_opcheck(name, runs_here):
+    # Schema, fake kernel (shapes, strides, dtype) and AOT dispatch of the operators torch.compile calls.
+    torch.library.opcheck(getattr(torch.ops.impls, f"triton_{name}").default, _operator_args(name))
 
 
 def test_kernels_compile_for_nvidia_gpus():
