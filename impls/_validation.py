@@ -4,12 +4,13 @@ Every error names the argument, what was expected and what was given. The checks
 (box indices in range, finite boxes) are reduced on the tensors' device and brought to the host together: one
 device-to-host copy per call, which on CUDA is the call's one synchronization.
 
-Under ``torch.compile`` a value cannot be read while tracing, so the same checks go into the graph as one
-opaque custom operator per call (``impls::checked_boxes`` / ``impls::checked_rois``): at run time it reads the
-values as eager mode does and raises the same exception with the same message, on every device, and returns a
-copy of the boxes (``K`` rows) that the kernels then read, so that no compiler can drop the check or run a kernel
-before it. That costs what eager mode costs: one device-to-host copy per call. An in-graph assertion
-(``torch._assert_async``) would not: on CUDA it is a device-side assert, which leaves the CUDA context unusable.
+Under ``torch.compile`` a value cannot be read while tracing. The graph computes the same statistics (fused by
+the compiler into one kernel) and hands them to one opaque custom operator per call (``impls::checked_boxes`` /
+``impls::checked_rois``): when the graph runs it reads them, raises the eager exception with the eager message,
+on every device, and returns a copy of the boxes (``K`` rows) that the kernels then read, so that no compiler can
+drop the check or run a kernel before it. That costs what eager mode costs: one device-to-host copy per call. An
+in-graph assertion (``torch._assert_async``) would not: on CUDA it is a device-side assert, which leaves the CUDA
+context unusable.
 The operators carry the ``cudagraph_unsafe`` tag, so ``mode="reduce-overhead"`` leaves the graph around them out
 of its CUDA graphs instead of failing to capture the read. Behind the checks, the ``cuda``, ``vectorized``,
 ``compiled`` and ``triton`` kernels still never read another image or out of bounds when called directly with a
@@ -46,9 +47,14 @@ def _check_like(name: str, t: torch.Tensor, ref_name: str, ref: torch.Tensor) ->
         raise TypeError(f"{name} has dtype {t.dtype} but {ref_name} has {ref.dtype}; cast {name} to {ref.dtype}")
 
 
-def _read_once(*values: torch.Tensor) -> list:
-    """Scalar tensors (reductions on any device) as Python numbers, read in one device-to-host copy."""
-    return torch.stack([v.to(torch.float64) for v in values]).tolist()
+def _stats(*values: torch.Tensor) -> torch.Tensor:
+    """Scalar tensors (reductions on the tensors' device) as one float64 tensor, still on that device."""
+    return torch.stack([v.to(torch.float64) for v in values])
+
+
+def _read(stats: torch.Tensor) -> list:
+    """A call's one device-to-host copy: its value statistics as Python numbers."""
+    return stats.tolist()
 
 
 def pair(name: str, value) -> tuple[int, int]:
@@ -87,10 +93,12 @@ def crop_and_resize_args(image, boxes, box_index, crop_size, method, extrapolati
         raise ValueError(
             f"box_index has {box_index.shape[0]} entries but boxes has {boxes.shape[0]} rows; give one per box"
         )
-    if torch.compiler.is_compiling():
-        boxes = checked_boxes(boxes, box_index, image.shape[0])
-    else:
-        _check_box_values(boxes, box_index, image.shape[0])
+    if box_index.numel():
+        stats = _box_stats(boxes, box_index)
+        if torch.compiler.is_compiling():
+            boxes = checked_boxes(boxes, stats, image.shape[0])
+        else:
+            _raise_for_boxes(_read(stats), image.shape[0])
     crop_height, crop_width = pair("crop_size", crop_size)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -134,10 +142,12 @@ def roi_align_args(input, boxes: BoxesArg, output_size, spatial_scale, sampling_
         raise ValueError(
             f"spatial_scale must be a positive number, and finite (e.g. 0.25 for stride 4), got {spatial_scale!r}"
         )
-    if torch.compiler.is_compiling():
-        rois = checked_rois(rois, input.shape[0], float(spatial_scale))
-    else:
-        _check_roi_values(rois, input.shape[0], float(spatial_scale))
+    if rois.numel():
+        stats = _roi_stats(rois, float(spatial_scale))
+        if torch.compiler.is_compiling():
+            rois = checked_rois(rois, stats, input.shape[0], float(spatial_scale))
+        else:
+            _raise_for_rois(_read(stats), input.shape[0], float(spatial_scale))
     if not isinstance(sampling_ratio, numbers.Integral) or isinstance(sampling_ratio, bool):
         raise TypeError(f"sampling_ratio must be an int (<= 0 for adaptive), got {sampling_ratio!r}")
     if not isinstance(aligned, bool):
@@ -145,27 +155,29 @@ def roi_align_args(input, boxes: BoxesArg, output_size, spatial_scale, sampling_
     return rois, pooled_height, pooled_width, float(spatial_scale), int(sampling_ratio)
 
 
-def _check_box_values(boxes: torch.Tensor, box_index: torch.Tensor, n: int) -> None:
-    """Finite boxes and image indices in [0, n): one read."""
-    if not box_index.numel():
-        return
-    finite, lo, hi = _read_once(torch.isfinite(boxes).all(), box_index.min(), box_index.max())
+def _box_stats(boxes: torch.Tensor, box_index: torch.Tensor) -> torch.Tensor:
+    """[3]: all boxes finite, the smallest and the largest image index."""
+    return _stats(torch.isfinite(boxes).all(), box_index.min(), box_index.max())
+
+
+def _raise_for_boxes(stats: list, n: int) -> None:
+    finite, lo, hi = stats
     if lo < 0 or hi >= n:
         raise IndexError(f"box_index must be in [0, {n}) (the image batch size), found values in [{lo:.0f}, {hi:.0f}]")
     if not finite:
         raise ValueError("boxes must be finite; found NaN or inf")
 
 
-def _check_roi_values(rois: torch.Tensor, n: int, spatial_scale: float) -> None:
-    """Finite boxes, still finite on the feature map, and whole batch indices in [0, n): one read."""
-    if not rois.numel():
-        return
+def _roi_stats(rois: torch.Tensor, spatial_scale: float) -> torch.Tensor:
+    """[5]: all finite, all batch indices whole, the smallest and the largest, all still finite on the map."""
     batch = rois[:, 0]
     scaled = rois[:, 1:].to(torch.float64) * spatial_scale  # [K, 4] feature-map coordinates
-    finite, whole, lo, hi, finite_scaled = _read_once(
-        torch.isfinite(rois).all(), (batch == batch.floor()).all(), batch.min(), batch.max(),
-        torch.isfinite(scaled).all(),
-    )
+    return _stats(torch.isfinite(rois).all(), (batch == batch.floor()).all(), batch.min(), batch.max(),
+                  torch.isfinite(scaled).all())
+
+
+def _raise_for_rois(stats: list, n: int, spatial_scale: float) -> None:
+    finite, whole, lo, hi, finite_scaled = stats
     if not finite:
         raise ValueError("boxes must be finite; found NaN or inf")
     if not whole:
@@ -178,38 +190,34 @@ def _check_roi_values(rois: torch.Tensor, n: int, spatial_scale: float) -> None:
         )
 
 
-# The value checks as operators that compiled graphs call (module docstring). Each returns a copy of its boxes for
-# the kernels to read; the gradient passes through unchanged.
+# The reads of compiled graphs (module docstring): the graph computes the statistics (fused with the rest), these
+# operators read them when it runs and return a copy of the boxes for the kernels; the gradient passes through.
 
 
 @torch.library.custom_op("impls::checked_boxes", mutates_args=(), tags=(torch.Tag.cudagraph_unsafe,))
-def checked_boxes(boxes: torch.Tensor, box_index: torch.Tensor, batch_size: int) -> torch.Tensor:
-    _check_box_values(boxes, box_index, batch_size)
+def checked_boxes(boxes: torch.Tensor, stats: torch.Tensor, batch_size: int) -> torch.Tensor:
+    _raise_for_boxes(_read(stats), batch_size)
     return boxes.clone()
 
 
 @torch.library.custom_op("impls::checked_rois", mutates_args=(), tags=(torch.Tag.cudagraph_unsafe,))
-def checked_rois(rois: torch.Tensor, batch_size: int, spatial_scale: float) -> torch.Tensor:
-    _check_roi_values(rois, batch_size, spatial_scale)
+def checked_rois(rois: torch.Tensor, stats: torch.Tensor, batch_size: int, spatial_scale: float) -> torch.Tensor:
+    _raise_for_rois(_read(stats), batch_size, spatial_scale)
     return rois.clone()
 
 
 @checked_boxes.register_fake
-def _(boxes, box_index, batch_size):
+def _(boxes, stats, batch_size):
     return torch.empty_like(boxes)
 
 
 @checked_rois.register_fake
-def _(rois, batch_size, spatial_scale):
+def _(rois, stats, batch_size, spatial_scale):
     return torch.empty_like(rois)
 
 
-def _pass_gradient(ctx, grad):
-    return grad, None, None
-
-
-checked_boxes.register_autograd(_pass_gradient)
-checked_rois.register_autograd(_pass_gradient)
+checked_boxes.register_autograd(lambda ctx, grad: (grad, None, None))
+checked_rois.register_autograd(lambda ctx, grad: (grad, None, None, None))
 
 
 def _list_to_rois(boxes: Sequence[torch.Tensor], input: torch.Tensor) -> torch.Tensor:

@@ -40,8 +40,8 @@ def _calls(device):
 @pytest.mark.parametrize("call", ("roi_align", "roi_align_list", "crop_and_resize"))
 def test_one_value_read_per_call(call, monkeypatch):
     reads = []
-    read_once = _validation._read_once
-    monkeypatch.setattr(_validation, "_read_once", lambda *v: reads.append(len(v)) or read_once(*v))
+    read = _validation._read
+    monkeypatch.setattr(_validation, "_read", lambda stats: reads.append(stats.numel()) or read(stats))
     with _CountScalarReads() as scalars:
         _calls("cpu")[call]("vectorized")
     assert len(reads) == 1, f"{len(reads)} batched reads"
