@@ -46,18 +46,21 @@ from typing import Callable, Optional
 import torch
 import torch._dynamo
 import torch._dynamo.config
+import torch._inductor.config
 
 from . import vectorized
 from ._registry import FLOAT_DTYPES, Backend, OpKernels, register
 
-_INDUCTOR_OPTIONS = {
+# Filtered once to the settings this torch's Inductor has: torch.compile rejects an option it does not know, and
+# torch 2.11 (the GPU machine's) has no CPU-specific thresholds and no realize_opusers_threshold.
+_INDUCTOR_OPTIONS = {k: v for k, v in {
     "realize_reads_threshold": 64,
     "realize_opcount_threshold": 1000,
     "realize_cpu_opcount_threshold": 1000,
     "realize_acc_reads_threshold": 64,
     "realize_cpu_acc_reads_threshold": 64,
     "realize_opusers_threshold": 64,
-}
+}.items() if hasattr(torch._inductor.config, k)}
 
 # Graphs per step: one per compute dtype and per pattern of size-1 dimensions (one box in a chunk, one sample
 # per cell along a side), so a few dozen at most; past the limit, raise instead of running the step uncompiled.
