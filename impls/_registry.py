@@ -125,7 +125,7 @@ def resolve(name: str, op: str, device: torch.device) -> str:
     if name == "auto":
         if device.type == "cuda":
             name = "cuda"
-        elif "cpp" in _BACKENDS and _BACKENDS["cpp"].available:
+        elif "cpp" in _BACKENDS and _unavailable_reason("cpp") is None:
             name = "cpp"
         else:
             name = "vectorized"
@@ -139,10 +139,19 @@ def resolve(name: str, op: str, device: torch.device) -> str:
     return name
 
 
+@torch.compiler.assume_constant_result
+def _unavailable_reason(name: str) -> Optional[str]:
+    """Why the backend ``name`` cannot run here, or None. While ``torch.compile`` traces a call, the answer is taken
+    as a constant of the graph: the reasons look at the environment (installed packages, the GPU, the dispatcher)
+    in ways Dynamo does not trace (torch 2.11 stops at ``importlib.util.find_spec``), and they do not change in a
+    process."""
+    return _BACKENDS[name].unavailable_reason()
+
+
 def kernels(name: str, op: str, device: torch.device, dtype: torch.dtype) -> OpKernels:
     """The kernels of ``op`` in the resolved backend ``name``, after checking they can run on ``device``/``dtype``."""
     backend = _BACKENDS[name]
-    reason = backend.unavailable_reason()
+    reason = _unavailable_reason(name)
     if reason is not None:
         raise BackendUnavailableError(
             f"backend {name!r} is unavailable: {reason}. Available here: {_available_listing()}"

@@ -51,6 +51,22 @@ def test_auto_without_the_extension_is_vectorized_and_cpp_raises(monkeypatch):
         impls.roi_align(torch.zeros(1, 1, 4, 4), torch.tensor([[0.0, 0, 0, 2, 2]]), 2, backend="cpp")
 
 
+def test_availability_is_taken_as_a_constant_under_torch_compile(monkeypatch):
+    # A backend's availability check may call what Dynamo refuses to trace (torch 2.11 stops at the peers'
+    # importlib.util.find_spec): a compiled call asks it once, while tracing, instead of tracing into it.
+    def untraceable_reason():
+        torch._dynamo.graph_break()
+        return None
+
+    backend = dataclasses.replace(_registry.registered()["vectorized"], name="untraceable",
+                                  unavailable_reason=untraceable_reason)
+    monkeypatch.setitem(_registry._BACKENDS, "untraceable", backend)
+    x, rois = torch.randn(1, 2, 6, 6), torch.tensor([[0.0, 0.5, 1, 4, 5]])
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda x, r: impls.roi_align(x, r, 2, backend="untraceable"), fullgraph=True)
+    torch.testing.assert_close(compiled(x, rois), impls.roi_align(x, rois, 2, backend="vectorized"))
+
+
 def test_unknown_backend_lists_the_known_ones():
     with pytest.raises(ValueError, match="unknown backend 'fast'.*reference \\(available\\).*cuda"):
         impls.roi_align(torch.zeros(1, 1, 4, 4), torch.tensor([[0.0, 0, 0, 2, 2]]), 2, backend="fast")
