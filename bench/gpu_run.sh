@@ -9,7 +9,7 @@
 #
 # Stages: env (versions; requires torch >= 2.11 with CUDA); without a GPU, collect (build-free: the tests and the
 # BENCH=gpu matrix collect; prints the case count) and a stop (status 0). With a GPU: build (setup.py build_ext
-# --inplace for this GPU's architecture; checks that the impls:: ops have CUDA kernels), tests (pytest -n 8 with
+# --inplace for this GPU's architecture; checks that the extension's six ops have CUDA kernels), tests (pytest -n 8 with
 # IMPLS_GPU_RUN=1: tests of peers that are not installed skip, tests/optional_deps.py), tour (every CUDA kernel on
 # tiny and edge-case inputs, checked against vectorized: bench/cuda_kernel_tour.py), memcheck and racecheck
 # (compute-sanitizer over that tour), bench (BENCH=gpu pytest-benchmark, then bench/report.py).
