@@ -51,22 +51,26 @@ import torch._inductor.config
 from . import vectorized
 from ._registry import FLOAT_DTYPES, Backend, OpKernels, register
 
-# Filtered once to the settings this torch's Inductor has: torch.compile rejects an option it does not know, and
-# torch 2.11 (the GPU machine's) has no CPU-specific thresholds and no realize_opusers_threshold.
-_INDUCTOR_OPTIONS = {k: v for k, v in {
+
+def _known(config, settings: dict) -> dict:
+    """The ``settings`` that this torch's ``config`` module has (filtered once, at import): torch.compile rejects
+    an option it does not know, and torch 2.11 (the GPU machine's) lacks some of these."""
+    return {k: v for k, v in settings.items() if hasattr(config, k)}
+
+
+# torch 2.11's Inductor has no CPU-specific thresholds and no realize_opusers_threshold.
+_INDUCTOR_OPTIONS = _known(torch._inductor.config, {
     "realize_reads_threshold": 64,
     "realize_opcount_threshold": 1000,
     "realize_cpu_opcount_threshold": 1000,
     "realize_acc_reads_threshold": 64,
     "realize_cpu_acc_reads_threshold": 64,
     "realize_opusers_threshold": 64,
-}.items() if hasattr(torch._inductor.config, k)}
+})
 
 # Graphs per step: one per compute dtype and per pattern of size-1 dimensions (one box in a chunk, one sample
 # per cell along a side), so a few dozen at most; past the limit, raise instead of running the step uncompiled.
-# (Filtered once to the settings this torch has.)
-_DYNAMO_SETTINGS = {k: v for k, v in {"recompile_limit": 64, "fail_on_recompile_limit_hit": True}.items()
-                    if hasattr(torch._dynamo.config, k)}
+_DYNAMO_SETTINGS = _known(torch._dynamo.config, {"recompile_limit": 64, "fail_on_recompile_limit_hit": True})
 
 
 class _CompiledStep:
