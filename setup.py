@@ -4,7 +4,7 @@
 
 A CUDA toolkit is used when ``CUDA_HOME`` (default ``/usr/local/cuda``) holds ``bin/nvcc``; a GPU is not needed
 to compile. Without a toolkit only the CPU kernels are built and the ``cuda`` backend reports itself unavailable.
-Compiler flags keep float64 results bit-exact with ``impls/reference.py``: no fast-math and no FP contraction
+Compiler flags keep float64 results bit-exact with ``impls/backends/reference.py``: no fast-math and no FP contraction
 (a fused multiply-add rounds once where the reference rounds twice).
 """
 

@@ -164,11 +164,11 @@ def _torch_call(pass_: str, inputs: Inputs, forward: Callable) -> Call:
 @functools.cache
 def tf_module():
     """TensorFlow, imported once, with op determinism on and eager execution synchronous (checked, not assumed)."""
-    import impls.peers  # noqa: F401  (imports torchvision first: loaded after tensorflow, its kernel crashes)
+    import impls.backends.peers  # noqa: F401  (imports torchvision first: loaded after tensorflow, its kernel crashes)
     import tensorflow as tf
 
-    # TF's default multi-threaded CPU CropAndResizeGradImage races and returns wrong pixels
-    # (tensorflow/tensorflow#42033); conftest.py also sets TF_DETERMINISTIC_OPS=1 before the first import.
+    # TF's default multi-threaded CPU CropAndResizeGradImage races and returns wrong pixels;
+    # conftest.py also sets TF_DETERMINISTIC_OPS=1 before the first import.
     tf.config.experimental.enable_op_determinism()
     # Synchronous eager execution: an op returns once its kernel has run, so a timed call that returns a
     # tf.Tensor has computed it. The default; asynchronous eager would need a copy out inside the timer instead.

@@ -38,9 +38,8 @@ from peak_memory import peak_memory
 from work import bytes_moved, copy_bandwidth, copy_buffer_bytes, peak_bandwidth, peak_bandwidth_source, samples
 
 # TensorFlow's multi-threaded CPU image gradient of crop_and_resize races: a few pixels come out wrong by up to
-# ~10% of the largest gradient, differently on each run (seen with tensorflow-cpu 2.21 on the P2 case; see
-# tensorflow/tensorflow#42033). Op determinism makes it correct (and ~1.5x slower), and a wrong result is not
-# worth timing. Set before TensorFlow is first imported (lazily, by impls.peers).
+# ~10% of the largest gradient, differently on each run (seen with tensorflow-cpu 2.21 on the P2 case). Op determinism makes it correct (and ~1.5x slower), and a wrong result is not
+# worth timing. Set before TensorFlow is first imported (lazily, by impls.backends.peers.tensorflow).
 os.environ.setdefault("TF_DETERMINISTIC_OPS", "1")
 
 # gpu: ~700 cases in a few minutes; a GPU call takes 0.1-10 ms, so MAX_ROUNDS caps most cases well below 0.3 s.

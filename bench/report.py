@@ -44,7 +44,7 @@ calls end with `torch.cuda.synchronize()`, TensorFlow's eager CPU ops are synchr
 gradient only (the work every peer can do); `+boxes` adds box gradients. Times are medians; speed-up = peer
 median / backend median. TensorFlow runs with op determinism on (`TF_DETERMINISTIC_OPS=1` and
 `tf.config.experimental.enable_op_determinism()`): its default multi-threaded CPU image gradient races and gives
-wrong values (tensorflow/tensorflow#42033)."""
+wrong values."""
 
 # Rows of results written before timed regions were recorded: every backend went through impls.
 OLD_TIMED = ("not recorded in this file (written before timed regions were): `impls.{op}(..., backend=\"{backend}\")`"

@@ -1,6 +1,6 @@
 // Sampling math shared by the CPU and CUDA kernels of both operators.
 //
-// Every expression mirrors impls/reference.py term by term and in the same evaluation order, so that in
+// Every expression mirrors impls/backends/reference.py term by term and in the same evaluation order, so that in
 // float64 (and with FP contraction off) the C++ kernels reproduce the reference bit for bit. T is the math type:
 // at::opmath_type of the tensor's dtype (float for half/bfloat16/float32, double for float64).
 #pragma once

@@ -1,12 +1,12 @@
-"""RoIAlign and crop_and_resize, four ways: ``reference``, ``vectorized``, ``cpp`` and ``cuda`` backends under one
-autograd interface, plus the peers ``torchvision`` and ``tensorflow`` wrapped for comparison.
+"""RoIAlign and crop_and_resize, six ways: the ``reference``, ``vectorized``, ``compiled``, ``cpp``, ``cuda`` and
+``triton`` backends (``impls/backends/``) under one autograd interface, plus the peers ``torchvision`` and
+``tensorflow`` wrapped for comparison.
 
 Public API: :func:`crop_and_resize`, :func:`roi_align`, the modules :class:`CropAndResize` and :class:`RoIAlign`,
 :func:`backends` (what is registered and whether it runs here) and :func:`resolve_backend` (what ``"auto"`` picks).
 """
 
-from . import reference, vectorized, compiled, peers, _extension  # noqa: F401  (each registers its backends)
-from . import triton_backend  # noqa: F401  (registers "triton": cuda, or cpu under TRITON_INTERPRET=1)
+from . import backends as _backends  # noqa: F401  (registers every backend)
 from ._registry import BackendUnavailableError, backends
 from .functional import crop_and_resize, resolve_backend, roi_align
 from .modules import CropAndResize, RoIAlign

@@ -63,6 +63,9 @@ class Backend:
     devices: tuple[str, ...]
     dtypes: tuple[torch.dtype, ...]
     kernels: dict[str, OpKernels]
+    # Another project's kernels wrapped for comparison (torchvision, tensorflow), not an implementation of ours:
+    # cross-checked where its semantics overlap ours and timed as its users run it, never picked by ``auto``.
+    peer: bool = False
     # Returns None when the backend can run here, else a sentence saying why not and how to fix it.
     unavailable_reason: Callable[[], Optional[str]] = lambda: None
 
@@ -98,6 +101,7 @@ def backends() -> list[dict]:
                 "devices": b.devices,
                 "dtypes": tuple(str(d).replace("torch.", "") for d in b.dtypes),
                 "boxes_grad": tuple(op for op, k in b.kernels.items() if k.boxes_grad),
+                "peer": b.peer,
                 "available": reason is None,
                 "reason": reason,
             }
@@ -113,22 +117,38 @@ def _available_listing() -> str:
     return "; ".join(parts)
 
 
-def resolve(name: str, op: str, device: torch.device) -> str:
-    """The backend that ``backend=name`` means for a call of ``op`` on ``device``.
+# ``auto``: the first of these that runs on the tensors' device and is available here. One rule for every device:
+# the compiled extension for the device (``cpp``, ``cuda``) when it is built and can run, else ``vectorized``,
+# which runs wherever torch does. It is decided from what is installed before the call, never by retrying after
+# a failure.
+AUTO_ORDER = ("cpp", "cuda", "vectorized")
 
-    ``auto`` policy: ``cuda`` for CUDA tensors; on the CPU ``cpp`` when the extension is built, else
-    ``vectorized``. The choice is a rule on what is installed, never a retry after a failure. Raises for an
-    unknown name and for a backend that does not implement ``op``.
+
+def _auto(device: torch.device) -> str:
+    for name in AUTO_ORDER:
+        if device.type in _BACKENDS[name].devices and _unavailable_reason(name) is None:
+            return name
+    raise BackendUnavailableError(
+        f"backend 'auto' found nothing that runs on {device.type}; available here: {_available_listing()}"
+    )
+
+
+def resolve(name: str, op: str, device: torch.device) -> str:
+    """The backend that ``backend=name`` means for a call of ``op`` on ``device`` (``auto``: ``AUTO_ORDER``).
+
+    Raises for an unknown name and for a backend that does not implement ``op``.
     """
+    check_name(name, op)
+    return check_name(_auto(device), op) if name == "auto" else name
+
+
+def check_name(name: str, op: str) -> str:
+    """``name`` itself, after checking that it is ``"auto"`` or a backend that implements ``op``: the first check of
+    every public call, before its arguments are looked at, so that a misspelled backend is the first error."""
     if not isinstance(name, str):
         raise TypeError(f"backend must be a str, got {type(name).__name__}; known: {', '.join(_BACKENDS)}")
     if name == "auto":
-        if device.type == "cuda":
-            name = "cuda"
-        elif "cpp" in _BACKENDS and _unavailable_reason("cpp") is None:
-            name = "cpp"
-        else:
-            name = "vectorized"
+        return name
     if name not in _BACKENDS:
         raise ValueError(
             f"unknown backend {name!r}; use 'auto' or one of: {_available_listing()}"

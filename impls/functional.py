@@ -11,8 +11,9 @@ from ._autograd import CropAndResizeFunction, RoIAlignFunction
 def resolve_backend(backend: str, op: str, device) -> str:
     """The backend name that ``backend`` ("auto" or a name) resolves to for ``op`` on ``device``.
 
-    ``auto``: ``cuda`` for CUDA tensors; on the CPU ``cpp`` when the C++ extension is built, else
-    ``vectorized``. Raises for an unknown name, listing every backend and why an unavailable one is.
+    ``auto``: the first of ``cpp``, ``cuda``, ``vectorized`` that runs on ``device`` and is available here (the
+    compiled extension when it is built, else pure torch). Raises for an unknown name, listing every backend and
+    why an unavailable one is.
     """
     if op not in _registry.OPS:
         raise ValueError(f"op must be one of {_registry.OPS}, got {op!r}")
@@ -59,6 +60,7 @@ def crop_and_resize(
         ``boxes`` (bilinear; nearest has zero box gradient, unlike TensorFlow, which returns the bilinear one).
         Under ``torch.autocast`` it computes in float32 and returns ``image``'s dtype (see ``impls._autocast``).
     """
+    _registry.check_name(backend, "crop_and_resize")
     device_type = _autocast.active_device_type(image) if isinstance(image, torch.Tensor) else None
     if device_type is not None:
         with torch.autocast(device_type, enabled=False):
@@ -108,6 +110,7 @@ def roi_align(
         when ``aligned=False``, do not move with the box and contribute nothing. The batch-index column gets 0.
         Under ``torch.autocast`` it computes in float32 and returns ``input``'s dtype, as torchvision does.
     """
+    _registry.check_name(backend, "roi_align")
     device_type = _autocast.active_device_type(input) if isinstance(input, torch.Tensor) else None
     if device_type is not None:
         with torch.autocast(device_type, enabled=False):

@@ -43,7 +43,7 @@ PEER_TOLERANCE = {("torchvision", torch.float16): 3e-2}
 
 
 # Backends that must equal the oracle bit for bit (tolerance 0). cpp in float64: csrc/ evaluates every
-# expression of impls/reference.py in the same order (per output element and per gradient element: box,
+# expression of impls/backends/reference.py in the same order (per output element and per gradient element: box,
 # channel, cell, sample, corner), in double, compiled without FP contraction or fast-math (setup.py), so each
 # rounding is the same. Its speed-ups (channel blocks, exact power-of-two reciprocals) keep that order.
 EXACT = {("cpp", torch.float64)}

@@ -1,5 +1,5 @@
 """Loads ``impls`` (and with it torchvision) before any test module imports tensorflow: torchvision loaded after
-tensorflow crashes in its roi_align kernel (see impls/peers.py).
+tensorflow crashes in its roi_align kernel (see impls/backends/peers/).
 
 Under ``IMPLS_GPU_RUN=1`` (``make gpu``) the tests of peers that are not installed are skipped with the reason
 (tests/optional_deps.py); otherwise, as in ``make test``, an unavailable peer fails its tests."""

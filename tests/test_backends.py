@@ -36,17 +36,34 @@ def test_cuda_available_exactly_when_a_gpu_is():
     assert row["available"] == torch.cuda.is_available(), row["reason"]
 
 
-def test_auto_policy():
+def _with_reason(monkeypatch, name, reason):
+    """Make backend ``name`` report ``reason`` (None: available) for this test."""
+    record = dataclasses.replace(_registry.registered()[name], unavailable_reason=lambda: reason)
+    monkeypatch.setitem(_registry._BACKENDS, name, record)
+
+
+def test_auto_policy_on_this_machine():
     assert impls.resolve_backend("auto", "roi_align", "cpu") == "cpp"
     assert impls.resolve_backend("auto", "crop_and_resize", "cpu") == "cpp"
-    assert impls.resolve_backend("auto", "roi_align", "cuda") == "cuda"
     assert impls.resolve_backend("vectorized", "roi_align", "cpu") == "vectorized"
 
 
-def test_auto_without_the_extension_is_vectorized_and_cpp_raises(monkeypatch):
-    unbuilt = dataclasses.replace(_registry.registered()["cpp"], unavailable_reason=lambda: "not built (test)")
-    monkeypatch.setitem(_registry._BACKENDS, "cpp", unbuilt)
-    assert impls.resolve_backend("auto", "roi_align", "cpu") == "vectorized"
+@pytest.mark.parametrize("device,extension", [("cpu", "cpp"), ("cuda", "cuda")])
+def test_auto_is_one_rule_on_every_device(monkeypatch, device, extension):
+    # The device's extension backend when it can run, else vectorized: the same for a missing cpp and cuda build.
+    _with_reason(monkeypatch, extension, None)
+    assert impls.resolve_backend("auto", "roi_align", device) == extension
+    _with_reason(monkeypatch, extension, "not built (test)")
+    assert impls.resolve_backend("auto", "roi_align", device) == "vectorized"
+    assert impls.resolve_backend("auto", "crop_and_resize", device) == "vectorized"
+
+
+def test_auto_never_picks_a_peer():
+    assert not set(_registry.AUTO_ORDER) & {name for name, b in _registry.registered().items() if b.peer}
+
+
+def test_a_named_unavailable_backend_raises(monkeypatch):
+    _with_reason(monkeypatch, "cpp", "not built (test)")
     with pytest.raises(impls.BackendUnavailableError, match=r"'cpp' is unavailable: not built \(test\)"):
         impls.roi_align(torch.zeros(1, 1, 4, 4), torch.tensor([[0.0, 0, 0, 2, 2]]), 2, backend="cpp")
 
@@ -70,6 +87,16 @@ def test_availability_is_taken_as_a_constant_under_torch_compile(monkeypatch):
 def test_unknown_backend_lists_the_known_ones():
     with pytest.raises(ValueError, match="unknown backend 'fast'.*reference \\(available\\).*cuda"):
         impls.roi_align(torch.zeros(1, 1, 4, 4), torch.tensor([[0.0, 0, 0, 2, 2]]), 2, backend="fast")
+
+
+@pytest.mark.parametrize("op", ["roi_align", "crop_and_resize"])
+def test_unknown_backend_is_the_first_error(op):
+    # Arguments that are all wrong: the misspelled backend is still what the call reports.
+    with pytest.raises(ValueError, match="unknown backend 'fast'"):
+        if op == "roi_align":
+            impls.roi_align("not a tensor", None, -1, backend="fast")
+        else:
+            impls.crop_and_resize("not a tensor", None, None, 0, backend="fast")
 
 
 @pytest.mark.needs_peers("torchvision", "tensorflow")

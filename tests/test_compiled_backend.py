@@ -1,13 +1,13 @@
 """The ``compiled`` backend: its steps really run compiled, new box counts, maps and channel counts reuse the
 compiled graphs instead of recompiling, and its image gradient repeats bit for bit under
-``torch.use_deterministic_algorithms(True)`` (``impls/compiled.py``). Its values are checked against ``reference`` by
+``torch.use_deterministic_algorithms(True)`` (``impls/backends/compiled.py``). Its values are checked against ``reference`` by
 the shared matrix, gradcheck and the fuzz tests, like every backend's."""
 
 import torch
 from torch._dynamo.utils import counters
 
 import impls
-from impls import compiled
+from impls.backends import compiled
 
 
 def _graphs() -> int:

@@ -15,7 +15,8 @@ import torch
 
 import cases
 import impls
-from impls import _extension, _op_schemas
+from impls import _op_schemas
+from impls.backends import extension as _extension
 
 OPS = torch.ops.impls
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

@@ -19,7 +19,7 @@ tf = optional_deps.require("tensorflow")  # skips this module only under IMPLS_G
 # and multiply by value differences of O(1); box gradients sum up to K*C*ch*cw ~ 1e3 such terms, and TF's
 # float32 sums drift by ~1e3 * 6e-8 relative.
 TOLERANCE = 1e-4
-# Without it TensorFlow's multi-threaded CPU image gradient races (tensorflow/tensorflow#42033; see impls/peers.py).
+# Without it TensorFlow's multi-threaded CPU image gradient races (see impls/backends/peers/tensorflow.py).
 tf.config.experimental.enable_op_determinism()
 BACKENDS = cases.backends_for("crop_and_resize", dtype=torch.float32, exclude=["tensorflow"])
 CROPS = {"4x5": (4, 5), "1x1": (1, 1), "1x3": (1, 3)}

@@ -25,7 +25,8 @@ import torch
 
 import cases
 import impls
-from impls import _op_schemas, triton_backend
+from impls import _op_schemas
+from impls.backends.triton import launcher as triton_backend
 
 DEVICE = triton_backend.DEVICE
 DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)

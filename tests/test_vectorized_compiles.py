@@ -1,7 +1,7 @@
 """``vectorized`` and ``compiled`` roi_align are one graph for ``torch.compile(fullgraph=True)``, forward and
 backward, with a fixed sampling grid (every box shares it, so the chunk loop depends on shapes only) and with the
 adaptive one (whose grouping of boxes reads their values: under ``torch.compile`` it is one opaque custom operator
-per pass, ``impls/_adaptive_ops.py``)."""
+per pass, ``impls/backends/_adaptive_ops.py``)."""
 
 import pytest
 import torch

@@ -28,8 +28,8 @@ import triton.language as tl  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from impls import _triton_kernels as kernels  # noqa: E402
-from impls.triton_backend import LAUNCH_OPTIONS  # noqa: E402
+from impls.backends.triton import kernels  # noqa: E402
+from impls.backends.triton.launcher import LAUNCH_OPTIONS  # noqa: E402
 
 # Pointer arguments by name: the element type given the storage dtype and the compute dtype.
 POINTERS = {

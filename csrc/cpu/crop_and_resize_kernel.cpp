@@ -1,4 +1,4 @@
-// crop_and_resize on the CPU: TensorFlow's sampling rule (csrc/bilinear.h), mirroring impls/reference.py.
+// crop_and_resize on the CPU: TensorFlow's sampling rule (csrc/bilinear.h), mirroring impls/backends/reference.py.
 //
 // The per-row and per-column sample data (pixel pair, lerp, in-range flag) depend only on the box, so they are
 // computed once per box into tables (CropAxis) and reused for every channel. The sampling loops run channels
@@ -10,7 +10,7 @@
 // every element receives its contributions in the reference's order (box, cell, corner): deterministic,
 // independent of the thread count, and no two threads write the same element.
 // Box gradient: per channel slice, split over boxes; each box sums channel, cell in the reference's order.
-// Float64 equals impls/reference.py bit for bit: same expressions, same order, no FP contraction (setup.py).
+// Float64 equals impls/backends/reference.py bit for bit: same expressions, same order, no FP contraction (setup.py).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>

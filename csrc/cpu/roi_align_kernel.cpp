@@ -1,4 +1,4 @@
-// roi_align on the CPU: torchvision's sampling rule (csrc/bilinear.h), mirroring impls/reference.py.
+// roi_align on the CPU: torchvision's sampling rule (csrc/bilinear.h), mirroring impls/backends/reference.py.
 //
 // The sample rows (PH * grid_h per box) and columns (PW * grid_w per box) are computed once per box into
 // tables: in-range flag, corner pixels, weights, and the position derivative used by the box gradient. Every
@@ -12,7 +12,7 @@
 // contributions arrive in the reference's order (deterministic, no races).
 // Box gradient: split over box ranges; a range walks channel-outer, box-inner (for locality) while each box
 // still sums channel, cell, sample in the reference's order.
-// Float64 equals impls/reference.py bit for bit: same expressions, same order, no FP contraction (setup.py).
+// Float64 equals impls/backends/reference.py bit for bit: same expressions, same order, no FP contraction (setup.py).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>

@@ -1,7 +1,7 @@
 // roi_align on CUDA: the same sampling math as the CPU kernels (csrc/bilinear.h), in the same precision.
 //
 // Geometry in double: a box's start, bin size and every sample position are computed in double for every dtype,
-// as the CPU kernel and impls/reference.py do; only the interpolation weights are then rounded to T (float for
+// as the CPU kernel and impls/backends/reference.py do; only the interpolation weights are then rounded to T (float for
 // half/bfloat16/float32). A sample that lands exactly on a pixel row (common with integer or half-precision
 // boxes) stays there, instead of falling to 27.999998 in float and taking the other row pair's slope in the box
 // gradient.

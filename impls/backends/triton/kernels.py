@@ -1,6 +1,6 @@
-"""The Triton kernels of the ``triton`` backend (launched by ``impls/triton_backend.py``).
+"""The Triton kernels of the ``triton`` backend (launched by ``impls/backends/triton/launcher.py``).
 
-The Triton counterpart of ``csrc/cuda``: the same sampling math as ``csrc/bilinear.h`` and ``impls/reference.py``
+The Triton counterpart of ``csrc/cuda``: the same sampling math as ``csrc/bilinear.h`` and ``impls/backends/reference.py``
 (CONVENTIONS.md §1 and §3), expression by expression and in the same order, written on tiles instead of one
 thread per element. This file only holds ``@triton.jit`` functions; importing it needs triton, not a GPU (under
 ``TRITON_INTERPRET=1`` the same kernels run on the CPU, with numpy).

@@ -1,4 +1,7 @@
-"""``vectorized``: pure torch, no loops over samples, any device torch runs on.
+"""The kernels that ``vectorized`` and ``compiled`` share: pure torch, no loops over samples, any device.
+
+The two backends differ only in the per-chunk *steps* they hand these kernels (``Steps``): ``vectorized.py`` the
+functions below as they are, ``compiled.py`` the same functions compiled by ``torch.compile``.
 
 Bilinear sampling is separable: a sample at (y, x) reads rows ``lo_y, hi_y`` and columns ``lo_x, hi_x`` with
 weights ``w_y * w_x``. Both operators are therefore written as one sampler over per-box row and column
@@ -19,23 +22,24 @@ float results agree to rounding, not bit for bit.
 Structure: each kernel is a Python loop over chunks that computes the chunk's sample geometry (``_Cells``) and
 calls one *step* (``sample_step``, ``scatter_step``, ``box_grad_step``, shared by both operators): a function of
 tensors and ints with no control flow on values, so that ``torch.compile(fullgraph=True, dynamic=True)`` takes
-each as one graph. The ``compiled`` backend (``impls/compiled.py``) is this module with those steps compiled.
+each as one graph. The ``compiled`` backend (``compiled.py``) is these kernels with those steps compiled.
 With ``sampling_ratio > 0`` the loop is plain Python on shapes too, so ``torch.compile`` of roi_align takes the
 whole call as one graph. The adaptive grid's grouping of boxes reads their values (``_roi_chunks``), which
 Dynamo cannot trace: under ``torch.compile`` those calls become one opaque custom operator each
-(``impls/_adaptive_ops.py``), so ``fullgraph=True`` holds there too.
+(``_adaptive_ops.py``), so ``fullgraph=True`` holds there too.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Callable, NamedTuple
 
 import torch
 
-from . import _layout
-from ._registry import FLOAT_DTYPES, Backend, OpKernels, register
+from .. import _layout
+from .._registry import OpKernels
 
 # Gathered values per corner tensor in one chunk of boxes: 2**22 elements = 16 MB in float32, so a chunk
 # holds at most ~100 MB of temporaries whatever K is (P2 box head, 7x7 x 2x2 samples x 256 channels: 83 boxes).
@@ -50,7 +54,7 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 class _Axis:
     """Sample coordinates of a chunk of Kc boxes along one side, S samples each. Every field is [Kc, S, 2], the
     sample's low and high tap side by side: then no load along the sample dimension is contiguous, which steers
-    Inductor to vectorize the compiled steps over channels (``impls/compiled.py``, "Inductor settings")."""
+    Inductor to vectorize the compiled steps over channels (``compiled.py``, "Inductor settings")."""
 
     tap: torch.Tensor  # int64 pixel index of the (low, high) tap
     weight: torch.Tensor  # weight of the (low, high) tap (0 where the sample is out of range)
@@ -219,8 +223,7 @@ def _crop_cells(boxes, n, valid, crop_height, crop_width, H, W, method, dtype) -
 
 
 def crop_and_resize_forward(image, boxes, box_index, crop_height, crop_width, method, extrapolation_value, *,
-                            steps=None):
-    steps = steps or EAGER
+                            steps):
     N, C, H, W = image.shape
     K = boxes.shape[0]
     rows = _rows(image)  # [N*H*W, C]
@@ -241,9 +244,8 @@ def _cells_last(grad: torch.Tensor) -> torch.Tensor:
 
 
 def crop_and_resize_backward_input(
-    grad, boxes, box_index, crop_height, crop_width, batch_size, channels, height, width, method, *, steps=None
+    grad, boxes, box_index, crop_height, crop_width, batch_size, channels, height, width, method, *, steps
 ):
-    steps = steps or EAGER
     N, C, H, W = batch_size, channels, height, width
     K = boxes.shape[0]
     n, valid = _image_index(box_index, N)  # [K]
@@ -255,8 +257,7 @@ def crop_and_resize_backward_input(
     return _layout.like(grad_rows.view(N, H, W, C).permute(0, 3, 1, 2).to(grad.dtype), grad)  # [N, C, H, W]
 
 
-def crop_and_resize_backward_boxes(grad, image, boxes, box_index, crop_height, crop_width, method, *, steps=None):
-    steps = steps or EAGER
+def crop_and_resize_backward_boxes(grad, image, boxes, box_index, crop_height, crop_width, method, *, steps):
     N, C, H, W = image.shape
     K = boxes.shape[0]
     rows = _rows(image)  # [N*H*W, C]
@@ -347,7 +348,7 @@ def _roi_chunks(rois, C, spatial_scale, pooled_height, pooled_width, sampling_ra
     per box) is data-dependent: the groups and their sizes are read from the boxes' values (``unique``,
     ``nonzero``), and each group's grid decides the shapes of its chunks' tensors. That grouping is Python
     control flow on values, which ``torch.compile`` cannot trace: a traced call with this grid goes through
-    ``impls/_adaptive_ops.py`` instead and never gets here while tracing.
+    ``_adaptive_ops.py`` instead and never gets here while tracing.
     """
     K = rois.shape[0]
     per_sample = pooled_height * pooled_width * max(C, 1)  # gathered values of one (iy, ix) over a box's bins
@@ -381,17 +382,14 @@ def _roi_chunks(rois, C, spatial_scale, pooled_height, pooled_width, sampling_ra
 
 def _traced_adaptive(sampling_ratio: int) -> bool:
     """Whether this roi_align call is being traced by torch.compile with the adaptive grid, whose grouping of boxes
-    by grid reads their values: it then goes through an opaque custom operator (``impls/_adaptive_ops.py``)."""
+    by grid reads their values: it then goes through an opaque custom operator (``_adaptive_ops.py``)."""
     return sampling_ratio <= 0 and torch.compiler.is_compiling()
 
 
 def roi_align_forward(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned, *,
-                      steps=None):
-    steps = steps or EAGER
+                      steps):
     if _traced_adaptive(sampling_ratio):
-        from . import _adaptive_ops
-
-        return _adaptive_ops.forward(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio,
+        return torch.ops.impls.adaptive_roi_align_forward(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio,
                                      aligned, steps.name)
     N, C, H, W = input.shape
     K = rois.shape[0]
@@ -415,13 +413,10 @@ def roi_align_forward(input, rois, spatial_scale, pooled_height, pooled_width, s
 
 def roi_align_backward_input(
     grad, rois, spatial_scale, pooled_height, pooled_width, batch_size, channels, height, width, sampling_ratio,
-    aligned, *, steps=None,
+    aligned, *, steps,
 ):
-    steps = steps or EAGER
     if _traced_adaptive(sampling_ratio):
-        from . import _adaptive_ops
-
-        return _adaptive_ops.backward_input(grad, rois, spatial_scale, pooled_height, pooled_width, batch_size,
+        return torch.ops.impls.adaptive_roi_align_backward_input(grad, rois, spatial_scale, pooled_height, pooled_width, batch_size,
                                             channels, height, width, sampling_ratio, aligned, steps.name)
     N, C, H, W = batch_size, channels, height, width
     n, valid = _image_index(rois[:, 0], N)  # [K]
@@ -436,12 +431,9 @@ def roi_align_backward_input(
 
 
 def roi_align_backward_boxes(grad, input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned,
-                             *, steps=None):
-    steps = steps or EAGER
+                             *, steps):
     if _traced_adaptive(sampling_ratio):
-        from . import _adaptive_ops
-
-        return _adaptive_ops.backward_boxes(grad, input, rois, spatial_scale, pooled_height, pooled_width,
+        return torch.ops.impls.adaptive_roi_align_backward_boxes(grad, input, rois, spatial_scale, pooled_height, pooled_width,
                                             sampling_ratio, aligned, steps.name)
     N, C, H, W = input.shape
     K = rois.shape[0]
@@ -462,8 +454,8 @@ def roi_align_backward_boxes(grad, input, rois, spatial_scale, pooled_height, po
 
 
 class Steps(NamedTuple):
-    """The per-chunk steps the kernels above run, and the backend they belong to: ``EAGER`` here; the ``compiled``
-    backend passes compiled ones."""
+    """The per-chunk steps the kernels above run, and the backend they belong to: ``vectorized`` runs the functions
+    of this module as they are, ``compiled`` runs them compiled."""
 
     name: str
     sample: Callable
@@ -471,20 +463,18 @@ class Steps(NamedTuple):
     box_grad: Callable
 
 
-EAGER = Steps("vectorized", sample_step, scatter_step, box_grad_step)
+# Every Steps that a backend registered, by name: the adaptive-grid operators (``_adaptive_ops.py``) are called with
+# the name, since a custom operator takes no Python objects.
+STEPS: dict[str, Steps] = {}
 
 
-BACKEND = register(
-    Backend(
-        name="vectorized",
-        summary="pure torch gathers and index_put_, chunked over boxes; any torch device",
-        devices=("cpu", "cuda"),
-        dtypes=FLOAT_DTYPES,
-        kernels={
-            "crop_and_resize": OpKernels(
-                crop_and_resize_forward, crop_and_resize_backward_input, crop_and_resize_backward_boxes
-            ),
-            "roi_align": OpKernels(roi_align_forward, roi_align_backward_input, roi_align_backward_boxes),
-        },
-    )
-)
+def kernels_with(steps: Steps) -> dict[str, OpKernels]:
+    """Both operators' kernels running ``steps``, for the registry; ``steps`` becomes known by its name."""
+    if steps.name in STEPS:
+        raise ValueError(f"steps {steps.name!r} are registered twice")
+    STEPS[steps.name] = steps
+    bound = {
+        "crop_and_resize": (crop_and_resize_forward, crop_and_resize_backward_input, crop_and_resize_backward_boxes),
+        "roi_align": (roi_align_forward, roi_align_backward_input, roi_align_backward_boxes),
+    }
+    return {op: OpKernels(*(functools.partial(k, steps=steps) for k in ks)) for op, ks in bound.items()}

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import torch
 
-from . import _op_schemas
-from ._registry import FLOAT_DTYPES, Backend, OpKernels, register
+from .. import _op_schemas
+from .._registry import FLOAT_DTYPES, Backend, OpKernels, register
 
 try:
-    from . import _C  # noqa: F401  (loading the library runs its TORCH_LIBRARY registrations)
+    from .. import _C  # noqa: F401  (loading the library runs its TORCH_LIBRARY registrations)
 
     _IMPORT_ERROR = None
 except (ImportError, OSError) as e:  # not built, or built against another torch

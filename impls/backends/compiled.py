@@ -1,8 +1,8 @@
 """``compiled``: the ``vectorized`` backend with its three per-chunk steps compiled by ``torch.compile``.
 
-What is compiled. ``vectorized`` runs each operator as a Python loop over chunks of boxes. Per chunk it computes
+What is compiled. ``vectorized`` runs each operator (``_chunked.py``) as a Python loop over chunks of boxes. Per chunk it computes
 the samples' geometry (small ``[Kc, PH, sy, 2]`` / ``[Kc, PW, sx, 2]`` tensors of tap indices, weights and box
-derivatives, ``vectorized._Cells``) and calls one *step* that does the work on the feature map: ``sample``
+derivatives, ``_chunked._Cells``) and calls one *step* that does the work on the feature map: ``sample``
 (gather the four taps of every sample, weight them and sum them per output cell), ``scatter`` (add each sample's
 share of the incoming gradient to its taps) or ``box_grad`` (the box gradient's reductions). This backend runs the
 very same loop and geometry and hands it the steps compiled with ``torch.compile(fullgraph=True, dynamic=True)``.
@@ -40,7 +40,6 @@ more specialized graph. Everything else (validation, dtypes, layouts, errors, th
 
 from __future__ import annotations
 
-import functools
 from typing import Callable, Optional
 
 import torch
@@ -48,8 +47,8 @@ import torch._dynamo
 import torch._dynamo.config
 import torch._inductor.config
 
-from . import vectorized
-from ._registry import FLOAT_DTYPES, Backend, OpKernels, register
+from .._registry import FLOAT_DTYPES, Backend, register
+from . import _chunked
 
 
 def _known(config, settings: dict) -> dict:
@@ -74,7 +73,8 @@ _DYNAMO_SETTINGS = _known(torch._dynamo.config, {"recompile_limit": 64, "fail_on
 
 
 class _CompiledStep:
-    """One step of ``vectorized.EAGER``, compiled on its first call with work to do."""
+    """One step of ``_chunked`` (``sample_step``, ``scatter_step``, ``box_grad_step``), compiled on its first call
+    with work to do."""
 
     def __init__(self, step: Callable):
         self.step = step
@@ -95,16 +95,8 @@ class _CompiledStep:
 
 
 # The compiled steps, shared by every call in the process (each compiles on its first call).
-STEPS = vectorized.Steps("compiled", _CompiledStep(vectorized.EAGER.sample), _CompiledStep(vectorized.EAGER.scatter),
-                         _CompiledStep(vectorized.EAGER.box_grad))
-
-
-def _with_compiled_steps(kernel: Callable) -> Callable:
-    @functools.wraps(kernel)
-    def run(*args):
-        return kernel(*args, steps=STEPS)
-
-    return run
+STEPS = _chunked.Steps("compiled", _CompiledStep(_chunked.sample_step), _CompiledStep(_chunked.scatter_step),
+                       _CompiledStep(_chunked.box_grad_step))
 
 
 # Decided once, at import: the registry asks on every call, and a call may be traced by torch.compile, where
@@ -119,11 +111,7 @@ BACKEND = register(
         summary="vectorized with its per-chunk steps compiled by torch.compile (Inductor: C++ on CPU, Triton on GPU)",
         devices=("cpu", "cuda"),
         dtypes=FLOAT_DTYPES,
-        kernels={
-            op: OpKernels(*(_with_compiled_steps(k) for k in (kernels.forward, kernels.backward_input,
-                                                                kernels.backward_boxes)))
-            for op, kernels in vectorized.BACKEND.kernels.items()
-        },
+        kernels=_chunked.kernels_with(STEPS),
         unavailable_reason=lambda: _UNAVAILABLE,
     )
 )

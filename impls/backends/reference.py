@@ -19,8 +19,8 @@ import math
 
 import torch
 
-from . import _layout
-from ._registry import FLOAT_DTYPES, Backend, OpKernels, register
+from .. import _layout
+from .._registry import FLOAT_DTYPES, Backend, OpKernels, register
 
 # --------------------------------------------------------------------------------------------- shared scalars
 

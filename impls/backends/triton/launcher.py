@@ -1,10 +1,10 @@
-"""``triton``: both operators as hand-written Triton kernels (``impls/_triton_kernels.py``); this module is the
+"""``triton``: both operators as hand-written Triton kernels (``impls/backends/triton/kernels.py``); this module is the
 launch glue and the backend record.
 
 What it mirrors: the CUDA extension (``csrc/cuda``), pass for pass, in Triton's tile model: a forward that
 computes each output element from its samples, an image gradient that adds taps with atomics by default and
 pulls them deterministically under ``torch.use_deterministic_algorithms(True)``, and a per-box box gradient with
-a fixed reduction. The sampling math is ``impls/reference.py``'s, expression by expression (CONVENTIONS.md §6):
+a fixed reduction. The sampling math is ``impls/backends/reference.py``'s, expression by expression (CONVENTIONS.md §6):
 crop_and_resize positions in the compute dtype, roi_align positions in float64 for every dtype.
 
 Where it runs. On a machine with a CUDA GPU the kernels are compiled by Triton and take CUDA tensors: the record
@@ -42,8 +42,8 @@ import os
 
 import torch
 
-from . import _layout, _op_schemas
-from ._registry import FLOAT_DTYPES, Backend, OpKernels, register
+from ... import _layout, _op_schemas
+from ..._registry import FLOAT_DTYPES, Backend, OpKernels, register
 
 # The interpreter is chosen by triton when a kernel is decorated, i.e. when _triton_kernels is imported: read
 # the variable once, here, so that the record and the kernels agree.
@@ -53,7 +53,7 @@ try:
     import triton
     import triton.language as tl
 
-    from . import _triton_kernels as kernels
+    from . import kernels
 
     _IMPORT_ERROR = None
 except Exception as e:  # noqa: BLE001  (triton missing, or a triton too old for these kernels)
@@ -371,7 +371,7 @@ BACKEND = register(
     Backend(
         name="triton",
         summary=(
-            "hand-written Triton kernels (impls/_triton_kernels.py): atomic or deterministic (sorted gather) image "
+            "hand-written Triton kernels (impls/backends/triton/kernels.py): atomic or deterministic (sorted gather) image "
             "gradient; runs on cuda, or on cpu under TRITON_INTERPRET=1 (Triton's interpreter: slow, for testing)"
         ),
         devices=(DEVICE,),

@@ -1,0 +1,15 @@
+"""Every implementation, one module or package per backend, named after it (the README's table of backends):
+
+* ``reference``: plain Python loops, the oracle;
+* ``vectorized``: pure torch, chunked over boxes; ``compiled``: the same with its steps compiled by torch.compile
+  (both run the kernels of ``_chunked``; ``_adaptive_ops`` makes the adaptive grid traceable);
+* ``extension``: ``cpp`` and ``cuda``, the compiled extension ``impls._C`` (``csrc/``);
+* ``triton/``: hand-written Triton kernels (``kernels``) and their launcher;
+* ``peers/``: other projects' kernels wrapped for comparison, one module per peer.
+
+Importing this package registers every backend (``impls/_registry.py``).
+"""
+
+from . import reference, vectorized, compiled, _adaptive_ops, extension  # noqa: F401  (each registers)
+from .triton import launcher  # noqa: F401  (registers "triton": cuda, or cpu under TRITON_INTERPRET=1)
+from . import peers  # noqa: F401
