@@ -2,9 +2,10 @@
 
 * ``reference``: plain Python loops, the oracle;
 * ``vectorized``: pure torch, chunked over boxes; ``compiled``: the same with its steps compiled by torch.compile
-  (both run the kernels of ``_chunked``; ``_adaptive_ops`` makes the adaptive grid traceable);
+  (both run the kernels of ``_chunked``; ``_adaptive_ops`` makes the adaptive grid traceable; ``_roi_geometry``
+  holds roi_align's per-box geometry, which ``triton`` uses too);
 * ``extension``: ``cpp`` and ``cuda``, the compiled extension ``impls._C`` (``csrc/``);
-* ``triton/``: hand-written Triton kernels (``kernels``) and their launcher;
+* ``triton/``: hand-written Triton kernels (``kernels``), their launcher and the geometry table they read;
 * ``peers/``: other projects' kernels wrapped for comparison, one module per peer.
 
 Importing this package registers every backend (``impls/_registry.py``).

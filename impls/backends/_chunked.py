@@ -40,6 +40,7 @@ import torch
 
 from .. import _layout
 from .._registry import OpKernels
+from ._roi_geometry import adaptive_grid, roi_boxes
 
 # Gathered values per corner tensor in one chunk of boxes: 2**22 elements = 16 MB in float32, so a chunk
 # holds at most ~100 MB of temporaries whatever K is (P2 box head, 7x7 x 2x2 samples x 256 channels: 83 boxes).
@@ -274,25 +275,6 @@ def crop_and_resize_backward_boxes(grad, image, boxes, box_index, crop_height, c
 # ------------------------------------------------------------------------------------------------ roi_align
 
 
-def _roi_boxes(rois, spatial_scale, pooled_height, pooled_width, aligned):
-    """Per box [K], in float64 whatever the dtype (as every backend): starts, sides, bin sizes and clamp flags, by
-    reference._roi_geometry's expressions."""
-    r = rois.to(torch.float64)  # [K, 5]
-    offset = 0.5 if aligned else 0.0
-    x_start = r[:, 1] * spatial_scale - offset  # [K]
-    y_start = r[:, 2] * spatial_scale - offset
-    roi_w = r[:, 3] * spatial_scale - offset - x_start  # [K]
-    roi_h = r[:, 4] * spatial_scale - offset - y_start
-    if aligned:
-        w_clamped = h_clamped = torch.zeros_like(roi_w, dtype=torch.bool)
-    else:
-        w_clamped, h_clamped = roi_w < 1, roi_h < 1  # malformed boxes are forced to 1x1
-        roi_w = torch.where(w_clamped, torch.ones_like(roi_w), roi_w)
-        roi_h = torch.where(h_clamped, torch.ones_like(roi_h), roi_h)
-    bin_h, bin_w = roi_h / pooled_height, roi_w / pooled_width  # [K]
-    return y_start, x_start, roi_h, roi_w, bin_h, bin_w, h_clamped, w_clamped
-
-
 def _roi_axis(start, bin_size, clamped, pooled: int, grid: int, first: int, count: int, extent: int,
               spatial_scale: float, dtype: torch.dtype) -> _Axis:
     """roi_align's samples ``first .. first + count - 1`` of every bin along one side, for Kc boxes with the same
@@ -324,11 +306,11 @@ def _roi_cells(rois, n, valid, H, W, spatial_scale, pooled_height, pooled_width,
                dtype) -> _Cells:
     """The samples of a chunk of boxes rois [Kc, 5] on images n [Kc] (``_image_index``, with ``valid``) sharing the
     sample grid ``(gh, gw)``: of every bin, the samples ``((first_y, count_y), (first_x, count_x))`` of that grid."""
-    y_start, x_start, _, _, bin_h, bin_w, hc, wc = _roi_boxes(rois, spatial_scale, pooled_height, pooled_width,
-                                                              aligned)
+    b = roi_boxes(rois, spatial_scale, pooled_height, pooled_width, aligned)  # [Kc] each
     (gh, gw), ((fy, sy), (fx, sx)) = grid, samples
-    ay = _roi_axis(y_start, bin_h, hc, pooled_height, gh, fy, sy, H, spatial_scale, dtype)  # [Kc, PH*sy, 2]
-    ax = _roi_axis(x_start, bin_w, wc, pooled_width, gw, fx, sx, W, spatial_scale, dtype)  # [Kc, PW*sx, 2]
+    # ay: [Kc, PH*sy, 2], ax: [Kc, PW*sx, 2]
+    ay = _roi_axis(b.y_start, b.bin_h, b.h_clamped, pooled_height, gh, fy, sy, H, spatial_scale, dtype)
+    ax = _roi_axis(b.x_start, b.bin_w, b.w_clamped, pooled_width, gw, fx, sx, W, spatial_scale, dtype)
     return _cells(n, valid, ay, ax, pooled_height, pooled_width, gh * gw, dtype)
 
 
@@ -358,9 +340,8 @@ def _roi_chunks(rois, C, spatial_scale, pooled_height, pooled_width, sampling_ra
     if sampling_ratio > 0:
         groups = [(sampling_ratio, sampling_ratio, torch.arange(K, device=rois.device))]
     else:
-        _, _, roi_h, roi_w, _, _, _, _ = _roi_boxes(rois, spatial_scale, pooled_height, pooled_width, aligned)
-        grid_h = torch.ceil(roi_h / pooled_height).long()  # [K] adaptive
-        grid_w = torch.ceil(roi_w / pooled_width).long()
+        boxes = roi_boxes(rois, spatial_scale, pooled_height, pooled_width, aligned)
+        grid_h, grid_w = (g.long() for g in adaptive_grid(boxes, pooled_height, pooled_width))  # [K] each
         grids = torch.stack([grid_h, grid_w], dim=1)  # [K, 2]
         groups = [
             (gh, gw, ((grid_h == gh) & (grid_w == gw)).nonzero().flatten())  # [Kg]

@@ -44,19 +44,21 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-# Rows of the roi_align geometry table (float64 [11, K], triton_backend._roi_geometry): one
-# column per box, one row per quantity, so that a tile of boxes reads each quantity contiguously.
-GEO_BATCH = tl.constexpr(0)  # image index as a float; -1 for a box that may not be read
-GEO_Y_START = tl.constexpr(1)  # y1 * s - offset
-GEO_X_START = tl.constexpr(2)
-GEO_BIN_H = tl.constexpr(3)  # roi_h / PH
-GEO_BIN_W = tl.constexpr(4)
-GEO_GRID_H = tl.constexpr(5)  # samples per bin along y (sampling_ratio, or ceil(roi_h / PH); may be <= 0)
-GEO_GRID_W = tl.constexpr(6)
-GEO_COUNT = tl.constexpr(7)  # max(grid_h * grid_w, 1): the divisor of the bin mean
-GEO_Y_ALONG = tl.constexpr(8)  # 1.0, or 0.0 where aligned=False forced roi_h to 1 (the size ignores the box)
-GEO_X_ALONG = tl.constexpr(9)
-GEO_SCALE = tl.constexpr(10)  # spatial_scale, in float64 (a Python float argument would reach a GPU as float32)
+from . import geometry_table
+
+# Rows of the roi_align geometry table (float64 [ROWS, K]), named and described in geometry_table.py, where the
+# launcher builds it.
+GEO_BATCH = tl.constexpr(geometry_table.BATCH)
+GEO_Y_START = tl.constexpr(geometry_table.Y_START)
+GEO_X_START = tl.constexpr(geometry_table.X_START)
+GEO_BIN_H = tl.constexpr(geometry_table.BIN_H)
+GEO_BIN_W = tl.constexpr(geometry_table.BIN_W)
+GEO_GRID_H = tl.constexpr(geometry_table.GRID_H)
+GEO_GRID_W = tl.constexpr(geometry_table.GRID_W)
+GEO_COUNT = tl.constexpr(geometry_table.COUNT)
+GEO_Y_ALONG = tl.constexpr(geometry_table.Y_ALONG)
+GEO_X_ALONG = tl.constexpr(geometry_table.X_ALONG)
+GEO_SCALE = tl.constexpr(geometry_table.SCALE)
 
 # Sizes vary from call to call (boxes per image, crops, maps): triton would compile a kernel once per pattern of
 # sizes that equal 1 or divide by 16. Not specialized on them, a kernel compiles once per dtype and tile shape
@@ -315,7 +317,7 @@ def crop_and_resize_boxes_grad_kernel(
 def _roi_box(geometry, k, rows, K, N, COMPUTE: tl.constexpr):
     """Row k's geometry ([BLOCK_K, 1] each): image n, whether the box may be read, starts and bin sizes
     (float64), the sample grid (int64, 0 for a box not read) and the bin mean's divisor (COMPUTE)."""
-    geo = geometry + k  # geometry: float64 [11, K], rows GEO_*
+    geo = geometry + k  # geometry: float64 [ROWS, K], rows GEO_*
     batch = tl.load(geo + GEO_BATCH * K, mask=rows, other=-1.0)
     ok = rows & (batch >= 0) & (batch < N)
     n = tl.where(ok, batch, 0.0).to(tl.int64)

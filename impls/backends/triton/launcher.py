@@ -19,9 +19,10 @@ so is the incoming gradient; boxes and box_index are made contiguous (``K x 4``,
 place in the layout the project's rule asks (``impls/_layout.py``): the forward in the feature map's, the image
 gradient in the incoming gradient's (channels_last or NCHW). No ``K x C x H x W`` buffer exists anywhere: the
 outputs are ``K x C x PH x PW``, the image gradient ``N x C x H x W`` (float32 while accumulating half types,
-rounded once). roi_align's per-box geometry (starts, bin sizes, sample grid) is computed here in float64 torch
-ops on ``K`` values and handed to the kernels as an ``[11, K]`` table: a Python float kernel argument would reach
-a GPU kernel as float32. The deterministic image gradient lists every tap once without the channel (4 entries
+rounded once). roi_align's per-box geometry (starts, bin sizes, sample grid) is computed on the host in float64
+torch ops on ``K`` values, by the computation ``vectorized`` shares, and handed to the kernels as a table with
+named rows (``geometry_table.py``): a Python float kernel argument would reach a GPU kernel as float32. The
+deterministic image gradient lists every tap once without the channel (4 entries
 per sample, 24 B each, 32 B in float64, plus 16 B for the sort), sorts the list by pixel (``torch.sort``,
 stable) and then gathers (C reads per entry); roi_align's adaptive grid makes the list's length data-dependent,
 which costs one device-to-host read of its total. Under the interpreter every program runs in
@@ -44,8 +45,9 @@ import torch
 
 from ... import _layout, _op_schemas
 from ..._registry import FLOAT_DTYPES, Backend, OpKernels, register
+from .geometry_table import GRID_H, GRID_W, roi_geometry_table
 
-# The interpreter is chosen by triton when a kernel is decorated, i.e. when _triton_kernels is imported: read
+# The interpreter is chosen by triton when a kernel is decorated, i.e. when ``kernels`` is imported: read
 # the variable once, here, so that the record and the kernels agree.
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
@@ -242,41 +244,6 @@ def crop_and_resize_backward_boxes(grad, image, boxes, box_index, crop_height, c
 # ------------------------------------------------------------------------------------------------ roi_align
 
 
-def _roi_geometry(rois, N, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):
-    """reference._roi_geometry for every box at once, in float64 torch ops: the table the kernels read,
-    float64 [11, K] with rows _triton_kernels.GEO_*. A box that may not be read (batch index outside [0, N) or,
-    past validation, a non-finite geometry) gets batch -1 and an empty grid."""
-    r = rois.to(torch.float64)  # [K, 5]
-    offset = 0.5 if aligned else 0.0
-    x_start = r[:, 1] * spatial_scale - offset
-    y_start = r[:, 2] * spatial_scale - offset
-    roi_w = r[:, 3] * spatial_scale - offset - x_start
-    roi_h = r[:, 4] * spatial_scale - offset - y_start
-    if aligned:
-        w_clamped = h_clamped = torch.zeros_like(roi_w, dtype=torch.bool)
-    else:  # torchvision forces malformed boxes to 1x1; then the size no longer depends on the box
-        w_clamped, h_clamped = roi_w < 1.0, roi_h < 1.0
-        roi_w = torch.where(w_clamped, 1.0, roi_w)
-        roi_h = torch.where(h_clamped, 1.0, roi_h)
-    bin_h = roi_h / pooled_height
-    bin_w = roi_w / pooled_width
-    if sampling_ratio > 0:
-        grid_h = grid_w = torch.full_like(roi_h, float(sampling_ratio))
-    else:
-        grid_h = torch.ceil(roi_h / pooled_height)
-        grid_w = torch.ceil(roi_w / pooled_width)
-    count = torch.clamp(grid_h * grid_w, min=1.0)
-    table = torch.stack([
-        r[:, 0], y_start, x_start, bin_h, bin_w, grid_h, grid_w, count,
-        (~h_clamped).to(torch.float64), (~w_clamped).to(torch.float64), torch.full_like(roi_h, spatial_scale),
-    ])  # [11, K]
-    readable = (r[:, 0] > -1) & (r[:, 0] < N) & torch.isfinite(table).all(dim=0)
-    table[0] = torch.where(readable, torch.trunc(r[:, 0]), -1.0)  # int(b): truncation, as the reference
-    table[5:7] = torch.where(readable, table[5:7], 0.0)
-    table[7] = torch.where(readable, table[7], 1.0)
-    return table.contiguous()
-
-
 def roi_align_forward(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):
     _check_device(input, rois)
     N, C, H, W = input.shape
@@ -285,7 +252,7 @@ def roi_align_forward(input, rois, spatial_scale, pooled_height, pooled_width, s
                       memory_format=_layout.memory_format(input))  # the feature map's layout
     if out.numel() == 0:
         return out
-    geometry = _roi_geometry(rois, N, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned)
+    geometry = roi_geometry_table(rois, N, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned)
     _, compute = _compute(input.dtype)
     block_k, block_e = _blocks(K, C * pooled_height * pooled_width)
     _launch(
@@ -305,13 +272,13 @@ def roi_align_backward_input(
     N, C, H, W = batch_size, channels, height, width
     K = rois.shape[0]
     cells = pooled_height * pooled_width
-    geometry = _roi_geometry(rois, N, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned)
+    geometry = roi_geometry_table(rois, N, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned)
     if torch.are_deterministic_algorithms_enabled():
         _, compute = _compute(grad.dtype)
         # Box k's samples are numbered from first_sample[k]: the list's length depends on the adaptive grids,
         # read back once (one synchronization on a GPU).
         # [K]; 0 for a box not read. A negative adaptive grid (flipped aligned box) has no samples.
-        per_box = (cells * geometry[5].clamp(min=0) * geometry[6].clamp(min=0)).to(torch.int64)
+        per_box = (cells * geometry[GRID_H].clamp(min=0) * geometry[GRID_W].clamp(min=0)).to(torch.int64)
         first_sample = torch.cumsum(per_box, 0) - per_box
         total = int(per_box.sum()) if K else 0
         entries = _tap_entries(total * 4, grad.dtype, grad.device)
@@ -334,7 +301,7 @@ def roi_align_backward_boxes(grad, input, rois, spatial_scale, pooled_height, po
     grad_rois = torch.zeros((K, 5), dtype=rois.dtype, device=rois.device)
     if K == 0 or C == 0:
         return grad_rois
-    geometry = _roi_geometry(rois, N, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned)
+    geometry = roi_geometry_table(rois, N, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned)
     _, compute = _compute(input.dtype)
     block_k, block_e = _blocks(K, C * pooled_height * pooled_width)
     _launch(
