@@ -39,6 +39,7 @@ from typing import Callable, Optional
 import torch
 
 import impls
+from impls._determinism import deterministic_algorithms
 from matrix import Case, variant
 from workloads import crop_and_resize_inputs, feature_map, roi_align_inputs, SEED, Workload
 
@@ -149,14 +150,8 @@ def _torch_call(pass_: str, inputs: Inputs, forward: Callable) -> Call:
         return Call(call, tuple)
 
     def deterministic_call() -> tuple[torch.Tensor, ...]:
-        # A global flag (at::globalContext()), so the autograd engine's device thread sees it too.
-        enabled = torch.are_deterministic_algorithms_enabled()
-        warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-        torch.use_deterministic_algorithms(True)
-        try:
+        with deterministic_algorithms():
             return call()
-        finally:
-            torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
 
     return Call(deterministic_call, tuple)
 

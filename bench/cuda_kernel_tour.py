@@ -23,30 +23,19 @@ counted and makes the exit status 1.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import itertools
 import sys
 
 import torch
 
 import impls
+from impls._determinism import deterministic_algorithms
 
 DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 # Loose: relative to the largest magnitude; half types accumulate in float32 but store in 8-11 bits (atomics).
 TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-4, torch.float16: 2e-2, torch.bfloat16: 1e-1}
 GRADS = {"fwd": (), "image": ("image",), "boxes": ("boxes",), "both": ("image", "boxes")}
 N, C, H, W = 2, 3, 9, 11
-
-
-@contextlib.contextmanager
-def deterministic(enabled: bool):
-    before = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.use_deterministic_algorithms(enabled)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(before, warn_only=warn_only)
 
 
 def inputs(op: str, k: int):
@@ -84,7 +73,7 @@ def run(op: str, options: dict, dtype: torch.dtype, grads: tuple, det: bool, k: 
     boxes = boxes.to(device, dtype).to(compute_dtype).requires_grad_("boxes" in grads)
     if box_index is not None:
         box_index = box_index.to(device)
-    with deterministic(det):
+    with deterministic_algorithms(det):
         if op == "crop_and_resize":
             out = impls.crop_and_resize(image, boxes, box_index, backend=backend, **options)
         else:

@@ -7,7 +7,6 @@ the ``cuda`` device, which is only part of the matrix on a machine with a GPU.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 
 import pytest
@@ -180,19 +179,6 @@ def backends_for(op: str, device: str = "cpu", dtype: torch.dtype | None = None,
         name for name, b in registered().items()
         if op in b.kernels and device in b.devices and (dtype is None or dtype in b.dtypes) and name not in exclude
     ]
-
-
-@contextlib.contextmanager
-def deterministic_algorithms():
-    """``torch.use_deterministic_algorithms(True)`` inside the block, the previous setting (and its warn_only)
-    restored after it, whatever happens: the cuda backend's image gradient then takes its atomic-free path."""
-    previous = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.use_deterministic_algorithms(True)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(previous, warn_only=warn_only)
 
 
 def backend_device_params(op: str, dtype: torch.dtype | None = None, exclude=(), devices=None) -> list:

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import cases
+from impls._determinism import deterministic_algorithms
 from impls._registry import registered
 
 DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
@@ -59,7 +60,7 @@ def _run(case, backend, x, boxes, box_index, grad, boxes_grad, deterministic=Fal
         return out, None, None
     inputs = (x, boxes) if boxes_grad else (x,)
     if deterministic:
-        with cases.deterministic_algorithms():  # restored afterwards, also when the backward raises
+        with deterministic_algorithms():  # restored afterwards, also when the backward raises
             grads = torch.autograd.grad(out, inputs, grad)
     else:
         grads = torch.autograd.grad(out, inputs, grad)

@@ -7,6 +7,7 @@ import torch
 from torch._dynamo.utils import counters
 
 import impls
+from impls._determinism import deterministic_algorithms
 from impls.backends import compiled
 
 
@@ -70,12 +71,8 @@ def test_image_gradient_is_reproducible_under_deterministic_algorithms():
         impls.roi_align(xg, rois, 7, 0.25, 2, True, backend="compiled").backward(grad)
         return xg.grad
 
-    before = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    try:
+    with deterministic_algorithms():
         first, second = image_grad(), image_grad()
-    finally:
-        torch.use_deterministic_algorithms(before)
     assert torch.equal(first, second)
     xg = x.clone().requires_grad_()
     impls.roi_align(xg, rois, 7, 0.25, 2, True, backend="cpp").backward(grad)

@@ -16,6 +16,7 @@ import torch
 import cases
 import impls
 from impls import _op_schemas
+from impls._determinism import deterministic_algorithms
 from impls.backends import extension as _extension
 
 OPS = torch.ops.impls
@@ -253,7 +254,7 @@ def _overlapping_grads(op, method, backend, device, dtype, deterministic):
         out = impls.crop_and_resize(x, boxes, box_index.to(device), (5, 4), method=method, extrapolation_value=0.5,
                                     backend=backend)
     if deterministic:
-        with cases.deterministic_algorithms():
+        with deterministic_algorithms():
             out.backward(grad.to(device))
     else:
         out.backward(grad.to(device))
@@ -310,7 +311,7 @@ if "cuda" in DEVICES:  # defined only on a GPU machine: a CPU machine collects n
             rg = rois.detach().requires_grad_()
             out = impls.roi_align(xg, rg, 14, spatial_scale=0.25, sampling_ratio=2, aligned=True, backend=backend)
             if deterministic:
-                with cases.deterministic_algorithms():
+                with deterministic_algorithms():
                     out.backward(grad)
             else:
                 out.backward(grad)

@@ -26,6 +26,7 @@ import torch
 import cases
 import impls
 from impls import _op_schemas
+from impls._determinism import deterministic_algorithms
 from impls.backends.triton import launcher as triton_backend
 
 DEVICE = triton_backend.DEVICE
@@ -48,7 +49,7 @@ def _grads(case, backend, x, boxes, box_index, grad, deterministic=False, call=c
     box_index = None if box_index is None else box_index.to(device)
     out = call(case, backend, x, boxes, box_index)
     if deterministic:
-        with cases.deterministic_algorithms():
+        with deterministic_algorithms():
             d_x, d_boxes = torch.autograd.grad(out, (x, boxes), grad.to(device))
     else:
         d_x, d_boxes = torch.autograd.grad(out, (x, boxes), grad.to(device))
@@ -135,7 +136,7 @@ def test_a_box_of_a_missing_image_reads_nothing(deterministic, runs_here):
         fwd_args = args + (("bilinear", 0.0) if op == "crop_and_resize" else (0, True))
         out = getattr(triton_backend, f"{op}_forward")(x, *fwd_args)
         assert not out[0].isnan().any() and out[1].isnan().all(), op
-        with cases.deterministic_algorithms() if deterministic else contextlib.nullcontext():
+        with deterministic_algorithms() if deterministic else contextlib.nullcontext():
             d_x = getattr(triton_backend, f"{op}_backward_input")(g, *args, 2, 3, 9, 11, *bwd)
             d_x_first = getattr(triton_backend, f"{op}_backward_input")(
                 g[:1], *(a[:1] if torch.is_tensor(a) else a for a in args), 2, 3, 9, 11, *bwd)
@@ -152,7 +153,7 @@ def test_compiles_as_one_graph_with_the_eager_results(case, deterministic, runs_
     # (torch.compile wants the deterministic setting of the backward in the forward as well.)
     x, boxes, box_index, grad = _case_inputs(case, torch.float64, "contiguous")
     torch._dynamo.reset()
-    with cases.deterministic_algorithms() if deterministic else contextlib.nullcontext():
+    with deterministic_algorithms() if deterministic else contextlib.nullcontext():
         want = _grads(case, "triton", x, boxes, box_index, grad)
         got = _grads(case, "triton", x, boxes, box_index, grad, call=torch.compile(cases.call, fullgraph=True))
     for what, a, b in zip(("forward", "input gradient", "boxes gradient"), got, want):
