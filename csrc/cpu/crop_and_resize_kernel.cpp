@@ -393,110 +393,164 @@ void crop_box_grad_box(const CropAxis<T>* yk, const CropAxis<T>* xk, int64_t cro
   sums = {d_y1, d_x1, d_y2, d_x2};
 }
 
+// One call's image gradient, what every task reads: the sample tables, the incoming gradient (read through its
+// strides), and the boxes of each image in increasing k (order[start[n] .. start[n + 1])).
+template <typename scalar_t, typename T>
+struct ImageGradCall {
+  const CropTables<scalar_t, T>& tab;
+  const scalar_t* g;
+  int64_t gs_k, gs_c, gs_y, gs_x;
+  int64_t crop_height, crop_width, C, W, plane_size;
+  bool nearest;
+  bool grad_in_place;  // a dense channels_last gradient: each cell's channels are one contiguous run
+  const std::vector<int64_t>& order;
+  const std::vector<int64_t>& start;
+};
+
+// Box k's incoming gradient, channels [c0, c0 + slice_c) at gk, transposed into gt [cells, slice_c]: read channel by
+// channel, in the gradient's own order (a box's channels are contiguous runs).
+template <typename scalar_t, typename T>
+void transpose_box_grad(const ImageGradCall<scalar_t, T>& call, const scalar_t* gk, int64_t slice_c, T* gt) {
+  for (int64_t c = 0; c < slice_c; ++c) {
+    for (int64_t py = 0; py < call.crop_height; ++py) {
+      const scalar_t* gr = gk + c * call.gs_c + py * call.gs_y;
+      T* dst = gt + py * call.crop_width * slice_c + c;
+      for (int64_t px = 0; px < call.crop_width; ++px) dst[px * slice_c] = static_cast<T>(gr[px * call.gs_x]);
+    }
+  }
+}
+
+// The image gradient of image n, channels [c0, c0 + slice_c): its boxes in increasing k, each added into acc
+// (pixel p's channels at acc + p * acc_step). gt: room for one box's transposed gradient, unless read in place.
+template <typename scalar_t, typename T>
+void accumulate_image(const ImageGradCall<scalar_t, T>& call, int64_t n, int64_t c0, int64_t slice_c, T* gt, T* acc,
+                      int64_t acc_step) {
+  for (int64_t j = call.start[n]; j < call.start[n + 1]; ++j) {
+    const int64_t k = call.order[j];
+    const CropAxis<T>* yk = call.tab.ys.data() + k * call.crop_height;
+    const CropAxis<T>* xk = call.tab.xs.data() + k * call.crop_width;
+    const scalar_t* gk = call.g + k * call.gs_k + c0 * call.gs_c;
+    if (call.grad_in_place) {
+      crop_image_grad_box(yk, xk, call.crop_height, call.crop_width, call.nearest, gk, call.C, slice_c, call.W, acc,
+                          acc_step);
+      continue;
+    }
+    transpose_box_grad(call, gk, slice_c, gt);
+    crop_image_grad_box(yk, xk, call.crop_height, call.crop_width, call.nearest, gt, slice_c, slice_c, call.W, acc,
+                        acc_step);
+  }
+}
+
+// A channels-last accumulator [plane_size, slice_c] rounded into slice_c of a channels_last output's C channels.
+template <typename scalar_t, typename T>
+void store_channels_last(const T* acc, int64_t plane_size, int64_t slice_c, int64_t C, scalar_t* out0) {
+  for (int64_t p = 0; p < plane_size; ++p) {
+    const T* src = acc + p * slice_c;
+    scalar_t* dst = out0 + p * C;
+    for (int64_t c = 0; c < slice_c; ++c) dst[c] = static_cast<scalar_t>(src[c]);
+  }
+}
+
+// A channels-last accumulator [plane_size, slice_c] rounded and transposed into slice_c NCHW planes, kPixels pixels
+// at a time, so that the accumulator block, read slice_c times, stays in L1 (a whole-plane pass per channel would
+// re-read the whole accumulator once per channel).
+template <typename scalar_t, typename T>
+void store_nchw(const T* acc, int64_t plane_size, int64_t slice_c, scalar_t* out0) {
+  for (int64_t p0 = 0; p0 < plane_size; p0 += kPixels) {
+    const int64_t pn = std::min(kPixels, plane_size - p0);
+    for (int64_t c = 0; c < slice_c; ++c) {
+      scalar_t* dst = out0 + c * plane_size + p0;
+      const T* src = acc + p0 * slice_c + c;
+      for (int64_t p = 0; p < pn; ++p) dst[p] = static_cast<scalar_t>(src[p * slice_c]);
+    }
+  }
+}
+
+// Channels per task of the image gradient: at most kChunk (kInPlaceChunk for a channels_last output), narrower when
+// there would be fewer tasks than threads (C = 64 on one image would otherwise be one task), at least kChannelBlock.
+// An element's order of contributions does not depend on it.
+inline int64_t image_grad_chunk(int64_t N, int64_t C, bool channels_last) {
+  const int64_t tasks_per_image = (at::get_num_threads() + N - 1) / N;
+  const int64_t per_task = (C + tasks_per_image - 1) / tasks_per_image;
+  return std::clamp<int64_t>((per_task + kChannelBlock - 1) / kChannelBlock * kChannelBlock, kChannelBlock,
+                             channels_last ? kInPlaceChunk : kChunk);
+}
+
+// One task: image n, channels [c0, c0 + slice_c) of grad_image gi. A channels_last float/double output is its own
+// accumulator (zeroed before the tasks); otherwise the task accumulates into scratch, in T, and writes it out,
+// rounded once (half types), channels_last or transposed to NCHW.
+template <typename scalar_t, typename T>
+void image_grad_task(const ImageGradCall<scalar_t, T>& call, int64_t n, int64_t c0, int64_t slice_c, bool in_place,
+                     bool channels_last, T* scratch, T* gt, scalar_t* gi) {
+  const int64_t plane_size = call.plane_size, C = call.C;
+  if (in_place) {
+    accumulate_image(call, n, c0, slice_c, gt, reinterpret_cast<T*>(gi + n * plane_size * C + c0), C);
+    return;
+  }
+  std::fill(scratch, scratch + plane_size * slice_c, T(0));
+  accumulate_image(call, n, c0, slice_c, gt, scratch, slice_c);
+  if (channels_last) {
+    store_channels_last(scratch, plane_size, slice_c, C, gi + n * plane_size * C + c0);
+  } else {
+    store_nchw(scratch, plane_size, slice_c, gi + (n * C + c0) * plane_size);
+  }
+}
+
+// Split over (image, channel slice): each task accumulates its channels of its image channels last, in T
+// (half/bfloat16 in float, as the reference does in double, rounded once), walking the image's boxes in increasing
+// k, then writes them out: deterministic, independent of the thread count, and no two threads write the same
+// element.
+template <typename scalar_t, typename T>
+void image_grad_tasks(const ImageGradCall<scalar_t, T>& call, int64_t N, int64_t K, bool channels_last,
+                      at::Tensor& grad_image) {
+  const int64_t C = call.C, cells = call.crop_height * call.crop_width;
+  const bool in_place = channels_last && std::is_same_v<scalar_t, T>;
+  if (in_place) grad_image.zero_();
+  scalar_t* gi = grad_image.mutable_data_ptr<scalar_t>();
+  const int64_t chunk = image_grad_chunk(N, C, channels_last);
+  const int64_t chunks = (C + chunk - 1) / chunk;
+  const int64_t work = K / std::max<int64_t>(N, 1) * cells * chunk;
+  at::parallel_for(0, N * chunks, grain_for(work), [&](int64_t begin, int64_t end) {
+    std::vector<T> scratch(in_place ? 0 : call.plane_size * std::min(chunk, C));
+    std::vector<T> gt(call.grad_in_place ? 0 : cells * std::min(chunk, C));
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t n = item / chunks, c0 = item % chunks * chunk;
+      image_grad_task(call, n, c0, std::min(chunk, C - c0), in_place, channels_last, scratch.data(), gt.data(), gi);
+    }
+  });
+}
+
 at::Tensor crop_and_resize_backward_input_cpu(const at::Tensor& grad, const at::Tensor& boxes_,
                                               const at::Tensor& box_index_, int64_t crop_height, int64_t crop_width,
                                               int64_t N, int64_t C, int64_t H, int64_t W, c10::string_view method) {
   check_crop_and_resize(grad, "grad", boxes_, box_index_, crop_height, crop_width, method, c10::DeviceType::CPU);
   check_grad(grad, boxes_.size(0), C, crop_height, crop_width);
   check_input_sizes(N, C, H, W);
-  const bool nearest = method == "nearest";
   const at::Tensor boxes = boxes_.contiguous();
   const at::Tensor box_index = box_index_.contiguous();
-  // The incoming gradient is read through its strides: autograd often hands an expanded one (the gradient of
-  // out.sum() is a 0-stride ones), whose .contiguous() copy would be a fresh [K, C, ch, slice_c] tensor, written and
-  // read once more than the gradient computation itself needs.
-  const int64_t gs_k = grad.stride(0), gs_c = grad.stride(1), gs_y = grad.stride(2), gs_x = grad.stride(3);
   const int64_t K = boxes.size(0);
   check_box_index(box_index.const_data_ptr<int64_t>(), K, N);
   // The image gradient takes the incoming gradient's layout: channels_last in a channels_last network.
   const bool channels_last = grad.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
-  // A dense channels_last gradient is read in place: each cell's channels are one contiguous run.
-  const bool grad_in_place = channels_last && grad.is_contiguous(at::MemoryFormat::ChannelsLast);
   at::Tensor grad_image = at::empty({N, C, H, W}, grad.options().memory_format(grad.suggest_memory_format()));
-  const int64_t plane_size = H * W;
-  if (K == 0 || C == 0 || plane_size == 0) return grad_image.zero_();
+  if (K == 0 || C == 0 || H * W == 0) return grad_image.zero_();
   advise_huge_pages(grad_image);
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "crop_and_resize_backward_input_cpu",
                                   [&] {
     using T = at::opmath_type<scalar_t>;
-    const int64_t* idx = box_index.const_data_ptr<int64_t>();
-    const scalar_t* g = grad.const_data_ptr<scalar_t>();
     const CropTables<scalar_t, T> tab(boxes.const_data_ptr<scalar_t>(), K, crop_height, crop_width, H, W);
-    const int64_t cells = crop_height * crop_width;
-    // Split over (image, channel slice): each task accumulates its channels of its image channels last, in T
-    // (half/bfloat16 in float, as the reference does in double, rounded once), walking the image's boxes in
-    // increasing k, then writes them to the NCHW gradient: deterministic, independent of the thread count, and no
-    // two threads write the same element. A slice is at most kChunk channels, narrower when there would be fewer
-    // tasks than threads (C = 64 on one image would otherwise be one task), at least kChannelBlock; an element's
-    // order of contributions does not depend on it.
     std::vector<int64_t> order, start;
-    boxes_by_image(idx, K, N, order, start);
-    scalar_t* gi = grad_image.mutable_data_ptr<scalar_t>();
-    // A channels_last float/double gradient is accumulated in place (zeroed first); otherwise in a scratch
-    // accumulator of T, rounded once (half types) and transposed (NCHW) when written out.
-    constexpr bool same_type = std::is_same_v<scalar_t, T>;
-    const bool in_place = channels_last && same_type;
-    if (in_place) grad_image.zero_();
-    const int64_t tasks_per_image = (at::get_num_threads() + N - 1) / N;
-    const int64_t per_task = (C + tasks_per_image - 1) / tasks_per_image;
-    const int64_t chunk = std::clamp<int64_t>((per_task + kChannelBlock - 1) / kChannelBlock * kChannelBlock,
-                                              kChannelBlock, channels_last ? kInPlaceChunk : kChunk);
-    const int64_t chunks = (C + chunk - 1) / chunk;
-    const int64_t work = K / std::max<int64_t>(N, 1) * cells * chunk;
-    at::parallel_for(0, N * chunks, grain_for(work), [&](int64_t begin, int64_t end) {
-      std::vector<T> scratch(in_place ? 0 : plane_size * std::min(chunk, C));
-      std::vector<T> gt(grad_in_place ? 0 : cells * std::min(chunk, C));
-      for (int64_t item = begin; item < end; ++item) {
-        const int64_t n = item / chunks, c0 = item % chunks * chunk;
-        const int64_t slice_c = std::min(chunk, C - c0);
-        T* acc = in_place ? reinterpret_cast<T*>(gi + n * plane_size * C + c0) : scratch.data();
-        const int64_t acc_step = in_place ? C : slice_c;
-        if (!in_place) std::fill(scratch.begin(), scratch.begin() + plane_size * slice_c, T(0));
-        for (int64_t j = start[n]; j < start[n + 1]; ++j) {
-          const int64_t k = order[j];
-          const CropAxis<T>* yk = tab.ys.data() + k * crop_height;
-          const CropAxis<T>* xk = tab.xs.data() + k * crop_width;
-          const scalar_t* gk = g + k * gs_k + c0 * gs_c;
-          if (grad_in_place) {
-            crop_image_grad_box(yk, xk, crop_height, crop_width, nearest, gk, C, slice_c, W, acc, acc_step);
-            continue;
-          }
-          // Read channel by channel, in the gradient's own order (a box's channels are contiguous runs), and
-          // transposed into gt [cells, slice_c].
-          for (int64_t c = 0; c < slice_c; ++c) {
-            for (int64_t py = 0; py < crop_height; ++py) {
-              const scalar_t* gr = gk + c * gs_c + py * gs_y;
-              T* dst = gt.data() + py * crop_width * slice_c + c;
-              for (int64_t px = 0; px < crop_width; ++px) dst[px * slice_c] = static_cast<T>(gr[px * gs_x]);
-            }
-          }
-          crop_image_grad_box(yk, xk, crop_height, crop_width, nearest, gt.data(), slice_c, slice_c, W, acc,
-                              acc_step);
-        }
-        if (in_place) continue;
-        if (channels_last) {  // the scratch rows are the output's, slice_c of its C channels
-          scalar_t* out0 = gi + n * plane_size * C + c0;
-          for (int64_t p = 0; p < plane_size; ++p) {
-            const T* src = scratch.data() + p * slice_c;
-            scalar_t* dst = out0 + p * C;
-            for (int64_t c = 0; c < slice_c; ++c) dst[c] = static_cast<scalar_t>(src[c]);
-          }
-          continue;
-        }
-        // Written kPixels pixels at a time, so that the accumulator block, read slice_c times, stays in L1 (a
-        // whole-plane pass per channel would re-read the whole accumulator once per channel).
-        scalar_t* out0 = gi + (n * C + c0) * plane_size;
-        for (int64_t p0 = 0; p0 < plane_size; p0 += kPixels) {
-          const int64_t pn = std::min(kPixels, plane_size - p0);
-          for (int64_t c = 0; c < slice_c; ++c) {
-            scalar_t* dst = out0 + c * plane_size + p0;
-            const T* src = scratch.data() + p0 * slice_c + c;
-            for (int64_t p = 0; p < pn; ++p) dst[p] = static_cast<scalar_t>(src[p * slice_c]);
-          }
-        }
-      }
-    });
+    boxes_by_image(box_index.const_data_ptr<int64_t>(), K, N, order, start);
+    // The incoming gradient is read through its strides: autograd often hands an expanded one (the gradient of
+    // out.sum() is a 0-stride ones), whose .contiguous() copy would be a fresh [K, C, ch, cw] tensor, written and
+    // read once more than the gradient computation itself needs.
+    const ImageGradCall<scalar_t, T> call{tab, grad.const_data_ptr<scalar_t>(), grad.stride(0), grad.stride(1),
+                                          grad.stride(2), grad.stride(3), crop_height, crop_width, C, W, H * W,
+                                          method == "nearest",
+                                          channels_last && grad.is_contiguous(at::MemoryFormat::ChannelsLast),
+                                          order, start};
+    image_grad_tasks(call, N, K, channels_last, grad_image);
   });
   return grad_image;
 }
