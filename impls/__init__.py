@@ -2,21 +2,24 @@
 ``triton`` backends (``impls/backends/``) under one autograd interface, plus the peers ``torchvision`` and
 ``tensorflow`` wrapped for comparison.
 
-Public API: :func:`crop_and_resize`, :func:`roi_align`, the modules :class:`CropAndResize` and :class:`RoIAlign`,
+Public API: :func:`crop_and_resize`, :func:`roi_align`, :func:`multiscale_roi_align`, the modules
+:class:`CropAndResize`, :class:`RoIAlign` and :class:`MultiScaleRoIAlign`,
 :func:`backends` (what is registered and whether it runs here) and :func:`resolve_backend` (what ``"auto"`` picks).
 """
 
 from . import backends as _backends  # noqa: F401  (registers every backend)
 from ._registry import BackendUnavailableError, backends
-from .functional import crop_and_resize, resolve_backend, roi_align
-from .modules import CropAndResize, RoIAlign
+from .functional import crop_and_resize, multiscale_roi_align, resolve_backend, roi_align
+from .modules import CropAndResize, MultiScaleRoIAlign, RoIAlign
 
 __all__ = [
     "BackendUnavailableError",
     "CropAndResize",
+    "MultiScaleRoIAlign",
     "RoIAlign",
     "backends",
     "crop_and_resize",
+    "multiscale_roi_align",
     "resolve_backend",
     "roi_align",
 ]

@@ -1,10 +1,11 @@
-"""The public operators: ``crop_and_resize`` (TensorFlow's) and ``roi_align`` (torchvision's)."""
+"""The public operators: ``crop_and_resize`` (TensorFlow's), ``roi_align`` (torchvision's) and
+``multiscale_roi_align`` (torchvision's ``MultiScaleRoIAlign`` pooling)."""
 
 from __future__ import annotations
 
 import torch
 
-from . import _autocast, _registry, _validation
+from . import _autocast, _levels, _registry, _validation
 from ._autograd import CropAndResizeFunction, RoIAlignFunction
 
 
@@ -126,3 +127,57 @@ def roi_align(
     return RoIAlignFunction.apply(
         input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned, kernels
     )
+
+
+def multiscale_roi_align(
+    features,
+    boxes,
+    image_shapes,
+    output_size,
+    sampling_ratio: int = -1,
+    aligned: bool = False,
+    *,
+    canonical_scale: float = 224,
+    canonical_level: int = 4,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Multi-level RoIAlign over an FPN pyramid: torchvision's ``MultiScaleRoIAlign`` pooling as a function.
+
+    Each box is pooled from the one level its size picks (``impls/_levels.py``: the FPN paper's equation, evaluated
+    as torchvision evaluates it), at that level's scale, inferred from the maps' and the images' sizes.
+
+    Args:
+        features (List[Tensor[N, C, H_l, W_l]]): the pyramid's maps, finest first, consecutive levels (each half the
+            previous one's size), same N, C, dtype and device.
+        boxes (Tensor[K, 5] or List[Tensor[L, 4]]): as :func:`roi_align`, in image pixels.
+        image_shapes (List[Tuple[int, int]]): each image's ``(height, width)`` before padding, one per image.
+        output_size (int or (int, int)): ``(PH, PW)``.
+        sampling_ratio (int): as :func:`roi_align`; ``<= 0`` is adaptive.
+        aligned (bool): as :func:`roi_align`; torchvision's pooler always uses ``False``.
+        canonical_scale, canonical_level (keyword-only): a box ``canonical_scale`` pixels on a side goes to level
+            ``canonical_level`` (224 and 4, as torchvision).
+        backend (str, keyword-only): ``"auto"`` or a name from :func:`impls.backends`: every level is pooled by it.
+
+    Returns:
+        Tensor[K, C, PH, PW] in the boxes' order, in the maps' dtype. Differentiable with respect to every level's
+        map and the box coordinates; the level assignment, like the adaptive grid, is held fixed.
+    """
+    _registry.check_name(backend, "roi_align")
+    features = _validation.pyramid_args(features, image_shapes)
+    scales = _levels.infer_scales([f.shape[-2] for f in features], image_shapes)
+    rois, pooled_height, pooled_width, _, sampling_ratio = _validation.roi_align_args(
+        features[0], boxes, output_size, scales[0], sampling_ratio, aligned
+    )
+    size = (pooled_height, pooled_width)
+    if len(features) == 1:  # torchvision's pooler maps no level then, whatever the boxes' sizes
+        return roi_align(features[0], rois, size, scales[0], sampling_ratio, aligned, backend=backend)
+    levels = _levels.map_levels(rois[:, 1:].detach(), scales, canonical_scale, canonical_level)  # [K]
+    N, C = features[0].shape[:2]
+    out = features[0].new_zeros((rois.shape[0], C, pooled_height, pooled_width))
+    # TODO(#21): one operator call per pass on cpp, cuda and triton, without the per-level index (a host sync on
+    # CUDA); today each level is one roi_align call on the backend named, its boxes gathered and scattered back.
+    for level, (feature, scale) in enumerate(zip(features, scales)):
+        idx = torch.where(levels == level)[0]  # [K_l]
+        pooled = roi_align(feature, rois[idx], size, scale, sampling_ratio, aligned, backend=backend)
+        out = out.index_put((idx,), pooled.to(out.dtype))
+    return out

@@ -1,4 +1,5 @@
-"""The modules of the original PyTorch port: ``CropAndResize`` and ``RoIAlign`` (a wrapper of crop_and_resize)."""
+"""The modules: the original PyTorch port's ``CropAndResize`` and ``RoIAlign`` (a wrapper of crop_and_resize), and
+torchvision's ``MultiScaleRoIAlign``."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import torch
 from torch import nn
 
 from ._validation import pair
-from .functional import crop_and_resize
+from .functional import crop_and_resize, multiscale_roi_align
 
 
 class CropAndResize(nn.Module):
@@ -88,3 +89,38 @@ class RoIAlign(nn.Module):
         return (f"crop_height={self.crop_height}, crop_width={self.crop_width}, "
                 f"extrapolation_value={self.extrapolation_value}, transform_fpcoor={self.transform_fpcoor}, "
                 f"backend={self.backend!r}")
+
+
+class MultiScaleRoIAlign(nn.Module):
+    """A drop-in for ``torchvision.ops.MultiScaleRoIAlign``: ``module(x, boxes, image_shapes)``.
+
+    ``x`` (Dict[str, Tensor[N, C, H_l, W_l]]) holds the FPN maps; those named in ``featmap_names`` are pooled, in
+    ``x``'s order (as torchvision), finest first. ``boxes`` (List[Tensor[L_i, 4]]) are each image's
+    ``(x1, y1, x2, y2)`` in image pixels, ``image_shapes`` each image's ``(height, width)``. Output
+    ``[sum L_i, C, PH, PW]``: :func:`impls.multiscale_roi_align` with the module's settings.
+    """
+
+    def __init__(self, featmap_names: list[str], output_size, sampling_ratio: int, *, canonical_scale: float = 224,
+                 canonical_level: int = 4, aligned: bool = False, backend: str = "auto"):
+        super().__init__()
+        self.featmap_names = list(featmap_names)
+        self.output_size = pair("output_size", output_size)
+        self.sampling_ratio = sampling_ratio
+        self.canonical_scale = canonical_scale
+        self.canonical_level = canonical_level
+        self.aligned = aligned
+        self.backend = backend
+
+    def forward(self, x: dict, boxes, image_shapes):
+        missing = [name for name in self.featmap_names if name not in x]
+        if missing:
+            raise KeyError(f"featmap_names {missing} are not in x, whose maps are {list(x)}; name maps that x holds")
+        features = [v for k, v in x.items() if k in self.featmap_names]
+        return multiscale_roi_align(
+            features, boxes, image_shapes, self.output_size, self.sampling_ratio, self.aligned,
+            canonical_scale=self.canonical_scale, canonical_level=self.canonical_level, backend=self.backend,
+        )
+
+    def extra_repr(self) -> str:
+        return (f"featmap_names={self.featmap_names}, output_size={self.output_size}, "
+                f"sampling_ratio={self.sampling_ratio}, aligned={self.aligned}, backend={self.backend!r}")

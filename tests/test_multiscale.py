@@ -1,0 +1,209 @@
+"""Multi-level RoIAlign (``impls.MultiScaleRoIAlign``, ``impls.multiscale_roi_align``) against torchvision's
+``MultiScaleRoIAlign`` itself, on every backend that pools roi_align on the CPU.
+
+Oracle: torchvision's module, forward and the gradient to every level's map, on the same maps and boxes; the level
+each box lands on against torchvision's ``LevelMapper``; the box gradient (which torchvision does not give) against
+``reference`` through the same levels, and by gradcheck in float64.
+"""
+
+from collections import OrderedDict
+
+import pytest
+import torch
+import torchvision
+
+import cases
+import impls
+from impls import _levels
+
+STRIDES = (4, 8, 16, 32)
+IMAGE = (128, 160)  # (height, width) of the largest image; the maps are the padded batch's, stride by stride
+# Every CPU backend that pools roi_align (the peer included: it must agree with its own module).
+BACKENDS = cases.backends_for("roi_align", "cpu", torch.float64)
+HEADS = {
+    "box_head": dict(output_size=7, sampling_ratio=2),
+    "mask_head": dict(output_size=14, sampling_ratio=2),
+    "adaptive": dict(output_size=7, sampling_ratio=0),
+}
+
+
+def pyramid(dtype, n=2, c=3, seed=0, names=("0", "1", "2", "3")):
+    """FPN maps of a padded batch of ``IMAGE``-sized images, finest first, and a ``pool`` map (stride 64) that
+    the poolers must leave out."""
+    g = torch.Generator().manual_seed(seed)
+    x = OrderedDict()
+    for name, stride in zip(names, STRIDES):
+        x[name] = torch.randn(n, c, IMAGE[0] // stride, IMAGE[1] // stride, generator=g, dtype=dtype)
+    x["pool"] = torch.randn(n, c, IMAGE[0] // 64, IMAGE[1] // 64, generator=g, dtype=dtype)
+    return x
+
+
+def boxes_per_image(dtype, counts=(9, 7), seed=1):
+    """Per image, boxes from 4 px to the whole image: the smallest map below P2's canonical size, the largest past
+    P5's, so the level clamp is hit at both ends; one box of exactly 224 px (canonical level 4)."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for count in counts:
+        side = torch.cat([torch.tensor([4.0, 224.0, 500.0]), torch.rand(count - 3, generator=g) * 120 + 4])
+        x1 = torch.rand(count, generator=g) * (IMAGE[1] - 4)
+        y1 = torch.rand(count, generator=g) * (IMAGE[0] - 4)
+        aspect = torch.rand(count, generator=g) * 1.5 + 0.5
+        w, h = side * aspect.sqrt(), side / aspect.sqrt()
+        out.append(torch.stack([x1, y1, x1 + w, y1 + h], dim=1).to(dtype))
+    return out
+
+
+def image_shapes(n=2):
+    return [IMAGE, (IMAGE[0] - 8, IMAGE[1] - 24)][:n]
+
+
+def assert_matches_torchvision(backend, dtype, head, boxes, x, names=("0", "1", "2", "3")):
+    """Forward and the gradient to every map: ours against torchvision's module."""
+    shapes = image_shapes(len(boxes))
+    theirs = torchvision.ops.MultiScaleRoIAlign(list(names), head["output_size"], head["sampling_ratio"])
+    ours = impls.MultiScaleRoIAlign(list(names), head["output_size"], head["sampling_ratio"], backend=backend)
+    results = []
+    for module in (theirs, ours):
+        maps = OrderedDict((k, v.clone().requires_grad_(k in names)) for k, v in x.items())
+        out = module(maps, boxes, shapes)
+        g = torch.Generator().manual_seed(5)
+        out.backward(torch.randn(out.shape, generator=g, dtype=out.dtype))
+        results.append((out, [maps[k].grad for k in names]))
+    tol = cases.TOLERANCE[dtype]
+    cases.assert_close(results[1][0], results[0][0], tol, f"{backend} forward")
+    for name, ours_grad, their_grad in zip(names, results[1][1], results[0][1]):
+        cases.assert_close(ours_grad, their_grad, tol, f"{backend} grad of map {name}")
+
+
+def _matrix():
+    """Every backend x dtype x head, but ``compiled`` in one configuration: each level's box count is a new shape
+    and Inductor compiles each graph for a minute on 2 cores; its per-level roi_align calls are the ones the shared
+    matrix checks in every configuration."""
+    return [
+        pytest.param(backend, dtype, head, id=f"{backend}-{str(dtype)[6:]}-{head}")
+        for backend in BACKENDS
+        for dtype in (torch.float64, torch.float32)
+        for head in HEADS
+        if backend != "compiled" or (dtype, head) == (torch.float64, "box_head")
+    ]
+
+
+@pytest.mark.parametrize("backend,dtype,head", _matrix())
+def test_matches_torchvision_pooler(backend, dtype, head):
+    assert_matches_torchvision(backend, dtype, HEADS[head], boxes_per_image(dtype), pyramid(dtype))
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "compiled"])
+def test_an_image_without_boxes(backend):
+    boxes = boxes_per_image(torch.float64)
+    assert_matches_torchvision(backend, torch.float64, HEADS["box_head"], [boxes[0], boxes[1][:0]],
+                               pyramid(torch.float64))
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "compiled"])
+def test_one_level_only(backend):
+    # torchvision pools every box from the one map, whatever its size: no level is mapped.
+    assert_matches_torchvision(backend, torch.float64, HEADS["box_head"], boxes_per_image(torch.float64),
+                               pyramid(torch.float64), names=("1",))
+
+
+def test_the_level_clamp_is_hit_at_both_ends():
+    boxes = torch.cat(boxes_per_image(torch.float64))
+    levels = _levels.map_levels(boxes, [1 / s for s in STRIDES], 224, 4)
+    assert levels.min() == 0 and levels.max() == len(STRIDES) - 1
+    assert levels[0] == 0 and levels[1] == 2 and levels[2] == 3  # 4 px, 224 px (level 4 = P4), 500 px
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_each_box_lands_on_torchvision_s_level(dtype):
+    # Sides around every level boundary (224 * 2**j, where floor() changes), and random ones.
+    g = torch.Generator().manual_seed(3)
+    edges = torch.tensor([224.0 * 2.0**j for j in range(-3, 3)])
+    sides = torch.cat([edges, edges * (1 - 1e-7), edges * (1 + 1e-7), edges * (1 - 2e-6), edges * (1 + 2e-6),
+                       torch.rand(2000, generator=g) * 900 + 1])
+    aspect = torch.rand(sides.shape[0], generator=g) + 0.5
+    x1 = torch.rand(sides.shape[0], generator=g) * 100
+    boxes = torch.stack([x1, x1, x1 + sides * aspect, x1 + sides / aspect], dim=1).to(dtype)
+    scales = [1 / s for s in STRIDES]
+    k_min, k_max = _levels.level_range(scales)
+    expected = torchvision.ops.poolers.LevelMapper(k_min, k_max)([boxes])
+    assert torch.equal(_levels.map_levels(boxes, scales, 224, 4), expected)
+
+
+def test_scales_are_inferred_as_torchvision_does():
+    x = pyramid(torch.float32)
+    heights = [v.shape[-2] for k, v in x.items() if k != "pool"]
+    theirs = torchvision.ops.poolers._setup_scales([v for k, v in x.items() if k != "pool"], image_shapes(), 224, 4)
+    assert _levels.infer_scales(heights, image_shapes()) == theirs[0]
+
+
+@pytest.mark.parametrize("backend", ["cpp", "vectorized"])
+def test_box_gradient_equals_reference(backend):
+    # torchvision gives no box gradient; the reference backend, through the same levels, is the oracle.
+    x = [v for k, v in pyramid(torch.float64, c=2).items() if k != "pool"]
+    grads = {}
+    for name in ("reference", backend):
+        boxes = [b.clone().requires_grad_() for b in boxes_per_image(torch.float64, counts=(5, 4))]
+        out = impls.multiscale_roi_align(x, boxes, image_shapes(), 3, 2, aligned=True, backend=name)
+        out.backward(torch.ones_like(out))
+        grads[name] = torch.cat([b.grad for b in boxes])
+    cases.assert_close(grads[backend], grads["reference"], cases.tolerance(backend, torch.float64), "box gradient")
+    assert grads["reference"].abs().sum() > 0
+
+
+def test_gradcheck_maps_and_boxes():
+    # Boxes well inside the maps and away from level boundaries, where the function is smooth.
+    maps = [torch.randn(1, 1, 16 // s, 20 // s, dtype=torch.float64, requires_grad=True) for s in (1, 2)]
+    boxes = torch.tensor([[1.3, 2.1, 5.7, 4.9], [2.2, 1.7, 15.6, 13.3]], dtype=torch.float64, requires_grad=True)
+
+    def pool(a, b, image_boxes):
+        return impls.multiscale_roi_align([a, b], [image_boxes], [(16, 20)], 2, 2, aligned=True,
+                                          canonical_scale=4, canonical_level=0, backend="cpp")
+
+    levels = _levels.map_levels(boxes.detach(), [1.0, 0.5], 4, 0)
+    assert levels.tolist() == [0, 1]  # one box per level
+    assert torch.autograd.gradcheck(pool, (*maps, boxes))
+
+
+@pytest.mark.parametrize("case,error,match", [
+    ("different_channels", ValueError, r"features\[1\] has N, C = \(2, 4\) but features\[0\] has \(2, 3\)"),
+    ("different_batch", ValueError, r"features\[1\] has N, C = \(1, 3\)"),
+    ("different_dtype", TypeError, r"features\[1\] has dtype torch.float32 but features\[0\] has torch.float64"),
+    ("skipped_level", ValueError, r"consecutive FPN levels.*without skipping a level"),
+    ("coarsest_first", ValueError, r"consecutive FPN levels"),
+    ("image_shapes_length", ValueError, r"image_shapes must list one \(height, width\) per image, 2 here"),
+    ("boxes_elsewhere", ValueError, r"boxes\[0\] is on meta but input is on cpu"),
+    ("not_a_list", TypeError, r"features must be a non-empty list"),
+])
+def test_bad_input_names_the_argument(case, error, match):
+    x = [v for k, v in pyramid(torch.float64).items() if k != "pool"]
+    boxes, shapes = boxes_per_image(torch.float64), image_shapes()
+    if case == "different_channels":
+        x[1] = torch.zeros(2, 4, *x[1].shape[2:], dtype=torch.float64)
+    elif case == "different_batch":
+        x[1] = x[1][:1]
+    elif case == "different_dtype":
+        x[1] = x[1].float()
+    elif case == "skipped_level":
+        x = [x[0], x[2], x[3]]
+    elif case == "coarsest_first":
+        x = x[::-1]
+    elif case == "image_shapes_length":
+        shapes = shapes[:1]
+    elif case == "boxes_elsewhere":
+        boxes = [boxes[0].to("meta"), boxes[1]]
+    elif case == "not_a_list":
+        x = x[0]
+    with pytest.raises(error, match=match):
+        impls.multiscale_roi_align(x, boxes, shapes, 7, 2, backend="cpp")
+
+
+def test_featmap_names_not_in_x():
+    module = impls.MultiScaleRoIAlign(["0", "p9"], 7, 2)
+    with pytest.raises(KeyError, match=r"featmap_names \['p9'\] are not in x"):
+        module(pyramid(torch.float64), boxes_per_image(torch.float64), image_shapes())
+
+
+def test_unknown_backend_comes_first():
+    with pytest.raises(ValueError, match="unknown backend 'fast'"):
+        impls.multiscale_roi_align("not a pyramid", None, None, 7, backend="fast")
