@@ -1,10 +1,11 @@
 """The check before timing: each case's results against a peer's, on the same (dtype-rounded) inputs.
 
 A benchmark of a wrong result is worthless, so every case asserts, once, that what it is about to time agrees
-with another implementation: ``torchvision`` for ``roi_align``, ``tensorflow`` for ``crop_and_resize`` (the
-projects users compare against); when the case *is* that peer, or the peer lacks the pass (box gradients), the
-next of ``cpp``, ``vectorized``. ``reference`` stands in only on the tiny workload (it is pure Python). The peer
-runs on the CPU, in float64 when it can (``tensorflow``: float32 only), on the case's inputs rounded to its dtype.
+with another implementation: the op's peer (``baseline.py``, from the backend records: ``torchvision`` for
+``roi_align``, ``tensorflow`` for ``crop_and_resize``, the projects users compare against); when the case *is* that
+peer, or the peer lacks the pass (box gradients), the next of ``cpp``, ``vectorized``. ``reference`` stands in
+only on the tiny workload (it is pure Python). The peer runs on the CPU, in float64 when it can (``tensorflow``:
+float32 only), on the case's inputs rounded to its dtype.
 
 ``BENCH=gpu`` (CUDA cases only) prefers the peers that run on the case's GPU and runs them there, in float64:
 ``torchvision``'s CUDA kernel, else ``vectorized`` on CUDA (itself checked against ``reference`` by the tests),
@@ -22,14 +23,14 @@ from __future__ import annotations
 import torch
 
 import matrix
+from baseline import peers
 from calls import Inputs, make_call
 from impls._registry import registered
 from matrix import Case, ORACLE
 
-PEER_ORDER = {
-    "roi_align": ("torchvision", "cpp", "vectorized", ORACLE),
-    "crop_and_resize": ("tensorflow", "cpp", "vectorized", ORACLE),
-}
+# Checked against, in order: the op's peers (``baseline.peers``: the first is the one users compare against), then
+# these of ours.
+OURS_IN_CHECK_ORDER = ("cpp", "vectorized", ORACLE)
 
 # Allowed max |result - peer| over max |peer|, by the case's dtype, and why:
 TOLERANCE = {
@@ -57,7 +58,7 @@ _last_peer: dict[tuple, tuple[torch.Tensor, ...]] = {}
 
 
 def _peer_order(case: Case) -> tuple[str, ...]:
-    order = PEER_ORDER[case.op]
+    order = peers(case.op) + OURS_IN_CHECK_ORDER
     if matrix.MODE != "gpu":
         return order
 
@@ -65,7 +66,7 @@ def _peer_order(case: Case) -> tuple[str, ...]:
         backend = registered().get(name)
         return backend is None or case.device not in backend.devices
 
-    return tuple(sorted(order, key=elsewhere))  # stable: same-device peers first, in PEER_ORDER's order
+    return tuple(sorted(order, key=elsewhere))  # stable: same-device peers first, in check order
 
 
 def choose_peer(case: Case) -> str:

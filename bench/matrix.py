@@ -2,17 +2,16 @@
 
 ``BENCH`` (environment variable) picks the matrix:
 
-* ``smoke``: the ``tiny`` workload, float32, every pass, every backend: checks that the suite runs (CI, < 1 min).
-* ``default`` (``make bench``, ~6 min on 2 idle CPU cores for the 110 cases of cpp, vectorized and the peers, more
-  with every further backend registered): the P2 box head (512 boxes, 7x7) and mask head (128 boxes, 14x14) with
+* ``smoke``: the ``tiny`` workload, float32, every pass, every backend: checks that the suite runs (CI).
+* ``default`` (``make bench``; how long it took is in the README, from the results file): the P2 box head (512 boxes, 7x7) and mask head (128 boxes, 14x14) with
   sampling_ratio 2 and 0, box gradients and bfloat16 on the box head only, each head case also with a
   channels_last feature map (``cpp_nhwc``) and through our TensorFlow wrapper (``tensorflow+convert``), a
   box-count sweep and a feature-map sweep (roi_align).
 * ``full``: P2-P5, training and inference box counts, every dtype a backend supports, longer sweeps, the tiny case.
-* ``gpu`` (``make gpu``, bench/gpu_run.sh; a few minutes on one H100): CUDA devices only: P2-P5, box head 512 and
+* ``gpu`` (``make gpu``, bench/gpu_run.sh): CUDA devices only: P2-P5, box head 512 and
   1000 boxes (7x7), mask head 128 and 100 boxes (14x14), sampling_ratio 2 and 0, float32/float16/bfloat16 for the
-  kernels users compare (``GPU_ALL_DTYPES``: ``cuda``, ``torchvision``; every other CUDA backend, ``vectorized``
-  included, in float32 only), forward, forward + backward with the atomic and with the deterministic image
+  kernels users compare (``all_gpu_dtypes``: ``cuda`` and the peers that run on CUDA; every other CUDA backend,
+  ``vectorized`` included, in float32 only), forward, forward + backward with the atomic and with the deterministic image
   gradient (``cuda``), box gradients in float32 on P2, and short sweeps (roi_align, float32). Timed for
   ``ROUND_BUDGET_S["gpu"]`` = 0.3 s per case (bench/conftest.py). ``BENCH_ASSUME_GPU=1`` lets a machine without a
   GPU *collect* this matrix (``--collect-only``) to count it, every backend that runs on cuda counted as available.
@@ -30,8 +29,8 @@ of these, which run a registered backend another way (head cases only, not the s
 * ``tensorflow+convert``: ``impls.crop_and_resize(backend="tensorflow")``, what a PyTorch user of our wrapper pays:
   NCHW torch -> NHWC numpy -> TensorFlow and back inside every call.
 
-The peers' own labels, ``torchvision`` and ``tensorflow``, are timed as their users run them: their own API on their
-own tensors (``calls.py``), not through ``impls``.
+A peer's own label (a backend whose record says ``peer=True``: ``torchvision``, ``tensorflow``) is timed as its users
+run it: its own API on its own tensors (``calls.py``), not through ``impls``.
 """
 
 from __future__ import annotations
@@ -67,7 +66,8 @@ if MODE == "gpu" and not HAVE_GPU:
     raise RuntimeError("BENCH=gpu needs a CUDA GPU (BENCH_ASSUME_GPU=1 pytest --collect-only to count its cases)")
 DEVICES = ("cuda",) if MODE == "gpu" else ("cpu", "cuda") if HAVE_GPU else ("cpu",)
 GPU_DTYPES = ("float32", "float16", "bfloat16")
-GPU_ALL_DTYPES = ("cuda", "torchvision")  # BENCH=gpu: the backends timed in every GPU_DTYPES
+# BENCH=gpu: our CUDA kernel, timed in every GPU_DTYPES beside the peers (the kernels users compare).
+GPU_ALL_DTYPES_OURS = ("cuda",)
 ARGNAMES = ("op", "backend", "device", "dtype", "case", "pass_")
 
 
@@ -86,7 +86,6 @@ class Variant:
         return self.label != self.backend
 
 
-NATIVE_PEERS = ("torchvision", "tensorflow")
 # Registered backend -> its extra row labels.
 EXTRA_VARIANTS = {
     "cpp": (Variant("cpp_nhwc", "cpp", layout="channels_last"),),
@@ -98,7 +97,7 @@ EXTRA_VARIANTS = {
 
 def variants(name: str) -> tuple[Variant, ...]:
     """The row labels of registered backend ``name``: itself first, then its extra variants."""
-    return (Variant(name, name, native=name in NATIVE_PEERS),) + EXTRA_VARIANTS.get(name, ())
+    return (Variant(name, name, native=registered()[name].peer),) + EXTRA_VARIANTS.get(name, ())
 
 
 def variant(label: str) -> Variant:
@@ -107,6 +106,12 @@ def variant(label: str) -> Variant:
         if extra.label == label:
             return extra
     return variants(label)[0]
+
+
+def all_gpu_dtypes(name: str) -> bool:
+    """Whether BENCH=gpu times row label or backend ``name`` in every GPU_DTYPES and past the P2 head cases: a
+    peer's own label, or one of GPU_ALL_DTYPES_OURS."""
+    return name in GPU_ALL_DTYPES_OURS or (name in registered() and registered()[name].peer)
 
 
 TINY = Workload("tiny", boxes=8, output=7, sampling_ratio=2)
@@ -199,7 +204,7 @@ def _dtypes(mode: str, label: str, backend_dtypes: tuple[torch.dtype, ...], work
     if mode == "gpu":
         # The kernels users compare in every GPU dtype on the head cases; the other backends (vectorized: pure
         # torch, the slow one), the extra variants (cuda_nhwc) and the sweeps in float32 only.
-        heads = label in GPU_ALL_DTYPES and workload in _head_workloads(mode)
+        heads = all_gpu_dtypes(label) and workload in _head_workloads(mode)
         return [d for d in (GPU_DTYPES if heads else ("float32",)) if d in names]
     # Half precision once, on the headline case, by the backend ``auto`` picks (cpp on the CPU, cuda on a GPU), in
     # both layouts: what a user gets by default, without doubling the run.
@@ -221,12 +226,12 @@ def _passes(mode: str, workload: Workload, dtype: str) -> tuple[str, ...]:
 
 def _labels(mode: str, workload: Workload, head: bool) -> list[Variant]:
     """The row labels that run ``workload``: every registered backend, plus the extra variants on head cases
-    (in ``gpu``: every backend and variant on the P2 head cases, only ``GPU_ALL_DTYPES`` on the others)."""
+    (in ``gpu``: every backend and variant on the P2 head cases, only ``all_gpu_dtypes`` ones on the others)."""
     extra = head and (mode != "gpu" or workload.level == "p2")
     labels = [v for name in registered() for v in variants(name) if extra or not v.extra]
     if mode == "gpu" and not (head and workload.level == "p2"):
-        # Past the P2 head cases, only the kernels users compare (GPU_ALL_DTYPES): the GPU run has minutes.
-        labels = [v for v in labels if v.backend in GPU_ALL_DTYPES]
+        # Past the P2 head cases, only the kernels users compare (all_gpu_dtypes).
+        labels = [v for v in labels if all_gpu_dtypes(v.backend)]
     return labels
 
 

@@ -23,7 +23,8 @@ import sys
 from pathlib import Path
 
 import plots
-from results_json import BASELINE, PASS_LABELS, backend_key, baseline_median, impl, load
+from baseline import BASELINE
+from results_json import PASS_LABELS, backend_key, baseline_median, impl, load
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"

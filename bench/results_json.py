@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-BASELINE = {"roi_align": "torchvision", "crop_and_resize": "tensorflow"}  # speed-up is measured against these
+from baseline import BASELINE  # op -> the peer speed-ups are measured against (from the backend records)
+
 # Columns and legends read best with the compiled contenders first and the oracle last, by the registered backend
 # (``impl``); a backend's rows side by side: dtype, then its row labels (NCHW, then channels_last; the native peer,
 # then the peer through our wrapper).
