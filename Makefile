@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml setup.py
 
 env: $(STAMP)
 
-# Recompiles only what changed in csrc/ (ninja): a no-op build takes ~2 s.
+# Recompiles only what changed in csrc/ (ninja): a build with nothing changed compiles nothing.
 build: env
 	$(BIN)/python setup.py -q build_ext --inplace
 
@@ -31,7 +31,8 @@ test: build
 	TRITON_INTERPRET=1 $(BIN)/python -m pytest tests
 	BENCH=smoke $(BIN)/python -m pytest bench -q --benchmark-disable
 
-# The default matrix (~10 min on 2 CPU cores; CUDA cases too on a GPU machine): JSON + table + plots.
+# The default matrix (CUDA cases too on a GPU machine): JSON + table + plots; the README's table says how long
+# the run took.
 bench: build
 	$(BIN)/python bench/run.py
 

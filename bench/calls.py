@@ -74,8 +74,8 @@ def make_inputs(case: Case) -> Inputs:
     return _cpu_inputs(case.op, case.workload).to(case.device, case.torch_dtype, case.variant.layout)
 
 
-# Consecutive cases share a workload (matrix order): drawing a P2 map and its upstream gradient takes ~0.2 s of
-# CPU, more than timing a GPU case. ``make_inputs`` copies them to the case's device and dtype (a CPU float32 case
+# Consecutive cases share a workload (matrix order): drawing a P2 map and its upstream gradient is more CPU work
+# than timing a GPU case. ``make_inputs`` copies them to the case's device and dtype (a CPU float32 case
 # gets the cached tensors themselves, which the calls only read).
 @functools.lru_cache(maxsize=2)
 def _cpu_inputs(op: str, workload: Workload) -> Inputs:

@@ -7,8 +7,8 @@ Each benchmark (``run_case``):
    duration is recorded (``first_call_s``: for ``compiled``, Inductor's compile time shows there);
 2. runs it once more to measure peak memory (``peak_memory.py``), the minor page faults of one call (CPU) and its
    duration, from which the rounds are chosen: about ``ROUND_BUDGET_S`` seconds of rounds, at least
-   ``MIN_ROUNDS`` (slow calls such as the ``vectorized`` backward take seconds each, so a fixed round count would
-   not fit the default run's ~10 minutes);
+   ``MIN_ROUNDS`` (calls differ in duration by orders of magnitude between backends and devices, so a fixed round
+   count would time the fast ones too few times or the slow ones for too long);
 3. times ``rounds`` calls in pedantic mode, one call per round, after ``WARMUP_ROUNDS`` more untimed ones for the
    backends that need them, CUDA synchronized inside the call (``calls.py``: what each row's timer holds);
 4. writes op, backend (the row label) and the registered backend behind it, layout, what is timed, device, dtype,
@@ -38,17 +38,20 @@ from peak_memory import peak_memory
 from work import bytes_moved, copy_bandwidth, copy_buffer_bytes, peak_bandwidth, peak_bandwidth_source, samples
 
 # TensorFlow's multi-threaded CPU image gradient of crop_and_resize races: a few pixels come out wrong by up to
-# ~10% of the largest gradient, differently on each run (seen with tensorflow-cpu 2.21 on the P2 case). Op determinism makes it correct (and ~1.5x slower), and a wrong result is not
-# worth timing. Set before TensorFlow is first imported (lazily, by impls.backends.peers.tensorflow).
+# ~10% of the largest gradient, differently on each run (seen with tensorflow-cpu 2.21 on the P2 case). Op
+# determinism makes it correct (and slower), and a wrong result is not worth timing. Set before TensorFlow is first
+# imported (lazily, by impls.backends.peers.tensorflow).
 os.environ.setdefault("TF_DETERMINISTIC_OPS", "1")
 
-# gpu: ~700 cases in a few minutes; a GPU call takes 0.1-10 ms, so MAX_ROUNDS caps most cases well below 0.3 s.
+# Seconds of timed rounds per case, about (at least MIN_ROUNDS, at most MAX_ROUNDS). gpu: the matrix has the most
+# cases and its calls are short, so MAX_ROUNDS ends most of them before the budget.
 ROUND_BUDGET_S = {"smoke": 0.2, "default": 1.5, "full": 2.0, "gpu": 0.3}[matrix.MODE]
 MIN_ROUNDS = 5
 MAX_ROUNDS = 100
 # Untimed calls before the timed rounds, beyond the check and the peak-memory call, by registered backend. None
-# needed so far: on the P2 box head, vectorized's first timed rounds are no slower than its later ones (its
-# 3-5x swings come from neighbouring processes, not from warming up: CpuShare and the report's spread section).
+# needed so far: on the P2 box head, vectorized's first timed rounds were no slower than its later ones (its swings
+# came from neighbouring processes, not from warming up: CpuShare, the report's spread section and
+# bench/results/vm-2026-11-26-vectorized-stability.md).
 WARMUP_ROUNDS: dict[str, int] = {}
 
 # The machine's measured copy bandwidth, by device type (``machine_bandwidth``), for machine_info.
@@ -139,10 +142,10 @@ class CpuShare:
     ``getrusage``), other processes (``neighbour``: machine-wide busy time from ``/proc/stat`` minus our own) and the
     hypervisor (``steal``) took while the rounds ran, in cores (CPU seconds over wall seconds). ``own`` is the
     parallelism a backend really gets (a kernel that runs on one thread reads ~1 whatever ``threads`` says); a quiet
-    machine reads ``neighbour`` ~0. On a 2-core machine a neighbour
-    using one core slows a call that synchronizes its two threads often (``vectorized``: ~1400 torch ops per P2
-    call, each a parallel region) by 3x and more, so the report flags cases that ran beside one. None where
-    ``/proc/stat`` cannot be read."""
+    machine reads ``neighbour`` ~0. On a 2-core machine a neighbour using one core slows a call that synchronizes
+    its two threads often (``vectorized``: ~1400 torch ops per P2 call, each a parallel region) several times over
+    (bench/results/vm-2026-11-26-vectorized-stability.md), so the report flags cases that ran beside one. None
+    where ``/proc/stat`` cannot be read."""
 
     TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 

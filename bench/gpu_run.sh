@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make gpu`: on a machine with a CUDA GPU and its own torch (>= 2.11, CUDA build), build the extension for that
 # GPU, run the tests on it, run compute-sanitizer over every CUDA kernel, and benchmark: one command, no pip, no
-# network, about 8 minutes on one H100 with 16 cores. Every stage is logged with its duration in one folder and
+# network, within GPU_DEADLINE_S (below). Every stage is logged with its duration in one folder and
 # summed up in its summary.md, which is rewritten after each stage (a run cut short still leaves one).
 #
 #   bash bench/gpu_run.sh                     # results in bench/results/gpu-<date>/

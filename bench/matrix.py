@@ -3,16 +3,16 @@
 ``BENCH`` (environment variable) picks the matrix:
 
 * ``smoke``: the ``tiny`` workload, float32, every pass, every backend: checks that the suite runs (CI).
-* ``default`` (``make bench``; how long it took is in the README, from the results file): the P2 box head (512 boxes, 7x7) and mask head (128 boxes, 14x14) with
-  sampling_ratio 2 and 0, box gradients and bfloat16 on the box head only, each head case also with a
-  channels_last feature map (``cpp_nhwc``) and through our TensorFlow wrapper (``tensorflow+convert``), a
-  box-count sweep and a feature-map sweep (roi_align).
+* ``default`` (``make bench``; how long it took is in the README, from the results file): the P2 box head
+  (512 boxes, 7x7) and mask head (128 boxes, 14x14) with sampling_ratio 2 and 0, box gradients and bfloat16 on the
+  box head only, each head case also with a channels_last feature map (``cpp_nhwc``) and through our TensorFlow
+  wrapper (``tensorflow+convert``), a box-count sweep and a feature-map sweep (roi_align).
 * ``full``: P2-P5, training and inference box counts, every dtype a backend supports, longer sweeps, the tiny case.
-* ``gpu`` (``make gpu``, bench/gpu_run.sh): CUDA devices only: P2-P5, box head 512 and
-  1000 boxes (7x7), mask head 128 and 100 boxes (14x14), sampling_ratio 2 and 0, float32/float16/bfloat16 for the
-  kernels users compare (``all_gpu_dtypes``: ``cuda`` and the peers that run on CUDA; every other CUDA backend,
-  ``vectorized`` included, in float32 only), forward, forward + backward with the atomic and with the deterministic image
-  gradient (``cuda``), box gradients in float32 on P2, and short sweeps (roi_align, float32). Timed for
+* ``gpu`` (``make gpu``, bench/gpu_run.sh): CUDA devices only: P2-P5, box head 512 and 1000 boxes (7x7), mask head
+  128 and 100 boxes (14x14), sampling_ratio 2 and 0, float32/float16/bfloat16 for the kernels users compare
+  (``all_gpu_dtypes``: ``cuda`` and the peers that run on CUDA; every other CUDA backend, ``vectorized`` included,
+  in float32 only), forward, forward + backward with the atomic and with the deterministic image gradient
+  (``cuda``), box gradients in float32 on P2, and short sweeps (roi_align, float32). Timed for
   ``ROUND_BUDGET_S["gpu"]`` = 0.3 s per case (bench/conftest.py). ``BENCH_ASSUME_GPU=1`` lets a machine without a
   GPU *collect* this matrix (``--collect-only``) to count it, every backend that runs on cuda counted as available.
 

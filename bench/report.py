@@ -19,6 +19,7 @@ render: their ``tensorflow`` column was timed through our wrapper (conversions i
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -258,34 +259,21 @@ def quiet_note(rows: list[dict]) -> str:
     return (f"**Not a quiet machine**: {len(busy)} of {len(measured)} cases ran beside other processes using more "
             f"than {QUIET_LIMIT} cores (worst: {worst['neighbour_cpu']:.2f} cores during {worst['op']} "
             f"{worst['case']} {PASS_LABELS[worst['pass']]} {worst['backend']}); their times are inflated, "
-            "`vectorized`'s most (below). Rerun on an idle machine for numbers to publish.")
+            "`vectorized`'s most. Rerun on an idle machine for numbers to publish.")
 
 
-STABILITY = """\
-Why `vectorized` swings 3-5x between runs: it is pure torch, about 1400-1460 small torch ops per P2 call (box
-head, forward; counted with a TorchDispatchMode), each an OpenMP parallel region that ends in a barrier over the
-torch threads. When another process takes one of the two cores, every barrier waits for the descheduled thread, and the
-call slows down several times; `cpp` (26 ops per call) and TensorFlow (one op) barely notice. Measured on this
-2-core VM (Intel Xeon, torch 2 threads, 2026-11-26), roi_align p2_k512_7x7_sr2, medians of 6 calls:
+# Measurements on one machine of why `vectorized`'s CPU timings swing when other processes share the cores.
+STABILITY_NOTE = RESULTS_DIR / "vm-2026-11-26-vectorized-stability.md"
 
-| | vectorized fwd | cpp fwd | torchvision fwd |
-|---|---:|---:|---:|
-| quiet | 353 ms | 48 ms | 167 ms |
-| beside one busy-loop process | 1113 ms (3.2x) | 45 ms (1.0x) | 194 ms (1.2x) |
 
-With other tenants using ~1.3 of the two cores, the same vectorized forward took 2.0-2.5 s on 2 torch threads and
-1.05-1.15 s on one (and 0.56 s on 2 threads during a lull): when the cores are shared, fewer threads is faster.
-
-Runs of 10 rounds in three fresh processes on the shared machine: medians 359-401 ms, but two of the three had
-streaks of 4-5 rounds at 1.0-1.7 s (IQR / median 2.5 and 3.3; the third 0.04); fwd+bwd: 531-625 ms, one process
-with rounds of 4.6 and 2.5 s. Not the cause: warming up (the first timed rounds are no slower than the later ones,
-so the bench adds no warm-up rounds) and page faults: each call maps its temporaries afresh (~53,000 minor faults,
-~210 MB, per forward; peak ~170-240 MB above its inputs), but with glibc told to keep freed memory
-(`MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=64G`) the faults drop to 0 and the forward stays at ~340 ms, with the
-same streaks; `THP_MEM_ALLOC_ENABLE=1` (2 MB pages) cuts the faults 8x but makes the forward 1.6-1.9 s (huge-page
-zeroing and compaction on this VM). So the remedy is a quiet machine, not the harness: every case now records the
-CPU other processes took while it ran (the neighbours' column above; `neighbour_cpu` in the JSON) and the report
-says whether the machine was quiet. Where it was, `vectorized`'s IQR / median stays within a few percent."""
+def stability_note(rows: list[dict], out_dir: Path) -> str:
+    """A link to STABILITY_NOTE when these results have CPU ``vectorized`` rows (the timings it explains), else
+    nothing: a GPU report does not carry a CPU machine's findings."""
+    if not any(impl(r) == "vectorized" and r["device"] == "cpu" for r in rows):
+        return ""
+    link = Path(os.path.relpath(STABILITY_NOTE, out_dir.resolve())).as_posix()
+    return (f"Why `vectorized`'s CPU timings swing when other processes share the cores, measured on one machine: "
+            f"[{STABILITY_NOTE.name}]({link}).")
 
 
 def detail_table(rows: list[dict], runs: list[dict]) -> str:
@@ -320,11 +308,12 @@ def machine_header(runs: list[dict]) -> str:
         cpu = info.get("cpu", {})
         gpu = info.get("cuda_device") or "none"
         dirty = " (uncommitted changes)" if commit.get("dirty") else ""
+        took = f"; the run took {run['wall_seconds'] / 60:.0f} min" if run.get("wall_seconds") else ""
         lines.append(
             f"- `{run['file']}`: machine `{info['node']}`, {cpu.get('brand_raw', '?')} x {cpu.get('count', '?')} "
             f"cores, GPU: {gpu}; torch {info.get('torch_version')} ({info.get('torch_threads')} threads), "
             f"torchvision {info.get('torchvision_version')}, tensorflow {info.get('tensorflow_version')}; "
-            f"commit `{commit.get('id', '?')[:10]}`{dirty}; {run['datetime']}; `BENCH={info.get('bench_mode')}`"
+            f"commit `{commit.get('id', '?')[:10]}`{dirty}; {run['datetime']}; `BENCH={info.get('bench_mode')}`{took}"
         )
     return "\n".join(lines)
 
@@ -340,7 +329,7 @@ def write_plots(rows: list[dict], out_dir: Path) -> list[str]:
     return written
 
 
-def report_markdown(rows: list[dict], runs: list[dict], images: list[str]) -> str:
+def report_markdown(rows: list[dict], runs: list[dict], images: list[str], out_dir: Path) -> str:
     parts = ["# Benchmark report", "", "Generated by `bench/report.py` from:", "", machine_header(runs), ""]
     parts += [head_table(rows, runs, op) + "\n" for op in BASELINE if head_table(rows, runs, op)]
     compiled = compile_table(rows)
@@ -352,7 +341,9 @@ def report_markdown(rows: list[dict], runs: list[dict], images: list[str]) -> st
               "share is what a backend reaches at least; 100% would be a kernel running at the speed of a plain "
               "copy of its inputs and outputs.", ""]
     parts += [bandwidth_table(rows, runs, op) + "\n" for op in BASELINE if bandwidth_table(rows, runs, op)]
-    parts += ["## Spread of the timings", "", quiet_note(rows), "", stability_table(rows, runs), "", STABILITY, ""]
+    note = stability_note(rows, out_dir)
+    parts += ["## Spread of the timings", "", quiet_note(rows), "", stability_table(rows, runs), ""]
+    parts += [note, ""] if note else []
     parts += ["## Every measurement", "", PEAK_NOTE, "", detail_table(rows, runs), ""]
     return "\n".join(parts)
 
@@ -404,7 +395,7 @@ def main(argv: list[str]) -> int:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     images = write_plots(rows, args.out_dir)
     report = args.out_dir / "report.md"
-    report.write_text(report_markdown(rows, runs, images))
+    report.write_text(report_markdown(rows, runs, images, args.out_dir))
     print(f"wrote {report} and {', '.join(images)}")
     if update_readme(readme_section(rows, runs, images), args.readme):
         print(f"updated the benchmark section of {args.readme}")

@@ -33,6 +33,7 @@ def load(paths: list[Path]) -> tuple[list[dict], list[dict]]:
             "machine_info": data["machine_info"],
             "commit_info": data.get("commit_info", {}),
             "datetime": data.get("datetime"),
+            "wall_seconds": data.get("wall_seconds"),  # written by bench/run.py; absent in older files
         })
         for bench in data["benchmarks"]:
             if "op" not in bench["extra_info"]:  # interrupted (a run cut short) before it recorded what it ran

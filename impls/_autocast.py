@@ -10,8 +10,8 @@ gets a gradient in its own dtype and the boxes in theirs.
 Why not the map's dtype: the kernels take boxes in the map's dtype, and casting float32 boxes down to bfloat16
 rounds their corners to 8 mantissa bits (a corner at x = 700 px moves by up to 2 px): on a P2 box head the
 result is then wrong by about the values' own size, where float32 is off by one bfloat16 rounding. The price of
-float32 is one float32 copy of the map and float32 loads (about 2x the bfloat16 call's time on the CPU); kernels
-taking float32 boxes beside a half-precision map would remove it.
+float32 is one float32 copy of the map and float32 loads instead of half-precision ones; kernels taking float32
+boxes beside a half-precision map would remove it.
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ the steps are the only graphs, with every size symbolic (``dynamic=True``): a ne
 channel count reuses them (``tests/test_compiled_backend.py`` counts the graphs). What does add a graph is a
 compute dtype (float32 serves float16/bfloat16/float32, float64 its own) and a pattern of size-1 dimensions
 (a chunk of one box, one sample per cell along a side: crop_and_resize, or small boxes under adaptive sampling),
-which Inductor specializes. Each graph costs 3-15 s of Inductor compile on its first use in a process, then
-comes from Inductor's on-disk cache in later processes.
+which Inductor specializes. Each graph is compiled by Inductor on its first use in a process (the benchmark
+report gives the seconds, ``first_call_s``), then comes from Inductor's on-disk cache in later processes.
 
 Inductor settings (``_INDUCTOR_OPTIONS``). By default Inductor stores the result of an expression that reads many
 inputs or has many operations before using it again; for ``sample`` that means writing the gathered taps to

@@ -17,7 +17,7 @@ def _tf():
     import tensorflow as tf
 
     # NB: without op determinism TensorFlow's multi-threaded CPU CropAndResizeGradImage races and returns wrong
-    # pixels (up to 12% of the largest gradient on a P2 call). ~1.5x slower, correct.
+    # pixels (up to 12% of the largest gradient on a P2 call). Slower, but correct.
     tf.config.experimental.enable_op_determinism()
     return tf
 
