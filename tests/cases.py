@@ -13,29 +13,21 @@ import pytest
 import torch
 
 import impls
+from impls import _tolerance
 from impls._registry import registered
 
 ORACLE = "reference"
-PEERS = ("torchvision", "tensorflow")
+# Other projects' kernels wrapped for comparison: the backends whose record says so.
+PEERS = tuple(name for name, backend in registered().items() if backend.peer)
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 # A test that only means something on a GPU is defined under `if "cuda" in DEVICES:`, so that a CPU machine does
 # not collect it at all (pytest turns an empty parameter list into a skipped test, which is not wanted here).
 CONTIGUITY = ("contiguous", "strided", "channels_last")
 PASSES = ("fwd", "bwd")
 
-# Allowed error relative to the largest magnitude of the oracle's result, per dtype, and why:
-TOLERANCE = {
-    # Same formulas, other evaluation order (vectorized sums samples per tap, not per sample): a few ulps
-    # times the number of terms summed (< 1e3 here).
-    torch.float64: 1e-12,
-    # Coordinates are computed in float32: a position error of ~1e-6 px times |d value / d position| ~ 1,
-    # accumulated over up to ~1e3 terms in a box gradient.
-    torch.float32: 1e-4,
-    # Inputs are rounded to 11 (float16) or 8 (bfloat16) mantissa bits before the oracle sees them, so only
-    # the output rounding (2**-11, 2**-8 relative) and float32-accumulated sums remain.
-    torch.float16: 4e-3,
-    torch.bfloat16: 3e-2,
-}
+# Allowed error relative to the largest magnitude of the oracle's result, per dtype: the one table, with its
+# reasons, that the benchmark's checks share (impls/_tolerance.py).
+TOLERANCE = _tolerance.TOLERANCE
 # torchvision computes float16 in float16 (coordinates included): a sample ~10 px from the origin is misplaced by
 # up to 10 * 2**-11 = 5e-3 px, and its value by that times the map's slope (~2 here).
 PEER_TOLERANCE = {("torchvision", torch.float16): 3e-2}
@@ -46,7 +38,7 @@ PEER_TOLERANCE = {("torchvision", torch.float16): 3e-2}
 # channel, cell, sample, corner), in double, compiled without FP contraction or fast-math (setup.py), so each
 # rounding is the same. Its speed-ups (channel blocks, exact power-of-two reciprocals) keep that order.
 EXACT = {("cpp", torch.float64)}
-# cuda in float64 keeps the 1e-12 tolerance in the matrix, though most of it could be exact: its forward and its
+# cuda in float64 keeps float64's tolerance in the matrix, though most of it could be exact: its forward and its
 # deterministic input gradient (the "pull" of csrc/cuda/cuda_common.cuh, which sums each pixel's taps in the
 # reference's order) evaluate the reference's expressions in double, through the same csrc/bilinear.h as cpp, and
 # setup.py passes --fmad=false to nvcc, so no multiply-add is fused. The rest cannot be exact: the default input
@@ -85,9 +77,13 @@ OP_CASES = (
 )
 
 
+# The keyword argument that gives each operator's output size.
+SIZE_ARGUMENT = {"crop_and_resize": "crop_size", "roi_align": "output_size"}
+
+
 def output_shape(case: OpCase, x: torch.Tensor, boxes: torch.Tensor) -> tuple[int, int, int, int]:
     """[K, C, PH, PW] of ``case`` on a feature map ``x`` and ``boxes`` (a tensor)."""
-    size = case.params["crop_size" if case.op == "crop_and_resize" else "output_size"]
+    size = case.params[SIZE_ARGUMENT[case.op]]
     height, width = (size, size) if isinstance(size, int) else size
     return boxes.shape[0], x.shape[1], height, width
 
@@ -136,7 +132,9 @@ def with_layout(x: torch.Tensor, contiguity: str) -> torch.Tensor:
 def call(case: OpCase, backend: str, x: torch.Tensor, boxes: torch.Tensor, box_index=None) -> torch.Tensor:
     if case.op == "crop_and_resize":
         return impls.crop_and_resize(x, boxes, box_index, backend=backend, **case.params)
-    return impls.roi_align(x, boxes, backend=backend, **case.params)
+    if case.op == "roi_align":
+        return impls.roi_align(x, boxes, backend=backend, **case.params)
+    raise ValueError(f"no call for op {case.op!r}")
 
 
 def inputs(case: OpCase, seed: int = 0):
@@ -145,8 +143,9 @@ def inputs(case: OpCase, seed: int = 0):
     if case.op == "crop_and_resize":
         boxes, box_index = crop_boxes(seed=seed + 1)
         return x, boxes, box_index
-    scale = case.params["spatial_scale"]
-    return x, roi_boxes(seed=seed + 2, scale=scale), None
+    if case.op == "roi_align":
+        return x, roi_boxes(seed=seed + 2, scale=case.params["spatial_scale"]), None
+    raise ValueError(f"no inputs for op {case.op!r}")
 
 
 def supports(backend: str, case: OpCase, device: str, dtype: torch.dtype) -> bool:

@@ -20,10 +20,10 @@ import types
 
 import pytest
 
+from cases import PEERS  # the registry's peers (Backend.peer), installed or not
+
 ENV_VAR = "IMPLS_GPU_RUN"
 MISSING_PEERS_SKIP = os.environ.get(ENV_VAR) == "1"
-# The peers of the README's backend table: other projects' kernels, installed or not.
-PEERS = ("torchvision", "tensorflow")
 # Test parameters whose value names a backend (test_backends.py parametrizes over `name`).
 BACKEND_PARAMS = ("backend", "name")
 

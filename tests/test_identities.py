@@ -12,9 +12,9 @@ import torch.nn.functional as F
 import cases
 import impls
 
-# float64: the two paths compute the same sample positions by different formulas (normalize, then
-# denormalize), which differ by a few ulps of a coordinate ~10 px.
-TOLERANCE = 1e-12
+# float64's tolerance (cases.TOLERANCE) holds: the two paths compute the same sample positions by different
+# formulas (normalize, then denormalize), which differ by a few ulps of a coordinate ~10 px.
+TOLERANCE = cases.TOLERANCE[torch.float64]
 # The peers in float32: positions agree to ~1e-6 px, values are O(1).
 PEER_TOLERANCE = 1e-5
 # (backend, device) for the backends that implement both ops on that device, in float64.
