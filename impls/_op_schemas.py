@@ -3,8 +3,8 @@
 A fake kernel gives an operator's output shape, dtype and layout (``impls/_layout.py``) without computing it, and
 checks the shape contract of its arguments: it is what ``torch.compile`` runs while tracing. Two backends are
 reached through such operators. The C++ extension defines ``impls::<name>`` with these schemas in
-``csrc/ops.cpp`` (``tests/test_extension.py`` checks that the two texts agree) and ``impls/backends/extension.py`` gives
-them these fakes. The ``triton`` backend defines ``impls::triton_<name>`` from them, so that a compiled graph
+``csrc/ops.cpp`` (``tests/backends/test_extension.py`` checks that the two texts agree) and
+``impls/backends/extension.py`` gives them these fakes. The ``triton`` backend defines ``impls::triton_<name>`` from them, so that a compiled graph
 calls its launch code as one opaque operator instead of tracing it.
 """
 

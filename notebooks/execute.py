@@ -1,7 +1,7 @@
 """Execute the notebooks and save them with their outputs: ``python notebooks/execute.py [NOTEBOOK ...]``.
 
 With no arguments, every ``notebooks/NN_*.ipynb`` runs at full size (``IMPLS_NOTEBOOK_SMALL=0``) in a fresh
-kernel of this Python and is overwritten with its outputs (``make notebooks``). ``tests/test_notebooks.py``
+kernel of this Python and is overwritten with its outputs (``make notebooks``). ``tests/api/test_notebooks.py``
 imports :func:`execute` to run the same notebooks at small size without writing them.
 """
 

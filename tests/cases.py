@@ -44,7 +44,7 @@ EXACT = {("cpp", torch.float64)}
 # setup.py passes --fmad=false to nvcc, so no multiply-add is fused. The rest cannot be exact: the default input
 # gradient adds with atomics (in whatever order the threads arrive) and the box gradient sums per box with a tree
 # reduction (another order than the reference's running sum). The bit-exact claim is made where it holds, for the
-# deterministic image gradient of both ops, in tests/test_extension.py
+# deterministic image gradient of both ops, in tests/backends/test_extension.py
 # (test_cuda_deterministic_backward_matches_reference).
 
 

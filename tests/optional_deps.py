@@ -24,7 +24,7 @@ from cases import PEERS  # the registry's peers (Backend.peer), installed or not
 
 ENV_VAR = "IMPLS_GPU_RUN"
 MISSING_PEERS_SKIP = os.environ.get(ENV_VAR) == "1"
-# Test parameters whose value names a backend (test_backends.py parametrizes over `name`).
+# Test parameters whose value names a backend (tests/api/test_backends.py parametrizes over `name`).
 BACKEND_PARAMS = ("backend", "name")
 
 

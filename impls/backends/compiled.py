@@ -13,7 +13,7 @@ Why only the steps. The geometry is cheap (``K x S`` values) but depends on ``al
 ``spatial_scale`` and the sampling grid: compiled with the steps, it would be inlined into the innermost loop and
 recomputed for every block of channels, and each of those Python values would be a graph of its own. Left eager,
 the steps are the only graphs, with every size symbolic (``dynamic=True``): a new box count K, map size or
-channel count reuses them (``tests/test_compiled_backend.py`` counts the graphs). What does add a graph is a
+channel count reuses them (``tests/compile/test_compiled_backend.py`` counts the graphs). What does add a graph is a
 compute dtype (float32 serves float16/bfloat16/float32, float64 its own) and a pattern of size-1 dimensions
 (a chunk of one box, one sample per cell along a side: crop_and_resize, or small boxes under adaptive sampling),
 which Inductor specializes. Each graph is compiled by Inductor on its first use in a process (the benchmark
@@ -30,7 +30,7 @@ Cost. A feature map that is not channels_last is copied once per call to ``[N*H*
 does the same): on the P2 box head that copy costs more than the compiled forward itself. The image gradient adds
 with atomics (``index_put_(accumulate=True)``, Inductor's ``atomic_add``), so by default the order of its float
 sums, and their last bits, can change from run to run; under ``torch.use_deterministic_algorithms(True)`` it
-repeats bit for bit (``tests/test_compiled_backend.py``).
+repeats bit for bit (``tests/compile/test_compiled_backend.py``).
 
 Empty inputs (K, C or the map's area 0) run the eager step: there is no work, and a size-0 dimension would be one
 more specialized graph. Everything else (validation, dtypes, layouts, errors, the memory bound of the chunks) is

@@ -1,5 +1,5 @@
 """Compiles the ``triton`` backend's kernels for NVIDIA GPUs without a GPU, and checks the instructions that the
-precision rules depend on. Run as a script (``tests/test_triton_backend.py`` does, in a subprocess):
+precision rules depend on. Run as a script (``tests/backends/test_triton_backend.py`` does, in a subprocess):
 ``TRITON_INTERPRET`` must be unset when the kernels are imported, or triton hands out interpreted functions.
 
 Triton's interpreter, which runs the tests on a CPU, accepts code that the GPU compiler rejects (and the other
@@ -21,7 +21,7 @@ import sys
 
 if os.environ.get("TRITON_INTERPRET") == "1":
     sys.exit("run with TRITON_INTERPRET unset: the kernels must be compiled, not interpreted")
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402

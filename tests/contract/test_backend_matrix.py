@@ -21,7 +21,7 @@ from impls._determinism import deterministic_algorithms
 from impls._registry import registered
 
 DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
-# Backward modes of the one backend whose kernels have two: (backend, device) -> modes.
+# Backward modes of the backends whose kernels have two: (backend, device) -> modes.
 BACKWARD_MODES = {
     ("cuda", "cuda"): ("atomic", "deterministic"),
     ("triton", "cuda"): ("atomic", "deterministic"),

@@ -1,17 +1,18 @@
-"""The ``triton`` backend's own checks, beyond the matrix every backend runs (``tests/test_backend_matrix.py``):
+"""The ``triton`` backend's own checks, beyond the matrix every backend runs
+(``tests/contract/test_backend_matrix.py``):
 
 * where it runs: its record lists the one device its kernels take in this process (the CPU under
   ``TRITON_INTERPRET=1``, which ``make test`` sets, else CUDA), and says why when it cannot run;
-* its deterministic image gradient (``torch.use_deterministic_algorithms(True)``), which the matrix does not
-  select for this backend: every op case, dtype and layout against ``reference``; in float64 bit for bit, as its
-  forward (both sum in the reference's order); the same bits on a second run;
+* its deterministic image gradient (``torch.use_deterministic_algorithms(True)``), beyond the matrix's tolerance
+  check of it (the matrix's ``-bwd-deterministic`` ids): the same bits on a second run, for every op case, dtype
+  and layout; in float64 bit for bit with ``reference``, as its forward (both sum in the reference's order);
 * tiles: with ``TILE`` shrunk to 16 elements a box spans several programs, the box gradient loops over tiles and
   the gather step over several blocks;
 * a box whose image index is outside ``[0, N)``, which validation stops before any backend: called directly, the
   kernels read nothing for it (NaN output, no gradient), as the CUDA kernels do;
 * a tensor on another device than the kernels' raises instead of falling back;
 * the kernels compile for NVIDIA GPUs (sm_80, sm_90) without a GPU, with the precision rules visible in their PTX
-  (``tests/triton_compile_check.py``): the interpreter alone would not catch code that only it accepts.
+  (``tests/backends/triton_compile_check.py``): the interpreter alone would not catch code that only it accepts.
 """
 
 import os

@@ -1,11 +1,16 @@
-"""``torch.autograd.gradcheck`` in float64: each backend's analytic image and box gradients equal finite
-differences of its own forward, for both ops.
+"""``torch.autograd.gradcheck`` in float64: a backend's analytic gradients equal finite differences of its own
+forward, for both ops: the image gradient, and the box gradient where the backend gives one (``torchvision``
+gives none, so its boxes do not require grad).
+
+Every backend that computes in float64 (all but ``tensorflow``, float32 only) runs, on every device its record
+lists that this machine has: on a CPU machine ``reference``, ``vectorized``, ``compiled``, ``cpp``, ``triton``
+(under ``TRITON_INTERPRET=1``) and ``torchvision`` (roi_align); on a GPU also ``vectorized``, ``compiled``,
+``cuda``, ``torchvision`` and ``triton`` on ``cuda`` (there ``triton`` runs on ``cuda`` only).
 
 Boxes are random (no sample on a pixel edge or a rounding tie, where the bilinear map has a kink) and kept at
 least two pixels wide, so that neither a finite-difference step (1e-6) nor roi_align's adaptive
 ``ceil(size / output)`` crosses a discontinuity. roi_align boxes are passed as a list of ``Tensor[L, 4]``, so the
-box gradient is checked on the coordinates only (the batch column is an index, not a variable). Every backend runs
-on every device its record lists (on a GPU: ``vectorized``, ``torchvision`` and ``cuda`` on ``cuda`` too).
+box gradient is checked on the coordinates only (the batch column is an index, not a variable).
 """
 
 import pytest

@@ -14,7 +14,7 @@ nbformat = optional_deps.require("nbformat")
 for _module in ("nbclient", "ipykernel"):
     optional_deps.require(_module)
 
-NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 # Listed by name, not globbed, so that a missing notebook fails instead of vanishing from the test.
 NOTEBOOKS = ("01_bilinear_sampling.ipynb", "02_box_conventions.ipynb", "03_backends_compared.ipynb",
              "04_box_gradients_and_porting.ipynb")
