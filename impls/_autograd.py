@@ -65,3 +65,39 @@ class RoIAlignFunction(torch.autograd.Function):
                 grad, input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned
             )
         return grad_input, grad_rois, None, None, None, None, None, None
+
+
+class MultiScaleRoIAlignFunction(torch.autograd.Function):
+    """Multi-level roi_align in one kernel call per pass; the maps come last, one argument each, so that each gets
+    its own gradient."""
+
+    @staticmethod
+    def forward(rois, levels, scales, pooled_height, pooled_width, sampling_ratio, aligned, kernels, *features):
+        return kernels.forward(list(features), rois, levels, scales, pooled_height, pooled_width, sampling_ratio,
+                               aligned)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        rois, levels, *params = inputs[:8]
+        features = inputs[8:]
+        ctx.save_for_backward(rois, levels, *(features if ctx.needs_input_grad[0] else ()))
+        ctx.shapes = [f.shape for f in features]
+        ctx.params = params
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        rois, levels, *features = ctx.saved_tensors
+        scales, pooled_height, pooled_width, sampling_ratio, aligned, kernels = ctx.params
+        grad_maps = [None] * len(ctx.shapes)
+        if any(ctx.needs_input_grad[8:]):
+            batch_size, channels = ctx.shapes[0][:2]
+            grad_maps = kernels.backward_input(
+                grad, rois, levels, scales, pooled_height, pooled_width, batch_size, channels,
+                [s[2] for s in ctx.shapes], [s[3] for s in ctx.shapes], sampling_ratio, aligned,
+            )
+        grad_rois = None
+        if ctx.needs_input_grad[0]:
+            grad_rois = kernels.backward_boxes(grad, features, rois, levels, scales, pooled_height, pooled_width,
+                                               sampling_ratio, aligned)
+        return (grad_rois, None, None, None, None, None, None, None, *grad_maps)

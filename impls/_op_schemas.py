@@ -1,4 +1,5 @@
-"""The six kernels as operators: one schema and one fake kernel each.
+"""The kernels as operators: one schema and one fake kernel each (roi_align and crop_and_resize, three each; the
+multi-level roi_align's three, C++ only).
 
 A fake kernel gives an operator's output shape, dtype and layout (``impls/_layout.py``) without computing it, and
 checks the shape contract of its arguments: it is what ``torch.compile`` runs while tracing. Two backends are
@@ -38,6 +39,23 @@ SCHEMAS = {
     "roi_align_backward_boxes": (
         "(Tensor grad, Tensor input, Tensor rois, float spatial_scale, SymInt pooled_height, SymInt pooled_width, "
         "int sampling_ratio, bool aligned) -> Tensor"
+    ),
+}
+
+# Multi-level roi_align: C++ (CPU) kernels only, so not among the operators every device and triton provide.
+MULTISCALE_SCHEMAS = {
+    "multiscale_roi_align_forward": (
+        "(Tensor[] features, Tensor rois, Tensor levels, float[] scales, SymInt pooled_height, SymInt pooled_width, "
+        "int sampling_ratio, bool aligned) -> Tensor"
+    ),
+    "multiscale_roi_align_backward_input": (
+        "(Tensor grad, Tensor rois, Tensor levels, float[] scales, SymInt pooled_height, SymInt pooled_width, "
+        "SymInt batch_size, SymInt channels, int[] heights, int[] widths, int sampling_ratio, bool aligned) "
+        "-> Tensor[]"
+    ),
+    "multiscale_roi_align_backward_boxes": (
+        "(Tensor grad, Tensor[] features, Tensor rois, Tensor levels, float[] scales, SymInt pooled_height, "
+        "SymInt pooled_width, int sampling_ratio, bool aligned) -> Tensor"
     ),
 }
 
@@ -93,4 +111,25 @@ def roi_align_backward_boxes(grad, input, rois, spatial_scale, pooled_height, po
     return rois.new_empty(rois.shape)
 
 
-FAKES = {name: globals()[name] for name in SCHEMAS}
+def multiscale_roi_align_forward(features, rois, levels, scales, pooled_height, pooled_width, sampling_ratio,
+                                 aligned):
+    torch._check(rois.dim() == 2 and rois.shape[1] == 5, lambda: f"rois must be [K, 5], got {tuple(rois.shape)}")
+    torch._check(levels.shape == (rois.shape[0],), lambda: "levels must be [K]")
+    first = features[0]
+    out = first.new_empty((rois.shape[0], first.shape[1], pooled_height, pooled_width))
+    return out.contiguous(memory_format=_layout.memory_format(first))
+
+
+def multiscale_roi_align_backward_input(grad, rois, levels, scales, pooled_height, pooled_width, batch_size,
+                                        channels, heights, widths, sampling_ratio, aligned):
+    _check_grad(grad, rois.shape[0], channels, pooled_height, pooled_width)
+    return [_input_grad_like(grad, batch_size, channels, h, w) for h, w in zip(heights, widths)]
+
+
+def multiscale_roi_align_backward_boxes(grad, features, rois, levels, scales, pooled_height, pooled_width,
+                                        sampling_ratio, aligned):
+    _check_grad(grad, rois.shape[0], features[0].shape[1], pooled_height, pooled_width)
+    return rois.new_empty(rois.shape)
+
+
+FAKES = {name: globals()[name] for name in {**SCHEMAS, **MULTISCALE_SCHEMAS}}

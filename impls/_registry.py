@@ -24,6 +24,16 @@ reads the feature map.
   * ``backward_boxes(grad, input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned)``
     -> ``Tensor[K, 5]`` (column 0, the batch index, gets 0).
 
+* ``multiscale_roi_align`` (optional: a backend without it pools each level with its ``roi_align``; ``levels`` is
+  int64 [K], each box's map; ``scales`` one per map):
+
+  * ``forward(features, rois, levels, scales, pooled_height, pooled_width, sampling_ratio, aligned)``
+    -> ``Tensor[K, C, pooled_height, pooled_width]``.
+  * ``backward_input(grad, rois, levels, scales, pooled_height, pooled_width, batch_size, channels, heights,
+    widths, sampling_ratio, aligned)`` -> one ``Tensor[N, C, H_l, W_l]`` per map.
+  * ``backward_boxes(grad, features, rois, levels, scales, pooled_height, pooled_width, sampling_ratio, aligned)``
+    -> ``Tensor[K, 5]``.
+
 ``backward_boxes`` is ``None`` for a backend that gives no gradient to the boxes.
 """
 

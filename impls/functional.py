@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from . import _autocast, _levels, _registry, _validation
-from ._autograd import CropAndResizeFunction, RoIAlignFunction
+from ._autograd import CropAndResizeFunction, MultiScaleRoIAlignFunction, RoIAlignFunction
 
 
 def resolve_backend(backend: str, op: str, device) -> str:
@@ -164,6 +164,15 @@ def multiscale_roi_align(
     """
     _registry.check_name(backend, "roi_align")
     features = _validation.pyramid_args(features, image_shapes)
+    device_type = _autocast.active_device_type(features[0])
+    if device_type is not None:  # torchvision's rule, as roi_align: float32 inside, the maps' dtype out
+        with torch.autocast(device_type, enabled=False):
+            out = multiscale_roi_align(
+                _autocast.to_float32(features), _autocast.to_float32(boxes), image_shapes, output_size,
+                sampling_ratio, aligned, canonical_scale=canonical_scale, canonical_level=canonical_level,
+                backend=backend,
+            )
+        return out.to(features[0].dtype)
     scales = _levels.infer_scales([f.shape[-2] for f in features], image_shapes)
     rois, pooled_height, pooled_width, _, sampling_ratio = _validation.roi_align_args(
         features[0], boxes, output_size, scales[0], sampling_ratio, aligned
@@ -172,12 +181,18 @@ def multiscale_roi_align(
     if len(features) == 1:  # torchvision's pooler maps no level then, whatever the boxes' sizes
         return roi_align(features[0], rois, size, scales[0], sampling_ratio, aligned, backend=backend)
     levels = _levels.map_levels(rois[:, 1:].detach(), scales, canonical_scale, canonical_level)  # [K]
-    N, C = features[0].shape[:2]
-    out = features[0].new_zeros((rois.shape[0], C, pooled_height, pooled_width))
-    # TODO(#21): one operator call per pass on cpp, cuda and triton, without the per-level index (a host sync on
-    # CUDA); today each level is one roi_align call on the backend named, its boxes gathered and scattered back.
+    name = _registry.resolve(backend, "roi_align", features[0].device)
+    if "multiscale_roi_align" in _registry.registered()[name].kernels:
+        kernels = _kernels(name, "multiscale_roi_align", features[0], rois)
+        return MultiScaleRoIAlignFunction.apply(
+            rois, levels, tuple(scales), pooled_height, pooled_width, sampling_ratio, aligned, kernels, *features
+        )
+    # TODO(#21): one operator call per pass on cuda and triton too, without the per-level index (a host sync on
+    # CUDA); a backend without a multi-level kernel pools each level with one roi_align call, its boxes gathered
+    # and scattered back.
+    out = features[0].new_zeros((rois.shape[0], features[0].shape[1], pooled_height, pooled_width))
     for level, (feature, scale) in enumerate(zip(features, scales)):
         idx = torch.where(levels == level)[0]  # [K_l]
-        pooled = roi_align(feature, rois[idx], size, scale, sampling_ratio, aligned, backend=backend)
+        pooled = roi_align(feature, rois[idx], size, scale, sampling_ratio, aligned, backend=name)
         out = out.index_put((idx,), pooled.to(out.dtype))
     return out

@@ -207,3 +207,79 @@ def test_featmap_names_not_in_x():
 def test_unknown_backend_comes_first():
     with pytest.raises(ValueError, match="unknown backend 'fast'"):
         impls.multiscale_roi_align("not a pyramid", None, None, 7, backend="fast")
+
+
+class _OperatorCalls(torch.utils._python_dispatch.TorchDispatchMode):
+    """Records the impls:: operators a block calls."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.namespace == "impls":
+            self.calls.append(func.__name__.split(".")[0])
+        return func(*args, **(kwargs or {}))
+
+
+def test_cpp_pools_every_level_in_one_operator_call_per_pass():
+    x = [v.requires_grad_() for k, v in pyramid(torch.float64).items() if k != "pool"]
+    boxes = [b.requires_grad_() for b in boxes_per_image(torch.float64)]
+    with _OperatorCalls() as mode:
+        out = impls.multiscale_roi_align(x, boxes, image_shapes(), 7, 2, backend="cpp")
+        out.backward(torch.ones_like(out))
+    assert mode.calls == ["multiscale_roi_align_forward", "multiscale_roi_align_backward_input",
+                          "multiscale_roi_align_backward_boxes"]
+
+
+def _layout_params():
+    return [
+        pytest.param(dtype, contiguity, id=f"{str(dtype)[6:]}-{contiguity}")
+        for dtype in (torch.float64, torch.float32, torch.float16, torch.bfloat16)
+        for contiguity in cases.CONTIGUITY
+    ]
+
+
+@pytest.mark.parametrize("dtype,contiguity", _layout_params())
+def test_cpp_one_call_equals_reference_per_level(dtype, contiguity):
+    # Oracle: the reference backend pooling each level with its roi_align. float64 is bit for bit (cpp evaluates
+    # the reference's expressions in its order, level by level: CONVENTIONS.md section 6); other dtypes round the
+    # inputs first, so both sides see the same values, and take the matrix's tolerances.
+    x64 = [v for k, v in pyramid(torch.float64, c=3).items() if k != "pool"]
+    boxes64 = boxes_per_image(torch.float64, counts=(6, 5))
+    results = {}
+    for name in ("reference", "cpp"):
+        maps = [cases.with_layout(m.to(dtype).clone(), contiguity).requires_grad_() for m in x64]
+        boxes = [b.to(dtype).clone().requires_grad_() for b in boxes64]
+        out = impls.multiscale_roi_align(maps, boxes, image_shapes(), (3, 4), 2, aligned=True, backend=name)
+        g = torch.Generator().manual_seed(4)
+        out.backward(torch.randn(out.shape, generator=g, dtype=torch.float64).to(dtype))
+        results[name] = (out, [m.grad for m in maps], torch.cat([b.grad for b in boxes]))
+    tol = cases.tolerance("cpp", dtype)
+    cases.assert_close(results["cpp"][0], results["reference"][0], tol, "forward")
+    for level, (ours, theirs) in enumerate(zip(results["cpp"][1], results["reference"][1])):
+        cases.assert_close(ours, theirs, tol, f"gradient of map {level}")
+    cases.assert_close(results["cpp"][2], results["reference"][2], tol, "box gradient")
+
+
+def test_cpp_operators_pass_opcheck():
+    x = [v for k, v in pyramid(torch.float64, c=2).items() if k != "pool"]
+    rois = torch.cat([torch.zeros(9, 1, dtype=torch.float64), boxes_per_image(torch.float64)[0]], dim=1)
+    levels = torch.tensor([0, 2, 3, 1, 0, 1, 2, 3, 0])
+    scales = [1 / s for s in STRIDES]
+    grad = torch.randn(9, 2, 3, 3, dtype=torch.float64)
+    ops = torch.ops.impls
+    torch.library.opcheck(ops.multiscale_roi_align_forward.default, (x, rois, levels, scales, 3, 3, 2, False))
+    torch.library.opcheck(ops.multiscale_roi_align_backward_input.default,
+                          (grad, rois, levels, scales, 3, 3, 2, 2, [m.shape[2] for m in x], [m.shape[3] for m in x],
+                           2, False))
+    torch.library.opcheck(ops.multiscale_roi_align_backward_boxes.default,
+                          (grad, x, rois, levels, scales, 3, 3, 2, False))
+
+
+def test_cpp_rejects_a_level_outside_the_pyramid():
+    x = [v for k, v in pyramid(torch.float64, c=2).items() if k != "pool"]
+    rois = torch.tensor([[0, 1.0, 1, 5, 5]], dtype=torch.float64)
+    with pytest.raises(RuntimeError, match=r"levels\[0\] = 4 is not a level in \[0, 4\)"):
+        torch.ops.impls.multiscale_roi_align_forward(x, rois, torch.tensor([4]), [0.25, 0.125, 0.0625, 0.03125],
+                                                     2, 2, 2, False)

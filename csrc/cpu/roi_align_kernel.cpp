@@ -1,4 +1,6 @@
 // roi_align on the CPU: torchvision's sampling rule (csrc/bilinear.h), mirroring impls/backends/reference.py.
+// Multi-level (FPN) pooling is the same kernels over a pyramid: each box carries its level, and reads that level's
+// map at that level's scale; roi_align is the one-level case (every box on level 0).
 //
 // The sample rows (PH * grid_h per box) and columns (PW * grid_w per box) are computed once per box into
 // tables: in-range flag, corner pixels, weights, and the position derivative used by the box gradient. Every
@@ -8,7 +10,7 @@
 // thread's consecutive items reuse the same 8 planes (8 x 243 KB for a 200x304 P2 map) for all boxes, copied
 // once into a per-thread buffer; box-major order instead re-fetches every box's region from DRAM once per
 // channel.
-// Image gradient: split over (image, channel block), each walking its image's boxes in increasing k, so
+// Image gradient: split over (level, image, channel block), each walking its boxes in increasing k, so
 // contributions arrive in the reference's order (deterministic, no races).
 // Box gradient: split over box ranges; a range walks channel-outer, box-inner (for locality) while each box
 // still sums channel, cell, sample in the reference's order.
@@ -47,9 +49,27 @@ struct RoiAxis {
   T scale_hi;   // spatial_scale * position: d sample / d box end
 };
 
-// One box: its image, its geometry (in double, see roi_axis) and where its samples sit in the tables.
+// The maps' sizes and scales, one entry per pyramid level (one level for roi_align).
+struct Levels {
+  std::vector<int64_t> H, W;
+  std::vector<double> scale;
+
+  int64_t count() const { return static_cast<int64_t>(H.size()); }
+  int64_t plane(int64_t l) const { return H[l] * W[l]; }
+  int64_t largest_plane() const {
+    int64_t p = 0;
+    for (int64_t l = 0; l < count(); ++l) p = std::max(p, plane(l));
+    return p;
+  }
+};
+
+// One box: its image and level, its level's map size, its geometry (in double, see roi_axis) and where its
+// samples sit in the tables.
 struct RoiBox {
   int64_t n;
+  int64_t level;
+  int64_t H;
+  int64_t W;
   RoiGeometry<double> geo;
   int64_t grid_h;  // max(geo.grid_h, 0): rows of samples per bin actually visited
   int64_t grid_w;
@@ -87,9 +107,9 @@ struct RoiTables {
   std::vector<RoiAxis<T>> ys;
   std::vector<RoiAxis<T>> xs;
 
-  RoiTables(const scalar_t* rois, int64_t K, int64_t N, int64_t H, int64_t W, double spatial_scale_, int64_t PH,
+  // levels: each box's level in [0, lv.count()), or nullptr for one level.
+  RoiTables(const scalar_t* rois, const int64_t* levels, int64_t K, int64_t N, const Levels& lv, int64_t PH,
             int64_t PW, int64_t sampling_ratio, bool aligned) {
-    const double spatial_scale = spatial_scale_;
     boxes.resize(K);
     int64_t y_rows = 0, x_rows = 0;
     for (int64_t k = 0; k < K; ++k) {
@@ -97,6 +117,9 @@ struct RoiTables {
       const double b = static_cast<double>(r[0]);
       TORCH_CHECK(roi_batch_valid(b, N), "rois[", k, ", 0] = ", b,
                   " is not a batch index in [0, ", N, ")");
+      const int64_t level = levels == nullptr ? 0 : levels[k];
+      TORCH_CHECK(level >= 0 && level < lv.count(), "levels[", k, "] = ", level, " is not a level in [0, ",
+                  lv.count(), ")");
       if (sampling_ratio <= 0) {
         // The adaptive grid is ceil(box size / output size) samples: it needs a finite box.
         for (int j = 1; j < 5; ++j) {
@@ -106,9 +129,12 @@ struct RoiTables {
       }
       RoiBox& box = boxes[k];
       box.n = static_cast<int64_t>(b);
+      box.level = level;
+      box.H = lv.H[level];
+      box.W = lv.W[level];
       box.geo = roi_geometry<double>(static_cast<double>(r[1]), static_cast<double>(r[2]),
-                                     static_cast<double>(r[3]), static_cast<double>(r[4]), spatial_scale, PH, PW,
-                                     sampling_ratio, aligned);
+                                     static_cast<double>(r[3]), static_cast<double>(r[4]), lv.scale[level], PH,
+                                     PW, sampling_ratio, aligned);
       box.grid_h = std::max<int64_t>(box.geo.grid_h, 0);
       box.grid_w = std::max<int64_t>(box.geo.grid_w, 0);
       box.y_offset = y_rows;
@@ -122,16 +148,26 @@ struct RoiTables {
       for (int64_t k = begin; k < end; ++k) {
         const RoiBox& box = boxes[k];
         const RoiGeometry<double>& g = box.geo;
+        const double scale = lv.scale[box.level];
         for (int64_t ph = 0; ph < PH; ++ph)
           for (int64_t iy = 0; iy < box.grid_h; ++iy)
             ys[box.y_offset + ph * box.grid_h + iy] =
-                roi_axis<T>(g.y_start, ph, g.bin_h, iy, g.grid_h, PH, g.h_clamped, H, spatial_scale);
+                roi_axis<T>(g.y_start, ph, g.bin_h, iy, g.grid_h, PH, g.h_clamped, box.H, scale);
         for (int64_t pw = 0; pw < PW; ++pw)
           for (int64_t ix = 0; ix < box.grid_w; ++ix)
             xs[box.x_offset + pw * box.grid_w + ix] =
-                roi_axis<T>(g.x_start, pw, g.bin_w, ix, g.grid_w, PW, g.w_clamped, W, spatial_scale);
+                roi_axis<T>(g.x_start, pw, g.bin_w, ix, g.grid_w, PW, g.w_clamped, box.W, scale);
       }
     });
+  }
+
+  // Boxes grouped by (level, image), each group in increasing k: group level * N + n is
+  // order[start[group] .. start[group + 1]). Walking a group in this order keeps the reference's order.
+  void by_level_and_image(int64_t N, int64_t L, std::vector<int64_t>& order, std::vector<int64_t>& start) const {
+    const int64_t K = static_cast<int64_t>(boxes.size());
+    std::vector<int64_t> group(K);
+    for (int64_t k = 0; k < K; ++k) group[k] = boxes[k].level * N + boxes[k].n;
+    boxes_by_image(group.data(), K, L * N, order, start);
   }
 };
 
@@ -170,18 +206,19 @@ void roi_forward_block(const RoiTables<scalar_t, T>& tab, const RoiBox& box, con
 
 // Channels last ([N, H, W, C] in memory): every tap of a sample is a run of C contiguous values, so the inner loop
 // over channels is a vectorizable multiply-add of four rows, with no plane copies or transposes. Each output
-// element still sums its samples in the reference's order.
+// element still sums its samples in the reference's order. maps[l] is level l's map.
 template <typename scalar_t, typename T>
-void roi_forward_channels_last(const RoiTables<scalar_t, T>& tab, const scalar_t* img, int64_t C, int64_t H,
-                               int64_t W, int64_t PH, int64_t PW, scalar_t* out) {
+void roi_forward_channels_last(const RoiTables<scalar_t, T>& tab, const std::vector<const scalar_t*>& maps,
+                               int64_t C, int64_t PH, int64_t PW, scalar_t* out) {
   const int64_t K = static_cast<int64_t>(tab.boxes.size());
   at::parallel_for(0, K * PH, grain_for(PW * 4 * C), [&](int64_t begin, int64_t end) {
     std::vector<T> acc(C);
     for (int64_t item = begin; item < end; ++item) {
       const int64_t k = item / PH, ph = item % PH;
       const RoiBox& box = tab.boxes[k];
+      const int64_t W = box.W;
       const T count = static_cast<T>(box.geo.count);
-      const scalar_t* image = img + box.n * H * W * C;
+      const scalar_t* image = maps[box.level] + box.n * box.H * W * C;
       const RoiAxis<T>* yrow = tab.ys.data() + box.y_offset + ph * box.grid_h;
       for (int64_t pw = 0; pw < PW; ++pw) {
         const RoiAxis<T>* xrow = tab.xs.data() + box.x_offset + pw * box.grid_w;
@@ -216,8 +253,8 @@ void roi_forward_channels_last(const RoiTables<scalar_t, T>& tab, const scalar_t
 // division.
 template <bool kPow2, typename scalar_t, typename T>
 void roi_input_grad_box_channels_last(const RoiTables<scalar_t, T>& tab, const RoiBox& box, const scalar_t* gk,
-                                      int64_t C, int64_t cs, int64_t W, int64_t PH, int64_t PW, T* acc,
-                                      int64_t step) {
+                                      int64_t C, int64_t cs, int64_t PH, int64_t PW, T* acc, int64_t step) {
+  const int64_t W = box.W;
   const T count = static_cast<T>(box.geo.count);
   const T inv = static_cast<T>(1) / count;
   const auto share = [&](T gw) { return kPow2 ? gw * inv : gw / count; };
@@ -248,41 +285,42 @@ void roi_input_grad_box_channels_last(const RoiTables<scalar_t, T>& tab, const R
   }
 }
 
-// Channels-last input gradient: split over (image, channel slice); each task walks its image's boxes in
-// increasing k and adds every tap in the reference's order (deterministic, no two threads write the same element):
-// straight into the zeroed gradient for float/double, into a float [H * W, slice] accumulator rounded once for
-// half types. g is the incoming gradient, channels last too ([K, PH, PW, C]).
+// Channels-last input gradient: split over (level, image, channel slice); each task walks its level's and image's
+// boxes in increasing k and adds every tap in the reference's order (deterministic, no two threads write the same
+// element): straight into the zeroed gradient for float/double, into a float [H * W, slice] accumulator rounded
+// once for half types. g is the incoming gradient, channels last too ([K, PH, PW, C]); grads[l] is level l's.
 template <typename scalar_t, typename T>
-void roi_input_grad_channels_last(const RoiTables<scalar_t, T>& tab, const scalar_t* g, int64_t N, int64_t C,
-                                  int64_t H, int64_t W, int64_t PH, int64_t PW, scalar_t* grad_input) {
-  const int64_t K = static_cast<int64_t>(tab.boxes.size());
-  const int64_t plane_size = H * W;
-  std::vector<int64_t> batch_of_box(K), order, start;
-  for (int64_t k = 0; k < K; ++k) batch_of_box[k] = tab.boxes[k].n;
-  boxes_by_image(batch_of_box.data(), K, N, order, start);
+void roi_input_grad_channels_last(const RoiTables<scalar_t, T>& tab, const Levels& lv, const scalar_t* g,
+                                  int64_t N, int64_t C, int64_t PH, int64_t PW,
+                                  const std::vector<scalar_t*>& grads) {
+  const int64_t L = lv.count();
+  std::vector<int64_t> order, start;
+  tab.by_level_and_image(N, L, order, start);
   // Slices of at most 64 channels, narrower when there would be fewer tasks than threads.
   const int64_t tasks_per_image = (at::get_num_threads() + N - 1) / N;
   const int64_t slice = std::clamp<int64_t>((C + tasks_per_image - 1) / tasks_per_image, 1, 64);
   const int64_t slices = (C + slice - 1) / slice;
   constexpr bool direct = std::is_same_v<scalar_t, T>;
-  at::parallel_for(0, N * slices, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> scratch(direct ? 0 : plane_size * slice);
+  at::parallel_for(0, L * N * slices, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> scratch(direct ? 0 : lv.largest_plane() * slice);
     for (int64_t item = begin; item < end; ++item) {
-      const int64_t n = item / slices, c0 = item % slices * slice;
+      const int64_t group = item / slices, c0 = item % slices * slice;
+      const int64_t level = group / N, n = group % N;
+      const int64_t plane_size = lv.plane(level);
       const int64_t cs = std::min(slice, C - c0);
-      scalar_t* out0 = grad_input + n * plane_size * C + c0;
+      scalar_t* out0 = grads[level] + n * plane_size * C + c0;
       T* acc = direct ? reinterpret_cast<T*>(out0) : scratch.data();
       const int64_t step = direct ? C : cs;
-      if (!direct) std::fill(scratch.begin(), scratch.end(), T(0));
-      for (int64_t j = start[n]; j < start[n + 1]; ++j) {
+      if (!direct) std::fill(scratch.begin(), scratch.begin() + plane_size * cs, T(0));
+      for (int64_t j = start[group]; j < start[group + 1]; ++j) {
         const int64_t k = order[j];
         const RoiBox& box = tab.boxes[k];
         const int64_t count = box.geo.count;
         const scalar_t* gk = g + k * PH * PW * C + c0;
         if ((count & (count - 1)) == 0) {
-          roi_input_grad_box_channels_last<true>(tab, box, gk, C, cs, W, PH, PW, acc, step);
+          roi_input_grad_box_channels_last<true>(tab, box, gk, C, cs, PH, PW, acc, step);
         } else {
-          roi_input_grad_box_channels_last<false>(tab, box, gk, C, cs, W, PH, PW, acc, step);
+          roi_input_grad_box_channels_last<false>(tab, box, gk, C, cs, PH, PW, acc, step);
         }
       }
       if (direct) continue;
@@ -293,71 +331,122 @@ void roi_input_grad_channels_last(const RoiTables<scalar_t, T>& tab, const scala
   });
 }
 
-at::Tensor roi_align_forward_cpu(const at::Tensor& input_, const at::Tensor& rois_, double spatial_scale,
-                                 int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio, bool aligned) {
-  check_roi_align(input_, "input", rois_, pooled_height, pooled_width, c10::DeviceType::CPU);
-  // A channels_last input gives a channels_last output, as conv2d does, computed channels last; a strided input
-  // is copied once here (one pass over N*C*H*W) to its suggested layout.
-  const at::MemoryFormat layout = input_.suggest_memory_format();
-  const at::Tensor input = input_.contiguous(layout);
-  const at::Tensor rois = rois_.contiguous();
-  const int64_t N = input.size(0), C = input.size(1), H = input.size(2), W = input.size(3);
-  const int64_t K = rois.size(0), PH = pooled_height, PW = pooled_width;
-  at::Tensor out = at::empty({K, C, PH, PW}, input.options().memory_format(layout));
-
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "roi_align_forward_cpu", [&] {
-    using T = at::opmath_type<scalar_t>;
-    const RoiTables<scalar_t, T> tab(rois.const_data_ptr<scalar_t>(), K, N, H, W, spatial_scale, PH, PW,
-                                     sampling_ratio, aligned);
-    if (out.numel() == 0) return;
-    const scalar_t* img = input.const_data_ptr<scalar_t>();
-    scalar_t* o = out.mutable_data_ptr<scalar_t>();
-    if (layout == at::MemoryFormat::ChannelsLast) {
-      roi_forward_channels_last(tab, img, C, H, W, PH, PW, o);
-      return;
-    }
-    const int64_t cells = PH * PW, plane_size = H * W;
-    // Boxes visited image by image (k order within an image), so a thread's consecutive items share planes.
-    std::vector<int64_t> batch_of_box(K), order, start;
-    for (int64_t k = 0; k < K; ++k) batch_of_box[k] = tab.boxes[k].n;
-    boxes_by_image(batch_of_box.data(), K, N, order, start);
-    // A thread copies the planes of its current (image, channel block) into a buffer of T once, when the boxes
-    // read them more often than their size (P2, 512 boxes, 7x7, 2x2 samples: 4 * 0.1M reads of a 61K pixel
-    // plane). The copy is one sequential, prefetched pass that leaves the planes in cache for the scattered
-    // box reads, and for half/bfloat16 it converts each value once instead of 4 times per sample. Same values,
-    // same results.
-    int64_t reads = 0;
-    for (const RoiBox& box : tab.boxes) reads += 4 * cells * box.grid_h * box.grid_w;
-    const bool copy_planes = reads >= N * plane_size;
-    at::parallel_for(0, channel_blocks(C) * K, grain_for(cells * 4 * kChannelBlock), [&](int64_t begin,
-                                                                                          int64_t end) {
-      std::vector<T> block_planes(copy_planes ? kChannelBlock * plane_size : 0);
-      int64_t block_key = -1;  // n * C + c0 of the planes in `block_planes`
-      for (int64_t item = begin; item < end; ++item) {
-        const int64_t k = order[item % K];
-        bool full;
-        const int64_t c0 = block_start(item / K, C, full);
-        const int64_t cb = full ? kChannelBlock : 1;
-        const RoiBox& box = tab.boxes[k];
-        const scalar_t* plane0 = img + (box.n * C + c0) * plane_size;
-        scalar_t* dst0 = o + (k * C + c0) * cells;
-        if (copy_planes) {
-          if (block_key != box.n * C + c0) {
-            std::copy(plane0, plane0 + cb * plane_size, block_planes.begin());
-            block_key = box.n * C + c0;
-          }
-          if (full) {
-            roi_forward_block<kChannelBlock>(tab, box, block_planes.data(), plane_size, W, PH, PW, dst0, cells);
-          } else {
-            roi_forward_block<1>(tab, box, block_planes.data(), plane_size, W, PH, PW, dst0, cells);
-          }
-        } else if (full) {
-          roi_forward_block<kChannelBlock>(tab, box, plane0, plane_size, W, PH, PW, dst0, cells);
-        } else {
-          roi_forward_block<1>(tab, box, plane0, plane_size, W, PH, PW, dst0, cells);
+// NCHW forward: split over (channel block, box) items in channel-block-major order, boxes grouped by (level,
+// image), so a thread's consecutive items share the same planes. A thread copies the planes of its current
+// (level, image, channel block) into a buffer of T once, when the boxes read them more often than their size (P2,
+// 512 boxes, 7x7, 2x2 samples: 4 * 0.1M reads of a 61K pixel plane). The copy is one sequential, prefetched pass
+// that leaves the planes in cache for the scattered box reads, and for half/bfloat16 it converts each value once
+// instead of 4 times per sample. Same values, same results.
+template <typename scalar_t, typename T>
+void roi_forward_planes(const RoiTables<scalar_t, T>& tab, const Levels& lv,
+                        const std::vector<const scalar_t*>& maps, int64_t N, int64_t C, int64_t PH, int64_t PW,
+                        scalar_t* o) {
+  const int64_t K = static_cast<int64_t>(tab.boxes.size()), L = lv.count();
+  const int64_t cells = PH * PW;
+  std::vector<int64_t> order, start;
+  tab.by_level_and_image(N, L, order, start);
+  int64_t reads = 0, pixels = 0;
+  for (const RoiBox& box : tab.boxes) reads += 4 * cells * box.grid_h * box.grid_w;
+  for (int64_t l = 0; l < L; ++l) pixels += N * lv.plane(l);
+  const bool copy_planes = reads >= pixels;
+  at::parallel_for(0, channel_blocks(C) * K, grain_for(cells * 4 * kChannelBlock), [&](int64_t begin,
+                                                                                        int64_t end) {
+    std::vector<T> block_planes(copy_planes ? kChannelBlock * lv.largest_plane() : 0);
+    int64_t block_key = -1;  // (level * N + n) * C + c0 of the planes in `block_planes`
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t k = order[item % K];
+      bool full;
+      const int64_t c0 = block_start(item / K, C, full);
+      const int64_t cb = full ? kChannelBlock : 1;
+      const RoiBox& box = tab.boxes[k];
+      const int64_t plane_size = box.H * box.W;
+      const scalar_t* plane0 = maps[box.level] + (box.n * C + c0) * plane_size;
+      scalar_t* dst0 = o + (k * C + c0) * cells;
+      if (copy_planes) {
+        const int64_t key = (box.level * N + box.n) * C + c0;
+        if (block_key != key) {
+          std::copy(plane0, plane0 + cb * plane_size, block_planes.begin());
+          block_key = key;
         }
+        if (full) {
+          roi_forward_block<kChannelBlock>(tab, box, block_planes.data(), plane_size, box.W, PH, PW, dst0, cells);
+        } else {
+          roi_forward_block<1>(tab, box, block_planes.data(), plane_size, box.W, PH, PW, dst0, cells);
+        }
+      } else if (full) {
+        roi_forward_block<kChannelBlock>(tab, box, plane0, plane_size, box.W, PH, PW, dst0, cells);
+      } else {
+        roi_forward_block<1>(tab, box, plane0, plane_size, box.W, PH, PW, dst0, cells);
       }
-    });
+    }
+  });
+}
+
+// A pyramid's maps, in one layout (the first map's suggested one: a channels_last network stays channels last; a
+// strided map is copied once here to that layout), and their sizes; the batch and channel counts are checked equal.
+struct Pyramid {
+  std::vector<at::Tensor> maps;
+  Levels lv;
+  at::MemoryFormat layout;
+};
+
+Pyramid pyramid_of(at::TensorList features_, const std::vector<double>& scales, const at::Tensor& rois,
+                   int64_t pooled_height, int64_t pooled_width) {
+  TORCH_CHECK(!features_.empty(), "features must hold at least one map");
+  TORCH_CHECK(static_cast<int64_t>(scales.size()) == static_cast<int64_t>(features_.size()), "scales must give one ",
+              "scale per map: ", features_.size(), " maps, ", scales.size(), " scales");
+  Pyramid p;
+  p.layout = features_[0].suggest_memory_format();
+  for (size_t l = 0; l < features_.size(); ++l) {
+    const at::Tensor& f = features_[l];
+    check_roi_align(f, "features[l]", rois, pooled_height, pooled_width, c10::DeviceType::CPU);
+    check_same(f, features_[0], "features[l]", "features[0]");
+    TORCH_CHECK(f.size(0) == features_[0].size(0) && f.size(1) == features_[0].size(1), "features[", l,
+                "] must have the N and C of features[0]: ", f.sizes(), " vs ", features_[0].sizes());
+    p.maps.push_back(f.contiguous(p.layout));
+    p.lv.H.push_back(f.size(2));
+    p.lv.W.push_back(f.size(3));
+    p.lv.scale.push_back(scales[l]);
+  }
+  return p;
+}
+
+// levels [K] int64 (each box's map), checked and contiguous.
+at::Tensor levels_of(const at::Tensor& levels, const at::Tensor& rois) {
+  TORCH_CHECK(levels.dim() == 1 && levels.size(0) == rois.size(0) && levels.scalar_type() == at::kLong,
+              "levels must be an int64 [K] tensor with K = ", rois.size(0), ", got ", levels.scalar_type(), " ",
+              levels.sizes());
+  TORCH_CHECK(levels.device() == rois.device(), "levels must be on ", rois.device(), ", got ", levels.device());
+  return levels.contiguous();
+}
+
+// The kernels' view of levels: nullptr (an undefined tensor) for roi_align's one map.
+const int64_t* levels_ptr(const at::Tensor& levels) {
+  return levels.defined() ? levels.const_data_ptr<int64_t>() : nullptr;
+}
+
+at::Tensor multiscale_forward_cpu(at::TensorList features_, const at::Tensor& rois_, const at::Tensor& levels,
+                                  const std::vector<double>& scales, int64_t pooled_height, int64_t pooled_width,
+                                  int64_t sampling_ratio, bool aligned) {
+  const Pyramid p = pyramid_of(features_, scales, rois_, pooled_height, pooled_width);
+  const at::Tensor rois = rois_.contiguous();
+  const int64_t N = p.maps[0].size(0), C = p.maps[0].size(1);
+  const int64_t K = rois.size(0), PH = pooled_height, PW = pooled_width;
+  at::Tensor out = at::empty({K, C, PH, PW}, p.maps[0].options().memory_format(p.layout));
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.maps[0].scalar_type(), "roi_align_forward_cpu", [&] {
+    using T = at::opmath_type<scalar_t>;
+    const RoiTables<scalar_t, T> tab(rois.const_data_ptr<scalar_t>(), levels_ptr(levels), K, N, p.lv,
+                                     PH, PW, sampling_ratio, aligned);
+    if (out.numel() == 0) return;
+    std::vector<const scalar_t*> maps;
+    for (const at::Tensor& m : p.maps) maps.push_back(m.const_data_ptr<scalar_t>());
+    scalar_t* o = out.mutable_data_ptr<scalar_t>();
+    if (p.layout == at::MemoryFormat::ChannelsLast) {
+      roi_forward_channels_last(tab, maps, C, PH, PW, o);
+    } else {
+      roi_forward_planes(tab, p.lv, maps, N, C, PH, PW, o);
+    }
   });
   return out;
 }
@@ -367,7 +456,8 @@ at::Tensor roi_align_forward_cpu(const at::Tensor& input_, const at::Tensor& roi
 // reciprocal instead: the same correctly rounded result, without 4 divisions per sample.
 template <int64_t CB, bool kPow2, typename scalar_t, typename T>
 void roi_input_grad_block(const RoiTables<scalar_t, T>& tab, const RoiBox& box, const scalar_t* g0,
-                          int64_t g_stride, int64_t PH, int64_t PW, int64_t W, T* acc0, int64_t plane_size) {
+                          int64_t g_stride, int64_t PH, int64_t PW, T* acc0) {
+  const int64_t W = box.W, plane_size = box.H * box.W;
   const T count = static_cast<T>(box.geo.count);
   const T inv = static_cast<T>(1) / count;
   const auto share = [&](T gw) { return kPow2 ? gw * inv : gw / count; };
@@ -401,96 +491,121 @@ void roi_input_grad_block(const RoiTables<scalar_t, T>& tab, const RoiBox& box, 
 
 template <int64_t CB, typename scalar_t, typename T>
 void roi_input_grad_box(const RoiTables<scalar_t, T>& tab, const RoiBox& box, const scalar_t* g0,
-                        int64_t g_stride, int64_t PH, int64_t PW, int64_t W, T* acc0, int64_t plane_size) {
+                        int64_t g_stride, int64_t PH, int64_t PW, T* acc0) {
   const int64_t count = box.geo.count;
   if ((count & (count - 1)) == 0) {
-    roi_input_grad_block<CB, true>(tab, box, g0, g_stride, PH, PW, W, acc0, plane_size);
+    roi_input_grad_block<CB, true>(tab, box, g0, g_stride, PH, PW, acc0);
   } else {
-    roi_input_grad_block<CB, false>(tab, box, g0, g_stride, PH, PW, W, acc0, plane_size);
+    roi_input_grad_block<CB, false>(tab, box, g0, g_stride, PH, PW, acc0);
   }
 }
 
-at::Tensor roi_align_backward_input_cpu(const at::Tensor& grad_, const at::Tensor& rois_, double spatial_scale,
-                                       int64_t pooled_height, int64_t pooled_width, int64_t N, int64_t C, int64_t H,
-                                       int64_t W, int64_t sampling_ratio, bool aligned) {
+// NCHW input gradient: split over (level, image, channel block), each walking its level's and image's boxes in
+// increasing k, so contributions arrive in the reference's order (deterministic, no races). half/bfloat16
+// accumulate a block's planes in float (as the reference does in double) and round once.
+template <typename scalar_t, typename T>
+void roi_input_grad_planes(const RoiTables<scalar_t, T>& tab, const Levels& lv, const scalar_t* g, int64_t N,
+                           int64_t C, int64_t PH, int64_t PW, const std::vector<scalar_t*>& grads) {
+  const int64_t K = static_cast<int64_t>(tab.boxes.size()), L = lv.count();
+  const int64_t cells = PH * PW;
+  std::vector<int64_t> order, start;
+  tab.by_level_and_image(N, L, order, start);
+  const int64_t blocks = channel_blocks(C);
+  const int64_t work = K / std::max<int64_t>(L * N, 1) * cells * 4 * kChannelBlock;
+  at::parallel_for(0, L * N * blocks, grain_for(work), [&](int64_t begin, int64_t end) {
+    constexpr bool direct = std::is_same_v<scalar_t, T>;
+    std::vector<T> scratch(direct ? 0 : lv.largest_plane() * kChannelBlock);
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t group = item / blocks, level = group / N, n = group % N;
+      const int64_t plane_size = lv.plane(level);
+      bool full;
+      const int64_t c0 = block_start(item % blocks, C, full);
+      const int64_t cb = full ? kChannelBlock : 1;
+      scalar_t* out0 = grads[level] + (n * C + c0) * plane_size;
+      T* acc0 = direct ? reinterpret_cast<T*>(out0) : scratch.data();
+      if (!direct) std::fill(scratch.begin(), scratch.begin() + cb * plane_size, T(0));
+      for (int64_t j = start[group]; j < start[group + 1]; ++j) {
+        const int64_t k = order[j];
+        const scalar_t* g0 = g + (k * C + c0) * cells;
+        if (full) {
+          roi_input_grad_box<kChannelBlock>(tab, tab.boxes[k], g0, cells, PH, PW, acc0);
+        } else {
+          roi_input_grad_box<1>(tab, tab.boxes[k], g0, cells, PH, PW, acc0);
+        }
+      }
+      if (!direct) std::copy(scratch.begin(), scratch.begin() + cb * plane_size, out0);
+    }
+  });
+}
+
+std::vector<at::Tensor> multiscale_backward_input_cpu(const at::Tensor& grad_, const at::Tensor& rois_,
+                                                      const at::Tensor& levels, const std::vector<double>& scales,
+                                                      int64_t pooled_height, int64_t pooled_width, int64_t N,
+                                                      int64_t C, at::IntArrayRef heights, at::IntArrayRef widths,
+                                                      int64_t sampling_ratio, bool aligned) {
   check_roi_align(grad_, "grad", rois_, pooled_height, pooled_width, c10::DeviceType::CPU);
   check_grad(grad_, rois_.size(0), C, pooled_height, pooled_width);
-  check_input_sizes(N, C, H, W);
-  // The input gradient takes the incoming gradient's layout: channels_last in a channels_last network.
+  TORCH_CHECK(heights.size() == scales.size() && widths.size() == scales.size() && !scales.empty(),
+              "heights, widths and scales must give one entry per map, got ", heights.size(), ", ", widths.size(),
+              " and ", scales.size());
+  Levels lv;
+  for (size_t l = 0; l < scales.size(); ++l) {
+    check_input_sizes(N, C, heights[l], widths[l]);
+    lv.H.push_back(heights[l]);
+    lv.W.push_back(widths[l]);
+    lv.scale.push_back(scales[l]);
+  }
+  // The input gradients take the incoming gradient's layout: channels_last in a channels_last network.
   const at::MemoryFormat layout = grad_.suggest_memory_format();
   const at::Tensor rois = rois_.contiguous();
   const at::Tensor grad = grad_.contiguous(layout);
   const int64_t K = rois.size(0), PH = pooled_height, PW = pooled_width;
+  std::vector<at::Tensor> grads;
   // (at::zeros takes no memory format: empty in the layout, then zeroed.)
-  at::Tensor grad_input = at::empty({N, C, H, W}, grad.options().memory_format(layout)).zero_();
+  for (int64_t l = 0; l < lv.count(); ++l) {
+    grads.push_back(at::empty({N, C, lv.H[l], lv.W[l]}, grad.options().memory_format(layout)).zero_());
+  }
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "roi_align_backward_input_cpu", [&] {
     using T = at::opmath_type<scalar_t>;
-    const RoiTables<scalar_t, T> tab(rois.const_data_ptr<scalar_t>(), K, N, H, W, spatial_scale, PH, PW,
-                                     sampling_ratio, aligned);
-    if (K == 0 || C == 0 || H * W == 0) return;
+    const RoiTables<scalar_t, T> tab(rois.const_data_ptr<scalar_t>(), levels_ptr(levels), K, N, lv, PH,
+                                     PW, sampling_ratio, aligned);
+    if (K == 0 || C == 0) return;
+    std::vector<scalar_t*> outs;
+    for (at::Tensor& t : grads) outs.push_back(t.mutable_data_ptr<scalar_t>());
     const scalar_t* g = grad.const_data_ptr<scalar_t>();
     if (layout == at::MemoryFormat::ChannelsLast) {
-      roi_input_grad_channels_last(tab, g, N, C, H, W, PH, PW, grad_input.mutable_data_ptr<scalar_t>());
-      return;
+      roi_input_grad_channels_last(tab, lv, g, N, C, PH, PW, outs);
+    } else {
+      roi_input_grad_planes(tab, lv, g, N, C, PH, PW, outs);
     }
-    const int64_t plane_size = H * W;
-    const int64_t cells = PH * PW;
-    std::vector<int64_t> batch_of_box(K), order, start;
-    for (int64_t k = 0; k < K; ++k) batch_of_box[k] = tab.boxes[k].n;
-    boxes_by_image(batch_of_box.data(), K, N, order, start);
-    scalar_t* gi = grad_input.mutable_data_ptr<scalar_t>();
-    const int64_t blocks = channel_blocks(C);
-    const int64_t work = K / std::max<int64_t>(N, 1) * cells * 4 * kChannelBlock;
-    at::parallel_for(0, N * blocks, grain_for(work), [&](int64_t begin, int64_t end) {
-      // half/bfloat16 accumulate a block's planes in float (as the reference does in double) and round once.
-      constexpr bool direct = std::is_same_v<scalar_t, T>;
-      std::vector<T> scratch(direct ? 0 : plane_size * kChannelBlock);
-      for (int64_t item = begin; item < end; ++item) {
-        const int64_t n = item / blocks;
-        bool full;
-        const int64_t c0 = block_start(item % blocks, C, full);
-        const int64_t cb = full ? kChannelBlock : 1;
-        scalar_t* out0 = gi + (n * C + c0) * plane_size;
-        T* acc0 = direct ? reinterpret_cast<T*>(out0) : scratch.data();
-        if (!direct) std::fill(scratch.begin(), scratch.begin() + cb * plane_size, T(0));
-        for (int64_t j = start[n]; j < start[n + 1]; ++j) {
-          const int64_t k = order[j];
-          const scalar_t* g0 = g + (k * C + c0) * cells;
-          if (full) {
-            roi_input_grad_box<kChannelBlock>(tab, tab.boxes[k], g0, cells, PH, PW, W, acc0, plane_size);
-          } else {
-            roi_input_grad_box<1>(tab, tab.boxes[k], g0, cells, PH, PW, W, acc0, plane_size);
-          }
-        }
-        if (!direct) std::copy(scratch.begin(), scratch.begin() + cb * plane_size, out0);
-      }
-    });
   });
-  return grad_input;
+  return grads;
 }
 
-at::Tensor roi_align_backward_boxes_cpu(const at::Tensor& grad_, const at::Tensor& input_, const at::Tensor& rois_,
-                                       double spatial_scale, int64_t pooled_height, int64_t pooled_width,
-                                       int64_t sampling_ratio, bool aligned) {
-  check_roi_align(input_, "input", rois_, pooled_height, pooled_width, c10::DeviceType::CPU);
-  check_same(grad_, input_, "grad", "input");
-  check_grad(grad_, rois_.size(0), input_.size(1), pooled_height, pooled_width);
-  const at::Tensor input = input_.contiguous();  // one copy if strided, as in the forward
+at::Tensor multiscale_backward_boxes_cpu(const at::Tensor& grad_, at::TensorList features_, const at::Tensor& rois_,
+                                         const at::Tensor& levels, const std::vector<double>& scales,
+                                         int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio,
+                                         bool aligned) {
+  const Pyramid p = pyramid_of(features_, scales, rois_, pooled_height, pooled_width);
+  check_same(grad_, features_[0], "grad", "features[0]");
+  check_grad(grad_, rois_.size(0), features_[0].size(1), pooled_height, pooled_width);
+  std::vector<at::Tensor> maps;  // NCHW: one copy of a channels_last or strided map, as in the forward
+  for (const at::Tensor& f : features_) maps.push_back(f.contiguous());
   const at::Tensor rois = rois_.contiguous();
   const at::Tensor grad = grad_.contiguous();
-  const int64_t N = input.size(0), C = input.size(1), H = input.size(2), W = input.size(3);
+  const int64_t N = maps[0].size(0), C = maps[0].size(1);
   const int64_t K = rois.size(0), PH = pooled_height, PW = pooled_width;
   at::Tensor grad_rois = at::zeros({K, 5}, rois.options());
 
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "roi_align_backward_boxes_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, maps[0].scalar_type(), "roi_align_backward_boxes_cpu", [&] {
     using T = at::opmath_type<scalar_t>;
-    const RoiTables<scalar_t, T> tab(rois.const_data_ptr<scalar_t>(), K, N, H, W, spatial_scale, PH, PW,
-                                     sampling_ratio, aligned);
-    if (K == 0 || C == 0 || H * W == 0) return;
-    const scalar_t* img = input.const_data_ptr<scalar_t>();
+    const RoiTables<scalar_t, T> tab(rois.const_data_ptr<scalar_t>(), levels_ptr(levels), K, N, p.lv,
+                                     PH, PW, sampling_ratio, aligned);
+    if (K == 0 || C == 0) return;
+    std::vector<const scalar_t*> imgs;
+    for (const at::Tensor& m : maps) imgs.push_back(m.const_data_ptr<scalar_t>());
     const scalar_t* g = grad.const_data_ptr<scalar_t>();
-    const int64_t plane_size = H * W;
     const int64_t cells = PH * PW;
     scalar_t* gr = grad_rois.mutable_data_ptr<scalar_t>();
     at::parallel_for(0, K, grain_for(C * cells * 4), [&](int64_t begin, int64_t end) {
@@ -498,10 +613,11 @@ at::Tensor roi_align_backward_boxes_cpu(const at::Tensor& grad_, const at::Tenso
       for (int64_t c = 0; c < C; ++c) {
         for (int64_t k = begin; k < end; ++k) {
           const RoiBox& box = tab.boxes[k];
+          const int64_t W = box.W;
           const T count = static_cast<T>(box.geo.count);
           T d_x1 = sums[k - begin][0], d_y1 = sums[k - begin][1];
           T d_x2 = sums[k - begin][2], d_y2 = sums[k - begin][3];
-          const scalar_t* plane = img + (box.n * C + c) * plane_size;
+          const scalar_t* plane = imgs[box.level] + (box.n * C + c) * box.H * W;
           const scalar_t* gk = g + (k * C + c) * cells;
           for (int64_t ph = 0; ph < PH; ++ph) {
             const RoiAxis<T>* yrow = tab.ys.data() + box.y_offset + ph * box.grid_h;
@@ -544,12 +660,64 @@ at::Tensor roi_align_backward_boxes_cpu(const at::Tensor& grad_, const at::Tenso
   return grad_rois;
 }
 
+// The operators. roi_align is the one-level case: one map, no levels tensor.
+
+at::Tensor multiscale_roi_align_forward_cpu(at::TensorList features, const at::Tensor& rois, const at::Tensor& levels,
+                                            at::ArrayRef<double> scales, int64_t pooled_height, int64_t pooled_width,
+                                            int64_t sampling_ratio, bool aligned) {
+  return multiscale_forward_cpu(features, rois, levels_of(levels, rois), scales.vec(), pooled_height, pooled_width,
+                                sampling_ratio, aligned);
+}
+
+std::vector<at::Tensor> multiscale_roi_align_backward_input_cpu(
+    const at::Tensor& grad, const at::Tensor& rois, const at::Tensor& levels, at::ArrayRef<double> scales,
+    int64_t pooled_height, int64_t pooled_width, int64_t batch_size, int64_t channels, at::IntArrayRef heights,
+    at::IntArrayRef widths, int64_t sampling_ratio, bool aligned) {
+  return multiscale_backward_input_cpu(grad, rois, levels_of(levels, rois), scales.vec(), pooled_height,
+                                       pooled_width, batch_size, channels, heights, widths, sampling_ratio, aligned);
+}
+
+at::Tensor multiscale_roi_align_backward_boxes_cpu(const at::Tensor& grad, at::TensorList features,
+                                                   const at::Tensor& rois, const at::Tensor& levels,
+                                                   at::ArrayRef<double> scales, int64_t pooled_height,
+                                                   int64_t pooled_width, int64_t sampling_ratio, bool aligned) {
+  return multiscale_backward_boxes_cpu(grad, features, rois, levels_of(levels, rois), scales.vec(), pooled_height,
+                                       pooled_width, sampling_ratio, aligned);
+}
+
+at::Tensor roi_align_forward_cpu(const at::Tensor& input, const at::Tensor& rois, double spatial_scale,
+                                 int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio, bool aligned) {
+  check_roi_align(input, "input", rois, pooled_height, pooled_width, c10::DeviceType::CPU);
+  return multiscale_forward_cpu({input}, rois, at::Tensor(), {spatial_scale}, pooled_height, pooled_width,
+                                sampling_ratio, aligned);
+}
+
+at::Tensor roi_align_backward_input_cpu(const at::Tensor& grad, const at::Tensor& rois, double spatial_scale,
+                                       int64_t pooled_height, int64_t pooled_width, int64_t N, int64_t C, int64_t H,
+                                       int64_t W, int64_t sampling_ratio, bool aligned) {
+  check_input_sizes(N, C, H, W);
+  return multiscale_backward_input_cpu(grad, rois, at::Tensor(), {spatial_scale}, pooled_height, pooled_width, N, C,
+                                       {H}, {W}, sampling_ratio, aligned)[0];
+}
+
+at::Tensor roi_align_backward_boxes_cpu(const at::Tensor& grad, const at::Tensor& input, const at::Tensor& rois,
+                                       double spatial_scale, int64_t pooled_height, int64_t pooled_width,
+                                       int64_t sampling_ratio, bool aligned) {
+  check_roi_align(input, "input", rois, pooled_height, pooled_width, c10::DeviceType::CPU);
+  check_same(grad, input, "grad", "input");
+  return multiscale_backward_boxes_cpu(grad, {input}, rois, at::Tensor(), {spatial_scale}, pooled_height,
+                                       pooled_width, sampling_ratio, aligned);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(impls, CPU, m) {
   m.impl("roi_align_forward", TORCH_FN(roi_align_forward_cpu));
   m.impl("roi_align_backward_input", TORCH_FN(roi_align_backward_input_cpu));
   m.impl("roi_align_backward_boxes", TORCH_FN(roi_align_backward_boxes_cpu));
+  m.impl("multiscale_roi_align_forward", TORCH_FN(multiscale_roi_align_forward_cpu));
+  m.impl("multiscale_roi_align_backward_input", TORCH_FN(multiscale_roi_align_backward_input_cpu));
+  m.impl("multiscale_roi_align_backward_boxes", TORCH_FN(multiscale_roi_align_backward_boxes_cpu));
 }
 
 }  // namespace impls

@@ -1,7 +1,8 @@
 """``cpp`` and ``cuda`` backends: glue to the compiled extension ``impls._C`` (``csrc/``).
 
 The extension registers six operators, ``torch.ops.impls.{crop_and_resize,roi_align}_{forward,backward_input,
-backward_boxes}`` (one operator per gradient), with CPU kernels (``csrc/cpu``, parallel over boxes x channels,
+backward_boxes}`` (one operator per gradient), and multi-level roi_align's three (``multiscale_roi_align_*``, CPU
+only: one call pools every level), with CPU kernels (``csrc/cpu``, parallel over boxes x channels,
 float64 bit-exact with ``reference``) and, when built with a CUDA toolkit, CUDA kernels (``csrc/cuda``). This
 module binds the op handles once, gives the ops their fake kernels (``impls/_op_schemas.py``) so that they trace
 under ``torch.compile``, and registers the two backends. The package still imports when the extension is not
@@ -29,6 +30,9 @@ if _IMPORT_ERROR is None:
     _roi_forward = torch.ops.impls.roi_align_forward.default
     _roi_backward_input = torch.ops.impls.roi_align_backward_input.default
     _roi_backward_boxes = torch.ops.impls.roi_align_backward_boxes.default
+    _multiscale_forward = torch.ops.impls.multiscale_roi_align_forward.default
+    _multiscale_backward_input = torch.ops.impls.multiscale_roi_align_backward_input.default
+    _multiscale_backward_boxes = torch.ops.impls.multiscale_roi_align_backward_boxes.default
 
     for _name, _fake in _op_schemas.FAKES.items():
         torch.library.register_fake(f"impls::{_name}")(_fake)
@@ -97,6 +101,24 @@ def roi_align_backward_boxes(grad, input, rois, spatial_scale, pooled_height, po
     )
 
 
+def multiscale_roi_align_forward(features, rois, levels, scales, pooled_height, pooled_width, sampling_ratio,
+                                 aligned):
+    return _multiscale_forward(features, rois, levels, scales, pooled_height, pooled_width, int(sampling_ratio),
+                               bool(aligned))
+
+
+def multiscale_roi_align_backward_input(grad, rois, levels, scales, pooled_height, pooled_width, batch_size,
+                                        channels, heights, widths, sampling_ratio, aligned):
+    return _multiscale_backward_input(grad, rois, levels, scales, pooled_height, pooled_width, batch_size, channels,
+                                      heights, widths, int(sampling_ratio), bool(aligned))
+
+
+def multiscale_roi_align_backward_boxes(grad, features, rois, levels, scales, pooled_height, pooled_width,
+                                        sampling_ratio, aligned):
+    return _multiscale_backward_boxes(grad, features, rois, levels, scales, pooled_height, pooled_width,
+                                      int(sampling_ratio), bool(aligned))
+
+
 _KERNELS = {
     "crop_and_resize": OpKernels(
         crop_and_resize_forward, crop_and_resize_backward_input, crop_and_resize_backward_boxes
@@ -110,7 +132,11 @@ CPP = register(
         summary="C++ extension (csrc/cpu): parallel over boxes x channels; float64 bit-exact with reference",
         devices=("cpu",),
         dtypes=FLOAT_DTYPES,
-        kernels=_KERNELS,
+        kernels={
+            **_KERNELS,
+            "multiscale_roi_align": OpKernels(multiscale_roi_align_forward, multiscale_roi_align_backward_input,
+                                              multiscale_roi_align_backward_boxes),
+        },
         unavailable_reason=_cpp_reason,
     )
 )

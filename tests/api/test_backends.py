@@ -18,9 +18,12 @@ def test_backends_lists_every_backend_with_its_support():
     assert set(rows) == {"reference", "vectorized", "compiled", "cpp", "cuda", "torchvision", "tensorflow", "triton"}
     assert rows["torchvision"]["ops"] == ("roi_align",) and rows["torchvision"]["boxes_grad"] == ()
     assert rows["tensorflow"]["ops"] == ("crop_and_resize",) and rows["tensorflow"]["dtypes"] == ("float32",)
-    for name in ("reference", "vectorized", "compiled", "cpp", "cuda"):
+    for name in ("reference", "vectorized", "compiled", "cuda"):
         assert set(rows[name]["ops"]) == {"crop_and_resize", "roi_align"}, name
         assert set(rows[name]["boxes_grad"]) == {"crop_and_resize", "roi_align"}, name
+    # cpp pools every FPN level in one call; the others pool multi-level roi_align level by level.
+    assert set(rows["cpp"]["ops"]) == set(rows["cpp"]["boxes_grad"]) == {
+        "crop_and_resize", "roi_align", "multiscale_roi_align"}
     for row in rows.values():
         assert row["available"] == (row["reason"] is None), row
 
