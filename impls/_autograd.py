@@ -68,21 +68,18 @@ class RoIAlignFunction(torch.autograd.Function):
 
 
 class MultiScaleRoIAlignFunction(torch.autograd.Function):
-    """Multi-level roi_align in one kernel call per pass; the maps come last, one argument each, so that each gets
-    its own gradient."""
+    """Multi-level roi_align in one kernel call per pass. The maps come last, one argument each, so that each gets
+    its own gradient; their number varies, and Dynamo traces a variable-length forward only in the ``forward(ctx,
+    ...)`` form (with ``setup_context`` it passes the context as the first argument anyway), so this one Function
+    uses that form."""
 
     @staticmethod
-    def forward(rois, levels, scales, pooled_height, pooled_width, sampling_ratio, aligned, kernels, *features):
+    def forward(ctx, kernels, rois, levels, scales, pooled_height, pooled_width, sampling_ratio, aligned, *features):
+        ctx.save_for_backward(rois, levels, *(features if ctx.needs_input_grad[1] else ()))
+        ctx.shapes = [f.shape for f in features]
+        ctx.params = (scales, pooled_height, pooled_width, sampling_ratio, aligned, kernels)
         return kernels.forward(list(features), rois, levels, scales, pooled_height, pooled_width, sampling_ratio,
                                aligned)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        rois, levels, *params = inputs[:8]
-        features = inputs[8:]
-        ctx.save_for_backward(rois, levels, *(features if ctx.needs_input_grad[0] else ()))
-        ctx.shapes = [f.shape for f in features]
-        ctx.params = params
 
     @staticmethod
     @once_differentiable
@@ -97,7 +94,7 @@ class MultiScaleRoIAlignFunction(torch.autograd.Function):
                 [s[2] for s in ctx.shapes], [s[3] for s in ctx.shapes], sampling_ratio, aligned,
             )
         grad_rois = None
-        if ctx.needs_input_grad[0]:
+        if ctx.needs_input_grad[1]:
             grad_rois = kernels.backward_boxes(grad, features, rois, levels, scales, pooled_height, pooled_width,
                                                sampling_ratio, aligned)
-        return (grad_rois, None, None, None, None, None, None, None, *grad_maps)
+        return (None, grad_rois, None, None, None, None, None, None, *grad_maps)

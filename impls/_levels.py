@@ -14,6 +14,8 @@ dtype, as torchvision's ``LevelMapper``, so each box lands on the level torchvis
 
 from __future__ import annotations
 
+import math
+import struct
 from typing import Sequence
 
 import torch
@@ -23,9 +25,11 @@ _EPS = 1e-6
 
 
 def infer_scale(size: int, original: int) -> float:
-    """The power of two nearest to ``size / original`` (torchvision's ``_infer_scale``, height first)."""
-    approx = float(size) / float(original)
-    return 2 ** float(torch.tensor(approx).log2().round())
+    """The power of two nearest to ``size / original`` (torchvision's ``_infer_scale``, height first): the ratio
+    rounded to float32, its ``log2`` rounded half to even, as torchvision's float32 tensor expression does. Plain
+    Python on sizes, so ``torch.compile`` takes it as a constant of the graph."""
+    approx = struct.unpack("f", struct.pack("f", float(size) / float(original)))[0]
+    return 2.0 ** round(math.log2(approx))
 
 
 def infer_scales(heights: Sequence[int], image_shapes: Sequence[tuple[int, int]]) -> list[float]:
@@ -43,10 +47,9 @@ def infer_scales(heights: Sequence[int], image_shapes: Sequence[tuple[int, int]]
 
 
 def level_range(scales: Sequence[float]) -> tuple[int, int]:
-    """``(k_min, k_max)``: the FPN levels of the finest and the coarsest map (2 and 5 for strides 4 to 32)."""
-    k_min = -torch.log2(torch.tensor(scales[0], dtype=torch.float32)).item()
-    k_max = -torch.log2(torch.tensor(scales[-1], dtype=torch.float32)).item()
-    return int(k_min), int(k_max)
+    """``(k_min, k_max)``: the FPN levels of the finest and the coarsest map (2 and 5 for strides 4 to 32); exact,
+    the scales being powers of two (``infer_scales``)."""
+    return int(-math.log2(scales[0])), int(-math.log2(scales[-1]))
 
 
 def map_levels(boxes: torch.Tensor, scales: Sequence[float], canonical_scale: float,

@@ -185,7 +185,7 @@ def multiscale_roi_align(
     if "multiscale_roi_align" in _registry.registered()[name].kernels:
         kernels = _kernels(name, "multiscale_roi_align", features[0], rois)
         return MultiScaleRoIAlignFunction.apply(
-            rois, levels, tuple(scales), pooled_height, pooled_width, sampling_ratio, aligned, kernels, *features
+            kernels, rois, levels, tuple(scales), pooled_height, pooled_width, sampling_ratio, aligned, *features
         )
     # TODO(#21): one operator call per pass on cuda and triton too, without the per-level index (a host sync on
     # CUDA); a backend without a multi-level kernel pools each level with one roi_align call, its boxes gathered

@@ -283,3 +283,42 @@ def test_cpp_rejects_a_level_outside_the_pyramid():
     with pytest.raises(RuntimeError, match=r"levels\[0\] = 4 is not a level in \[0, 4\)"):
         torch.ops.impls.multiscale_roi_align_forward(x, rois, torch.tensor([4]), [0.25, 0.125, 0.0625, 0.03125],
                                                      2, 2, 2, False)
+
+
+def _pyramid_module(backend):
+    class Pooler(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pool = impls.MultiScaleRoIAlign(["0", "1", "2", "3"], 7, 2, backend=backend)
+
+        def forward(self, p2, p3, p4, p5, boxes0, boxes1):
+            return self.pool({"0": p2, "1": p3, "2": p4, "3": p5}, [boxes0, boxes1], image_shapes())
+
+    return Pooler()
+
+
+def test_cpp_compiles_as_one_graph_forward_and_backward():
+    # Oracle: the eager call. fullgraph: no graph break anywhere (scale inference is Python on sizes, level
+    # assignment torch operations, the kernels custom operators with fakes).
+    x = [v for k, v in pyramid(torch.float32).items() if k != "pool"]
+    boxes = boxes_per_image(torch.float32)
+    module = _pyramid_module("cpp")
+    results = []
+    for run in (module, torch.compile(module, fullgraph=True)):
+        maps = [m.clone().requires_grad_() for m in x]
+        image_boxes = [b.clone().requires_grad_() for b in boxes]
+        out = run(*maps, *image_boxes)
+        out.backward(torch.ones_like(out))
+        results.append([out, *(m.grad for m in maps), *(b.grad for b in image_boxes)])
+    for eager, compiled in zip(*results):
+        torch.testing.assert_close(compiled, eager, rtol=0, atol=0)
+
+
+def test_cpp_exports():
+    x = [v for k, v in pyramid(torch.float32).items() if k != "pool"]
+    boxes = boxes_per_image(torch.float32)
+    module = _pyramid_module("cpp")
+    exported = torch.export.export(module, (*x, *boxes))
+    assert sum(node.target == torch.ops.impls.multiscale_roi_align_forward.default
+               for node in exported.graph.nodes) == 1
+    torch.testing.assert_close(exported.module()(*x, *boxes), module(*x, *boxes), rtol=0, atol=0)
