@@ -135,6 +135,11 @@ def test_scales_are_inferred_as_torchvision_does():
     heights = [v.shape[-2] for k, v in x.items() if k != "pool"]
     theirs = torchvision.ops.poolers._setup_scales([v for k, v in x.items() if k != "pool"], image_shapes(), 224, 4)
     assert _levels.infer_scales(heights, image_shapes()) == theirs[0]
+    # Map and image sizes from tiny to past an 800x1333 detector input, ratios near every rounding boundary.
+    for original in range(1, 1400, 7):
+        for size in range(1, 400, 3):
+            expected = torchvision.ops.poolers._infer_scale(torch.empty(1, 1, size, size), [original, original])
+            assert _levels.infer_scale(size, original) == expected, (size, original)
 
 
 @pytest.mark.parametrize("backend", ["cpp", "vectorized"])
