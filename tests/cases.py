@@ -24,6 +24,13 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 # not collect it at all (pytest turns an empty parameter list into a skipped test, which is not wanted here).
 CONTIGUITY = ("contiguous", "strided", "channels_last")
 PASSES = ("fwd", "bwd")
+# Image-gradient modes of the backends whose kernels have two, (backend, device) -> modes: by default they add with
+# atomics; torch.use_deterministic_algorithms(True) selects an atomic-free path.
+BACKWARD_MODES = {
+    ("cuda", "cuda"): ("atomic", "deterministic"),
+    ("triton", "cuda"): ("atomic", "deterministic"),
+    ("triton", "cpu"): ("atomic", "deterministic"),  # under TRITON_INTERPRET=1
+}
 
 # Allowed error relative to the largest magnitude of the oracle's result, per dtype: the one table, with its
 # reasons, that the benchmark's checks share (impls/_tolerance.py).

@@ -10,6 +10,11 @@ box (``_crop_samples``, ``_roi_samples``) and every kernel walks that list.
 Conventions (see ``CONVENTIONS.md``): ``crop_and_resize`` samples in pixel-index space ("corner aligned",
 pixel i sits at coordinate i) with TensorFlow's out-of-range rule; ``roi_align`` averages a grid of bilinear
 samples per bin with torchvision's clamping rule.
+
+Image indices. A box whose image index is not an image of the batch (the public ops reject it before any backend
+runs; a caller of the kernels may not) raises ``IndexError`` with the ``cpp`` kernels' message, as they do: Python's
+negative indexing would otherwise read image ``N - 1`` for an index of -1. roi_align's batch column is a float
+taken by truncation, as in C++: valid when ``-1 < b < N``.
 """
 
 from __future__ import annotations
@@ -92,6 +97,15 @@ class _CropSample:
     dx_hi: float
 
 
+def _crop_images(box_index, N: int) -> list[int]:
+    """Each box's image as a Python int, after checking that it is one of the ``N`` images."""
+    idx = box_index.tolist()
+    for k, n in enumerate(idx):
+        if not 0 <= n < N:
+            raise IndexError(f"box_index[{k}] = {n} is out of range for a batch of {N} images")
+    return idx
+
+
 def _crop_samples(box, crop_height: int, crop_width: int, H: int, W: int) -> list[_CropSample]:
     """The in-range samples of one normalized box (y1, x1, y2, x2), row by row; the others keep the
     extrapolation value and get no gradient."""
@@ -120,7 +134,7 @@ def crop_and_resize_forward(image, boxes, box_index, crop_height, crop_width, me
     K = boxes.shape[0]
     img = image.double().tolist()
     bxs = boxes.double().tolist()
-    idx = box_index.tolist()
+    idx = _crop_images(box_index, N)
     ext = float(extrapolation_value)
     out = [[[[ext] * crop_width for _ in range(crop_height)] for _ in range(C)] for _ in range(K)]
     for k in range(K):
@@ -145,7 +159,7 @@ def crop_and_resize_backward_input(
     N, C, H, W = batch_size, channels, height, width
     K = boxes.shape[0]
     bxs = boxes.double().tolist()
-    idx = box_index.tolist()
+    idx = _crop_images(box_index, N)
     g_out = grad.double().tolist()
     g_img = [[[[0.0] * W for _ in range(H)] for _ in range(C)] for _ in range(N)]
     for k in range(K):
@@ -169,13 +183,13 @@ def crop_and_resize_backward_input(
 def crop_and_resize_backward_boxes(grad, image, boxes, box_index, crop_height, crop_width, method):
     N, C, H, W = image.shape
     K = boxes.shape[0]
+    idx = _crop_images(box_index, N)
     g_box = [[0.0] * 4 for _ in range(K)]
     if method == "nearest":
         # Rounding has zero derivative almost everywhere: nearest gives no box gradient.
         return torch.tensor(g_box, dtype=boxes.dtype).reshape(K, 4)
     img = image.double().tolist()
     bxs = boxes.double().tolist()
-    idx = box_index.tolist()
     g_out = grad.double().tolist()
     for k in range(K):
         samples = _crop_samples(bxs[k], crop_height, crop_width, H, W)
@@ -195,6 +209,16 @@ def crop_and_resize_backward_boxes(grad, image, boxes, box_index, crop_height, c
 
 
 # ------------------------------------------------------------------------------------------------ roi_align
+
+
+def _roi_rows(rois, N: int) -> list[list[float]]:
+    """The rows of ``rois`` as Python floats, after checking that each batch column truncates to one of the ``N``
+    images (``-1 < b < N``; NaN is not)."""
+    rs = rois.double().tolist()
+    for k, roi in enumerate(rs):
+        if not -1.0 < roi[0] < N:
+            raise IndexError(f"rois[{k}, 0] = {roi[0]} is not a batch index in [0, {N})")
+    return rs
 
 
 def _roi_geometry(roi, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):
@@ -279,10 +303,10 @@ def _roi_samples(roi, H, W, spatial_scale, pooled_height, pooled_width, sampling
     return n, count, samples
 
 
-def _roi_bins(rois, grad, C, H, W, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):
+def _roi_bins(rois, grad, N, C, H, W, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):
     """Every (box, channel, bin) in the reference's order, with the bin's incoming gradient:
     ``(k, n, c, g, count, samples)``, ``samples`` the bin's in-range samples."""
-    rs = rois.double().tolist()
+    rs = _roi_rows(rois, N)
     g_out = grad.double().tolist()
     for k in range(len(rs)):
         n, count, samples = _roi_samples(
@@ -298,7 +322,7 @@ def roi_align_forward(input, rois, spatial_scale, pooled_height, pooled_width, s
     N, C, H, W = input.shape
     K = rois.shape[0]
     img = input.double().tolist()
-    rs = rois.double().tolist()
+    rs = _roi_rows(rois, N)
     out = [[[[0.0] * pooled_width for _ in range(pooled_height)] for _ in range(C)] for _ in range(K)]
     for k in range(K):
         n, count, samples = _roi_samples(
@@ -328,7 +352,7 @@ def roi_align_backward_input(
     N, C, H, W = batch_size, channels, height, width
     g_img = [[[[0.0] * W for _ in range(H)] for _ in range(C)] for _ in range(N)]
     for _, n, c, g, count, samples in _roi_bins(
-        rois, grad, C, H, W, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned
+        rois, grad, N, C, H, W, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned
     ):
         g_plane = g_img[n][c]
         for s in samples:
@@ -346,7 +370,7 @@ def roi_align_backward_boxes(
     img = input.double().tolist()
     g_roi = [[0.0] * 5 for _ in range(rois.shape[0])]
     for k, n, c, g, count, samples in _roi_bins(
-        rois, grad, C, H, W, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned
+        rois, grad, N, C, H, W, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned
     ):
         plane = img[n][c]
         for s in samples:

@@ -1,7 +1,11 @@
-"""Bad input raises a clear Python exception naming the argument, before any backend runs; empty inputs work.
+"""Bad input raises a clear Python exception naming the argument, before any backend's kernel runs.
 
-The validation is shared by every backend, so the error cases run on every backend that implements the op, on
-every device its record lists (a backend must not be reachable with unvalidated input); the empty inputs too.
+The checks are the public op's, the same whatever the backend, so each case runs once per device, through a
+backend whose kernels fail the test if they are ever called (``unreachable``): what raises is the public op, never
+a kernel. Elsewhere: that a misspelled backend is the first error, whatever else is wrong
+(``tests/api/test_backends.py``); what each backend's kernels do with input the public ops would have stopped
+(``tests/backends/test_raw_kernels.py``); the same errors from a compiled graph
+(``tests/compile/test_compiled_validation.py``).
 """
 
 import pytest
@@ -9,10 +13,22 @@ import torch
 
 import cases
 import impls
+from impls import _registry
 
-# (backend, device) pairs, ids "backend-device": cuda-capable backends also run on "cuda" where a GPU exists.
-CROP_BACKENDS = cases.backend_device_params("crop_and_resize")
-ROI_BACKENDS = cases.backend_device_params("roi_align")
+
+def _kernel_reached(*args):
+    raise AssertionError("a kernel ran: the public op did not reject the input before the backend")
+
+
+@pytest.fixture
+def unreachable(monkeypatch) -> str:
+    """The name of a backend, registered for this test, that implements both ops on every device and dtype with
+    kernels that fail the test when called."""
+    kernels = _registry.OpKernels(_kernel_reached, _kernel_reached, _kernel_reached)
+    backend = _registry.Backend(name="unreachable", summary="kernels that must not run", devices=("cpu", "cuda"),
+                                dtypes=_registry.FLOAT_DTYPES, kernels={op: kernels for op in _registry.OPS})
+    monkeypatch.setitem(_registry._BACKENDS, backend.name, backend)
+    return backend.name
 
 
 def _on(device, args: dict) -> dict:
@@ -56,11 +72,11 @@ CROP_ERRORS = {
 
 
 @pytest.mark.parametrize("case", CROP_ERRORS)
-@pytest.mark.parametrize("backend,device", CROP_BACKENDS)
-def test_crop_and_resize_rejects(backend, device, case):
+@pytest.mark.parametrize("device", cases.DEVICES)
+def test_crop_and_resize_rejects(device, case, unreachable):
     change, error, message = CROP_ERRORS[case]
     with pytest.raises(error, match=message):
-        impls.crop_and_resize(**_on(device, _crop_args(**change)), backend=backend)
+        impls.crop_and_resize(**_on(device, _crop_args(**change)), backend=unreachable)
 
 
 def _roi_args(**change):
@@ -99,11 +115,11 @@ ROI_ERRORS = {
 
 
 @pytest.mark.parametrize("case", ROI_ERRORS)
-@pytest.mark.parametrize("backend,device", ROI_BACKENDS)
-def test_roi_align_rejects(backend, device, case):
+@pytest.mark.parametrize("device", cases.DEVICES)
+def test_roi_align_rejects(device, case, unreachable):
     change, error, message = ROI_ERRORS[case]
     with pytest.raises(error, match=message):
-        impls.roi_align(**_on(device, _roi_args(**change)), backend=backend)
+        impls.roi_align(**_on(device, _roi_args(**change)), backend=unreachable)
 
 
 if "cuda" in cases.DEVICES:  # needs two devices: defined only where it can run, no skipped test on a CPU machine
@@ -128,67 +144,3 @@ def test_modules_reject_bad_sizes_and_boxes():
         impls.RoIAlign(2.5, 3)
     with pytest.raises(ValueError, match=r"boxes must be a Tensor\[K, 4\] of pixel"):
         impls.RoIAlign(2, 2)(torch.zeros(1, 1, 4, 4), torch.zeros(1, 5), torch.tensor([0]))
-
-
-def _grads(op, backend, x, boxes, extra):
-    x = x.detach().requires_grad_()
-    boxes_grad = impls._registry.registered()[backend].kernels[op].boxes_grad
-    boxes = boxes.detach().requires_grad_(boxes_grad)
-    fn = getattr(impls, op)
-    out = fn(x, boxes, *extra, backend=backend)
-    out.sum().backward()
-    return out, x.grad, boxes.grad if boxes_grad else torch.zeros_like(boxes)
-
-
-@pytest.mark.parametrize("n", [2, 0], ids=["n2", "n0"])
-@pytest.mark.parametrize("backend,device", CROP_BACKENDS)
-def test_crop_and_resize_empty(backend, device, n):
-    dtype = cases.best_dtype(backend)
-    image = torch.randn(n, 3, 5, 6, dtype=dtype).to(device)
-    out, d_image, d_boxes = _grads("crop_and_resize", backend, image, torch.zeros(0, 4, dtype=dtype, device=device),
-                                   (torch.zeros(0, dtype=torch.int64, device=device), (2, 4)))
-    assert out.shape == (0, 3, 2, 4) and out.dtype == dtype and out.device.type == device
-    assert d_image.shape == image.shape and not d_image.any()
-    assert d_boxes.shape == (0, 4)
-
-
-@pytest.mark.parametrize("n", [2, 0], ids=["n2", "n0"])
-@pytest.mark.parametrize("backend,device", ROI_BACKENDS)
-def test_roi_align_empty(backend, device, n):
-    dtype = cases.best_dtype(backend)
-    x = torch.randn(n, 3, 5, 6, dtype=dtype).to(device)
-    out, d_x, d_boxes = _grads("roi_align", backend, x, torch.zeros(0, 5, dtype=dtype, device=device), ((2, 4),))
-    assert out.shape == (0, 3, 2, 4) and out.dtype == dtype and out.device.type == device
-    assert d_x.shape == x.shape and not d_x.any()
-    assert d_boxes.shape == (0, 5)
-
-
-@pytest.mark.parametrize("backend,device", ROI_BACKENDS)
-def test_roi_align_empty_list_of_boxes(backend, device):
-    dtype = cases.best_dtype(backend)
-    out = impls.roi_align(torch.randn(2, 3, 5, 6, dtype=dtype).to(device),
-                          [torch.zeros(0, 4, dtype=dtype, device=device)] * 2, 3, backend=backend)
-    assert out.shape == (0, 3, 3, 3) and out.device.type == device
-
-
-@pytest.mark.parametrize("backend,device", CROP_BACKENDS)
-def test_crop_and_resize_no_channels(backend, device):
-    dtype = cases.best_dtype(backend)
-    image = torch.randn(2, 0, 5, 6, dtype=dtype).to(device)  # [2, 0, 5, 6]
-    boxes = torch.tensor([[0.1, 0.1, 0.9, 0.9], [0.2, -0.1, 0.7, 0.5], [0.9, 0.8, 0.1, 0.3]], dtype=dtype)
-    out, d_image, d_boxes = _grads("crop_and_resize", backend, image, boxes.to(device),
-                                   (torch.tensor([0, 1, 1], device=device), (2, 4)))
-    assert out.shape == (3, 0, 2, 4) and out.dtype == dtype and out.device.type == device
-    assert d_image.shape == image.shape
-    assert d_boxes.shape == (3, 4) and not d_boxes.any()
-
-
-@pytest.mark.parametrize("backend,device", ROI_BACKENDS)
-def test_roi_align_no_channels(backend, device):
-    dtype = cases.best_dtype(backend)
-    x = torch.randn(2, 0, 5, 6, dtype=dtype).to(device)  # [2, 0, 5, 6]
-    rois = torch.tensor([[0, 0.5, 0.5, 3.0, 4.0], [1, 1, 1, 2, 2], [1, -1, 0.5, 4, 6]], dtype=dtype)
-    out, d_x, d_boxes = _grads("roi_align", backend, x, rois.to(device), ((2, 4),))
-    assert out.shape == (3, 0, 2, 4) and out.dtype == dtype and out.device.type == device
-    assert d_x.shape == x.shape
-    assert d_boxes.shape == (3, 5) and not d_boxes.any()

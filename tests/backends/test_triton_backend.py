@@ -8,8 +8,6 @@
   and layout; in float64 bit for bit with ``reference``, as its forward (both sum in the reference's order);
 * tiles: with ``TILE`` shrunk to 16 elements a box spans several programs, the box gradient loops over tiles and
   the gather step over several blocks;
-* a box whose image index is outside ``[0, N)``, which validation stops before any backend: called directly, the
-  kernels read nothing for it (NaN output, no gradient), as the CUDA kernels do;
 * a tensor on another device than the kernels' raises instead of falling back;
 * the kernels compile for NVIDIA GPUs (sm_80, sm_90) without a GPU, with the precision rules visible in their PTX
   (``tests/backends/triton_compile_check.py``): the interpreter alone would not catch code that only it accepts.
@@ -120,29 +118,6 @@ def test_small_tiles_span_several_programs(case, monkeypatch, runs_here):
         got = _grads(case, "triton", x, boxes, box_index, grad, deterministic=deterministic)
         for what, a, b in zip(("forward", "input gradient", "boxes gradient"), got, want):
             cases.assert_close(a, b, cases.tolerance("triton", torch.float64), f"{what}, deterministic={deterministic}")
-
-
-@pytest.mark.parametrize("deterministic", (False, True), ids=("atomic", "deterministic"))
-def test_a_box_of_a_missing_image_reads_nothing(deterministic, runs_here):
-    # Validation raises before any backend for such a box; the kernels, called directly, mask it anyway.
-    x = cases.feature_map().to(DEVICE)  # [2, 3, 9, 11]
-    g = torch.ones(2, 3, 2, 2, dtype=torch.float64, device=DEVICE)
-    crop_boxes = torch.tensor([[0.1, 0.2, 0.7, 0.9]] * 2, dtype=torch.float64, device=DEVICE)
-    rois = torch.tensor([[0, 1.0, 1.5, 6.0, 7.0], [7, 1.0, 1.5, 6.0, 7.0]], dtype=torch.float64, device=DEVICE)
-    for op, args, bwd in (
-        ("crop_and_resize", (crop_boxes, torch.tensor([0, 5], device=DEVICE), 2, 2), ("bilinear",)),
-        ("roi_align", (rois, 1.0, 2, 2), (0, True)),
-    ):
-        fwd_args = args + (("bilinear", 0.0) if op == "crop_and_resize" else (0, True))
-        out = getattr(triton_backend, f"{op}_forward")(x, *fwd_args)
-        assert not out[0].isnan().any() and out[1].isnan().all(), op
-        with deterministic_algorithms(deterministic):
-            d_x = getattr(triton_backend, f"{op}_backward_input")(g, *args, 2, 3, 9, 11, *bwd)
-            d_x_first = getattr(triton_backend, f"{op}_backward_input")(
-                g[:1], *(a[:1] if torch.is_tensor(a) else a for a in args), 2, 3, 9, 11, *bwd)
-        assert torch.equal(d_x, d_x_first), f"{op}: the box of a missing image added to the input gradient"
-        d_boxes = getattr(triton_backend, f"{op}_backward_boxes")(g, x, *args, *bwd)
-        assert d_boxes[1].abs().sum() == 0 and d_boxes[0].abs().sum() > 0, op
 
 
 @pytest.mark.parametrize("deterministic", (False, True), ids=("atomic", "deterministic"))

@@ -21,12 +21,6 @@ from impls._determinism import deterministic_algorithms
 from impls._registry import registered
 
 DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
-# Backward modes of the backends whose kernels have two: (backend, device) -> modes.
-BACKWARD_MODES = {
-    ("cuda", "cuda"): ("atomic", "deterministic"),
-    ("triton", "cuda"): ("atomic", "deterministic"),
-    ("triton", "cpu"): ("atomic", "deterministic"),  # under TRITON_INTERPRET=1
-}
 
 
 def _matrix():
@@ -42,7 +36,7 @@ def _matrix():
                         for pass_ in cases.PASSES:
                             dt = str(dtype).replace("torch.", "")
                             base = f"{backend}-{device}-{dt}-{contiguity}-{case.id}-{pass_}"
-                            modes = BACKWARD_MODES.get((backend, device)) if pass_ == "bwd" else None
+                            modes = cases.BACKWARD_MODES.get((backend, device)) if pass_ == "bwd" else None
                             for mode in modes or (None,):
                                 yield pytest.param(
                                     backend, device, dtype, contiguity, case, pass_, mode,

@@ -28,9 +28,12 @@ def _to_tf_nhwc(x: torch.Tensor):
 
 def _tf_args(boxes, box_index):
     tf = _tf()
+    # TensorFlow takes int32 indices: one beyond int32 (only a caller of the kernels can pass one; the public ops
+    # reject it) is clamped, so that TensorFlow rejects it too instead of reading the image it would wrap to.
+    int32 = torch.iinfo(torch.int32)
     return (
         tf.constant(boxes.detach().to(torch.float32).numpy()),
-        tf.constant(box_index.to(torch.int32).numpy()),
+        tf.constant(box_index.clamp(int32.min, int32.max).to(torch.int32).numpy()),
     )
 
 
