@@ -4,7 +4,8 @@
 Oracle: the same model (random weights, float64, small images) with torchvision's own poolers: the detections in
 eval mode, and the losses and backbone gradients of one training step, from the same random state. Every CPU
 backend but ``reference`` (minutes per step; the matrix ties it to the others) and ``triton`` (its interpreter runs
-each program in Python: far too slow for a ResNet-50 step; tests/test_multiscale.py checks it against torchvision).
+each program in Python: far too slow for a ResNet-50 step; tests/contract/test_multiscale.py checks it against
+torchvision).
 """
 
 import pytest

@@ -18,8 +18,9 @@ from impls import _levels
 
 STRIDES = (4, 8, 16, 32)
 IMAGE = (128, 160)  # (height, width) of the largest image; the maps are the padded batch's, stride by stride
-# Every CPU backend that pools roi_align (the peer included: it must agree with its own module).
+# Every backend that pools roi_align on each device (the peer included: it must agree with its own module).
 BACKENDS = cases.backends_for("roi_align", "cpu", torch.float64)
+BACKEND_DEVICES = [(b, d) for d in cases.DEVICES for b in cases.backends_for("roi_align", d, torch.float64)]
 HEADS = {
     "box_head": dict(output_size=7, sampling_ratio=2),
     "mask_head": dict(output_size=14, sampling_ratio=2),
@@ -57,9 +58,11 @@ def image_shapes(n=2):
     return [IMAGE, (IMAGE[0] - 8, IMAGE[1] - 24)][:n]
 
 
-def assert_matches_torchvision(backend, dtype, head, boxes, x, names=("0", "1", "2", "3")):
-    """Forward and the gradient to every map: ours against torchvision's module."""
+def assert_matches_torchvision(backend, dtype, head, boxes, x, names=("0", "1", "2", "3"), device="cpu"):
+    """Forward and the gradient to every map: ours against torchvision's module, both on ``device``."""
     shapes = image_shapes(len(boxes))
+    boxes = [b.to(device) for b in boxes]
+    x = OrderedDict((k, v.to(device)) for k, v in x.items())
     theirs = torchvision.ops.MultiScaleRoIAlign(list(names), head["output_size"], head["sampling_ratio"])
     ours = impls.MultiScaleRoIAlign(list(names), head["output_size"], head["sampling_ratio"], backend=backend)
     results = []
@@ -76,21 +79,21 @@ def assert_matches_torchvision(backend, dtype, head, boxes, x, names=("0", "1", 
 
 
 def _matrix():
-    """Every backend x dtype x head, but ``compiled`` in one configuration: each level's box count is a new shape
-    and Inductor compiles each graph for a minute on 2 cores; its per-level roi_align calls are the ones the shared
-    matrix checks in every configuration."""
+    """Every backend x device x dtype x head, but ``compiled`` in one configuration per device: each level's box
+    count is a new shape and Inductor compiles each graph for a minute on 2 cores; its per-level roi_align calls
+    are the ones the shared matrix checks in every configuration."""
     return [
-        pytest.param(backend, dtype, head, id=f"{backend}-{str(dtype)[6:]}-{head}")
-        for backend in BACKENDS
+        pytest.param(backend, device, dtype, head, id=f"{backend}-{device}-{str(dtype)[6:]}-{head}")
+        for backend, device in BACKEND_DEVICES
         for dtype in (torch.float64, torch.float32)
         for head in HEADS
         if backend != "compiled" or (dtype, head) == (torch.float64, "box_head")
     ]
 
 
-@pytest.mark.parametrize("backend,dtype,head", _matrix())
-def test_matches_torchvision_pooler(backend, dtype, head):
-    assert_matches_torchvision(backend, dtype, HEADS[head], boxes_per_image(dtype), pyramid(dtype))
+@pytest.mark.parametrize("backend,device,dtype,head", _matrix())
+def test_matches_torchvision_pooler(backend, device, dtype, head):
+    assert_matches_torchvision(backend, dtype, HEADS[head], boxes_per_image(dtype), pyramid(dtype), device=device)
 
 
 @pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "compiled"])
