@@ -62,7 +62,7 @@ def _roi_inputs(device, dtype, n=2, c=3, h=7, w=9, k=5):
 
 def test_operator_schemas_are_the_ones_python_states():
     # impls/_op_schemas.py repeats csrc/ops.cpp's schemas for the triton backend's operators and the fakes.
-    for name, schema in _op_schemas.SCHEMAS.items():
+    for name, schema in {**_op_schemas.SCHEMAS, **_op_schemas.MULTISCALE_SCHEMAS}.items():
         assert str(getattr(OPS, name).default._schema) == f"impls::{name}{schema}", name
 
 
