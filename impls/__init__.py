@@ -7,10 +7,18 @@ Public API: :func:`crop_and_resize`, :func:`roi_align`, :func:`multiscale_roi_al
 :func:`backends` (what is registered and whether it runs here) and :func:`resolve_backend` (what ``"auto"`` picks).
 """
 
+import torch
+
 from . import backends as _backends  # noqa: F401  (registers every backend)
 from ._registry import BackendUnavailableError, backends
 from .functional import crop_and_resize, multiscale_roi_align, resolve_backend, roi_align
 from .modules import CropAndResize, MultiScaleRoIAlign, RoIAlign
+
+# torch.fx leaves: a model that calls impls.roi_align(...) etc. is traced with each call as one node, as
+# torchvision's ops are (impls/modules.py does the same for the modules).
+torch.fx.wrap("crop_and_resize")
+torch.fx.wrap("roi_align")
+torch.fx.wrap("multiscale_roi_align")
 
 __all__ = [
     "BackendUnavailableError",

@@ -9,6 +9,11 @@ from torch import nn
 from ._validation import pair
 from .functional import crop_and_resize, multiscale_roi_align
 
+# torch.fx leaves (as torchvision's ops): a symbolic trace of a model records each module's call as one node of the
+# function below, instead of tracing into validation that needs real tensors. A name is patched in this module's
+# namespace while tracing; the public ops are patched in the package's namespace (impls/__init__.py).
+torch.fx.wrap("crop_and_resize")
+
 
 class CropAndResize(nn.Module):
     """``module(image [N, C, H, W], boxes [K, 4] normalized (y1, x1, y2, x2), box_index [K]) -> [K, C, ch, cw]``."""
@@ -57,6 +62,22 @@ def normalize_boxes(boxes: torch.Tensor, height: int, width: int, crop_height: i
     return torch.stack([y1 / span_h, x1 / span_w, y2 / span_h, x2 / span_w], dim=1)  # [K, 4]
 
 
+def port_roi_align(featuremap, boxes, box_index, crop_height: int, crop_width: int, extrapolation_value: float,
+                   transform_fpcoor: bool, backend: str):
+    """What ``RoIAlign(crop_height, crop_width, extrapolation_value, transform_fpcoor, backend)(featuremap, boxes,
+    box_index)`` computes: ``boxes`` [K, 4] pixel ``(x1, y1, x2, y2)`` on the map, normalized, then cropped."""
+    if not isinstance(boxes, torch.Tensor) or boxes.dim() != 2 or boxes.shape[1] != 4:
+        got = tuple(boxes.shape) if isinstance(boxes, torch.Tensor) else type(boxes).__name__
+        raise ValueError(f"boxes must be a Tensor[K, 4] of pixel (x1, y1, x2, y2), got {got}")
+    if not isinstance(featuremap, torch.Tensor) or featuremap.dim() != 4:
+        got = tuple(featuremap.shape) if isinstance(featuremap, torch.Tensor) else type(featuremap).__name__
+        raise ValueError(f"featuremap must be a Tensor[N, C, H, W], got {got}")
+    height, width = featuremap.shape[2], featuremap.shape[3]
+    normalized = normalize_boxes(boxes, height, width, crop_height, crop_width, transform_fpcoor)
+    return crop_and_resize(featuremap, normalized, box_index, (crop_height, crop_width),
+                           extrapolation_value=extrapolation_value, backend=backend)
+
+
 class RoIAlign(nn.Module):
     """The original port's RoIAlign: ``module(featuremap [N, C, H, W], boxes [K, 4], box_index [K])``.
 
@@ -72,23 +93,29 @@ class RoIAlign(nn.Module):
         self.backend = backend
 
     def forward(self, featuremap, boxes, box_index):
-        if not isinstance(boxes, torch.Tensor) or boxes.dim() != 2 or boxes.shape[1] != 4:
-            got = tuple(boxes.shape) if isinstance(boxes, torch.Tensor) else type(boxes).__name__
-            raise ValueError(f"boxes must be a Tensor[K, 4] of pixel (x1, y1, x2, y2), got {got}")
-        if not isinstance(featuremap, torch.Tensor) or featuremap.dim() != 4:
-            got = tuple(featuremap.shape) if isinstance(featuremap, torch.Tensor) else type(featuremap).__name__
-            raise ValueError(f"featuremap must be a Tensor[N, C, H, W], got {got}")
-        height, width = featuremap.shape[2], featuremap.shape[3]
-        normalized = normalize_boxes(boxes, height, width, self.crop_height, self.crop_width, self.transform_fpcoor)
-        return crop_and_resize(
-            featuremap, normalized, box_index, (self.crop_height, self.crop_width),
-            extrapolation_value=self.extrapolation_value, backend=self.backend,
-        )
+        return port_roi_align(featuremap, boxes, box_index, self.crop_height, self.crop_width,
+                              self.extrapolation_value, self.transform_fpcoor, self.backend)
 
     def extra_repr(self) -> str:
         return (f"crop_height={self.crop_height}, crop_width={self.crop_width}, "
                 f"extrapolation_value={self.extrapolation_value}, transform_fpcoor={self.transform_fpcoor}, "
                 f"backend={self.backend!r}")
+
+
+def pool_pyramid(x: dict, boxes, image_shapes, featmap_names: list[str], output_size, sampling_ratio: int,
+                 aligned: bool, canonical_scale: float, canonical_level: int, backend: str):
+    """What ``MultiScaleRoIAlign(...)(x, boxes, image_shapes)`` computes: the maps of ``x`` named in
+    ``featmap_names``, in ``x``'s order (as torchvision), pooled by :func:`impls.multiscale_roi_align`."""
+    missing = [name for name in featmap_names if name not in x]
+    if missing:
+        raise KeyError(f"featmap_names {missing} are not in x, whose maps are {list(x)}; name maps that x holds")
+    features = [v for k, v in x.items() if k in featmap_names]
+    return multiscale_roi_align(features, boxes, image_shapes, output_size, sampling_ratio, aligned,
+                                canonical_scale=canonical_scale, canonical_level=canonical_level, backend=backend)
+
+
+torch.fx.wrap("port_roi_align")
+torch.fx.wrap("pool_pyramid")
 
 
 class MultiScaleRoIAlign(nn.Module):
@@ -112,14 +139,8 @@ class MultiScaleRoIAlign(nn.Module):
         self.backend = backend
 
     def forward(self, x: dict, boxes, image_shapes):
-        missing = [name for name in self.featmap_names if name not in x]
-        if missing:
-            raise KeyError(f"featmap_names {missing} are not in x, whose maps are {list(x)}; name maps that x holds")
-        features = [v for k, v in x.items() if k in self.featmap_names]
-        return multiscale_roi_align(
-            features, boxes, image_shapes, self.output_size, self.sampling_ratio, self.aligned,
-            canonical_scale=self.canonical_scale, canonical_level=self.canonical_level, backend=self.backend,
-        )
+        return pool_pyramid(x, boxes, image_shapes, self.featmap_names, self.output_size, self.sampling_ratio,
+                            self.aligned, self.canonical_scale, self.canonical_level, self.backend)
 
     def extra_repr(self) -> str:
         return (f"featmap_names={self.featmap_names}, output_size={self.output_size}, "
