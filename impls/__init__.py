@@ -4,7 +4,8 @@
 
 Public API: :func:`crop_and_resize`, :func:`roi_align`, :func:`multiscale_roi_align`, the modules
 :class:`CropAndResize`, :class:`RoIAlign` and :class:`MultiScaleRoIAlign`,
-:func:`backends` (what is registered and whether it runs here) and :func:`resolve_backend` (what ``"auto"`` picks).
+:func:`backends` (what is registered and whether it runs here), :func:`resolve_backend` (what ``"auto"`` picks) and
+:func:`onnx_translation_table` (ONNX export).
 """
 
 import torch
@@ -20,6 +21,15 @@ torch.fx.wrap("crop_and_resize")
 torch.fx.wrap("roi_align")
 torch.fx.wrap("multiscale_roi_align")
 
+
+def onnx_translation_table() -> dict:
+    """The translations of our operators for ``torch.onnx.export(model, args, dynamo=True,
+    custom_translation_table=impls.onnx_translation_table())`` (``impls/onnx_export.py``; needs onnxscript)."""
+    from .onnx_export import onnx_translation_table as table
+
+    return table()
+
+
 __all__ = [
     "BackendUnavailableError",
     "CropAndResize",
@@ -28,6 +38,7 @@ __all__ = [
     "backends",
     "crop_and_resize",
     "multiscale_roi_align",
+    "onnx_translation_table",
     "resolve_backend",
     "roi_align",
 ]
