@@ -15,8 +15,8 @@ alike), behind the value check ``impls::checked_rois`` / ``impls::checked_boxes`
   in range or boxes finite (an out-of-range index is whatever the runtime's ``RoiAlign``/``Gather`` does).
 
 float16 and bfloat16 are computed in float32 and rounded once, as our kernels do (``at::opmath_type``).
-Operators with no translation here (the multi-level kernel) get a translation that raises, naming the operator,
-so that export fails instead of writing a model that differs.
+* multi-level roi_align (the ``cpp`` kernel) -> one ``RoiAlign`` per level over every box and a ``Where`` on each
+  box's level, which the exported graph takes as an input computed by standard ops (torchvision's level rule).
 """
 
 from __future__ import annotations
@@ -63,6 +63,19 @@ def adaptive_roi_align(input, rois, spatial_scale: float, pooled_height: int, po
                        sampling_ratio: int, aligned: bool, steps: str):
     """``impls::adaptive_roi_align_forward`` (``vectorized``/``compiled``, adaptive grid): the same ``RoiAlign``."""
     return roi_align(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned)
+
+
+def multiscale_roi_align(features, rois, levels, scales, pooled_height: int, pooled_width: int, sampling_ratio: int,
+                         aligned: bool):
+    """``impls::multiscale_roi_align_forward`` (the ``cpp`` multi-level kernel): one ``RoiAlign`` per level over
+    every box, each box's row taken from its own level's with ``Where``. The other levels' rows are computed and
+    dropped (L times the work of one level), which ONNX's fixed-shape ops make the simple exact form."""
+    on_level = op.Unsqueeze(levels, [1, 2, 3])  # [K, 1, 1, 1]
+    out = None
+    for level, (feature, scale) in enumerate(zip(features, scales)):
+        pooled = roi_align(feature, rois, scale, pooled_height, pooled_width, sampling_ratio, aligned)
+        out = pooled if out is None else op.Where(op.Equal(on_level, op.Constant(value_int=level)), pooled, out)
+    return out
 
 
 def _crop_positions(lo, hi, crop: int, size_minus_1):
@@ -141,23 +154,6 @@ def checked_boxes(boxes, stats, batch_size: int):
     return op.Identity(boxes)
 
 
-class OnnxExportError(NotImplementedError):
-    """An operator of ours that has no ONNX translation: export stops rather than write a model that differs."""
-
-
-def _untranslatable(name: str, why: str) -> Callable:
-    def refuse(*args, **kwargs):
-        raise OnnxExportError(f"impls::{name} has no ONNX translation: {why}")
-
-    refuse.__name__ = f"untranslatable_{name}"
-    return refuse
-
-
-_MULTISCALE = (
-    "the multi-level kernel (impls.multiscale_roi_align / impls.MultiScaleRoIAlign with backend 'cpp' or 'auto' "
-    "on the CPU) is not exported yet; pool each level with impls.roi_align instead"
-)
-
 _TRANSLATIONS = {
     "roi_align_forward": roi_align,
     "triton_roi_align_forward": roi_align,
@@ -166,7 +162,7 @@ _TRANSLATIONS = {
     "triton_crop_and_resize_forward": crop_and_resize,
     "checked_rois": checked_rois,
     "checked_boxes": checked_boxes,
-    "multiscale_roi_align_forward": _untranslatable("multiscale_roi_align_forward", _MULTISCALE),
+    "multiscale_roi_align_forward": multiscale_roi_align,
 }
 
 

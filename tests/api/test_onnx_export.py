@@ -1,5 +1,5 @@
-"""ONNX export (``impls.onnx_translation_table()``, ``impls/onnx_export.py``): a model calling ``impls.roi_align`` or
-``impls.crop_and_resize`` exports with ``torch.onnx.export(..., dynamo=True)`` to standard-domain ONNX, and the
+"""ONNX export (``impls.onnx_translation_table()``, ``impls/onnx_export.py``): a model calling ``impls.roi_align``,
+``impls.crop_and_resize`` or ``impls.multiscale_roi_align`` exports with ``torch.onnx.export(..., dynamo=True)`` to standard-domain ONNX, and the
 exported file, run in onnxruntime and in OpenVINO, gives what the model gives eagerly.
 
 Oracle: the model itself, called eagerly (``cpp`` backend) on the same inputs, float32. The boxes reach past the
@@ -173,15 +173,29 @@ def test_crop_and_resize_exports_standard_ops_that_match_eager(method, crop_size
         torch.testing.assert_close(run_openvino(path, *args), want, **TOL)
 
 
-def test_untranslated_operator_stops_export_naming_it():
-    class Pyramid(torch.nn.Module):
-        def forward(self, p2, p3, rois):
-            return impls.multiscale_roi_align([p2, p3], rois, [(20, 24)] * 3, 3, 2, backend="cpp")
+def test_multiscale_roi_align_exports_standard_ops_that_match_eager(tmp_path):
+    """The ``cpp`` multi-level kernel: a RoiAlign per level and the level rule in standard ops. Boxes of 4 to 200
+    image pixels on a two-level pyramid (canonical 8 px box on level 0), so both levels and both clamps are used."""
 
-    args = (feature_map(), torch.randn(3, 4, 5, 6), ROIS)
-    with pytest.raises(Exception, match="impls::multiscale_roi_align_forward has no ONNX translation"):
-        torch.onnx.export(Pyramid().eval(), args, dynamo=True, verbose=False,
-                          custom_translation_table=impls.onnx_translation_table())
+    class Pyramid(torch.nn.Module):
+        def forward(self, p2, p3, image_boxes):
+            return impls.multiscale_roi_align([p2, p3], [image_boxes], [(40, 48)], 3, 2, aligned=True,
+                                              canonical_scale=8, canonical_level=0, backend="cpp")
+
+    g = torch.Generator().manual_seed(3)
+    p2, p3 = torch.randn(1, 4, 10, 12, generator=g), torch.randn(1, 4, 5, 6, generator=g)
+    xy = torch.rand(8, 2, generator=g) * 40 - 4
+    side = torch.tensor([4.0, 6.0, 9.0, 12.0, 20.0, 40.0, 90.0, 200.0])[:, None]
+    image_boxes = torch.cat([xy, xy + side], dim=1)
+    model = Pyramid().eval()
+    path = export(model, (p2, p3, image_boxes), tmp_path)
+    assert {n.domain for n in nodes(path)} == {""}
+    assert [n.op_type for n in nodes(path)].count("RoiAlign") == 2
+    levels = impls._levels.map_levels(image_boxes, [0.25, 0.125], 8, 0)
+    assert set(levels.tolist()) == {0, 1}
+    for args in ((p2, p3, image_boxes), (p2, p3, image_boxes.flip(0))):
+        torch.testing.assert_close(run_onnxruntime(path, *args), model(*args), **TOL)
+        torch.testing.assert_close(run_openvino(path, *args), model(*args), **TOL)
 
 
 def test_vectorized_adaptive_grid_exports_the_same_roialign(tmp_path):
