@@ -14,6 +14,14 @@ against a peer (``check.py``), outside the timer.
   numpy inside every call, the price a PyTorch user of that wrapper pays.
 * ``torchvision``: ``torchvision.ops.roi_align`` called directly on its NCHW tensors (no ``impls`` validation), its
   backward through torch autograd (torchvision's own autograd kernel, then ``_roi_align_backward``).
+* Multi-level pooling (``multiscale_roi_align``): each row's pooler module, made before the timer, called as a
+  detector calls it: ``pooler(x, boxes, image_shapes)`` with ``x`` an ``OrderedDict`` of the maps (``"0"``-``"3"``,
+  P2-P5, pooled; ``"pool"``, P6, left out by ``featmap_names``), ``boxes`` a list of one [L_i, 4] tensor per image
+  in image pixels. Ours: ``impls.MultiScaleRoIAlign(..., aligned=False, backend=...)`` (NCHW maps, or
+  channels_last ones for ``cpp_nhwc``); the peer: ``torchvision.ops.MultiScaleRoIAlign``, the module torchvision's
+  detection models call, on NCHW maps, nothing of ours inside (it sets up its scales and level mapper in its first
+  call, the check's, and keeps them, as in a model). The backward is ``torch.autograd.grad`` to the four pooled
+  maps.
 * ``tensorflow``: TensorFlow's own ops on NHWC ``tf.Tensor``s made outside the timer (image, boxes, box indices,
   image size, upstream gradient), eager: forward ``tf.image.crop_and_resize``; ``fwdbwd`` adds the image gradient
   op ``tf.raw_ops.CropAndResizeGradImage`` (the op ``tf.GradientTape`` calls, alone: an eager tape also computes
@@ -32,16 +40,19 @@ deterministic image gradient is what is timed, at the price users pay for it (th
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 import torch
 
 import impls
 from impls._determinism import deterministic_algorithms
-from matrix import Case, variant
-from workloads import crop_and_resize_inputs, feature_map, roi_align_inputs, SEED, Workload
+from matrix import Case, MULTISCALE, Variant, variant
+from workloads import (
+    crop_and_resize_inputs, feature_map, pyramid_boxes, pyramid_maps, PyramidWorkload, roi_align_inputs, SEED, Workload,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +80,41 @@ class Inputs:
         )
 
 
-def make_inputs(case: Case) -> Inputs:
+@dataclasses.dataclass(frozen=True)
+class PyramidInputs:
+    """The tensors of one multi-level pooler call: ``maps`` [N, C, H_l, W_l] by name in the FPN's order (the pooled
+    ones, ``featmap_names``, then ``pool``), ``boxes`` one [L_i, 4] per image (image pixels), ``image_shapes``, the
+    pooler's settings (``kwargs``: output_size, sampling_ratio, canonical_scale) and the upstream gradient
+    [K, C, PH, PW]."""
+
+    op: str
+    maps: dict[str, torch.Tensor]
+    featmap_names: tuple[str, ...]
+    boxes: tuple[torch.Tensor, ...]
+    image_shapes: tuple[tuple[int, int], ...]
+    kwargs: dict
+    grad_output: torch.Tensor
+
+    @property
+    def features(self) -> tuple[torch.Tensor, ...]:
+        """The pooled maps, finest first."""
+        return tuple(self.maps[name] for name in self.featmap_names)
+
+    def to(self, device: str, dtype: torch.dtype, layout: str = "contiguous") -> "PyramidInputs":
+        """A copy on ``device`` in ``dtype``, the maps and upstream gradient in ``layout`` (as ``Inputs.to``)."""
+        memory_format = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+        return dataclasses.replace(
+            self,
+            maps={name: m.to(device, dtype, memory_format=memory_format) for name, m in self.maps.items()},
+            boxes=tuple(b.to(device, dtype) for b in self.boxes),
+            grad_output=self.grad_output.to(device, dtype, memory_format=memory_format),
+        )
+
+
+AnyInputs = Union[Inputs, PyramidInputs]
+
+
+def make_inputs(case: Case) -> AnyInputs:
     """The case's inputs on its device, in its dtype and its row's layout (``cpp_nhwc``: channels_last)."""
     return _cpu_inputs(case.op, case.workload).to(case.device, case.torch_dtype, case.variant.layout)
 
@@ -78,7 +123,9 @@ def make_inputs(case: Case) -> Inputs:
 # than timing a GPU case. ``make_inputs`` copies them to the case's device and dtype (a CPU float32 case
 # gets the cached tensors themselves, which the calls only read).
 @functools.lru_cache(maxsize=2)
-def _cpu_inputs(op: str, workload: Workload) -> Inputs:
+def _cpu_inputs(op: str, workload: Workload | PyramidWorkload) -> AnyInputs:
+    if op == MULTISCALE:
+        return _cpu_pyramid_inputs(workload)
     image = feature_map(workload)  # [N, C, H, W] float32
     if op == "roi_align":
         boxes, kwargs = roi_align_inputs(workload)  # [K, 5] float64
@@ -90,6 +137,18 @@ def _cpu_inputs(op: str, workload: Workload) -> Inputs:
     g = torch.Generator().manual_seed(SEED + 1)
     grad_output = torch.randn(workload.boxes, image.shape[1], out_h, out_w, generator=g)  # [K, C, PH, PW]
     return Inputs(op, image, boxes, box_index, kwargs, grad_output)
+
+
+def _cpu_pyramid_inputs(workload: PyramidWorkload) -> PyramidInputs:
+    pyramid = workload.pyramid
+    maps = pyramid_maps(workload)  # name -> [N, C, H_l, W_l] float32
+    boxes = tuple(pyramid_boxes(workload))  # one [L, 4] float64 per image
+    g = torch.Generator().manual_seed(SEED + 1)
+    grad_output = torch.randn(workload.boxes, pyramid.channels, workload.output, workload.output, generator=g)
+    kwargs = dict(output_size=(workload.output, workload.output), sampling_ratio=workload.sampling_ratio,
+                  canonical_scale=pyramid.canonical_scale)
+    shapes = (pyramid.image_size,) * workload.images
+    return PyramidInputs(MULTISCALE, maps, pyramid.names, boxes, shapes, kwargs, grad_output)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,9 +168,11 @@ def _wrt(pass_: str, image: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Te
     return {"fwd": (), "fwdbwd": (image,), "fwdbwd_det": (image,), "fwdbwd_boxes": (image, boxes)}[pass_]
 
 
-def make_call(label: str, pass_: str, inputs: Inputs) -> Call:
+def make_call(label: str, pass_: str, inputs: AnyInputs) -> Call:
     """The ``Call`` of row label ``label`` (a registered backend's name or an extra variant, ``matrix.Variant``)."""
     v = variant(label)
+    if inputs.op == MULTISCALE:
+        return _pyramid_call(v, pass_, inputs)
     if v.native and v.backend == "tensorflow":
         return _tensorflow_call(pass_, inputs)
     if v.native and v.backend == "torchvision":
@@ -138,7 +199,7 @@ def _torch_call(pass_: str, inputs: Inputs, forward: Callable) -> Call:
     image = inputs.image.detach().requires_grad_(pass_ != "fwd")
     boxes = inputs.boxes.detach().requires_grad_(pass_ == "fwdbwd_boxes")
     wrt = _wrt(pass_, image, boxes)
-    synchronize = torch.cuda.synchronize if inputs.image.device.type == "cuda" else lambda: None
+    synchronize = _synchronize(inputs.image.device)
 
     def call() -> tuple[torch.Tensor, ...]:
         output = forward(image, boxes)
@@ -146,6 +207,15 @@ def _torch_call(pass_: str, inputs: Inputs, forward: Callable) -> Call:
         synchronize()
         return results
 
+    return _torch_pass(pass_, call)
+
+
+def _synchronize(device: torch.device) -> Callable[[], None]:
+    return torch.cuda.synchronize if device.type == "cuda" else lambda: None
+
+
+def _torch_pass(pass_: str, call: Callable[[], tuple[torch.Tensor, ...]]) -> Call:
+    """``call`` as the ``Call`` of ``pass_``: inside ``torch.use_deterministic_algorithms(True)`` for fwdbwd_det."""
     if pass_ != "fwdbwd_det":
         return Call(call, tuple)
 
@@ -154,6 +224,31 @@ def _torch_call(pass_: str, inputs: Inputs, forward: Callable) -> Call:
             return call()
 
     return Call(deterministic_call, tuple)
+
+
+def _pyramid_call(v: Variant, pass_: str, inputs: PyramidInputs) -> Call:
+    """A multi-level pooler module, ours or torchvision's, called as a detector calls it (module docstring)."""
+    assert pass_ in ("fwd", "fwdbwd", "fwdbwd_det"), f"no {pass_} pass for {MULTISCALE}"
+    names = list(inputs.featmap_names)
+    pooled = {name: inputs.maps[name].detach().requires_grad_(pass_ != "fwd") for name in names}
+    x = collections.OrderedDict((name, pooled.get(name, m)) for name, m in inputs.maps.items())
+    boxes, image_shapes = list(inputs.boxes), list(inputs.image_shapes)
+    if v.native and v.backend == "torchvision":
+        import torchvision
+
+        pooler = torchvision.ops.MultiScaleRoIAlign(names, **inputs.kwargs)
+    else:
+        pooler = impls.MultiScaleRoIAlign(names, aligned=False, backend=v.backend, **inputs.kwargs)
+    wrt = tuple(pooled.values()) if pass_ != "fwd" else ()
+    synchronize = _synchronize(inputs.grad_output.device)
+
+    def call() -> tuple[torch.Tensor, ...]:
+        output = pooler(x, boxes, image_shapes)
+        results = torch.autograd.grad(output, wrt, inputs.grad_output) if wrt else (output,)
+        synchronize()
+        return results
+
+    return _torch_pass(pass_, call)
 
 
 @functools.cache
@@ -222,6 +317,8 @@ def _tensorflow_call(pass_: str, inputs: Inputs) -> Call:
 def timed_region(label: str, op: str) -> str:
     """What the timer of row ``label`` measures on ``op``, in words (the report's table of timed regions)."""
     v = variant(label)
+    if op == MULTISCALE:
+        return _pyramid_timed_region(v)
     if v.native and v.backend == "torchvision":
         return ("`torchvision.ops.roi_align(x, rois, ...)` on its own NCHW tensors (no impls validation); backward: "
                 "`torch.autograd.grad` through torchvision's autograd kernel (`_roi_align_backward`)")
@@ -241,3 +338,17 @@ def timed_region(label: str, op: str) -> str:
         text += ("; inside every call the wrapper copies NCHW torch -> NHWC numpy -> `tf.constant`, runs TF's op "
                  "(forward, then each gradient op) and copies back: the peer's time plus the conversions")
     return text
+
+
+def _pyramid_timed_region(v: Variant) -> str:
+    call = ("called on an `OrderedDict` of the maps (P2-P5 pooled, `pool` left out), a list of one [L_i, 4] box "
+            "tensor per image and `image_shapes`; backward: `torch.autograd.grad` to the four pooled maps")
+    if v.native and v.backend == "torchvision":
+        return ("`torchvision.ops.MultiScaleRoIAlign(featmap_names, output_size, sampling_ratio)` (made before the "
+                "timer; its scales set up by its first call) on its own NCHW tensors, " + call + ": its Python loop "
+                "over levels (level mapper, `torch.where`, gather, `roi_align`, scatter per level), no impls inside")
+    layout = "channels_last maps (made before the timer)" if v.layout == "channels_last" else "NCHW maps"
+    return (f"`impls.MultiScaleRoIAlign(featmap_names, output_size, sampling_ratio, aligned=False, "
+            f"backend=\"{v.backend}\")` (made before the timer) on {layout}, {call}: validation, scale inference, "
+            "level assignment, autograd Function, kernels (one operator call per pass where the backend has a "
+            "multi-level kernel, else one `roi_align` per level)")

@@ -208,7 +208,7 @@ def run_case(benchmark, machine_bandwidth):
         info.update(
             impl=case.variant.backend, layout=case.variant.layout, native=case.variant.native,
             timed=timed_region(backend, op),
-            level=workload.level, boxes=workload.boxes, output=workload.output,
+            level=workload.level, images=workload.map_shape[0], boxes=workload.boxes, output=workload.output,
             sampling_ratio=workload.sampling_ratio, map_scale=workload.map_scale, sweep=matrix.sweep_of(workload),
             channels=channels, map_height=height, map_width=width,
             samples=samples(inputs), bytes_moved=bytes_moved(inputs, pass_),
@@ -226,7 +226,7 @@ def run_case(benchmark, machine_bandwidth):
             info["samples_per_second"] = info["samples"] / median
             info["bytes_per_second"] = info["bytes_moved"] / median
             info["bandwidth_fraction"] = info["bytes_per_second"] / measured["bytes_per_second"]
-            peak = peak_bandwidth(inputs.image.device)
+            peak = peak_bandwidth(torch.device(device))
             if peak is not None:
                 info["peak_bandwidth"] = peak
                 info["peak_bandwidth_fraction"] = info["bytes_per_second"] / peak

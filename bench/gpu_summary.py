@@ -19,8 +19,9 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 SANITIZERS = ("memcheck", "racecheck", "initcheck")
-# The head cases the summary quotes (all in BENCH=gpu): P2 box head, P2 mask head, the crop on the box head.
-KEY_CASES = ("p2_k512_7x7_sr2", "p2_k128_14x14_sr2", "p2_k512_14x14")
+# The head cases the summary quotes (all in BENCH=gpu): P2 box head, P2 mask head, the crop on the box head, and
+# the multi-level box head at inference (P2-P5, 2 images x 1000 boxes: issue 21's GPU goal).
+KEY_CASES = ("p2_k512_7x7_sr2", "p2_k128_14x14_sr2", "p2_k512_14x14", "p2p5_2x1000_7x7_sr2")
 
 
 def _stages(results: Path) -> list[list[str]]:
@@ -158,7 +159,7 @@ def summary(results: Path) -> str:
     sections = (
         ("Tests", _tests(results)),
         ("CUDA kernel tour and compute-sanitizer", _sanitizers(results)),
-        ("Benchmarks (float32, P2 heads)", _bench(results)),
+        ("Benchmarks (float32, P2 heads, FPN box head)", _bench(results)),
     )
     for title, lines in sections:
         if lines:

@@ -6,15 +6,18 @@
 * ``default`` (``make bench``; how long it took is in the README, from the results file): the P2 box head
   (512 boxes, 7x7) and mask head (128 boxes, 14x14) with sampling_ratio 2 and 0, box gradients and bfloat16 on the
   box head only, each head case also with a channels_last feature map (``cpp_nhwc``) and through our TensorFlow
-  wrapper (``tensorflow+convert``), a box-count sweep and a feature-map sweep (roi_align).
-* ``full``: P2-P5, training and inference box counts, every dtype a backend supports, longer sweeps, the tiny case.
+  wrapper (``tensorflow+convert``), a box-count sweep and a feature-map sweep (roi_align), and the multi-level
+  pooler cases (below).
+* ``full``: P2-P5, training and inference box counts, every dtype a backend supports, longer sweeps, the tiny case,
+  the multi-level pooler cases with every backend.
 * ``gpu`` (``make gpu``, bench/gpu_run.sh): CUDA devices only: P2-P5, box head 512 and 1000 boxes (7x7), mask head
   128 and 100 boxes (14x14), sampling_ratio 2 and 0, float32/float16/bfloat16 for the kernels users compare
   (``all_gpu_dtypes``: ``cuda`` and the peers that run on CUDA; every other CUDA backend, ``vectorized`` included,
   in float32 only), forward, forward + backward with the atomic and with the deterministic image gradient
-  (``cuda``), box gradients in float32 on P2, and short sweeps (roi_align, float32). Timed for
-  ``ROUND_BUDGET_S["gpu"]`` = 0.3 s per case (bench/conftest.py). ``BENCH_ASSUME_GPU=1`` lets a machine without a
-  GPU *collect* this matrix (``--collect-only``) to count it, every backend that runs on cuda counted as available.
+  (``cuda``), box gradients in float32 on P2, short sweeps (roi_align, float32) and the multi-level pooler cases
+  (float32). Timed for ``ROUND_BUDGET_S["gpu"]`` = 0.3 s per case (bench/conftest.py). ``BENCH_ASSUME_GPU=1`` lets
+  a machine without a GPU *collect* this matrix (``--collect-only``) to count it, every backend that runs on cuda
+  counted as available.
 
 Backends come from the registry: every available backend runs every case whose op, device and dtype it supports,
 so a new backend (or a GPU) adds rows with no change here. ``reference`` is the oracle, too slow for anything but
@@ -31,6 +34,19 @@ of these, which run a registered backend another way (head cases only, not the s
 
 A peer's own label (a backend whose record says ``peer=True``: ``torchvision``, ``tensorflow``) is timed as its users
 run it: its own API on its own tensors (``calls.py``), not through ``impls``.
+
+Multi-level pooling (op ``multiscale_roi_align``, ``multiscale_cases``; issue 21): Mask R-CNN's FPN poolers on two
+800x1216 images, P2-P5 with C=256 (``workloads.PYRAMIDS``), ``sampling_ratio=2``, ``aligned=False`` (torchvision's
+pooler): the box head at inference (1000 proposals per image, 7x7, forward), in training (512 per image, 7x7,
+forward + backward to the maps) and the mask head (100 per image, 14x14, forward + backward). ``smoke``: a toy
+pyramid instead (2 images, 8 boxes each, spread over the four levels), forward and forward + backward.
+``smoke``, ``default`` and ``gpu``: every backend that runs on the device but those in ``PYRAMID_FULL_ONLY``, with
+its extra variants, float32; ``gpu`` adds the deterministic backward (``cuda``). ``full``: every backend, every
+pyramid workload (the toy one too) forward and forward + backward (deterministic too for ``cuda``), in float32 and
+float64, half precision on the toy pyramid only (``PYRAMID_HALF_DTYPES``).
+Every backend that has ``roi_align`` runs it (``baseline.KERNEL_OP``: level by level where its record has no
+multi-level kernel); the peer is ``torchvision.ops.MultiScaleRoIAlign``. No box gradients: the peer has none, and
+a detector's pooler needs none (its boxes are proposals, detached).
 """
 
 from __future__ import annotations
@@ -42,9 +58,10 @@ import os
 import pytest
 import torch
 
+from baseline import kernel_op
 from impls import resolve_backend
 from impls._registry import registered
-from workloads import Workload
+from workloads import PyramidWorkload, Workload
 
 MODES = ("smoke", "default", "full", "gpu")
 MODE = os.environ.get("BENCH", "default")
@@ -59,6 +76,8 @@ if MODE not in MODES:
 PASSES = ("fwd", "fwdbwd", "fwdbwd_det", "fwdbwd_boxes")
 DETERMINISTIC_BACKENDS = ("cuda",)
 ORACLE = "reference"
+# The multi-level pooler's op name (``multiscale_cases``), beside the registry's ops.
+MULTISCALE = "multiscale_roi_align"
 # For --collect-only on a machine without a GPU: pretend there is one (the cuda backend counts as available).
 ASSUME_GPU = os.environ.get("BENCH_ASSUME_GPU") == "1"
 HAVE_GPU = torch.cuda.is_available() or ASSUME_GPU
@@ -136,8 +155,9 @@ class Case:
 
     @property
     def case_id(self) -> str:
-        """The workload as this op sees it: ``p2_k512_7x7_sr2`` (roi_align), ``p2_k512_14x14`` (crop_and_resize)."""
-        return self.workload.id if self.op == "roi_align" else self.workload.crop_id
+        """The workload as this op sees it: ``p2_k512_7x7_sr2`` (roi_align), ``p2_k512_14x14`` (crop_and_resize),
+        ``p2p5_2x1000_7x7_sr2`` (multiscale_roi_align)."""
+        return self.workload.crop_id if self.op == "crop_and_resize" else self.workload.id
 
     @property
     def id(self) -> str:
@@ -186,9 +206,11 @@ def _sweep_workloads(mode: str) -> list[Workload]:
     return boxes + maps
 
 
-def sweep_of(workload: Workload, mode: str = MODE) -> str | None:
+def sweep_of(workload: Workload | PyramidWorkload, mode: str = MODE) -> str | None:
     """``"boxes"`` or ``"map_size"`` when ``workload`` is a point of that sweep (a head case can be one: the P2
     box head is the box sweep's 512-box point), else None. The report plots the sweeps from this label."""
+    if isinstance(workload, PyramidWorkload):
+        return None
     box_base, map_base = _sweep_bases(mode)
     if dataclasses.replace(workload, boxes=box_base.boxes) == box_base:
         return "boxes"
@@ -262,9 +284,9 @@ def _cases(op: str, workloads: list[Workload], mode: str, passes=None, head: boo
     return list(cases.values())
 
 
-def _supports(v: Variant, op: str, dtype: str, workload: Workload, mode: str) -> bool:
+def _supports(v: Variant, op: str, dtype: str, workload: Workload | PyramidWorkload, mode: str) -> bool:
     backend = registered()[v.backend]
-    if op not in backend.kernels or not (backend.available or (ASSUME_GPU and "cuda" in backend.devices)):
+    if kernel_op(op) not in backend.kernels or not (backend.available or (ASSUME_GPU and "cuda" in backend.devices)):
         return False
     if backend.name == ORACLE and workload.level != "tiny":
         return False
@@ -276,7 +298,7 @@ def _box_gradients(backend, op: str, dtype: str) -> bool:
     # 1.7e5, past float16's largest finite value (65504), and come out inf. Not a benchmark worth running.
     if op == "crop_and_resize" and dtype == "float16":
         return False
-    return backend.kernels[op].boxes_grad
+    return backend.kernels[kernel_op(op)].boxes_grad
 
 
 def head_cases(op: str, mode: str = MODE) -> list[Case]:
@@ -291,13 +313,63 @@ def sweep_cases(op: str, mode: str = MODE) -> list[Case]:
     return _cases(op, _sweep_workloads(mode), mode, passes=PASSES[:2], head=False)
 
 
+# Mask R-CNN's poolers (issue 21): the box head at inference and in training, the mask head; and a toy pyramid.
+FPN_BOX_INFERENCE = PyramidWorkload("p2p5", images=2, boxes_per_image=1000, output=7, sampling_ratio=2)
+FPN_BOX_TRAINING = PyramidWorkload("p2p5", images=2, boxes_per_image=512, output=7, sampling_ratio=2)
+FPN_MASK_HEAD = PyramidWorkload("p2p5", images=2, boxes_per_image=100, output=14, sampling_ratio=2)
+TINY_PYRAMID = PyramidWorkload("tiny", images=2, boxes_per_image=8, output=7, sampling_ratio=2)
+# Registered backends that run the multi-level cases only in ``full``, by mode. ``compiled``: its first calls
+# compile graphs for ``aligned=False`` and for each level's map size, which says more about Inductor than about
+# pooling and would be most of the smoke run (its pooling is tested in tests/). ``vectorized`` in ``default``: on
+# the CPU it is several times slower than torchvision's pooler (its single-level rows show it) and its rounds would
+# take longer than every other multi-level case together.
+PYRAMID_FULL_ONLY = {"smoke": ("compiled",), "default": ("vectorized", "compiled"), "gpu": ("compiled",)}
+# Half precision on the toy pyramid only. In float16 and bfloat16 a box's level is computed in that dtype (as
+# torchvision's LevelMapper does), whose spacing between 4 and 8 is 2**-8 and 2**-5: of Mask R-CNN's thousands of
+# proposals some lie that close to a level boundary and are pooled from the neighbouring map, which no tolerance
+# of the check against a float64 peer allows. The toy pyramid's boxes are >= 0.05 from every boundary (log2 units).
+PYRAMID_HALF_DTYPES = ("float16", "bfloat16")
+
+
+def _pyramid_workloads(mode: str) -> dict[PyramidWorkload, tuple[str, ...]]:
+    """Multi-level workload -> the passes it is timed in: what a detector runs it for (module docstring)."""
+    if mode == "smoke":
+        return {TINY_PYRAMID: PASSES[:2]}
+    if mode == "full":
+        return {w: PASSES[:3] for w in (FPN_BOX_INFERENCE, FPN_BOX_TRAINING, FPN_MASK_HEAD, TINY_PYRAMID)}
+    training = PASSES[1:3] if mode == "gpu" else PASSES[1:2]
+    return {FPN_BOX_INFERENCE: PASSES[:1], FPN_BOX_TRAINING: training, FPN_MASK_HEAD: training}
+
+
+def multiscale_cases(mode: str = MODE) -> list[Case]:
+    """The multi-level pooler cases (module docstring), ordered workload > dtype > pass > backend as ``_cases``."""
+    skip = PYRAMID_FULL_ONLY.get(mode, ())
+    labels = [v for name in registered() if name not in skip for v in variants(name)]
+    cases = []
+    for workload, passes in _pyramid_workloads(mode).items():
+        dtypes = dict.fromkeys(
+            d for v in labels for d in _dtypes(mode, v.label, registered()[v.backend].dtypes, workload)
+            if workload == TINY_PYRAMID or d not in PYRAMID_HALF_DTYPES
+        )
+        for dtype, pass_ in itertools.product(dtypes, passes):
+            for v in labels:
+                if not _supports(v, MULTISCALE, dtype, workload, mode):
+                    continue
+                if pass_ == "fwdbwd_det" and v.label not in DETERMINISTIC_BACKENDS:
+                    continue
+                devices = registered()[v.backend].devices
+                cases += [Case(MULTISCALE, v.label, device, dtype, workload, pass_) for device in DEVICES
+                          if device in devices]
+    return cases
+
+
 def params(cases: list[Case]) -> list:
     return [case.param() for case in cases]
 
 
 def find(op: str, backend: str, device: str, dtype: str, case_id: str, pass_: str) -> Case:
     """The Case behind one set of pytest params (params are plain strings so that JSON and group-by read them)."""
-    for workload in _head_workloads(MODE) + _sweep_workloads(MODE):
+    for workload in _head_workloads(MODE) + _sweep_workloads(MODE) + list(_pyramid_workloads(MODE)):
         case = Case(op, backend, device, dtype, workload, pass_)
         if case.case_id == case_id:
             return case

@@ -5,11 +5,13 @@
 
 The tables give pytest-benchmark's median per call and, in brackets, the speed-up over the peer users compare
 against (``torchvision`` for roi_align, ``tensorflow`` for crop_and_resize, each timed natively, as its users run
-it): peer median / backend median, same run, case and pass, peer in float32. Then: what each backend's timer holds,
-the bytes each case must move and the share of the machine's measured copy bandwidth each backend reaches, and
-the spread of the timings (``vectorized``'s in particular). The README's text between
-``<!-- bench-table:start -->`` and ``<!-- bench-table:end -->`` is replaced with the head-case tables, the timed
-regions, one plot and the method; without the markers the README is left alone.
+it): peer median / backend median, same run, case and pass, peer in float32. The multi-level pooler
+(``multiscale_roi_align``, against ``torchvision.ops.MultiScaleRoIAlign``) has a section of its own: one line per
+case and backend, median with IQR, the speed-up with its quartile range, and issue 21's goals beside them. Then:
+what each backend's timer holds, the bytes each case must move and the share of the machine's measured copy
+bandwidth each backend reaches, and the spread of the timings (``vectorized``'s in particular). The README's text
+between ``<!-- bench-table:start -->`` and ``<!-- bench-table:end -->`` is replaced with the head-case tables, the
+multi-level table, the timed regions, one plot and the method; without the markers the README is left alone.
 
 Results written before row labels and timed regions were recorded (bench/results/vm-2026-11-25.json) still
 render: their ``tensorflow`` column was timed through our wrapper (conversions included, today's
@@ -25,7 +27,7 @@ from pathlib import Path
 
 import plots
 from baseline import BASELINE
-from results_json import PASS_LABELS, backend_key, baseline_median, impl, load
+from results_json import PASS_LABELS, backend_key, baseline_median, baseline_row, impl, load
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
@@ -34,12 +36,13 @@ MARKERS = ("<!-- bench-table:start -->", "<!-- bench-table:end -->")
 
 METHOD = """\
 Method: each benchmark is one call of one backend, timed as its users run it (the table of timed regions above):
-ours through the public op (`impls.roi_align` / `impls.crop_and_resize`, validation and autograd included) on NCHW
-tensors, or channels_last ones (`cpp_nhwc`); the peers through their own API on their own tensors
-(`torchvision.ops.roi_align`; TensorFlow's ops on NHWC `tf.Tensor`s made before the timer), and the TensorFlow
-peer through our wrapper as its own row (`tensorflow+convert`). Inputs are fixed-seed Mask R-CNN ones
-(`bench/workloads.py`: FPN level, K boxes, PxP head, sampling ratio; crop_and_resize gets the same boxes with a
-2Px2P crop). Before timing, the result (output, or gradients) is asserted equal to a peer's within a stated
+ours through the public op (`impls.roi_align` / `impls.crop_and_resize` / `impls.MultiScaleRoIAlign`, validation
+and autograd included) on NCHW tensors, or channels_last ones (`cpp_nhwc`); the peers through their own API on
+their own tensors (`torchvision.ops.roi_align`, `torchvision.ops.MultiScaleRoIAlign`; TensorFlow's ops on NHWC
+`tf.Tensor`s made before the timer), and the TensorFlow peer through our wrapper as its own row
+(`tensorflow+convert`). Inputs are fixed-seed Mask R-CNN ones (`bench/workloads.py`: FPN level, K boxes, PxP head,
+sampling ratio; crop_and_resize gets the same boxes with a 2Px2P crop; the multi-level pooler two images' P2-P5
+maps). Before timing, the result (output, or gradients) is asserted equal to a peer's within a stated
 tolerance (`bench/check.py`; native results converted to NCHW outside the timer); that call and a peak-memory call
 are the warm-up. pytest-benchmark then times whole calls, one per round, for ~1.5 s (at least 5 rounds); CUDA
 calls end with `torch.cuda.synchronize()`, TensorFlow's eager CPU ops are synchronous. `fwd+bwd` computes the image
@@ -106,6 +109,82 @@ def head_table(rows: list[dict], runs: list[dict], op: str) -> str:
         cells = {_column(r, runs): _cell(rows, r) for r in mine if r["case"] == case and r["pass"] == pass_}
         lines.append(f"| {case} | {PASS_LABELS[pass_]} | " + " | ".join(cells.get(c, "-") for c in columns) + " |")
     return "\n".join(lines) + _baseline_note(mine, op)
+
+
+MULTISCALE = "multiscale_roi_align"
+
+
+def head_ops() -> list[str]:
+    """The ops with a wide head-case table: every op with a baseline but the multi-level pooler (its own table)."""
+    return [op for op in BASELINE if op != MULTISCALE]
+
+
+# Issue 21's goals for the multi-level pooler, stated beside the measurements and not asserted: (device, row
+# label, pass, boxes per image or None for every case) -> the speed-up over torchvision's pooler aimed at.
+MULTISCALE_GOALS = {
+    ("cpu", "cpp", "fwd", None): 6.0,
+    ("cpu", "cpp", "fwdbwd", None): 8.0,
+    ("cuda", "cuda", "fwd", 1000): 2.0,
+}
+
+MULTISCALE_INTRO = """\
+FPN detectors pool every box from the pyramid level its size picks. These are Mask R-CNN's poolers
+(`bench/workloads.py`, `bench/matrix.py`): P2-P5 maps, proposals whose sizes span every level; the box head at
+inference (forward), in training (forward + backward to the four maps) and the mask head (forward + backward). A
+case names the pyramid, images x boxes per image, the head and the sampling ratio (`p2p5_2x1000_7x7_sr2`). Ours,
+`impls.MultiScaleRoIAlign`, against `torchvision.ops.MultiScaleRoIAlign` (the module torchvision's detection models
+call), both called as a detector calls them (the table of timed regions), after a check of the result against the
+other's. Median and IQR of the per-call times; speed-up = torchvision's median / the row's, and in brackets its
+range over the middle half of both timings (torchvision q1 / row q3 to torchvision q3 / row q1)."""
+
+
+def _goal(row: dict) -> float | None:
+    """The goal (speed-up over torchvision's pooler) ``MULTISCALE_GOALS`` sets for ``row``, or None."""
+    per_image = row["boxes"] // row["images"] if row.get("images") else None
+    for (device, label, pass_, boxes), goal in MULTISCALE_GOALS.items():
+        if (row["device"], row["backend"], row["pass"]) == (device, label, pass_) and boxes in (None, per_image):
+            return goal
+    return None
+
+
+def _goal_cell(goal: float | None, speedup: float | None) -> str:
+    if goal is None or speedup is None:
+        return "-"
+    if speedup >= goal:
+        return f">= {goal:g}x: met"
+    return f">= {goal:g}x: missed by {goal / speedup:.2f}x ({speedup / goal:.0%} of it)"
+
+
+def _goals_sentence() -> str:
+    parts = [f"`{label}` on {device.upper()} >= {goal:g}x in {PASS_LABELS[pass_]}"
+             + (f" at {boxes} boxes per image" if boxes else "")
+             for (device, label, pass_, boxes), goal in MULTISCALE_GOALS.items()]
+    return ("Goals (issue 21), speed-ups over torchvision's pooler stated beside the measurements, not asserted: "
+            + "; ".join(parts) + ". The goal column says where a row meets its goal, or by how much it misses.")
+
+
+def multiscale_table(rows: list[dict], runs: list[dict]) -> str:
+    """The multi-level pooler's rows: median, IQR, speed-up over torchvision with its quartile range, goal."""
+    mine = [r for r in rows if r["op"] == MULTISCALE]
+    if not mine:
+        return ""
+    lines = [MULTISCALE_INTRO, "", _goals_sentence(), "",
+             "| case | pass | backend | device | dtype | median | IQR | speed-up over torchvision | goal |",
+             "|---|---|---|---|---|---:|---:|---:|---|"]
+    cases = list(dict.fromkeys((r["run"], r["case"], r["pass"]) for r in mine))
+    for r in sorted(mine, key=lambda r: (cases.index((r["run"], r["case"], r["pass"])), backend_key(r))):
+        peer = baseline_row(rows, r)
+        speedup = None if peer is None else peer["median"] / r["median"]
+        if peer is r:
+            ratio = "1 (the peer)"
+        elif peer is None:
+            ratio = "-"
+        else:
+            ratio = f"{speedup:.2f}x ({peer['q1'] / r['q3']:.2f}-{peer['q3'] / r['q1']:.2f}x)"
+        backend = r["backend"] + (f" ({runs[r['run']]['machine_info']['node']})" if len(runs) > 1 else "")
+        lines.append(f"| {r['case']} | {PASS_LABELS[r['pass']]} | {backend} | {r['device']} | {r['dtype']} "
+                     f"| {_time(r['median'])} | {_time(r['iqr'])} | {ratio} | {_goal_cell(_goal(r), speedup)} |")
+    return "\n".join(lines)
 
 
 def timed_table(rows: list[dict]) -> str:
@@ -331,11 +410,14 @@ def write_plots(rows: list[dict], out_dir: Path) -> list[str]:
 
 def report_markdown(rows: list[dict], runs: list[dict], images: list[str], out_dir: Path) -> str:
     parts = ["# Benchmark report", "", "Generated by `bench/report.py` from:", "", machine_header(runs), ""]
-    parts += [head_table(rows, runs, op) + "\n" for op in BASELINE if head_table(rows, runs, op)]
+    parts += [head_table(rows, runs, op) + "\n" for op in head_ops() if head_table(rows, runs, op)]
     compiled = compile_table(rows)
     parts += [timed_table(rows), ""] + ([compiled, ""] if compiled else [])
     parts += [f"![{name}]({name})" for name in images]
-    parts += ["", METHOD, "", "## Memory bandwidth: the machine's limit", "",
+    parts += ["", METHOD, ""]
+    multiscale = multiscale_table(rows, runs)
+    parts += ["## Multi-level RoIAlign: the FPN pooler", "", multiscale, ""] if multiscale else []
+    parts += ["## Memory bandwidth: the machine's limit", "",
               "Measured copy bandwidth (`bench/work.py`, once per session):", "", bandwidth_header(runs), "",
               "The bytes are a lower bound (real kernels read corners more than once, partly from cache), so a "
               "share is what a backend reaches at least; 100% would be a kernel running at the speed of a plain "
@@ -355,7 +437,9 @@ def readme_section(rows: list[dict], runs: list[dict], images: list[str]) -> str
         machine_header(runs),
         "",
     ]
-    parts += [head_table(rows, runs, op) + "\n" for op in BASELINE if head_table(rows, runs, op)]
+    parts += [head_table(rows, runs, op) + "\n" for op in head_ops() if head_table(rows, runs, op)]
+    multiscale = multiscale_table(rows, runs)
+    parts += ["**Multi-level RoIAlign: the FPN pooler**", "", multiscale, ""] if multiscale else []
     compiled = compile_table(rows, full=False)
     parts += [timed_table(rows), "", quiet_note(rows), ""] + ([compiled, ""] if compiled else [])
     parts += [f"![{name}](bench/results/{name})" for name in images if name.startswith("scaling_boxes")]

@@ -24,7 +24,8 @@ BASELINE_PASS = {"fwdbwd_det": "fwdbwd"}
 
 
 def load(paths: list[Path]) -> tuple[list[dict], list[dict]]:
-    """(rows, runs): ``rows`` one dict per benchmark; ``runs`` one dict per file with its machine and commit."""
+    """(rows, runs): ``rows`` one dict per benchmark (its ``extra_info``, pytest-benchmark's median, IQR and
+    quartiles of the rounds, min and rounds); ``runs`` one dict per file with its machine and commit."""
     rows, runs = [], []
     for index, path in enumerate(paths):
         data = json.loads(Path(path).read_text())
@@ -45,6 +46,8 @@ def load(paths: list[Path]) -> tuple[list[dict], list[dict]]:
                 "test": bench["name"].split("[")[0],
                 "median": stats["median"],
                 "iqr": stats["iqr"],
+                "q1": stats["q1"],
+                "q3": stats["q3"],
                 "min": stats["min"],
                 "rounds": stats["rounds"],
             })
@@ -67,19 +70,25 @@ def backend_key(row: dict) -> tuple:
             rank(LABEL_ORDER, row["backend"]), row["backend"])
 
 
-def baseline_median(rows: list[dict], row: dict) -> float | None:
-    """The baseline peer's median for the same run, op, case and pass (``BASELINE_PASS``: its atomic backward for a
+def baseline_row(rows: list[dict], row: dict) -> dict | None:
+    """The baseline peer's row for the same run, op, case and pass (``BASELINE_PASS``: its atomic backward for a
     deterministic one): float32, on the row's device if the peer runs there (torchvision on CUDA), else on the CPU
     (tensorflow). None when the peer lacks the pass."""
     peer = BASELINE[row["op"]]
     pass_ = BASELINE_PASS.get(row["pass"], row["pass"])
     candidates = {
-        r["device"]: r["median"]
+        r["device"]: r
         for r in rows
         if r["backend"] == peer and r["dtype"] == "float32" and r["run"] == row["run"]
         and r["op"] == row["op"] and r["case"] == row["case"] and r["pass"] == pass_
     }
     return candidates.get(row["device"], candidates.get("cpu"))
+
+
+def baseline_median(rows: list[dict], row: dict) -> float | None:
+    """The median of :func:`baseline_row`, None where there is none."""
+    peer = baseline_row(rows, row)
+    return None if peer is None else peer["median"]
 
 
 # --- For notebooks: the newest results file, its rows with quartiles, and speed-ups with their spread. ---------------
@@ -101,11 +110,11 @@ def newest(directory: Path) -> Path | None:
 
 
 def read_run(path: Path) -> tuple[list[dict], dict]:
-    """(rows, run) of one file: :func:`load`'s rows plus ``q1``, ``q3`` and ``mean`` of each timing (seconds)."""
+    """(rows, run) of one file: :func:`load`'s rows plus the ``mean`` of each timing (seconds)."""
     rows, runs = load([path])
     stats = [b["stats"] for b in json.loads(Path(path).read_text())["benchmarks"] if "op" in b["extra_info"]]
     for row, s in zip(rows, stats, strict=True):
-        row.update(q1=s["q1"], q3=s["q3"], mean=s["mean"])
+        row.update(mean=s["mean"])
     return rows, runs[0]
 
 

@@ -2,12 +2,13 @@
 
 * Samples: per channel, per forward call. roi_align: ``C * PH * PW * sum over boxes of gh * gw`` with the grid of
   CONVENTIONS.md §3 (``sampling_ratio``, or adaptive ``ceil(roi_size / output_size)`` per box); the P2 box
-  head is 512 * 256 * 49 * 4 = 25.7M. crop_and_resize: ``K * C * crop_height * crop_width``. A ``fwdbwd`` call is
-  credited with the same samples (its backward revisits each one).
-* Bytes moved: the compulsory traffic, each tensor read or written once: the feature map, the boxes and the output
-  (plus, with a backward, the upstream gradient read and the image and box gradients written). Real kernels move
-  more (four corners per sample, partly from cache), so this is a lower bound: bytes / time is an achieved
-  bandwidth to set against the memory's peak, not a measurement of it.
+  head is 512 * 256 * 49 * 4 = 25.7M. crop_and_resize: ``K * C * crop_height * crop_width``. multiscale_roi_align:
+  as roi_align over every image's boxes (its workloads have a fixed grid). A ``fwdbwd`` call is credited with the
+  same samples (its backward revisits each one).
+* Bytes moved: the compulsory traffic, each tensor read or written once: the feature map (multi-level: every
+  pooled map), the boxes and the output (plus, with a backward, the upstream gradient read and the image and box
+  gradients written). Real kernels move more (four corners per sample, partly from cache), so this is a lower
+  bound: bytes / time is an achieved bandwidth to set against the memory's peak, not a measurement of it.
 * The machine's bandwidth (``copy_bandwidth``), measured once per session (``conftest.py``): a STREAM-style copy,
   ``dst.copy_(src)`` of one float32 tensor into another, each far larger than the last-level cache (4x the LLC
   size from sysfs, at least 512 MiB; 64 MiB in ``smoke``, which only exercises the code), both touched first so
@@ -26,11 +27,16 @@ from pathlib import Path
 
 import torch
 
-from calls import Inputs
+from calls import AnyInputs, PyramidInputs
 
 
-def samples(inputs: Inputs) -> int:
+def samples(inputs: AnyInputs) -> int:
     """Bilinear samples (per channel) in one forward call."""
+    if isinstance(inputs, PyramidInputs):
+        out_h, out_w = inputs.kwargs["output_size"]
+        ratio = inputs.kwargs["sampling_ratio"]
+        assert ratio > 0, "multi-level workloads have a fixed grid"
+        return inputs.grad_output.shape[0] * inputs.grad_output.shape[1] * out_h * out_w * ratio * ratio
     _, channels, _, _ = inputs.image.shape
     if inputs.op == "crop_and_resize":
         crop_h, crop_w = inputs.kwargs["crop_size"]
@@ -47,12 +53,16 @@ def samples(inputs: Inputs) -> int:
     return int((grid_h * grid_w).sum()) * channels * out_h * out_w
 
 
-def bytes_moved(inputs: Inputs, pass_: str) -> int:
+def bytes_moved(inputs: AnyInputs, pass_: str) -> int:
     """Compulsory bytes of one call (see the module docstring)."""
     def size(t: torch.Tensor) -> int:
         return t.numel() * t.element_size()
 
     output = inputs.grad_output  # the output's shape and dtype
+    if isinstance(inputs, PyramidInputs):
+        maps = sum(size(m) for m in inputs.features)
+        total = maps + sum(size(b) for b in inputs.boxes) + size(output)
+        return total + (size(inputs.grad_output) + maps if pass_ != "fwd" else 0)
     total = size(inputs.image) + size(inputs.boxes) + size(output)
     if inputs.box_index is not None:
         total += size(inputs.box_index)

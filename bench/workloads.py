@@ -10,6 +10,11 @@ A workload is one RoIAlign call: K boxes of one level into a ``P x P`` head (7x7
 with ``sampling_ratio`` 2 (torchvision) or 0 (adaptive, detectron2), ``aligned=True``. ``crop_and_resize`` runs
 on the same boxes through the original port's ``transform_fpcoor`` normalization, with a ``2P x 2P`` crop: the
 same number of bilinear samples as ``sampling_ratio=2`` (tensorpack's Mask R-CNN crops 2x and average-pools).
+
+A ``PyramidWorkload`` is one call of a multi-level pooler (torchvision's ``MultiScaleRoIAlign``): a batch of images,
+the maps of a ``Pyramid`` (P2-P5 pooled, plus the ``pool`` map torchvision's FPN adds and its poolers skip), and
+each image's proposals drawn from one range of sizes that spans every level, so that the level assignment sends
+about half of them to P2 and the rest over P3-P5.
 """
 
 from __future__ import annotations
@@ -143,3 +148,102 @@ def crop_and_resize_inputs(workload: Workload) -> tuple[torch.Tensor, torch.Tens
     normalized = normalize_boxes(boxes, height, width, crop, crop, transform_fpcoor=True)  # [K, 4]
     box_index = torch.zeros(workload.boxes, dtype=torch.int64)
     return normalized, box_index, dict(crop_size=(crop, crop))
+
+
+# ------------------------------------------------------------------------ multi-level pooling (FPN pooler)
+
+
+@dataclasses.dataclass(frozen=True)
+class Pyramid:
+    """The FPN maps a multi-level pooler reads, P2 to P5 (stride 4 to 32) of a batch of equal-size images, plus the
+    ``pool`` map (P6, stride 64) that torchvision's FPN adds and its poolers leave out (``featmap_names``)."""
+
+    name: str
+    channels: int
+    box_sides: tuple[float, float]  # sqrt(w * h) of the proposals in image pixels, [low, high), over every level
+    canonical_scale: int  # a box this many pixels on a side goes to P4 (torchvision's LevelMapper)
+    image_size: tuple[int, int] = (IMAGE_HEIGHT, IMAGE_WIDTH)
+    strides: tuple[int, ...] = (4, 8, 16, 32)  # the pooled maps, finest first
+    unpooled_stride: int = 64  # ``pool``: torchvision's LastLevelMaxPool on P5 (kernel 1, stride 2)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The pooled maps' keys, as torchvision's FPN backbone names them (``featmap_names``)."""
+        return tuple(str(i) for i in range(len(self.strides)))
+
+    @property
+    def level_names(self) -> tuple[str, ...]:
+        """``p2``, ``p3``, ...: the pooled maps as the FPN paper names them (the check's error labels)."""
+        return tuple(f"p{int(math.log2(stride))}" for stride in self.strides)
+
+    def map_size(self, stride: int) -> tuple[int, int]:
+        return tuple(math.ceil(side / stride) for side in self.image_size)
+
+    @property
+    def box_spec(self) -> Level:
+        """The proposals' size range and image, as ``image_boxes`` reads them."""
+        return Level(self.name, self.strides[0], self.channels, self.box_sides, self.image_size)
+
+
+PYRAMIDS = {
+    pyramid.name: pyramid
+    for pyramid in (
+        # Log-uniform sides 16-896 px: 48% of the boxes on P2 (< 112 px), 17% on each of P3, P4 and P5 before
+        # clipping to the image (which moves some of P5's down).
+        Pyramid("p2p5", channels=256, box_sides=(16.0, 896.0), canonical_scale=224),
+        # The toy pyramid (maps 16x24 to 2x3, C=4): a canonical scale of 16 px spreads its 4-64 px boxes over the
+        # four levels as 224 px does Mask R-CNN's.
+        Pyramid("tiny", channels=4, box_sides=(4.0, 64.0), canonical_scale=16, image_size=(64, 96)),
+    )
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class PyramidWorkload:
+    """One call of an FPN detector's pooler: ``images`` images with ``boxes_per_image`` proposals each, every box
+    pooled from the level its size picks into a ``P x P`` head with ``sampling_ratio`` and ``aligned=False``
+    (torchvision's pooler's fixed setting)."""
+
+    level: str  # the pyramid's name (``PYRAMIDS``); called ``level`` as in ``Workload``, for the results' rows
+    images: int
+    boxes_per_image: int
+    output: int
+    sampling_ratio: int
+    map_scale: int = 1  # not swept: recorded as for the single-level workloads
+
+    @property
+    def id(self) -> str:
+        """e.g. ``p2p5_2x1000_7x7_sr2``: pyramid, images x proposals per image, head, sampling ratio."""
+        return (f"{self.level}_{self.images}x{self.boxes_per_image}_{self.output}x{self.output}"
+                f"_sr{self.sampling_ratio}")
+
+    @property
+    def pyramid(self) -> Pyramid:
+        return PYRAMIDS[self.level]
+
+    @property
+    def boxes(self) -> int:
+        """K: every image's boxes."""
+        return self.images * self.boxes_per_image
+
+    @property
+    def map_shape(self) -> tuple[int, int, int, int]:
+        """[N, C, H, W] of the finest map (P2)."""
+        return (self.images, self.pyramid.channels, *self.pyramid.map_size(self.pyramid.strides[0]))
+
+
+def pyramid_maps(workload: PyramidWorkload, seed: int = SEED) -> dict[str, torch.Tensor]:
+    """Standard-normal float32 maps [N, C, H_l, W_l] by name, finest first, ``pool`` last (torchvision's FPN order)."""
+    g = torch.Generator().manual_seed(seed)
+    pyramid = workload.pyramid
+    strides = dict(zip(pyramid.names, pyramid.strides)) | {"pool": pyramid.unpooled_stride}
+    return {
+        name: torch.randn(workload.images, pyramid.channels, *pyramid.map_size(stride), generator=g)
+        for name, stride in strides.items()
+    }
+
+
+def pyramid_boxes(workload: PyramidWorkload) -> list[torch.Tensor]:
+    """Each image's proposals, (x1, y1, x2, y2) image pixels, float64 [boxes_per_image, 4], one seed per image."""
+    return [image_boxes(workload.pyramid.box_spec, workload.boxes_per_image, seed=SEED + i)
+            for i in range(workload.images)]
