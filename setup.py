@@ -82,12 +82,19 @@ def _extension():
     return ext, BuildExtension
 
 
-# One build directory for every way of building: `pip install -e .` (`make env`) would otherwise compile in a
-# temporary directory that it deletes, and `setup.py build_ext --inplace` (`make build`) compile every object again
-# in build/. Sharing it, ninja finds the objects up to date and make build only relinks; later it recompiles what
-# changed in csrc/.
-BUILD_DIRS = {"build_temp": os.path.join(ROOT, "build", "temp"), "build_lib": os.path.join(ROOT, "build", "lib")}
-
 ext, build_ext = _extension()
-setup(ext_modules=[ext], cmdclass={"build_ext": build_ext.with_options(use_ninja=True)},
-      options={"build_ext": BUILD_DIRS})
+
+
+class BuildInBuildDir(build_ext.with_options(use_ninja=True)):
+    """build_ext that always builds in build/ (objects in build/temp, the library in build/lib, then copied in
+    place): `pip install -e .` (`make env`) would otherwise compile in a temporary directory that it then deletes,
+    and `setup.py build_ext --inplace` (`make build`) compile every object again. In one directory ninja finds the
+    objects up to date, so make build after make env only relinks, and later recompiles what changed in csrc/."""
+
+    def initialize_options(self):
+        super().initialize_options()
+        self.build_temp = os.path.join(ROOT, "build", "temp")
+        self.build_lib = os.path.join(ROOT, "build", "lib")
+
+
+setup(ext_modules=[ext], cmdclass={"build_ext": BuildInBuildDir})
