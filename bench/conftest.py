@@ -35,7 +35,8 @@ import matrix
 from calls import make_call, make_inputs, timed_region
 from check import check_against_peer
 from peak_memory import peak_memory
-from work import bytes_moved, copy_bandwidth, copy_buffer_bytes, peak_bandwidth, peak_bandwidth_source, samples
+from work import (BYTES_MODEL, bytes_moved, copy_bandwidth, copy_buffer_bytes, peak_bandwidth, peak_bandwidth_source,
+                  samples)
 
 # TensorFlow's multi-threaded CPU image gradient of crop_and_resize races: a few pixels come out wrong by up to
 # ~10% of the largest gradient, differently on each run (seen with tensorflow-cpu 2.21 on the P2 case). Op
@@ -211,7 +212,7 @@ def run_case(benchmark, machine_bandwidth):
             level=workload.level, images=workload.map_shape[0], boxes=workload.boxes, output=workload.output,
             sampling_ratio=workload.sampling_ratio, map_scale=workload.map_scale, sweep=matrix.sweep_of(workload),
             channels=channels, map_height=height, map_width=width,
-            samples=samples(inputs), bytes_moved=bytes_moved(inputs, pass_),
+            samples=samples(inputs), bytes_moved=bytes_moved(inputs, pass_), bytes_model=BYTES_MODEL,
             peak_memory_bytes=peak_bytes, peak_memory_method=peak_method,
             # Minor page faults of the peak-memory call (the process's, so TensorFlow's pool threads count too).
             minor_faults=faults if device == "cpu" else None,

@@ -5,10 +5,13 @@
   head is 512 * 256 * 49 * 4 = 25.7M. crop_and_resize: ``K * C * crop_height * crop_width``. multiscale_roi_align:
   as roi_align over every image's boxes (its workloads have a fixed grid). A ``fwdbwd`` call is credited with the
   same samples (its backward revisits each one).
-* Bytes moved: the compulsory traffic, each tensor read or written once: the feature map (multi-level: every
-  pooled map), the boxes and the output (plus, with a backward, the upstream gradient read and the image and box
-  gradients written). Real kernels move more (four corners per sample, partly from cache), so this is a lower
-  bound: bytes / time is an achieved bandwidth to set against the memory's peak, not a measurement of it.
+* Bytes moved: the compulsory traffic, each tensor read or written once: the pixels of the feature map that some
+  sample's bilinear taps read (``touched_pixels``: all C channels of each; a P2 box head's 512 boxes read about half
+  of a 200x304 map, 128 boxes far less; multi-level: every pooled map, whole), the boxes and the output (plus, with
+  a backward, the upstream gradient read and the whole image gradient and the box gradient written). Real kernels
+  move more (four corners per sample, partly from cache; whole cache lines; a plane copied whole), so this is a
+  lower bound: bytes / time is an achieved bandwidth to set against the memory's peak, not a measurement of it.
+  Charging the whole map instead overstated what 128 boxes read, and so put a kernel above the copy bandwidth.
 * The machine's bandwidth (``copy_bandwidth``), measured once per session (``conftest.py``): a STREAM-style copy,
   ``dst.copy_(src)`` of one float32 tensor into another, each far larger than the last-level cache (4x the LLC
   size from sysfs, at least 512 MiB; 64 MiB in ``smoke``, which only exercises the code), both touched first so
@@ -20,6 +23,8 @@
 
 from __future__ import annotations
 
+import functools
+import math
 import os
 import statistics
 import time
@@ -28,6 +33,11 @@ from pathlib import Path
 import torch
 
 from calls import AnyInputs, PyramidInputs
+from workloads import Workload, crop_and_resize_inputs, roi_align_inputs
+
+# Recorded in every row (conftest.py). Rows without it were counted with the whole map as read, which overstates
+# the bytes of a call whose boxes cover part of the map: ``recounted_bytes`` counts them again.
+BYTES_MODEL = "touched pixels"
 
 
 def samples(inputs: AnyInputs) -> int:
@@ -53,6 +63,54 @@ def samples(inputs: AnyInputs) -> int:
     return int((grid_h * grid_w).sum()) * channels * out_h * out_w
 
 
+def _tap_lines(position: torch.Tensor, size: int, low: float) -> torch.Tensor:
+    """The pixel rows (or columns) the bilinear taps at ``position`` (float64 [S]) read, on an axis of ``size``
+    pixels; ``low`` is the lowest in-range position (roi_align: -1, crop_and_resize: 0)."""
+    high = size if low < 0 else size - 1  # roi_align reads [-1, H], crop_and_resize [0, H - 1]
+    position = position[(position >= low) & (position <= high)].clamp(0, size - 1)
+    first = position.floor().long()  # [S]
+    # roi_align reads the pixel after the first even at weight 0; crop_and_resize reads ceil(position).
+    second = (first + 1).clamp(max=size - 1) if low < 0 else position.ceil().long()
+    return torch.cat([first, second]).unique()
+
+
+def touched_pixels(op: str, map_shape: tuple[int, ...], boxes: torch.Tensor, kwargs: dict,
+                   box_index: torch.Tensor | None = None) -> int:
+    """How many pixels (per channel) of the ``[N, C, H, W]`` map(s) some sample's four taps read: the union over
+    boxes of the rows x columns their samples fall between (CONVENTIONS.md §1.2 and §3). Needs no map values."""
+    n, _, height, width = map_shape
+    touched = torch.zeros(n, height, width, dtype=torch.bool)
+    b = boxes.detach().cpu().to(torch.float64)
+    for k in range(b.shape[0]):
+        if op == "crop_and_resize":
+            image = 0 if box_index is None else int(box_index[k])
+            lines = []
+            for lo, hi, side, count in ((b[k, 0], b[k, 2], height, kwargs["crop_size"][0]),
+                                        (b[k, 1], b[k, 3], width, kwargs["crop_size"][1])):
+                steps = torch.arange(count, dtype=torch.float64)
+                at = (lo + steps * (hi - lo) / (count - 1) if count > 1 else 0.5 * (lo + hi) + 0 * steps) * (side - 1)
+                lines.append(_tap_lines(at, side, 0.0))
+        else:
+            image, scale = int(b[k, 0]), kwargs["spatial_scale"]
+            offset = 0.5 if kwargs["aligned"] else 0.0
+            lines = []
+            for start, end, side, bins in ((b[k, 2], b[k, 4], height, kwargs["output_size"][0]),
+                                           (b[k, 1], b[k, 3], width, kwargs["output_size"][1])):
+                first = float(start) * scale - offset
+                length = float(end) * scale - offset - first
+                if not kwargs["aligned"]:
+                    length = max(length, 1.0)
+                grid = kwargs["sampling_ratio"] if kwargs["sampling_ratio"] > 0 else math.ceil(length / bins)
+                if grid <= 0:
+                    lines.append(torch.zeros(0, dtype=torch.long))
+                    continue
+                steps = torch.arange(bins * grid, dtype=torch.float64)  # bin-major samples, evenly spaced
+                lines.append(_tap_lines(first + (steps + 0.5) * length / (bins * grid), side, -1.0))
+        rows, columns = lines
+        touched[image][rows[:, None], columns[None, :]] = True
+    return int(touched.sum())
+
+
 def bytes_moved(inputs: AnyInputs, pass_: str) -> int:
     """Compulsory bytes of one call (see the module docstring)."""
     def size(t: torch.Tensor) -> int:
@@ -63,7 +121,9 @@ def bytes_moved(inputs: AnyInputs, pass_: str) -> int:
         maps = sum(size(m) for m in inputs.features)
         total = maps + sum(size(b) for b in inputs.boxes) + size(output)
         return total + (size(inputs.grad_output) + maps if pass_ != "fwd" else 0)
-    total = size(inputs.image) + size(inputs.boxes) + size(output)
+    channels = inputs.image.shape[1]
+    read = touched_pixels(inputs.op, inputs.image.shape, inputs.boxes, inputs.kwargs, inputs.box_index)
+    total = read * channels * inputs.image.element_size() + size(inputs.boxes) + size(output)
     if inputs.box_index is not None:
         total += size(inputs.box_index)
     if pass_ != "fwd":
@@ -71,6 +131,31 @@ def bytes_moved(inputs: AnyInputs, pass_: str) -> int:
     if pass_ == "fwdbwd_boxes":
         total += size(inputs.boxes)
     return total
+
+
+ELEMENT_SIZE = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2}
+
+
+def recounted_bytes(row: dict) -> int:
+    """``row["bytes_moved"]`` under today's model: a results row written before ``BYTES_MODEL`` charged the whole
+    map as read; this charges the pixels the row's workload touches instead (rebuilt from its fixed-seed boxes).
+    Multi-level rows, and rows already counted this way, are returned as they are."""
+    if row.get("bytes_model") == BYTES_MODEL or row["op"] not in ("roi_align", "crop_and_resize"):
+        return row["bytes_moved"]
+    workload = Workload(row["level"], row["boxes"], row["output"], row["sampling_ratio"], row.get("map_scale", 1))
+    return row["bytes_moved"] - _whole_map_overcount(row["op"], workload) * row["channels"] * ELEMENT_SIZE[row["dtype"]]
+
+
+@functools.lru_cache(maxsize=None)
+def _whole_map_overcount(op: str, workload: Workload) -> int:
+    """Pixels of ``workload``'s map that no tap of ``op`` reads."""
+    if op == "roi_align":
+        boxes, kwargs = roi_align_inputs(workload)
+        box_index = None
+    else:
+        boxes, box_index, kwargs = crop_and_resize_inputs(workload)
+    n, _, height, width = workload.map_shape
+    return n * height * width - touched_pixels(op, workload.map_shape, boxes, kwargs, box_index)
 
 
 # Datasheet peak memory bandwidth (bytes/s) by a substring of torch.cuda.get_device_name(), most specific first:
