@@ -40,6 +40,7 @@ import torch
 
 from .. import _layout
 from .._registry import OpKernels
+from ._masked_levels import multiscale_kernels
 from ._roi_geometry import adaptive_grid, roi_boxes
 
 # Gathered values per corner tensor in one chunk of boxes: 2**22 elements = 16 MB in float32, so a chunk
@@ -450,7 +451,8 @@ STEPS: dict[str, Steps] = {}
 
 
 def kernels_with(steps: Steps) -> dict[str, OpKernels]:
-    """Both operators' kernels running ``steps``, for the registry; ``steps`` becomes known by its name."""
+    """Both operators' kernels running ``steps``, and multi-level roi_align over them (``_masked_levels.py``), for
+    the registry; ``steps`` becomes known by its name."""
     if steps.name in STEPS:
         raise ValueError(f"steps {steps.name!r} are registered twice")
     STEPS[steps.name] = steps
@@ -458,4 +460,6 @@ def kernels_with(steps: Steps) -> dict[str, OpKernels]:
         "crop_and_resize": (crop_and_resize_forward, crop_and_resize_backward_input, crop_and_resize_backward_boxes),
         "roi_align": (roi_align_forward, roi_align_backward_input, roi_align_backward_boxes),
     }
-    return {op: OpKernels(*(functools.partial(k, steps=steps) for k in ks)) for op, ks in bound.items()}
+    kernels = {op: OpKernels(*(functools.partial(k, steps=steps) for k in ks)) for op, ks in bound.items()}
+    kernels["multiscale_roi_align"] = multiscale_kernels(kernels["roi_align"])
+    return kernels
