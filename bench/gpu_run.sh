@@ -9,8 +9,8 @@
 #
 # Stages: env (versions; requires torch >= 2.11 with CUDA); without a GPU, collect (build-free: the tests and the
 # BENCH=gpu matrix collect; prints the case count) and a stop (status 0). With a GPU: build (setup.py build_ext
-# --inplace for this GPU's architecture; checks that the extension's six ops have CUDA kernels), tests (pytest -n 8 with
-# IMPLS_GPU_RUN=1: tests of peers that are not installed skip, tests/optional_deps.py), tour (every CUDA kernel on
+# --inplace for this GPU's architecture; checks that the extension's nine ops have CUDA kernels), tests (pytest -n 8
+# with IMPLS_GPU_RUN=1: tests of peers that are not installed skip, tests/optional_deps.py), tour (every CUDA kernel on
 # tiny and edge-case inputs, checked against vectorized: bench/cuda_kernel_tour.py), memcheck and racecheck
 # (compute-sanitizer over that tour), bench (BENCH=gpu pytest-benchmark, then bench/report.py).
 #
@@ -179,11 +179,12 @@ import sys
 import torch
 import impls
 from impls import _op_schemas
-# The extension's six operators (impls:: also holds Python custom operators, which have no device kernels).
+# The extension's nine operators (impls:: also holds Python custom operators, which have no device kernels).
 registered = set(torch._C._dispatch_get_all_op_names())
-ops = sorted(f"impls::{name}" for name in _op_schemas.SCHEMAS if f"impls::{name}" in registered)
-if len(ops) != len(_op_schemas.SCHEMAS):
-    sys.exit(f"the extension registered {len(ops)} of its {len(_op_schemas.SCHEMAS)} impls:: operators")
+names = {**_op_schemas.SCHEMAS, **_op_schemas.MULTISCALE_SCHEMAS}
+ops = sorted(f"impls::{name}" for name in names if f"impls::{name}" in registered)
+if len(ops) != len(names):
+    sys.exit(f"the extension registered {len(ops)} of its {len(names)} impls:: operators")
 missing = [n for n in ops if not torch._C._dispatch_has_kernel_for_dispatch_key(n, "CUDA")]
 print(f"impls:: operators: {', '.join(ops)}; CUDA kernels: {len(ops) - len(missing)}/{len(ops)}")
 if "impls::roi_align_forward" in ops:

@@ -37,7 +37,7 @@ TORCH_LIBRARY(impls, m) {
       "roi_align_backward_boxes(Tensor grad, Tensor input, Tensor rois, float spatial_scale, SymInt pooled_height, "
       "SymInt pooled_width, int sampling_ratio, bool aligned) -> Tensor");
   // Multi-level (FPN) roi_align: box k is pooled from features[levels[k]] at scales[levels[k]]; the input gradient
-  // is one tensor per map. csrc/cpu only (roi_align's CPU kernels are its one-level case).
+  // is one tensor per map. roi_align's CPU and CUDA kernels are its one-level case.
   m.def(
       "multiscale_roi_align_forward(Tensor[] features, Tensor rois, Tensor levels, float[] scales, "
       "SymInt pooled_height, SymInt pooled_width, int sampling_ratio, bool aligned) -> Tensor");

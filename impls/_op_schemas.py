@@ -1,5 +1,5 @@
-"""The kernels as operators: one schema and one fake kernel each (roi_align and crop_and_resize, three each; the
-multi-level roi_align's three, C++ only).
+"""The kernels as operators: one schema and one fake kernel each (roi_align, crop_and_resize and the multi-level
+roi_align, three each).
 
 A fake kernel gives an operator's output shape, dtype and layout (``impls/_layout.py``) without computing it, and
 checks the shape contract of its arguments: it is what ``torch.compile`` runs while tracing. Two backends are
@@ -42,7 +42,7 @@ SCHEMAS = {
     ),
 }
 
-# Multi-level roi_align: C++ (CPU) kernels only, so not among the operators every device and triton provide.
+# Multi-level roi_align (cpp, cuda and triton), apart from SCHEMAS: the six single-map operators.
 MULTISCALE_SCHEMAS = {
     "multiscale_roi_align_forward": (
         "(Tensor[] features, Tensor rois, Tensor levels, float[] scales, SymInt pooled_height, SymInt pooled_width, "

@@ -1,4 +1,8 @@
 // roi_align on CUDA: the same sampling math as the CPU kernels (csrc/bilinear.h), in the same precision.
+// Multi-level (FPN) pooling is the same kernels over a pyramid: each box reads its level (from the `levels`
+// tensor, on the device) and that level's map, size and scale; roi_align is the one-level case (no levels
+// tensor, every box on level 0). The pyramid, at most kMaxLevels (8) maps, reaches the kernels as a small
+// struct of pointers, sizes and scales passed by value: each map is read in place, one launch per pass.
 //
 // Geometry in double: a box's start, bin size and every sample position are computed in double for every dtype,
 // as the CPU kernel and impls/backends/reference.py do; only the interpolation weights are then rounded to T (float for
@@ -8,14 +12,17 @@
 // Forward: one thread per output element (k, c, ph, pw), looping over the bin's samples; the per-box geometry
 // is a few flops and is recomputed per thread rather than staged through memory.
 // Input gradient: by default one thread per incoming gradient element, atomically adding each sample's four
-// taps into a gradient of T (half types accumulate in float and are rounded once at the end, as on the CPU).
-// With torch.use_deterministic_algorithms(True): the atomic-free "pull" of cuda_common.cuh; the adaptive grid
-// makes the number of taps per box data-dependent, so this path reads its total back to the host (one sync).
+// taps into its level's gradient of T (half types accumulate in float and are rounded once at the end, as on
+// the CPU). With torch.use_deterministic_algorithms(True): the atomic-free "pull" of cuda_common.cuh over every
+// level at once; with a fixed sampling_ratio the number of taps is known on the host (every box gets its
+// K-th share of the list, an unreadable box's taps empty), while the adaptive grid makes it data-dependent, so
+// that path reads its total back to the host (one sync).
 // Box gradient: one block per box, a fixed partition of (channel, cell) over its threads and a fixed tree
 // reduction: deterministic.
-// Invalid input that slipped past the Python checks (a batch column outside [0, N), a non-finite box with
-// adaptive sampling) cannot raise here without a device sync; such a box reads nothing: its output is NaN and
-// it contributes no gradient. An empty map (H or W = 0) has no in-range sample: outputs are 0, as on the CPU.
+// Invalid input that slipped past the Python checks (a batch column outside [0, N), a level outside the
+// pyramid, a non-finite box with adaptive sampling) cannot raise here without a device sync; such a box reads
+// nothing: its output is NaN and it contributes no gradient. An empty map (H or W = 0) has no in-range sample:
+// outputs are 0, as on the CPU.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
@@ -28,6 +35,7 @@
 
 #include <limits>
 #include <type_traits>
+#include <vector>
 
 #include "../bilinear.h"
 #include "../checks.h"
@@ -37,29 +45,49 @@ namespace impls {
 namespace {
 
 struct RoiShape {
-  int64_t N, C, H, W, K, PH, PW, sampling_ratio;
+  int64_t N, C, K, PH, PW, sampling_ratio;
   bool aligned;
   __host__ __device__ int64_t cells() const { return PH * PW; }
 };
 
+// The pyramid as the kernels see it, by value: level l's data (its map, or its gradient), size and scale.
+template <typename P>
+struct Pyramid {
+  P data[kMaxLevels];
+  int64_t H[kMaxLevels];
+  int64_t W[kMaxLevels];
+  double scale[kMaxLevels];
+  int64_t count;
+};
+
 struct RoiBox {
-  bool ok;  // the box may be read: batch index in [0, N) and, with adaptive sampling, a finite box
+  bool ok;  // the box may be read: a level of the pyramid, batch index in [0, N) and, adaptive, a finite box
   int64_t n;
+  int64_t level;
+  int64_t H, W;  // its level's map size
+  double scale;  // its level's spatial_scale
   RoiGeometry<double> g;
 };
 
-template <typename scalar_t>
-__device__ __forceinline__ RoiBox roi_box(const scalar_t* rois, const RoiShape& s, double spatial_scale, int64_t k) {
+// Box k of rois; levels is nullptr for roi_align (level 0).
+template <typename scalar_t, typename P>
+__device__ __forceinline__ RoiBox roi_box(const scalar_t* rois, const int64_t* levels, const RoiShape& s,
+                                          const Pyramid<P>& pyramid, int64_t k) {
   RoiBox r{};
   const scalar_t* roi = rois + k * 5;
+  const int64_t level = levels == nullptr ? 0 : levels[k];
   const double b = static_cast<double>(roi[0]);
   const double x1 = static_cast<double>(roi[1]), y1 = static_cast<double>(roi[2]);
   const double x2 = static_cast<double>(roi[3]), y2 = static_cast<double>(roi[4]);
-  r.ok = roi_batch_valid(b, s.N) &&
+  r.ok = level >= 0 && level < pyramid.count && roi_batch_valid(b, s.N) &&
          (s.sampling_ratio > 0 || (isfinite(x1) && isfinite(y1) && isfinite(x2) && isfinite(y2)));
   if (!r.ok) return r;
   r.n = static_cast<int64_t>(b);
-  r.g = roi_geometry<double>(x1, y1, x2, y2, spatial_scale, s.PH, s.PW, s.sampling_ratio, s.aligned);
+  r.level = level;
+  r.H = pyramid.H[level];
+  r.W = pyramid.W[level];
+  r.scale = pyramid.scale[level];
+  r.g = roi_geometry<double>(x1, y1, x2, y2, r.scale, s.PH, s.PW, s.sampling_ratio, s.aligned);
   return r;
 }
 
@@ -75,52 +103,53 @@ struct RoiTap {
 };
 
 template <typename T>
-__device__ __forceinline__ RoiTap<T> roi_tap(const RoiShape& s, const RoiGeometry<double>& g, double spatial_scale,
-                                             int64_t ph, int64_t pw, int64_t iy, int64_t ix) {
+__device__ __forceinline__ RoiTap<T> roi_tap(const RoiShape& s, const RoiBox& box, int64_t ph, int64_t pw,
+                                             int64_t iy, int64_t ix) {
   RoiTap<T> t{};
+  const RoiGeometry<double>& g = box.g;
   const double y = roi_sample(g.y_start, ph, g.bin_h, iy, g.grid_h);
   const double x = roi_sample(g.x_start, pw, g.bin_w, ix, g.grid_w);
-  t.valid = roi_in_range(y, s.H) && roi_in_range(x, s.W) && s.H > 0 && s.W > 0;
+  t.valid = roi_in_range(y, box.H) && roi_in_range(x, box.W) && box.H > 0 && box.W > 0;
   if (!t.valid) return t;
-  t.y = roi_corner(y, s.H);
-  t.x = roi_corner(x, s.W);
+  t.y = roi_corner(y, box.H);
+  t.x = roi_corner(x, box.W);
   t.ly = static_cast<T>(t.y.frac);
   t.hy = static_cast<T>(1.0 - t.y.frac);
   t.lx = static_cast<T>(t.x.frac);
   t.hx = static_cast<T>(1.0 - t.x.frac);
   const double ay = roi_position<double>(ph, iy, g.grid_h, s.PH, g.h_clamped);
   const double ax = roi_position<double>(pw, ix, g.grid_w, s.PW, g.w_clamped);
-  t.y_scale_lo = static_cast<T>(spatial_scale * (1.0 - ay));
-  t.y_scale_hi = static_cast<T>(spatial_scale * ay);
-  t.x_scale_lo = static_cast<T>(spatial_scale * (1.0 - ax));
-  t.x_scale_hi = static_cast<T>(spatial_scale * ax);
+  t.y_scale_lo = static_cast<T>(box.scale * (1.0 - ay));
+  t.y_scale_hi = static_cast<T>(box.scale * ay);
+  t.x_scale_lo = static_cast<T>(box.scale * (1.0 - ax));
+  t.x_scale_hi = static_cast<T>(box.scale * ax);
   return t;
 }
 
 template <typename scalar_t, typename T>
-__global__ void roi_forward_kernel(RoiShape s, double spatial_scale, const scalar_t* __restrict__ input,
-                                   const scalar_t* __restrict__ rois, scalar_t* __restrict__ out) {
+__global__ void roi_forward_kernel(RoiShape s, Pyramid<const scalar_t*> maps, const scalar_t* __restrict__ rois,
+                                   const int64_t* __restrict__ levels, scalar_t* __restrict__ out) {
   const int64_t total = s.K * s.C * s.cells();
   IMPLS_GRID_STRIDE(i, total) {
     const int64_t pw = i % s.PW, ph = (i / s.PW) % s.PH;
     const int64_t c = (i / s.cells()) % s.C, k = i / (s.cells() * s.C);
-    const RoiBox box = roi_box(rois, s, spatial_scale, k);
+    const RoiBox box = roi_box(rois, levels, s, maps, k);
     if (!box.ok) {
       out[i] = static_cast<scalar_t>(std::numeric_limits<T>::quiet_NaN());
       continue;
     }
     const RoiGeometry<double>& g = box.g;
-    const scalar_t* plane = input + (box.n * s.C + c) * s.H * s.W;
+    const scalar_t* plane = maps.data[box.level] + (box.n * s.C + c) * box.H * box.W;
     T acc = 0;
     for (int64_t iy = 0; iy < g.grid_h; ++iy) {
       for (int64_t ix = 0; ix < g.grid_w; ++ix) {
-        const RoiTap<T> t = roi_tap<T>(s, g, spatial_scale, ph, pw, iy, ix);
+        const RoiTap<T> t = roi_tap<T>(s, box, ph, pw, iy, ix);
         if (!t.valid) continue;
         const T w1 = t.hy * t.hx, w2 = t.hy * t.lx, w3 = t.ly * t.hx, w4 = t.ly * t.lx;
-        acc += w1 * static_cast<T>(plane[t.y.low * s.W + t.x.low]) +
-               w2 * static_cast<T>(plane[t.y.low * s.W + t.x.high]) +
-               w3 * static_cast<T>(plane[t.y.high * s.W + t.x.low]) +
-               w4 * static_cast<T>(plane[t.y.high * s.W + t.x.high]);
+        acc += w1 * static_cast<T>(plane[t.y.low * box.W + t.x.low]) +
+               w2 * static_cast<T>(plane[t.y.low * box.W + t.x.high]) +
+               w3 * static_cast<T>(plane[t.y.high * box.W + t.x.low]) +
+               w4 * static_cast<T>(plane[t.y.high * box.W + t.x.high]);
       }
     }
     out[i] = static_cast<scalar_t>(acc / static_cast<T>(g.count));
@@ -128,51 +157,58 @@ __global__ void roi_forward_kernel(RoiShape s, double spatial_scale, const scala
 }
 
 // Atomic input gradient: one thread per grad element, adding (g * w) / count for each of a sample's four taps
-// into grad_input, a tensor of T (native float/double atomics).
+// into its level's gradient, a tensor of T (native float/double atomics).
 template <typename scalar_t, typename T>
-__global__ void roi_input_grad_atomic_kernel(RoiShape s, double spatial_scale, const scalar_t* __restrict__ grad,
-                                             const scalar_t* __restrict__ rois, T* __restrict__ grad_input) {
+__global__ void roi_input_grad_atomic_kernel(RoiShape s, Pyramid<T*> grads, const scalar_t* __restrict__ grad,
+                                             const scalar_t* __restrict__ rois, const int64_t* __restrict__ levels) {
   const int64_t total = s.K * s.C * s.cells();
   IMPLS_GRID_STRIDE(i, total) {
     const int64_t pw = i % s.PW, ph = (i / s.PW) % s.PH;
     const int64_t c = (i / s.cells()) % s.C, k = i / (s.cells() * s.C);
-    const RoiBox box = roi_box(rois, s, spatial_scale, k);
+    const RoiBox box = roi_box(rois, levels, s, grads, k);
     if (!box.ok) continue;
     const RoiGeometry<double>& g = box.g;
     const T count = static_cast<T>(g.count);
-    T* plane = grad_input + (box.n * s.C + c) * s.H * s.W;
+    T* plane = grads.data[box.level] + (box.n * s.C + c) * box.H * box.W;
     const T gv = static_cast<T>(grad[i]);
     for (int64_t iy = 0; iy < g.grid_h; ++iy) {
       for (int64_t ix = 0; ix < g.grid_w; ++ix) {
-        const RoiTap<T> t = roi_tap<T>(s, g, spatial_scale, ph, pw, iy, ix);
+        const RoiTap<T> t = roi_tap<T>(s, box, ph, pw, iy, ix);
         if (!t.valid) continue;
-        gpuAtomicAddNoReturn(plane + t.y.low * s.W + t.x.low, gv * (t.hy * t.hx) / count);
-        gpuAtomicAddNoReturn(plane + t.y.low * s.W + t.x.high, gv * (t.hy * t.lx) / count);
-        gpuAtomicAddNoReturn(plane + t.y.high * s.W + t.x.low, gv * (t.ly * t.hx) / count);
-        gpuAtomicAddNoReturn(plane + t.y.high * s.W + t.x.high, gv * (t.ly * t.lx) / count);
+        gpuAtomicAddNoReturn(plane + t.y.low * box.W + t.x.low, gv * (t.hy * t.hx) / count);
+        gpuAtomicAddNoReturn(plane + t.y.low * box.W + t.x.high, gv * (t.hy * t.lx) / count);
+        gpuAtomicAddNoReturn(plane + t.y.high * box.W + t.x.low, gv * (t.ly * t.hx) / count);
+        gpuAtomicAddNoReturn(plane + t.y.high * box.W + t.x.high, gv * (t.ly * t.lx) / count);
       }
     }
   }
 }
 
-// Deterministic input gradient, step 1a: samples per box (0 for a box that may not be read).
-template <typename scalar_t>
-__global__ void roi_sample_counts_kernel(RoiShape s, double spatial_scale, const scalar_t* __restrict__ rois,
-                                         int64_t* __restrict__ samples) {
+// Deterministic input gradient, step 1a: samples per box. With a fixed sampling_ratio every box gets
+// cells * ratio^2 (a box that may not be read too: its taps are empty), so the total is known on the host;
+// adaptive, a box that may not be read gets 0.
+template <typename scalar_t, typename P>
+__global__ void roi_sample_counts_kernel(RoiShape s, Pyramid<P> pyramid, const scalar_t* __restrict__ rois,
+                                         const int64_t* __restrict__ levels, int64_t* __restrict__ samples) {
   IMPLS_GRID_STRIDE(k, s.K) {
-    const RoiBox box = roi_box(rois, s, spatial_scale, k);
+    if (s.sampling_ratio > 0) {
+      samples[k] = s.cells() * s.sampling_ratio * s.sampling_ratio;
+      continue;
+    }
+    const RoiBox box = roi_box(rois, levels, s, pyramid, k);
     const int64_t gh = box.g.grid_h > 0 ? box.g.grid_h : 0, gw = box.g.grid_w > 0 ? box.g.grid_w : 0;
     samples[k] = box.ok ? s.cells() * gh * gw : 0;
   }
 }
 
-// Step 1b: the four taps of every sample, in the reference's order (box, ph, pw, iy, ix, corner).
+// Step 1b: the four taps of every sample, in the reference's order (box, ph, pw, iy, ix, corner), pixels
+// numbered across the levels as GatherTargets (cuda_common.cuh) reads them.
 // Contribution of an entry: (g * a) / b = (g * (hy * hx)) / count etc.
-template <typename scalar_t, typename T>
-__global__ void roi_taps_kernel(RoiShape s, double spatial_scale, const scalar_t* __restrict__ rois,
-                                const int64_t* __restrict__ cum_samples, int64_t total_samples,
-                                int64_t* __restrict__ pixel, int64_t* __restrict__ cell, T* __restrict__ a,
-                                T* __restrict__ b) {
+template <typename scalar_t, typename T, typename P>
+__global__ void roi_taps_kernel(RoiShape s, Pyramid<P> pyramid, const scalar_t* __restrict__ rois,
+                                const int64_t* __restrict__ levels, const int64_t* __restrict__ cum_samples,
+                                int64_t total_samples, int64_t* __restrict__ pixel, int64_t* __restrict__ cell,
+                                T* __restrict__ a, T* __restrict__ b) {
   IMPLS_GRID_STRIDE(i, total_samples) {
     // The box of sample i: the first k with cum_samples[k] > i.
     int64_t lo = 0, hi = s.K - 1;
@@ -182,14 +218,17 @@ __global__ void roi_taps_kernel(RoiShape s, double spatial_scale, const scalar_t
     }
     const int64_t k = lo;
     const int64_t local = i - (k > 0 ? cum_samples[k - 1] : 0);
-    const RoiBox box = roi_box(rois, s, spatial_scale, k);
-    const RoiGeometry<double>& g = box.g;  // box.ok: boxes that may not be read have no samples
-    const int64_t ix = local % g.grid_w, iy = (local / g.grid_w) % g.grid_h;
-    const int64_t cell_in_box = local / (g.grid_w * g.grid_h);
+    const RoiBox box = roi_box(rois, levels, s, pyramid, k);
+    // Adaptive, only boxes that may be read have samples; a fixed grid is the same for every box.
+    const int64_t gh = box.ok ? box.g.grid_h : s.sampling_ratio, gw = box.ok ? box.g.grid_w : s.sampling_ratio;
+    const int64_t ix = local % gw, iy = (local / gw) % gh;
+    const int64_t cell_in_box = local / (gw * gh);
     const int64_t pw = cell_in_box % s.PW, ph = cell_in_box / s.PW;
-    const RoiTap<T> t = roi_tap<T>(s, g, spatial_scale, ph, pw, iy, ix);
-    const int64_t base = box.n * s.H * s.W;
-    const T count = static_cast<T>(g.count);
+    const RoiTap<T> t = box.ok ? roi_tap<T>(s, box, ph, pw, iy, ix) : RoiTap<T>{};
+    int64_t base = 0;  // pixel n * H * W of the box's level, after the levels before it
+    for (int64_t l = 0; l < box.level; ++l) base += s.N * pyramid.H[l] * pyramid.W[l];
+    base += box.n * box.H * box.W;
+    const T count = static_cast<T>(box.ok ? box.g.count : 1);
     for (int corner = 0; corner < 4; ++corner) {
       const int64_t e = i * 4 + corner;
       const bool high_y = corner >= 2, high_x = corner % 2 == 1;
@@ -200,7 +239,7 @@ __global__ void roi_taps_kernel(RoiShape s, double spatial_scale, const scalar_t
         a[e] = 0;
         continue;
       }
-      pixel[e] = base + (high_y ? t.y.high : t.y.low) * s.W + (high_x ? t.x.high : t.x.low);
+      pixel[e] = base + (high_y ? t.y.high : t.y.low) * box.W + (high_x ? t.x.high : t.x.low);
       a[e] = (high_y ? t.ly : t.hy) * (high_x ? t.lx : t.hx);
     }
   }
@@ -213,29 +252,29 @@ struct RoiCombine {
 
 // Box gradient: one block per box; rois[:, 0] gets none.
 template <typename scalar_t, typename T>
-__global__ void roi_boxes_grad_kernel(RoiShape s, double spatial_scale, const scalar_t* __restrict__ grad,
-                                      const scalar_t* __restrict__ input, const scalar_t* __restrict__ rois,
+__global__ void roi_boxes_grad_kernel(RoiShape s, Pyramid<const scalar_t*> maps, const scalar_t* __restrict__ grad,
+                                      const scalar_t* __restrict__ rois, const int64_t* __restrict__ levels,
                                       scalar_t* __restrict__ grad_rois) {
   __shared__ T shared[4 * kThreads];
   const int64_t k = blockIdx.x;
   T sums[4] = {0, 0, 0, 0};  // d x1, d y1, d x2, d y2
-  const RoiBox box = roi_box(rois, s, spatial_scale, k);
+  const RoiBox box = roi_box(rois, levels, s, maps, k);
   const int64_t items = box.ok ? s.C * s.cells() : 0;
   const RoiGeometry<double>& g = box.g;
   const T count = static_cast<T>(g.count);
   for (int64_t item = threadIdx.x; item < items; item += blockDim.x) {
     const int64_t c = item / s.cells(), cell = item % s.cells();
     const int64_t ph = cell / s.PW, pw = cell % s.PW;
-    const scalar_t* plane = input + (box.n * s.C + c) * s.H * s.W;
+    const scalar_t* plane = maps.data[box.level] + (box.n * s.C + c) * box.H * box.W;
     const T gv = static_cast<T>(grad[k * s.C * s.cells() + item]);
     for (int64_t iy = 0; iy < g.grid_h; ++iy) {
       for (int64_t ix = 0; ix < g.grid_w; ++ix) {
-        const RoiTap<T> t = roi_tap<T>(s, g, spatial_scale, ph, pw, iy, ix);
+        const RoiTap<T> t = roi_tap<T>(s, box, ph, pw, iy, ix);
         if (!t.valid) continue;
-        const T v1 = static_cast<T>(plane[t.y.low * s.W + t.x.low]);
-        const T v2 = static_cast<T>(plane[t.y.low * s.W + t.x.high]);
-        const T v3 = static_cast<T>(plane[t.y.high * s.W + t.x.low]);
-        const T v4 = static_cast<T>(plane[t.y.high * s.W + t.x.high]);
+        const T v1 = static_cast<T>(plane[t.y.low * box.W + t.x.low]);
+        const T v2 = static_cast<T>(plane[t.y.low * box.W + t.x.high]);
+        const T v3 = static_cast<T>(plane[t.y.high * box.W + t.x.low]);
+        const T v4 = static_cast<T>(plane[t.y.high * box.W + t.x.high]);
         if (t.y.moves) {
           const T gy = gv * (t.hx * (v3 - v1) + t.lx * (v4 - v2)) / count;
           sums[1] += gy * t.y_scale_lo;
@@ -255,104 +294,247 @@ __global__ void roi_boxes_grad_kernel(RoiShape s, double spatial_scale, const sc
   }
 }
 
-at::Tensor roi_align_forward_cuda(const at::Tensor& input_, const at::Tensor& rois_, double spatial_scale,
-                                  int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio, bool aligned) {
-  check_roi_align(input_, "input", rois_, pooled_height, pooled_width, c10::DeviceType::CUDA);
-  const c10::cuda::CUDAGuard guard(input_.device());
-  // A channels_last or strided input is copied once here (one pass over N*C*H*W); the kernels index NCHW.
-  const at::Tensor input = input_.contiguous();
+// ------------------------------------------------------------------------------------------------ host side
+
+// The pyramid's sizes and scales, checked: 1 to kMaxLevels levels, one scale per level.
+Pyramid<const void*> pyramid_sizes(at::IntArrayRef heights, at::IntArrayRef widths, at::ArrayRef<double> scales) {
+  TORCH_CHECK(!scales.empty() && scales.size() <= static_cast<size_t>(kMaxLevels), "the CUDA kernels pool 1 to ",
+              kMaxLevels, " pyramid levels, got ", scales.size());
+  TORCH_CHECK(heights.size() == scales.size() && widths.size() == scales.size(), "heights, widths and scales ",
+              "must give one entry per map, got ", heights.size(), ", ", widths.size(), " and ", scales.size());
+  Pyramid<const void*> p{};
+  p.count = static_cast<int64_t>(scales.size());
+  for (int64_t l = 0; l < p.count; ++l) {
+    p.H[l] = heights[l];
+    p.W[l] = widths[l];
+    p.scale[l] = scales[l];
+  }
+  return p;
+}
+
+// The same sizes and scales over other data: level l's entry of `data`.
+template <typename P>
+Pyramid<P> with_data(const Pyramid<const void*>& sizes, const std::vector<P>& data) {
+  Pyramid<P> p{};
+  p.count = sizes.count;
+  for (int64_t l = 0; l < sizes.count; ++l) {
+    p.data[l] = data[l];
+    p.H[l] = sizes.H[l];
+    p.W[l] = sizes.W[l];
+    p.scale[l] = sizes.scale[l];
+  }
+  return p;
+}
+
+// The maps, checked (CUDA, floating point, [N, C, H, W] with features[0]'s N, C, dtype and device) and made NCHW:
+// a channels_last or strided map is copied once (one pass over N*C*H*W); an NCHW map is read in place.
+std::vector<at::Tensor> contiguous_maps(at::TensorList features, const at::Tensor& rois, int64_t pooled_height,
+                                        int64_t pooled_width) {
+  TORCH_CHECK(!features.empty(), "features must hold at least one map");
+  std::vector<at::Tensor> maps;
+  for (const at::Tensor& f : features) {
+    check_roi_align(f, "features[l]", rois, pooled_height, pooled_width, c10::DeviceType::CUDA);
+    check_same(f, features[0], "features[l]", "features[0]");
+    TORCH_CHECK(f.size(0) == features[0].size(0) && f.size(1) == features[0].size(1), "features[",
+                maps.size(), "] must have the N and C of features[0]: ", f.sizes(), " vs ", features[0].sizes());
+    maps.push_back(f.contiguous());
+  }
+  return maps;
+}
+
+// levels [K] int64 on the rois' device, contiguous; an undefined tensor (roi_align) stays undefined.
+at::Tensor levels_of(const at::Tensor& levels, const at::Tensor& rois) {
+  if (!levels.defined()) return levels;
+  TORCH_CHECK(levels.dim() == 1 && levels.size(0) == rois.size(0) && levels.scalar_type() == at::kLong,
+              "levels must be an int64 [K] tensor with K = ", rois.size(0), ", got ", levels.scalar_type(), " ",
+              levels.sizes());
+  TORCH_CHECK(levels.device() == rois.device(), "levels must be on ", rois.device(), ", got ", levels.device());
+  return levels.contiguous();
+}
+
+const int64_t* levels_ptr(const at::Tensor& levels) {
+  return levels.defined() ? levels.const_data_ptr<int64_t>() : nullptr;
+}
+
+// Each map's size along dim, e.g. 2: the heights.
+std::vector<int64_t> sizes_of(const std::vector<at::Tensor>& maps, int dim) {
+  std::vector<int64_t> sizes;
+  for (const at::Tensor& m : maps) sizes.push_back(m.size(dim));
+  return sizes;
+}
+
+// Each pass over a pyramid; levels undefined: roi_align's one map.
+
+at::Tensor pyramid_forward(at::TensorList features, const at::Tensor& rois_, const at::Tensor& levels_,
+                           at::ArrayRef<double> scales, int64_t pooled_height, int64_t pooled_width,
+                           int64_t sampling_ratio, bool aligned) {
+  const std::vector<at::Tensor> maps = contiguous_maps(features, rois_, pooled_height, pooled_width);
+  const Pyramid<const void*> sizes = pyramid_sizes(sizes_of(maps, 2), sizes_of(maps, 3), scales);
+  const c10::cuda::CUDAGuard guard(maps[0].device());
   const at::Tensor rois = rois_.contiguous();
-  const RoiShape s{input.size(0), input.size(1), input.size(2), input.size(3), rois.size(0),
-                   pooled_height, pooled_width, sampling_ratio, aligned};
-  at::Tensor out = at::empty({s.K, s.C, s.PH, s.PW}, input.options());
+  const at::Tensor levels = levels_of(levels_, rois);
+  const RoiShape s{maps[0].size(0), maps[0].size(1), rois.size(0), pooled_height, pooled_width, sampling_ratio,
+                   aligned};
+  at::Tensor out = at::empty({s.K, s.C, s.PH, s.PW}, maps[0].options());
   if (out.numel() == 0) return out;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "roi_align_forward_cuda", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "roi_align_forward_cuda", [&] {
     using T = at::opmath_type<scalar_t>;
+    std::vector<const scalar_t*> data;
+    for (const at::Tensor& m : maps) data.push_back(m.const_data_ptr<scalar_t>());
     roi_forward_kernel<scalar_t, T><<<blocks_for(out.numel()), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-        s, spatial_scale, input.const_data_ptr<scalar_t>(), rois.const_data_ptr<scalar_t>(),
+        s, with_data(sizes, data), rois.const_data_ptr<scalar_t>(), levels_ptr(levels),
         out.mutable_data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   // The kernels index NCHW; a channels_last caller gets a channels_last output (one copy of the output).
-  return out.contiguous(input_.suggest_memory_format());
+  return out.contiguous(features[0].suggest_memory_format());
 }
 
-at::Tensor roi_align_backward_input_cuda(const at::Tensor& grad_, const at::Tensor& rois_, double spatial_scale,
-                                         int64_t pooled_height, int64_t pooled_width, int64_t N, int64_t C,
-                                         int64_t H, int64_t W, int64_t sampling_ratio, bool aligned) {
+std::vector<at::Tensor> pyramid_backward_input(const at::Tensor& grad_, const at::Tensor& rois_,
+                                               const at::Tensor& levels_, at::ArrayRef<double> scales,
+                                               int64_t pooled_height, int64_t pooled_width, int64_t N, int64_t C,
+                                               at::IntArrayRef heights, at::IntArrayRef widths,
+                                               int64_t sampling_ratio, bool aligned) {
   check_roi_align(grad_, "grad", rois_, pooled_height, pooled_width, c10::DeviceType::CUDA);
   check_grad(grad_, rois_.size(0), C, pooled_height, pooled_width);
-  check_input_sizes(N, C, H, W);
+  const Pyramid<const void*> sizes = pyramid_sizes(heights, widths, scales);
+  for (int64_t l = 0; l < sizes.count; ++l) check_input_sizes(N, C, sizes.H[l], sizes.W[l]);
   const c10::cuda::CUDAGuard guard(grad_.device());
   const at::Tensor rois = rois_.contiguous();
+  const at::Tensor levels = levels_of(levels_, rois);
   const at::Tensor grad = grad_.contiguous();
-  const RoiShape s{N, C, H, W, rois.size(0), pooled_height, pooled_width, sampling_ratio, aligned};
+  const RoiShape s{N, C, rois.size(0), pooled_height, pooled_width, sampling_ratio, aligned};
   const bool deterministic = at::globalContext().deterministicAlgorithms();
   const auto stream = at::cuda::getCurrentCUDAStream();
-  at::Tensor grad_input;
+  std::vector<at::Tensor> grad_inputs;
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "roi_align_backward_input_cuda", [&] {
     using T = at::opmath_type<scalar_t>;
     const scalar_t* r = rois.const_data_ptr<scalar_t>();
+    const int64_t* lv = levels_ptr(levels);
     const auto acc_options = grad.options().dtype(c10::CppTypeToScalarType<T>::value);
     if (deterministic) {
-      grad_input = at::empty({N, C, H, W}, grad.options());
+      for (int64_t l = 0; l < sizes.count; ++l) {
+        grad_inputs.push_back(at::empty({N, C, sizes.H[l], sizes.W[l]}, grad.options()));
+      }
       const auto index_options = grad.options().dtype(at::kLong);
       int64_t total_samples = 0;
       at::Tensor cum;
       if (s.K > 0) {
         at::Tensor samples = at::empty({s.K}, index_options);
         roi_sample_counts_kernel<scalar_t><<<blocks_for(s.K), kThreads, 0, stream>>>(
-            s, spatial_scale, r, samples.mutable_data_ptr<int64_t>());
+            s, sizes, r, lv, samples.mutable_data_ptr<int64_t>());
         C10_CUDA_KERNEL_LAUNCH_CHECK();
         cum = at::cumsum(samples, 0);
-        total_samples = cum[s.K - 1].item<int64_t>();  // the one host sync: the entry count
+        // Adaptive: the one host sync, the entry count.
+        total_samples = s.sampling_ratio > 0 ? s.K * s.cells() * s.sampling_ratio * s.sampling_ratio
+                                             : cum[s.K - 1].item<int64_t>();
       }
       TapEntries e{at::empty({total_samples * 4}, index_options), at::empty({total_samples * 4}, index_options),
                    at::empty({total_samples * 4}, acc_options), at::empty({total_samples * 4}, acc_options)};
       if (total_samples > 0) {
         roi_taps_kernel<scalar_t, T><<<blocks_for(total_samples), kThreads, 0, stream>>>(
-            s, spatial_scale, r, cum.const_data_ptr<int64_t>(), total_samples, e.pixel.mutable_data_ptr<int64_t>(),
+            s, sizes, r, lv, cum.const_data_ptr<int64_t>(), total_samples, e.pixel.mutable_data_ptr<int64_t>(),
             e.cell.mutable_data_ptr<int64_t>(), e.a.mutable_data_ptr<T>(), e.b.mutable_data_ptr<T>());
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       }
-      gather_taps<scalar_t, T>(e, grad, grad_input, s.cells(), RoiCombine<T>{});
+      gather_taps<scalar_t, T>(e, grad, grad_inputs, s.cells(), RoiCombine<T>{});
       return;
     }
-    at::Tensor acc = at::zeros({N, C, H, W}, acc_options);
+    std::vector<at::Tensor> accs;
+    std::vector<T*> data;
+    for (int64_t l = 0; l < sizes.count; ++l) {
+      accs.push_back(at::zeros({N, C, sizes.H[l], sizes.W[l]}, acc_options));
+      data.push_back(accs.back().mutable_data_ptr<T>());
+    }
     if (grad.numel() > 0) {
       roi_input_grad_atomic_kernel<scalar_t, T><<<blocks_for(grad.numel()), kThreads, 0, stream>>>(
-          s, spatial_scale, grad.const_data_ptr<scalar_t>(), r, acc.mutable_data_ptr<T>());
+          s, with_data(sizes, data), grad.const_data_ptr<scalar_t>(), r, lv);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
-    grad_input = std::is_same_v<scalar_t, T> ? acc : acc.to(grad.scalar_type());
+    for (const at::Tensor& acc : accs) {
+      grad_inputs.push_back(std::is_same_v<scalar_t, T> ? acc : acc.to(grad.scalar_type()));
+    }
   });
-  return grad_input.contiguous(grad_.suggest_memory_format());  // the incoming gradient's layout
+  // The incoming gradient's layout.
+  for (at::Tensor& g : grad_inputs) g = g.contiguous(grad_.suggest_memory_format());
+  return grad_inputs;
 }
 
-at::Tensor roi_align_backward_boxes_cuda(const at::Tensor& grad_, const at::Tensor& input_, const at::Tensor& rois_,
-                                         double spatial_scale, int64_t pooled_height, int64_t pooled_width,
-                                         int64_t sampling_ratio, bool aligned) {
-  check_roi_align(input_, "input", rois_, pooled_height, pooled_width, c10::DeviceType::CUDA);
-  check_same(grad_, input_, "grad", "input");
-  check_grad(grad_, rois_.size(0), input_.size(1), pooled_height, pooled_width);
-  const c10::cuda::CUDAGuard guard(input_.device());
-  const at::Tensor input = input_.contiguous();
+at::Tensor pyramid_backward_boxes(const at::Tensor& grad_, at::TensorList features, const at::Tensor& rois_,
+                                  const at::Tensor& levels_, at::ArrayRef<double> scales, int64_t pooled_height,
+                                  int64_t pooled_width, int64_t sampling_ratio, bool aligned) {
+  const std::vector<at::Tensor> maps = contiguous_maps(features, rois_, pooled_height, pooled_width);
+  check_same(grad_, maps[0], "grad", "features[0]");
+  check_grad(grad_, rois_.size(0), maps[0].size(1), pooled_height, pooled_width);
+  const Pyramid<const void*> sizes = pyramid_sizes(sizes_of(maps, 2), sizes_of(maps, 3), scales);
+  const c10::cuda::CUDAGuard guard(maps[0].device());
   const at::Tensor rois = rois_.contiguous();
+  const at::Tensor levels = levels_of(levels_, rois);
   const at::Tensor grad = grad_.contiguous();
-  const RoiShape s{input.size(0), input.size(1), input.size(2), input.size(3), rois.size(0),
-                   pooled_height, pooled_width, sampling_ratio, aligned};
+  const RoiShape s{maps[0].size(0), maps[0].size(1), rois.size(0), pooled_height, pooled_width, sampling_ratio,
+                   aligned};
   at::Tensor grad_rois = at::zeros({s.K, 5}, rois.options());
   if (s.K == 0) return grad_rois;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "roi_align_backward_boxes_cuda", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "roi_align_backward_boxes_cuda", [&] {
     using T = at::opmath_type<scalar_t>;
+    std::vector<const scalar_t*> data;
+    for (const at::Tensor& m : maps) data.push_back(m.const_data_ptr<scalar_t>());
     roi_boxes_grad_kernel<scalar_t, T><<<static_cast<unsigned int>(s.K), kThreads, 0,
                                          at::cuda::getCurrentCUDAStream()>>>(
-        s, spatial_scale, grad.const_data_ptr<scalar_t>(), input.const_data_ptr<scalar_t>(),
-        rois.const_data_ptr<scalar_t>(), grad_rois.mutable_data_ptr<scalar_t>());
+        s, with_data(sizes, data), grad.const_data_ptr<scalar_t>(), rois.const_data_ptr<scalar_t>(),
+        levels_ptr(levels), grad_rois.mutable_data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return grad_rois;
+}
+
+// The operators. roi_align is the one-level case: one map, no levels tensor.
+
+at::Tensor multiscale_roi_align_forward_cuda(at::TensorList features, const at::Tensor& rois,
+                                             const at::Tensor& levels, at::ArrayRef<double> scales,
+                                             int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio,
+                                             bool aligned) {
+  return pyramid_forward(features, rois, levels, scales, pooled_height, pooled_width, sampling_ratio, aligned);
+}
+
+std::vector<at::Tensor> multiscale_roi_align_backward_input_cuda(
+    const at::Tensor& grad, const at::Tensor& rois, const at::Tensor& levels, at::ArrayRef<double> scales,
+    int64_t pooled_height, int64_t pooled_width, int64_t batch_size, int64_t channels, at::IntArrayRef heights,
+    at::IntArrayRef widths, int64_t sampling_ratio, bool aligned) {
+  return pyramid_backward_input(grad, rois, levels, scales, pooled_height, pooled_width, batch_size, channels,
+                                heights, widths, sampling_ratio, aligned);
+}
+
+at::Tensor multiscale_roi_align_backward_boxes_cuda(const at::Tensor& grad, at::TensorList features,
+                                                    const at::Tensor& rois, const at::Tensor& levels,
+                                                    at::ArrayRef<double> scales, int64_t pooled_height,
+                                                    int64_t pooled_width, int64_t sampling_ratio, bool aligned) {
+  return pyramid_backward_boxes(grad, features, rois, levels, scales, pooled_height, pooled_width, sampling_ratio,
+                                aligned);
+}
+
+at::Tensor roi_align_forward_cuda(const at::Tensor& input, const at::Tensor& rois, double spatial_scale,
+                                  int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio, bool aligned) {
+  check_roi_align(input, "input", rois, pooled_height, pooled_width, c10::DeviceType::CUDA);
+  return pyramid_forward({input}, rois, at::Tensor(), {spatial_scale}, pooled_height, pooled_width, sampling_ratio,
+                         aligned);
+}
+
+at::Tensor roi_align_backward_input_cuda(const at::Tensor& grad, const at::Tensor& rois, double spatial_scale,
+                                         int64_t pooled_height, int64_t pooled_width, int64_t N, int64_t C,
+                                         int64_t H, int64_t W, int64_t sampling_ratio, bool aligned) {
+  return pyramid_backward_input(grad, rois, at::Tensor(), {spatial_scale}, pooled_height, pooled_width, N, C, {H},
+                                {W}, sampling_ratio, aligned)[0];
+}
+
+at::Tensor roi_align_backward_boxes_cuda(const at::Tensor& grad, const at::Tensor& input, const at::Tensor& rois,
+                                         double spatial_scale, int64_t pooled_height, int64_t pooled_width,
+                                         int64_t sampling_ratio, bool aligned) {
+  check_roi_align(input, "input", rois, pooled_height, pooled_width, c10::DeviceType::CUDA);
+  check_same(grad, input, "grad", "input");
+  return pyramid_backward_boxes(grad, {input}, rois, at::Tensor(), {spatial_scale}, pooled_height, pooled_width,
+                                sampling_ratio, aligned);
 }
 
 }  // namespace
@@ -361,6 +543,9 @@ TORCH_LIBRARY_IMPL(impls, CUDA, m) {
   m.impl("roi_align_forward", TORCH_FN(roi_align_forward_cuda));
   m.impl("roi_align_backward_input", TORCH_FN(roi_align_backward_input_cuda));
   m.impl("roi_align_backward_boxes", TORCH_FN(roi_align_backward_boxes_cuda));
+  m.impl("multiscale_roi_align_forward", TORCH_FN(multiscale_roi_align_forward_cuda));
+  m.impl("multiscale_roi_align_backward_input", TORCH_FN(multiscale_roi_align_backward_input_cuda));
+  m.impl("multiscale_roi_align_backward_boxes", TORCH_FN(multiscale_roi_align_backward_boxes_cuda));
 }
 
 }  // namespace impls

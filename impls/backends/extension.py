@@ -1,8 +1,8 @@
 """``cpp`` and ``cuda`` backends: glue to the compiled extension ``impls._C`` (``csrc/``).
 
 The extension registers six operators, ``torch.ops.impls.{crop_and_resize,roi_align}_{forward,backward_input,
-backward_boxes}`` (one operator per gradient), and multi-level roi_align's three (``multiscale_roi_align_*``, CPU
-only: one call pools every level), with CPU kernels (``csrc/cpu``, parallel over boxes x channels,
+backward_boxes}`` (one operator per gradient), and multi-level roi_align's three (``multiscale_roi_align_*``: one
+call pools every level), with CPU kernels (``csrc/cpu``, parallel over boxes x channels,
 float64 bit-exact with ``reference``) and, when built with a CUDA toolkit, CUDA kernels (``csrc/cuda``). This
 module binds the op handles once, gives the ops their fake kernels (``impls/_op_schemas.py``) so that they trace
 under ``torch.compile``, and registers the two backends. The package still imports when the extension is not
@@ -124,6 +124,8 @@ _KERNELS = {
         crop_and_resize_forward, crop_and_resize_backward_input, crop_and_resize_backward_boxes
     ),
     "roi_align": OpKernels(roi_align_forward, roi_align_backward_input, roi_align_backward_boxes),
+    "multiscale_roi_align": OpKernels(multiscale_roi_align_forward, multiscale_roi_align_backward_input,
+                                      multiscale_roi_align_backward_boxes),
 }
 
 CPP = register(
@@ -132,11 +134,7 @@ CPP = register(
         summary="C++ extension (csrc/cpu): parallel over boxes x channels; float64 bit-exact with reference",
         devices=("cpu",),
         dtypes=FLOAT_DTYPES,
-        kernels={
-            **_KERNELS,
-            "multiscale_roi_align": OpKernels(multiscale_roi_align_forward, multiscale_roi_align_backward_input,
-                                              multiscale_roi_align_backward_boxes),
-        },
+        kernels=_KERNELS,
         unavailable_reason=_cpp_reason,
     )
 )

@@ -1,6 +1,6 @@
 """The compiled extension ``impls._C`` as an operator library: what the backend matrix does not show.
 
-Each test states one property of the six ``torch.ops.impls`` operators or of the ``cpp``/``cuda`` backends:
+Each test states one property of the nine ``torch.ops.impls`` operators or of the ``cpp``/``cuda`` backends:
 their registrations pass ``torch.library.opcheck``; ``torch.compile(fullgraph=True)`` and ``torch.export``
 trace through the public ops with ``backend="cpp"``; the CPU backward gives the same bits whatever the thread
 count; the CUDA kernels are in the dispatcher whenever the build found a toolkit; on a GPU, the deterministic
@@ -25,7 +25,7 @@ DTYPES = (torch.float32, torch.float64)
 # opcheck runs every dtype on the GPU (the half types have their own dispatch and accumulate in float there),
 # the two full-precision ones on the CPU (CI time).
 CUDA_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-OP_NAMES = tuple(f"{op}_{kernel}" for op in ("crop_and_resize", "roi_align")
+OP_NAMES = tuple(f"{op}_{kernel}" for op in ("crop_and_resize", "roi_align", "multiscale_roi_align")
                  for kernel in ("forward", "backward_input", "backward_boxes"))
 
 

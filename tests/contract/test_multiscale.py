@@ -15,6 +15,7 @@ import torchvision
 import cases
 import impls
 from impls import _levels
+from impls._determinism import deterministic_algorithms
 
 STRIDES = (4, 8, 16, 32)
 IMAGE = (128, 160)  # (height, width) of the largest image; the maps are the padded batch's, stride by stride
@@ -230,44 +231,55 @@ class _OperatorCalls(torch.utils._python_dispatch.TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def test_cpp_pools_every_level_in_one_operator_call_per_pass():
-    x = [v.requires_grad_() for k, v in pyramid(torch.float64).items() if k != "pool"]
-    boxes = [b.requires_grad_() for b in boxes_per_image(torch.float64)]
+# The extension's backends on each device this machine has (cuda: in the GPU run).
+EXTENSION_DEVICES = [pytest.param(b, d, id=f"{b}-{d}") for b, d in (("cpp", "cpu"), ("cuda", "cuda"))
+                     if d in cases.DEVICES]
+
+
+@pytest.mark.parametrize("backend,device", EXTENSION_DEVICES)
+def test_extension_pools_every_level_in_one_operator_call_per_pass(backend, device):
+    x = [v.to(device).requires_grad_() for k, v in pyramid(torch.float64).items() if k != "pool"]
+    boxes = [b.to(device).requires_grad_() for b in boxes_per_image(torch.float64)]
     with _OperatorCalls() as mode:
-        out = impls.multiscale_roi_align(x, boxes, image_shapes(), 7, 2, backend="cpp")
+        out = impls.multiscale_roi_align(x, boxes, image_shapes(), 7, 2, backend=backend)
         out.backward(torch.ones_like(out))
     assert mode.calls == ["multiscale_roi_align_forward", "multiscale_roi_align_backward_input",
                           "multiscale_roi_align_backward_boxes"]
 
 
-def _layout_params():
+def _one_call_params():
+    """The extension's backends on this machine's devices x dtype x layout, cuda in both image-gradient modes."""
     return [
-        pytest.param(dtype, contiguity, id=f"{str(dtype)[6:]}-{contiguity}")
+        pytest.param(backend, device, dtype, contiguity, deterministic, id=f"{backend}-{device}-{str(dtype)[6:]}-"
+                     f"{contiguity}" + ("-deterministic" if deterministic else ""))
+        for backend, device in (("cpp", "cpu"), ("cuda", "cuda")) if device in cases.DEVICES
         for dtype in (torch.float64, torch.float32, torch.float16, torch.bfloat16)
         for contiguity in cases.CONTIGUITY
+        for deterministic in ((False, True) if backend == "cuda" else (False,))
     ]
 
 
-@pytest.mark.parametrize("dtype,contiguity", _layout_params())
-def test_cpp_one_call_equals_reference_per_level(dtype, contiguity):
-    # Oracle: the reference backend pooling each level with its roi_align. float64 is bit for bit (cpp evaluates
-    # the reference's expressions in its order, level by level: CONVENTIONS.md section 6); other dtypes round the
-    # inputs first, so both sides see the same values, and take the matrix's tolerances.
+@pytest.mark.parametrize("backend,device,dtype,contiguity,deterministic", _one_call_params())
+def test_one_call_equals_reference_per_level(backend, device, dtype, contiguity, deterministic):
+    # Oracle: the reference backend pooling each level with its roi_align. cpp float64 is bit for bit (cpp
+    # evaluates the reference's expressions in its order, level by level: CONVENTIONS.md section 6); other dtypes
+    # round the inputs first, so both sides see the same values, and take the matrix's tolerances.
     x64 = [v for k, v in pyramid(torch.float64, c=3).items() if k != "pool"]
     boxes64 = boxes_per_image(torch.float64, counts=(6, 5))
     results = {}
-    for name in ("reference", "cpp"):
-        maps = [cases.with_layout(m.to(dtype).clone(), contiguity).requires_grad_() for m in x64]
-        boxes = [b.to(dtype).clone().requires_grad_() for b in boxes64]
+    for name, on in (("reference", "cpu"), (backend, device)):
+        maps = [cases.with_layout(m.to(on, dtype).clone(), contiguity).requires_grad_() for m in x64]
+        boxes = [b.to(on, dtype).clone().requires_grad_() for b in boxes64]
         out = impls.multiscale_roi_align(maps, boxes, image_shapes(), (3, 4), 2, aligned=True, backend=name)
         g = torch.Generator().manual_seed(4)
-        out.backward(torch.randn(out.shape, generator=g, dtype=torch.float64).to(dtype))
-        results[name] = (out, [m.grad for m in maps], torch.cat([b.grad for b in boxes]))
-    tol = cases.tolerance("cpp", dtype)
-    cases.assert_close(results["cpp"][0], results["reference"][0], tol, "forward")
-    for level, (ours, theirs) in enumerate(zip(results["cpp"][1], results["reference"][1])):
+        with deterministic_algorithms(deterministic):
+            out.backward(torch.randn(out.shape, generator=g, dtype=torch.float64).to(on, dtype))
+        results[name] = [t.cpu() for t in (out, *(m.grad for m in maps), torch.cat([b.grad for b in boxes]))]
+    tol = cases.tolerance(backend, dtype)
+    cases.assert_close(results[backend][0], results["reference"][0], tol, "forward")
+    for level, (ours, theirs) in enumerate(zip(results[backend][1:-1], results["reference"][1:-1])):
         cases.assert_close(ours, theirs, tol, f"gradient of map {level}")
-    cases.assert_close(results["cpp"][2], results["reference"][2], tol, "box gradient")
+    cases.assert_close(results[backend][-1], results["reference"][-1], tol, "box gradient")
 
 
 def test_cpp_operators_pass_opcheck():
