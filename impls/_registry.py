@@ -34,7 +34,8 @@ reads the feature map.
   * ``backward_boxes(grad, features, rois, levels, scales, pooled_height, pooled_width, sampling_ratio, aligned)``
     -> ``Tensor[K, 5]``.
 
-``backward_boxes`` is ``None`` for a backend that gives no gradient to the boxes.
+``backward_boxes`` is ``None`` for a backend that gives no gradient to the boxes, ``backward_input`` for one that
+gives no gradient at all (an inference runtime: ``onnxruntime``, ``openvino``).
 """
 
 from __future__ import annotations
@@ -58,8 +59,18 @@ class OpKernels:
     """One operator of one backend: plain functions, no autograd (signatures in the module docstring)."""
 
     forward: Callable
-    backward_input: Callable
+    backward_input: Optional[Callable] = None  # None: forward only (e.g. onnxruntime)
     backward_boxes: Optional[Callable] = None  # None: no gradient to the boxes (e.g. torchvision)
+    # A peer that computes another convention than CONVENTIONS.md's on part of the op's inputs: the section that
+    # states where and how (the tests cross-check it on the rest and test the difference as a difference). None:
+    # the op as CONVENTIONS.md states it, on every input the record accepts.
+    differs: Optional[str] = None
+    # The forward takes exactly one box per image, box k on image k (kornia's API), and raises otherwise.
+    one_box_per_image: bool = False
+
+    @property
+    def input_grad(self) -> bool:
+        return self.backward_input is not None
 
     @property
     def boxes_grad(self) -> bool:
@@ -110,6 +121,7 @@ def backends() -> list[dict]:
                 "ops": tuple(b.kernels),
                 "devices": b.devices,
                 "dtypes": tuple(str(d).replace("torch.", "") for d in b.dtypes),
+                "input_grad": tuple(op for op, k in b.kernels.items() if k.input_grad),
                 "boxes_grad": tuple(op for op, k in b.kernels.items() if k.boxes_grad),
                 "peer": b.peer,
                 "available": reason is None,

@@ -25,6 +25,11 @@ def _kernels(backend: str, op: str, x: torch.Tensor, boxes: torch.Tensor) -> _re
     """The kernels ``backend`` names for ``op`` on ``x``'s device and dtype, checked to give every gradient asked."""
     name = _registry.resolve(backend, op, x.device)
     kernels = _registry.kernels(name, op, x.device, x.dtype)
+    if x.requires_grad and torch.is_grad_enabled() and not kernels.input_grad:
+        raise ValueError(
+            f"backend {name!r} computes the forward only (no gradient), but the feature map requires grad; "
+            f"pass it detached, call under torch.no_grad(), or pick a backend with gradients (see impls.backends())"
+        )
     if boxes.requires_grad and torch.is_grad_enabled() and not kernels.boxes_grad:
         raise ValueError(
             f"backend {name!r} gives no gradient to the boxes, but boxes.requires_grad is True; "

@@ -68,6 +68,9 @@ class OpCase:
     id: str
     op: str
     kwargs: tuple  # keyword arguments of the public op besides input and boxes, as sorted pairs
+    # Where the boxes lie: "any" (``crop_boxes``/``roi_boxes``: flipped, crossing the border) or "interior" (one box
+    # per image, every sample inside the image: where the peers whose record ``differs`` agree with ours).
+    boxes: str = "any"
 
     @property
     def params(self) -> dict:
@@ -81,6 +84,7 @@ OP_CASES = (
            (("aligned", True), ("output_size", (3, 4)), ("sampling_ratio", 2), ("spatial_scale", 0.5))),
     OpCase("roi_align-unaligned_adaptive", "roi_align",
            (("aligned", False), ("output_size", 3), ("sampling_ratio", 0), ("spatial_scale", 1.0))),
+    OpCase("crop_and_resize-interior", "crop_and_resize", (("crop_size", (4, 5)),), boxes="interior"),
 )
 
 
@@ -98,6 +102,14 @@ def output_shape(case: OpCase, x: torch.Tensor, boxes: torch.Tensor) -> tuple[in
 def feature_map(seed: int = 0, n: int = 2, c: int = 3, h: int = 9, w: int = 11) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, c, h, w, generator=g, dtype=torch.float64)
+
+
+def interior_crop_boxes(n: int = 2, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """One normalized (y1, x1, y2, x2) box per image (box k on image k), every corner in [0.05, 0.95]: all samples
+    inside the image, some boxes flipped; random, so no sample lands on a pixel row, where TensorFlow's box
+    gradient and ``grid_sample``'s differ (CONVENTIONS.md §8.3)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 4, generator=g, dtype=torch.float64) * 0.9 + 0.05, torch.arange(n)
 
 
 def crop_boxes(k: int = 6, seed: int = 1, n: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
@@ -147,6 +159,8 @@ def call(case: OpCase, backend: str, x: torch.Tensor, boxes: torch.Tensor, box_i
 def inputs(case: OpCase, seed: int = 0):
     """float64 (feature map, boxes, box_index or None) for ``case``."""
     x = feature_map(seed)
+    if case.boxes == "interior":
+        return (x, *interior_crop_boxes(seed=seed + 1))
     if case.op == "crop_and_resize":
         boxes, box_index = crop_boxes(seed=seed + 1)
         return x, boxes, box_index
@@ -156,8 +170,18 @@ def inputs(case: OpCase, seed: int = 0):
 
 
 def supports(backend: str, case: OpCase, device: str, dtype: torch.dtype) -> bool:
+    """Whether the matrix runs ``backend`` on ``case``. A peer whose record ``differs`` from ours on part of the op's
+    inputs runs the cases of ``interior`` boxes only, where it must agree (the difference is tested as one in
+    tests/peers/); every other backend runs the general cases, which hold interior boxes too."""
     record = registered()[backend]
-    return case.op in record.kernels and device in record.devices and dtype in record.dtypes
+    if not (case.op in record.kernels and device in record.devices and dtype in record.dtypes):
+        return False
+    return (record.kernels[case.op].differs is not None) == (case.boxes == "interior")
+
+
+def passes(backend: str, case: OpCase) -> tuple[str, ...]:
+    """The matrix's passes for ``backend`` on ``case``: forward only for an inference runtime (no gradient)."""
+    return PASSES if registered()[backend].kernels[case.op].input_grad else PASSES[:1]
 
 
 def gives_boxes_grad(backend: str, case: OpCase) -> bool:
@@ -178,12 +202,22 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, tol: float, what:
     assert err <= tol * scale, f"{what}: max error {err:.3g} > {tol:.1g} x {scale:.3g}"
 
 
+def full_contract(backend: str, op: str) -> bool:
+    """Whether ``backend`` computes ``op`` as CONVENTIONS.md states it on every input, with the image gradient:
+    every backend of ours and the peers torchvision and tensorflow. The other peers (an inference runtime without
+    gradients, a pure-PyTorch peer that ``differs`` at the border) run in the matrix where they overlap ours and in
+    tests/peers/, not in the tests of the whole contract."""
+    kernels = registered()[backend].kernels[op]
+    return kernels.input_grad and kernels.differs is None
+
+
 def backends_for(op: str, device: str = "cpu", dtype: torch.dtype | None = None, exclude=()) -> list[str]:
-    """Registered backends that implement ``op`` on ``device`` (and ``dtype``), available here or not: an
-    unavailable one fails its tests instead of vanishing from them."""
+    """Registered backends that implement ``op`` on ``device`` (and ``dtype``) with its ``full_contract``,
+    available here or not: an unavailable one fails its tests instead of vanishing from them."""
     return [
         name for name, b in registered().items()
         if op in b.kernels and device in b.devices and (dtype is None or dtype in b.dtypes) and name not in exclude
+        and full_contract(name, op)
     ]
 
 

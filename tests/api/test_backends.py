@@ -10,13 +10,20 @@ from impls import _registry
 
 # What `make test` installs on this project's machines; a backend missing here is a broken install, so the test
 # fails rather than skipping the backend's share of the matrix.
-EXPECTED_HERE = ("reference", "vectorized", "compiled", "cpp", "torchvision", "tensorflow", "triton")
+EXPECTED_HERE = ("reference", "vectorized", "compiled", "cpp", "torchvision", "tensorflow", "triton", "onnxruntime",
+                 "openvino", "grid_sample", "kornia")
 
 
 def test_backends_lists_every_backend_with_its_support():
     rows = {row["name"]: row for row in impls.backends()}
-    assert set(rows) == {"reference", "vectorized", "compiled", "cpp", "cuda", "torchvision", "tensorflow", "triton"}
+    assert set(rows) == {"reference", "vectorized", "compiled", "cpp", "cuda", "torchvision", "tensorflow", "triton",
+                         "onnxruntime", "openvino", "grid_sample", "kornia"}
     assert rows["torchvision"]["ops"] == ("roi_align",) and rows["torchvision"]["boxes_grad"] == ()
+    # The inference runtimes: roi_align forward only.
+    for name in ("onnxruntime", "openvino"):
+        assert rows[name]["ops"] == ("roi_align",) and rows[name]["input_grad"] == rows[name]["boxes_grad"] == ()
+    for name in ("grid_sample", "kornia"):
+        assert rows[name]["ops"] == rows[name]["input_grad"] == rows[name]["boxes_grad"] == ("crop_and_resize",)
     assert rows["tensorflow"]["ops"] == ("crop_and_resize",) and rows["tensorflow"]["dtypes"] == ("float32",)
     assert set(rows["reference"]["ops"]) == set(rows["reference"]["boxes_grad"]) == {"crop_and_resize", "roi_align"}
     # Every other backend of ours has a multi-level kernel (cpp and cuda: one call for every level); reference pools

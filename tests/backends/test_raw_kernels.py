@@ -43,13 +43,22 @@ NOT_HELD = {
     # torchvision's kernels index the map with the batch column unchecked (an out-of-bounds read): only the public
     # op's validation stands between them and a bad index.
     "torchvision": "reads out of bounds",
+    # OpenVINO's ROIAlign reads out of bounds for -1 (values of 1e22 seen) and raises for N; onnxruntime's raises.
+    # Both are called by tests/peers/ with the public op's validated indices only.
+    "onnxruntime": "its RoiAlign raises for an index outside [0, N)",
+    "openvino": "reads out of bounds for -1",
+    # The user's code it stands for trusts box_index: with one image every box is read from it.
+    "grid_sample": "reads image 0 for any index when N = 1",
+    # kornia takes box k on image k only: the kernel raises for any other box_index (tests/peers/test_kornia.py).
+    "kornia": "one box per image",
 }
 # Image indices that are not an image of a batch of 2, by op (roi_align's column is a float).
 BAD_INDICES = {"crop_and_resize": (-1, 2, 1 << 40), "roi_align": (-1.0, 2.0, math.nan, 1e30)}
 # roi_align's batch column 0.5: the backends that take it by truncation, as C++ converts a float (image 0), and
 # those that treat a fractional index as no image at all.
 FRACTIONAL_BATCH = {"reference": "truncates", "cpp": "truncates", "cuda": "truncates", "triton": "truncates",
-                    "torchvision": "truncates", "vectorized": NAN, "compiled": NAN}
+                    "torchvision": "truncates", "onnxruntime": "truncates", "openvino": "truncates",
+                    "vectorized": NAN, "compiled": NAN}
 
 
 def _kernels(backend, op):

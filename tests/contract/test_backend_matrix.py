@@ -33,7 +33,7 @@ def _matrix():
                     if not cases.supports(backend, case, device, dtype):
                         continue
                     for contiguity in cases.CONTIGUITY:
-                        for pass_ in cases.PASSES:
+                        for pass_ in cases.passes(backend, case):
                             dt = str(dtype).replace("torch.", "")
                             base = f"{backend}-{device}-{dt}-{contiguity}-{case.id}-{pass_}"
                             modes = cases.BACKWARD_MODES.get((backend, device)) if pass_ == "bwd" else None

@@ -1,7 +1,9 @@
 """The peers, wrapped as backends for cross-checks and benchmarks: other projects' kernels, not ours.
 
-Each runs its project's own kernel, forward and backward called directly (no autograd of theirs), and keeps that
-project's limits; its record says ``peer=True``. One module per peer.
+Each runs its project's own code and keeps that project's limits; its record says ``peer=True``. One module per
+peer: ``torchvision`` and ``tensorflow`` (their kernels, forward and backward called directly, no autograd of
+theirs); the deployment runtimes ``onnxruntime`` and ``openvino`` (roi_align forward only); ``grid_sample`` and
+``kornia``, crop_and_resize in pure PyTorch, whose gradients are torch autograd's (``_autograd_peer``).
 """
 
 # NB: torchvision is imported first, so that it is always loaded before tensorflow: loaded after tensorflow in the
@@ -9,3 +11,4 @@ project's limits; its record says ``peer=True``. One module per peer.
 # torchvision 0.29.1).
 from . import torchvision  # noqa: F401,I001  (each registers its backend)
 from . import tensorflow  # noqa: F401
+from . import onnxruntime, openvino, grid_sample, kornia  # noqa: F401
