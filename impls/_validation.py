@@ -44,6 +44,13 @@ def _check_like(name: str, t: torch.Tensor, ref_name: str, ref: torch.Tensor) ->
     if t.device != ref.device:
         raise ValueError(f"{name} is on {t.device} but {ref_name} is on {ref.device}; move both to one device")
     if t.dtype != ref.dtype:
+        if name.startswith("boxes") and ref.dtype in (torch.float16, torch.bfloat16) and t.dtype.itemsize > 2:
+            # Casting the boxes down is the worse fix: float16 steps by 0.5 px at 800 px (notebook 04, pitfalls).
+            raise TypeError(
+                f"{name} has dtype {t.dtype} but {ref_name} has {ref.dtype}; keep {name} in {t.dtype} and call the op "
+                f"under torch.autocast (it computes in float32 and returns {ref.dtype}), or cast {ref_name} to "
+                f"{t.dtype}; casting {name} to {ref.dtype} would round the box corners"
+            )
         raise TypeError(f"{name} has dtype {t.dtype} but {ref_name} has {ref.dtype}; cast {name} to {ref.dtype}")
 
 

@@ -57,6 +57,9 @@ CROP_ERRORS = {
     "image_empty_plane": (dict(image=torch.zeros(2, 3, 0, 6)), ValueError, "H > 0 and W > 0"),
     "boxes_k3": (dict(boxes=torch.zeros(3, 3)), ValueError, r"boxes must be a Tensor\[K, 4\]"),
     "boxes_dtype": (dict(boxes=torch.zeros(3, 4, dtype=torch.float64)), TypeError, "cast boxes to torch.float32"),
+    # A half-precision map with float32 boxes: the message points at autocast, not at rounding the boxes to float16.
+    "boxes_dtype_half_map": (dict(image=torch.zeros(2, 3, 5, 6, dtype=torch.float16)), TypeError,
+                             "keep boxes in torch.float32 and call the op under torch.autocast"),
     "boxes_nan": (dict(boxes=torch.tensor([[0.1, 0.1, float("nan"), 0.9]] * 3)), ValueError, "boxes must be finite"),
     "boxes_inf": (dict(boxes=torch.tensor([[0.1, 0.1, float("inf"), 0.9]] * 3)), ValueError, "boxes must be finite"),
     "box_index_float": (dict(box_index=torch.tensor([0.0, 1.0, 1.0])), TypeError, "box_index must be int32 or int64"),
@@ -93,6 +96,8 @@ ROI_ERRORS = {
     "boxes_list_k5": (dict(boxes=[torch.zeros(2, 5)]), ValueError, r"boxes\[0\] must be a Tensor\[L, 4\]"),
     "boxes_list_too_long": (dict(boxes=[torch.zeros(1, 4)] * 3), IndexError, "list of 3 tensors but input has only 2"),
     "boxes_dtype": (dict(boxes=torch.zeros(2, 5, dtype=torch.float64)), TypeError, "cast boxes to torch.float32"),
+    "boxes_dtype_half_map": (dict(input=torch.zeros(2, 3, 5, 6, dtype=torch.bfloat16)), TypeError,
+                             "keep boxes in torch.float32 and call the op under torch.autocast"),
     "boxes_not_tensor": (dict(boxes="boxes"), TypeError, "boxes must be a Tensor"),
     "batch_index_high": (dict(boxes=torch.tensor([[2.0, 0, 0, 1, 1]])), IndexError, r"batch index\) must be in"),
     "batch_index_fraction": (dict(boxes=torch.tensor([[0.5, 0, 0, 1, 1]])), ValueError, "whole numbers"),
