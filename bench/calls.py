@@ -22,6 +22,14 @@ against a peer (``check.py``), outside the timer.
   detection models call, on NCHW maps, nothing of ours inside (it sets up its scales and level mapper in its first
   call, the check's, and keeps them, as in a model). The backward is ``torch.autograd.grad`` to the four pooled
   maps.
+* ``onnxruntime`` (roi_align, forward only): ``session.run(None, feeds)`` on an ``InferenceSession`` of a one-node
+  RoiAlign-16 model and numpy feeds, both made before the timer (``impls/backends/peers/onnxruntime.py``).
+* ``openvino`` (roi_align, forward only): ``request.infer(feeds, share_inputs=True, share_outputs=True)`` on an infer
+  request of a compiled one-node ROIAlign-9 model, made before the timer with its numpy feeds: no copy in or out.
+* ``grid_sample`` (crop_and_resize): the user's pure-PyTorch code (``impls/backends/peers/grid_sample.py``:
+  ``F.affine_grid`` + ``F.grid_sample``) on torch tensors, its gradients through torch autograd.
+* ``kornia`` (crop_and_resize, one box per image): ``kornia.geometry.transform.crop_and_resize`` on corner points
+  made before the timer, its gradients through torch autograd (the corners' gradient is taken to our boxes' after).
 * ``tensorflow``: TensorFlow's own ops on NHWC ``tf.Tensor``s made outside the timer (image, boxes, box indices,
   image size, upstream gradient), eager: forward ``tf.image.crop_and_resize``; ``fwdbwd`` adds the image gradient
   op ``tf.raw_ops.CropAndResizeGradImage`` (the op ``tf.GradientTape`` calls, alone: an eager tape also computes
@@ -177,6 +185,14 @@ def make_call(label: str, pass_: str, inputs: AnyInputs) -> Call:
         return _tensorflow_call(pass_, inputs)
     if v.native and v.backend == "torchvision":
         return _torch_call(pass_, inputs, _torchvision_forward(inputs))
+    if v.native and v.backend == "onnxruntime":
+        return _onnxruntime_call(pass_, inputs)
+    if v.native and v.backend == "openvino":
+        return _openvino_call(pass_, inputs)
+    if v.native and v.backend == "grid_sample":
+        return _torch_call(pass_, inputs, _grid_sample_forward(inputs))
+    if v.native and v.backend == "kornia":
+        return _kornia_call(pass_, inputs)
     return _torch_call(pass_, inputs, _impls_forward(v.backend, inputs))
 
 
@@ -192,6 +208,65 @@ def _torchvision_forward(inputs: Inputs) -> Callable:
     assert inputs.op == "roi_align", "torchvision has no crop_and_resize"
     kwargs = inputs.kwargs  # output_size, spatial_scale, sampling_ratio, aligned: torchvision's own names
     return lambda image, boxes: torchvision.ops.roi_align(image, boxes, **kwargs)
+
+
+def _grid_sample_forward(inputs: Inputs) -> Callable:
+    from impls.backends.peers import grid_sample
+
+    assert inputs.op == "crop_and_resize", "grid_sample has no roi_align"
+    crop_size = inputs.kwargs["crop_size"]
+    return lambda image, boxes: grid_sample.crop_and_resize(image, boxes, inputs.box_index, crop_size)
+
+
+def _kornia_call(pass_: str, inputs: Inputs) -> Call:
+    """kornia's crop_and_resize on corner points [K, 4, 2] made before the timer; the gradient it gives them is
+    taken to our normalized boxes' (``corner_points``' chain rule) outside the timer, for the check."""
+    from kornia.geometry.transform import crop_and_resize
+
+    from impls.backends.peers.kornia import corner_points
+
+    assert inputs.op == "crop_and_resize", "kornia has no roi_align"
+    _, _, height, width = inputs.image.shape
+    corners = corner_points(inputs.boxes, height, width)  # [K, 4, 2]
+    crop_size = inputs.kwargs["crop_size"]
+    call = _torch_call(pass_, dataclasses.replace(inputs, boxes=corners),
+                       lambda image, points: crop_and_resize(image, points, crop_size))
+
+    def to_torch(results: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        if pass_ != "fwdbwd_boxes":
+            return tuple(results)
+        boxes = inputs.boxes.detach().requires_grad_()
+        with torch.enable_grad():
+            grad_boxes = torch.autograd.grad(corner_points(boxes, height, width), boxes, results[1])[0]
+        return results[0], grad_boxes
+
+    return Call(call.run, to_torch)
+
+
+def _onnxruntime_call(pass_: str, inputs: Inputs) -> Call:
+    """``session.run(None, feeds)`` on an InferenceSession and numpy feeds made before the timer."""
+    from impls.backends.peers import onnxruntime
+
+    assert inputs.op == "roi_align" and pass_ == "fwd", "onnxruntime: roi_align forward only"
+    k = inputs.kwargs
+    session = onnxruntime.session(inputs.image.dtype, k["spatial_scale"], *k["output_size"], k["sampling_ratio"],
+                                  k["aligned"])
+    feeds = onnxruntime.feeds(inputs.image, inputs.boxes)
+    return Call(lambda: session.run(None, feeds), lambda out: (torch.from_numpy(out[0]),))
+
+
+def _openvino_call(pass_: str, inputs: Inputs) -> Call:
+    """``request.infer(feeds, share_inputs=True, share_outputs=True)`` on an infer request of a compiled model and
+    numpy feeds made before the timer: OpenVINO reads the arrays in place and returns its output tensor's memory."""
+    from impls.backends.peers import onnxruntime, openvino
+
+    assert inputs.op == "roi_align" and pass_ == "fwd", "openvino: roi_align forward only"
+    k = inputs.kwargs
+    request = openvino.infer_request(k["spatial_scale"], *k["output_size"], k["sampling_ratio"], k["aligned"])
+    feeds = onnxruntime.feeds(inputs.image, inputs.boxes)  # the same three inputs, by name
+    # The output's memory is the request's, overwritten by its next call: copied out, outside the timer.
+    return Call(lambda: request.infer(feeds, share_inputs=True, share_outputs=True),
+                lambda out: (torch.from_numpy(out[0].copy()),))
 
 
 def _torch_call(pass_: str, inputs: Inputs, forward: Callable) -> Call:
@@ -322,6 +397,24 @@ def timed_region(label: str, op: str) -> str:
     if v.native and v.backend == "torchvision":
         return ("`torchvision.ops.roi_align(x, rois, ...)` on its own NCHW tensors (no impls validation); backward: "
                 "`torch.autograd.grad` through torchvision's autograd kernel (`_roi_align_backward`)")
+    if v.native and v.backend == "onnxruntime":
+        return ("`session.run(None, feeds)`: an onnxruntime `InferenceSession` (CPU, default options) on a one-node "
+                "RoiAlign-16 model, built before the timer, and numpy feeds `x`, `rois` [K, 4], `batch_indices` "
+                "made before it; the output is allocated by the call. Forward only")
+    if v.native and v.backend == "openvino":
+        return ("`request.infer(feeds, share_inputs=True, share_outputs=True)`: an infer request of a one-node "
+                "ROIAlign-9 model compiled for OpenVINO's CPU plugin, both made before the timer, with numpy feeds "
+                "made before it and read in place; the output stays in the request's memory (copied out after). "
+                "Forward only")
+    if v.native and v.backend == "grid_sample":
+        return ("`F.affine_grid` + `F.grid_sample(align_corners=True)` on NCHW torch tensors as a user writes "
+                "crop_and_resize (`impls/backends/peers/grid_sample.py`: per-box theta from the normalized boxes, "
+                "one grid_sample over the stacked grids per image), nothing of impls inside; backward: "
+                "`torch.autograd.grad` through it (to theta and the boxes for +boxes)")
+    if v.native and v.backend == "kornia":
+        return ("`kornia.geometry.transform.crop_and_resize(image, corners, size)` on NCHW torch tensors, one box per "
+                "image, corner points [K, 4, 2] made before the timer; backward: `torch.autograd.grad` through "
+                "kornia (to the corners for +boxes)")
     if v.native and v.backend == "tensorflow":
         return ("TensorFlow eager on NHWC `tf.Tensor`s made before the timer (image, boxes, box indices, upstream "
                 "gradient): `tf.image.crop_and_resize`; fwd+bwd adds `tf.raw_ops.CropAndResizeGradImage` (image "

@@ -16,15 +16,21 @@ Both sides are the results of the calls the benchmark times (``calls.make_call``
 (``torchvision.ops.roi_align``; TensorFlow's ops on NHWC tensors), and their results are converted to NCHW torch
 tensors here, outside any timer. A row label is never checked against its own backend (``tensorflow+convert`` is
 checked against ``cpp``, not against ``tensorflow``); ``cpp_nhwc``'s channels_last results are compared as values.
+Only a peer with our semantics on every input serves as the reference (not ``grid_sample`` or ``kornia``), and only
+for the passes it computes (the inference runtimes: forward). ``grid_sample`` and ``kornia`` themselves, which blend
+at the border where TensorFlow extrapolates (CONVENTIONS.md §8.3), are checked on the workload's boxes that lie
+inside the image.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import torch
 
 import matrix
 from baseline import kernel_op, peers
-from calls import AnyInputs, make_call
+from calls import AnyInputs, Inputs, make_call
 from impls import _tolerance
 from impls._registry import registered
 from matrix import Case, MULTISCALE, ORACLE
@@ -84,6 +90,10 @@ def choose_peer(case: Case) -> str:
             continue
         if case.pass_ == "fwdbwd_boxes" and not backend.kernels[op].boxes_grad:
             continue
+        if case.pass_ != "fwd" and not backend.kernels[op].input_grad:
+            continue
+        if backend.kernels[op].differs is not None:  # only a peer with our semantics everywhere is a reference
+            continue
         return name
     raise LookupError(f"no peer available to check {case.id}")
 
@@ -102,8 +112,8 @@ def _peer_device(case: Case, peer: str) -> str:
 def _peer_results(case: Case, peer: str, inputs: AnyInputs) -> tuple[torch.Tensor, ...]:
     pass_ = PEER_PASS.get(case.pass_, case.pass_)
     device = _peer_device(case, peer)
-    shared = (case.op, case.case_id, pass_, case.dtype)
-    if any(key[:4] != shared for key in _last_peer):
+    shared = (case.op, case.case_id, pass_, case.dtype, _differs(case))  # _differs: on the interior boxes only
+    if any(key[:5] != shared for key in _last_peer):
         _last_peer.clear()
     key = (*shared, peer, device)
     if key not in _last_peer:
@@ -139,9 +149,35 @@ def _result_names(case: Case, count: int) -> tuple[str, ...]:
     return ("grad_image", "grad_boxes")[:count]
 
 
+def _differs(case: Case) -> bool:
+    """Whether the case's backend is a peer whose semantics differ from ours on part of the inputs (the record's
+    ``differs``: ``grid_sample`` and ``kornia`` at the border, CONVENTIONS.md §8.3)."""
+    return registered()[case.variant.backend].kernels[kernel_op(case.op)].differs is not None
+
+
+def interior(inputs: Inputs) -> Inputs:
+    """``inputs`` with only the crop_and_resize boxes whose corners lie in [0, 1] (every sample inside the image,
+    where §8.3's peers compute our op); in a batch of one box per image, their images too."""
+    inside = ((inputs.boxes >= 0) & (inputs.boxes <= 1)).all(1)  # [K]
+    assert inside.any(), "no box of the workload lies inside the image"
+    box_index = inputs.box_index[inside]
+    one_per_image = inputs.image.shape[0] == inputs.boxes.shape[0] > 1
+    return dataclasses.replace(
+        inputs,
+        image=inputs.image[box_index] if one_per_image else inputs.image,
+        boxes=inputs.boxes[inside],
+        box_index=torch.arange(box_index.shape[0], device=box_index.device) if one_per_image else box_index,
+        grad_output=inputs.grad_output[inside],
+    )
+
+
 def check_against_peer(case: Case, inputs: AnyInputs, results: tuple[torch.Tensor, ...]) -> dict:
     """Asserts that ``results`` (``make_call(case...).results()``: NCHW torch tensors) match the peer's; returns
-    what was checked."""
+    what was checked. A backend that ``differs`` at the border is checked on the workload's interior boxes (the
+    call repeated on them: ``interior``)."""
+    if _differs(case):
+        inputs = interior(inputs)
+        results = make_call(case.backend, case.pass_, inputs).results()
     peer = choose_peer(case)
     expected = _peer_results(case, peer, inputs)
     names = _result_names(case, len(results))

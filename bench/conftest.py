@@ -127,6 +127,8 @@ def _threads(backend: str) -> int:
         import tensorflow as tf
 
         return tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()
+    if backend in ("onnxruntime", "openvino"):  # their own pools, one thread per core by default
+        return os.cpu_count()
     return torch.get_num_threads()
 
 

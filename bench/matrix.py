@@ -32,8 +32,12 @@ of these, which run a registered backend another way (head cases only, not the s
 * ``tensorflow+convert``: ``impls.crop_and_resize(backend="tensorflow")``, what a PyTorch user of our wrapper pays:
   NCHW torch -> NHWC numpy -> TensorFlow and back inside every call.
 
-A peer's own label (a backend whose record says ``peer=True``: ``torchvision``, ``tensorflow``) is timed as its users
-run it: its own API on its own tensors (``calls.py``), not through ``impls``.
+A peer's own label (a backend whose record says ``peer=True``: ``torchvision``, ``tensorflow``, ``onnxruntime``,
+``openvino``, ``grid_sample``, ``kornia``) is timed as its users run it: its own API on its own tensors
+(``calls.py``), not through ``impls``. The inference runtimes (``onnxruntime``, ``openvino``: no ``backward_input``)
+have forward rows only. ``kornia`` takes one box per image (its record's ``one_box_per_image``), so it runs only
+``BATCH_CROPS``: crop_and_resize on a batch of maps with one box each (``smoke``: 8 tiny maps, for kornia alone;
+``default`` and ``full``: 32 P3 maps, every crop_and_resize backend).
 
 Multi-level pooling (op ``multiscale_roi_align``, ``multiscale_cases``; issue 21): Mask R-CNN's FPN poolers on two
 800x1216 images, P2-P5 with C=256 (``workloads.PYRAMIDS``), ``sampling_ratio=2``, ``aligned=False`` (torchvision's
@@ -135,6 +139,10 @@ def all_gpu_dtypes(name: str) -> bool:
 
 TINY = Workload("tiny", boxes=8, output=7, sampling_ratio=2)
 BOX_HEAD = Workload("p2", boxes=512, output=7, sampling_ratio=2)  # the headline case
+# crop_and_resize on a batch, one box per image: the only call kornia's API takes (CONVENTIONS.md §8.4), every
+# crop_and_resize backend beside it. Its 32 P3 maps are 500 MB (a batch of P2 maps would be 2 GB).
+BATCH_CROPS = {"smoke": Workload("tiny", boxes=8, output=7, sampling_ratio=2, images=8),
+               "default": Workload("p3", boxes=32, output=7, sampling_ratio=2, images=32)}
 # The sweeps: smoke runs one point of each on the tiny map, so that the code path is exercised in CI.
 BOX_SWEEP_BOXES = {"smoke": (16,), "default": (16, 128, 1024), "full": (16, 64, 256, 1024, 4096),
                    "gpu": (64, 256, 1024, 4096)}
@@ -257,6 +265,12 @@ def _labels(mode: str, workload: Workload, head: bool) -> list[Variant]:
     return labels
 
 
+def _batch_workloads(op: str, mode: str) -> list[Workload]:
+    """``BATCH_CROPS``: crop_and_resize only, the modes that time kornia (``full`` is ``default``'s)."""
+    batch = BATCH_CROPS.get("default" if mode == "full" else mode)
+    return [batch] if op == "crop_and_resize" and batch is not None else []
+
+
 def _cases(op: str, workloads: list[Workload], mode: str, passes=None, head: bool = True) -> list[Case]:
     # Ordered workload > dtype > pass > backend, so that consecutive cases share one peer result (check.py).
     cases = {}
@@ -277,6 +291,8 @@ def _cases(op: str, workloads: list[Workload], mode: str, passes=None, head: boo
                     continue
                 if pass_ == "fwdbwd_det" and v.label not in DETERMINISTIC_BACKENDS:
                     continue
+                if pass_ != "fwd" and not backend.kernels[kernel_op(op)].input_grad:  # an inference runtime
+                    continue
                 for device in (d for d in DEVICES if d in backend.devices):
                     case = Case(op, v.label, device, dtype, workload, pass_)
                     # sr2 and sr0 share one crop_and_resize case: keep the first.
@@ -290,6 +306,8 @@ def _supports(v: Variant, op: str, dtype: str, workload: Workload | PyramidWorkl
         return False
     if backend.name == ORACLE and workload.level != "tiny":
         return False
+    if backend.kernels[kernel_op(op)].one_box_per_image and workload.images != workload.boxes:
+        return False  # kornia: box k on image k only; a head's boxes share one image
     return dtype in _dtypes(mode, v.label, backend.dtypes, workload)
 
 
@@ -302,8 +320,12 @@ def _box_gradients(backend, op: str, dtype: str) -> bool:
 
 
 def head_cases(op: str, mode: str = MODE) -> list[Case]:
-    """The detector-head cases of ``op``: P2 (P2-P5 in ``full``) box and mask heads."""
-    return _cases(op, _head_workloads(mode), mode)
+    """The detector-head cases of ``op``: P2 (P2-P5 in ``full``) box and mask heads; for crop_and_resize also a
+    batch with one box per image (``BATCH_CROPS``)."""
+    batch = _cases(op, _batch_workloads(op, mode), mode)
+    if mode == "smoke":  # one tiny case per backend: the batch only for those that run no head case (kornia)
+        batch = [c for c in batch if registered()[c.variant.backend].kernels[kernel_op(op)].one_box_per_image]
+    return _cases(op, _head_workloads(mode), mode) + batch
 
 
 def sweep_cases(op: str, mode: str = MODE) -> list[Case]:
@@ -324,6 +346,9 @@ TINY_PYRAMID = PyramidWorkload("tiny", images=2, boxes_per_image=8, output=7, sa
 # the CPU it is several times slower than torchvision's pooler (its single-level rows show it) and its rounds would
 # take longer than every other multi-level case together.
 PYRAMID_FULL_ONLY = {"smoke": ("compiled",), "default": ("vectorized", "compiled"), "gpu": ("compiled",)}
+# The peers with a multi-level pooler of their own, timed as such (the runtimes have none: a deployed model runs one
+# RoiAlign per level, as impls/onnx_export.py writes it).
+PYRAMID_PEERS = ("torchvision",)
 # Half precision on the toy pyramid only. In float16 and bfloat16 a box's level is computed in that dtype (as
 # torchvision's LevelMapper does), whose spacing between 4 and 8 is 2**-8 and 2**-5: of Mask R-CNN's thousands of
 # proposals some lie that close to a level boundary and are pooled from the neighbouring map, which no tolerance
@@ -344,7 +369,8 @@ def _pyramid_workloads(mode: str) -> dict[PyramidWorkload, tuple[str, ...]]:
 def multiscale_cases(mode: str = MODE) -> list[Case]:
     """The multi-level pooler cases (module docstring), ordered workload > dtype > pass > backend as ``_cases``."""
     skip = PYRAMID_FULL_ONLY.get(mode, ())
-    labels = [v for name in registered() if name not in skip for v in variants(name)]
+    labels = [v for name in registered() if name not in skip for v in variants(name)
+              if not v.native or v.backend in PYRAMID_PEERS]
     cases = []
     for workload, passes in _pyramid_workloads(mode).items():
         dtypes = dict.fromkeys(
@@ -369,7 +395,8 @@ def params(cases: list[Case]) -> list:
 
 def find(op: str, backend: str, device: str, dtype: str, case_id: str, pass_: str) -> Case:
     """The Case behind one set of pytest params (params are plain strings so that JSON and group-by read them)."""
-    for workload in _head_workloads(MODE) + _sweep_workloads(MODE) + list(_pyramid_workloads(MODE)):
+    batch = _batch_workloads(op, MODE)
+    for workload in _head_workloads(MODE) + batch + _sweep_workloads(MODE) + list(_pyramid_workloads(MODE)):
         case = Case(op, backend, device, dtype, workload, pass_)
         if case.case_id == case_id:
             return case

@@ -40,10 +40,12 @@ Method: each benchmark is one call of one backend, timed as its users run it (th
 ours through the public op (`impls.roi_align` / `impls.crop_and_resize` / `impls.MultiScaleRoIAlign`, validation
 and autograd included) on NCHW tensors, or channels_last ones (`cpp_nhwc`); the peers through their own API on
 their own tensors (`torchvision.ops.roi_align`, `torchvision.ops.MultiScaleRoIAlign`; TensorFlow's ops on NHWC
-`tf.Tensor`s made before the timer), and the TensorFlow peer through our wrapper as its own row
-(`tensorflow+convert`). Inputs are fixed-seed Mask R-CNN ones (`bench/workloads.py`: FPN level, K boxes, PxP head,
-sampling ratio; crop_and_resize gets the same boxes with a 2Px2P crop; the multi-level pooler two images' P2-P5
-maps). Before timing, the result (output, or gradients) is asserted equal to a peer's within a stated
+`tf.Tensor`s made before the timer; onnxruntime's `InferenceSession` and OpenVINO's infer request, built before the
+timer with their numpy feeds, forward only; `F.affine_grid` + `F.grid_sample` and kornia's `crop_and_resize` on
+torch tensors, kornia on a batch with one box per image, the only call its API takes), and the TensorFlow peer
+through our wrapper as its own row (`tensorflow+convert`). Inputs are fixed-seed Mask R-CNN ones
+(`bench/workloads.py`: FPN level, K boxes, PxP head, sampling ratio; crop_and_resize gets the same boxes with a
+2Px2P crop; the multi-level pooler two images' P2-P5 maps). Before timing, the result (output, or gradients) is asserted equal to a peer's within a stated
 tolerance (`bench/check.py`; native results converted to NCHW outside the timer); that call and a peak-memory call
 are the warm-up. pytest-benchmark then times whole calls, one per round, for ~1.5 s (at least 5 rounds); CUDA
 calls end with `torch.cuda.synchronize()`, TensorFlow's eager CPU ops are synchronous. `fwd+bwd` computes the image

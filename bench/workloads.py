@@ -69,18 +69,24 @@ class Workload:
     output: int  # PH = PW: 7 for the box head, 14 for the mask head
     sampling_ratio: int  # 2 (torchvision) or 0 (adaptive)
     map_scale: int = 1  # the map's sides multiplied by this, boxes unchanged (feature-map sweep)
+    # Images in the batch; box k is on image k % images. 1: a detector head, every box on one image. ``boxes``:
+    # one box per image, what kornia's crop_and_resize takes (a batch of crops, as in data augmentation).
+    images: int = 1
+
+    @property
+    def _suffix(self) -> str:
+        scaled = f"_map{self.map_scale}x" if self.map_scale != 1 else ""
+        return scaled + (f"_n{self.images}" if self.images != 1 else "")
 
     @property
     def id(self) -> str:
-        """e.g. ``p2_k512_7x7_sr2``; ``_map2x`` when the map is scaled."""
-        scaled = f"_map{self.map_scale}x" if self.map_scale != 1 else ""
-        return f"{self.level}_k{self.boxes}_{self.output}x{self.output}_sr{self.sampling_ratio}{scaled}"
+        """e.g. ``p2_k512_7x7_sr2``; ``_map2x`` when the map is scaled, ``_n32`` for a batch of 32 images."""
+        return f"{self.level}_k{self.boxes}_{self.output}x{self.output}_sr{self.sampling_ratio}{self._suffix}"
 
     @property
     def crop_id(self) -> str:
         """The crop_and_resize case on the same boxes, e.g. ``p2_k512_14x14``."""
-        scaled = f"_map{self.map_scale}x" if self.map_scale != 1 else ""
-        return f"{self.level}_k{self.boxes}_{self.crop_size}x{self.crop_size}{scaled}"
+        return f"{self.level}_k{self.boxes}_{self.crop_size}x{self.crop_size}{self._suffix}"
 
     @property
     def crop_size(self) -> int:
@@ -92,9 +98,14 @@ class Workload:
 
     @property
     def map_shape(self) -> tuple[int, int, int, int]:
-        """[N, C, H, W] of the feature map: one image."""
+        """[N, C, H, W] of the feature map, N = ``images``."""
         height, width = self.level_spec.map_size
-        return 1, self.level_spec.channels, height * self.map_scale, width * self.map_scale
+        return self.images, self.level_spec.channels, height * self.map_scale, width * self.map_scale
+
+    @property
+    def box_index(self) -> torch.Tensor:
+        """Each box's image, int64 [K]: ``k % images``."""
+        return torch.arange(self.boxes) % self.images
 
 
 def image_boxes(level: Level, count: int, image_scale: int = 1, seed: int = SEED) -> torch.Tensor:
@@ -127,9 +138,9 @@ def feature_map(workload: Workload, seed: int = SEED) -> torch.Tensor:
 
 
 def roi_align_inputs(workload: Workload) -> tuple[torch.Tensor, dict]:
-    """``rois`` [K, 5] float64 (batch 0, image-pixel boxes) and the op's keyword arguments."""
+    """``rois`` [K, 5] float64 (batch index, image-pixel boxes) and the op's keyword arguments."""
     boxes = image_boxes(workload.level_spec, workload.boxes, workload.map_scale)  # [K, 4]
-    rois = torch.cat([torch.zeros(workload.boxes, 1, dtype=torch.float64), boxes], dim=1)  # [K, 5]
+    rois = torch.cat([workload.box_index[:, None].to(torch.float64), boxes], dim=1)  # [K, 5]
     kwargs = dict(
         output_size=(workload.output, workload.output),
         spatial_scale=workload.level_spec.spatial_scale,
@@ -146,8 +157,7 @@ def crop_and_resize_inputs(workload: Workload) -> tuple[torch.Tensor, torch.Tens
     boxes = image_boxes(workload.level_spec, workload.boxes, workload.map_scale) * workload.level_spec.spatial_scale
     crop = workload.crop_size
     normalized = normalize_boxes(boxes, height, width, crop, crop, transform_fpcoor=True)  # [K, 4]
-    box_index = torch.zeros(workload.boxes, dtype=torch.int64)
-    return normalized, box_index, dict(crop_size=(crop, crop))
+    return normalized, workload.box_index, dict(crop_size=(crop, crop))
 
 
 # ------------------------------------------------------------------------ multi-level pooling (FPN pooler)

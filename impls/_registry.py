@@ -123,6 +123,7 @@ def backends() -> list[dict]:
                 "dtypes": tuple(str(d).replace("torch.", "") for d in b.dtypes),
                 "input_grad": tuple(op for op, k in b.kernels.items() if k.input_grad),
                 "boxes_grad": tuple(op for op, k in b.kernels.items() if k.boxes_grad),
+                "differs": tuple(op for op, k in b.kernels.items() if k.differs),
                 "peer": b.peer,
                 "available": reason is None,
                 "reason": reason,

@@ -22,13 +22,15 @@ def test_backends_lists_every_backend_with_its_support():
     # The inference runtimes: roi_align forward only.
     for name in ("onnxruntime", "openvino"):
         assert rows[name]["ops"] == ("roi_align",) and rows[name]["input_grad"] == rows[name]["boxes_grad"] == ()
-    for name in ("grid_sample", "kornia"):
+    for name in ("grid_sample", "kornia"):  # pure PyTorch, autograd's gradients; other border (CONVENTIONS.md §8.3)
         assert rows[name]["ops"] == rows[name]["input_grad"] == rows[name]["boxes_grad"] == ("crop_and_resize",)
+        assert rows[name]["differs"] == ("crop_and_resize",)
+    assert {name for name, row in rows.items() if row["differs"]} == {"grid_sample", "kornia"}
     assert rows["tensorflow"]["ops"] == ("crop_and_resize",) and rows["tensorflow"]["dtypes"] == ("float32",)
     assert set(rows["reference"]["ops"]) == set(rows["reference"]["boxes_grad"]) == {"crop_and_resize", "roi_align"}
-    # Every other backend of ours has a multi-level kernel (cpp and cuda: one call for every level); reference pools
-    # multi-level roi_align level by level with its roi_align.
-    for name in ("vectorized", "compiled", "cpp", "cuda"):
+    # Every other backend of ours has a multi-level kernel (cpp, cuda and triton: one call for every level);
+    # reference pools multi-level roi_align level by level with its roi_align.
+    for name in ("vectorized", "compiled", "cpp", "cuda", "triton"):
         assert set(rows[name]["ops"]) == set(rows[name]["boxes_grad"]) == {
             "crop_and_resize", "roi_align", "multiscale_roi_align"}, name
     for row in rows.values():
