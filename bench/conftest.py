@@ -34,6 +34,7 @@ import torch
 import matrix
 from calls import make_call, make_inputs, timed_region
 from check import check_against_peer
+from cpu_share import CpuShare
 from peak_memory import peak_memory
 from work import (BYTES_MODEL, bytes_moved, copy_bandwidth, copy_buffer_bytes, peak_bandwidth, peak_bandwidth_source,
                   samples)
@@ -138,45 +139,6 @@ def _rounds(seconds: float) -> int:
 
 def _minor_faults() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-
-
-class CpuShare:
-    """The CPU time this process (``own``: every thread, torch's and TensorFlow's pools included, from
-    ``getrusage``), other processes (``neighbour``: machine-wide busy time from ``/proc/stat`` minus our own) and the
-    hypervisor (``steal``) took while the rounds ran, in cores (CPU seconds over wall seconds). ``own`` is the
-    parallelism a backend really gets (a kernel that runs on one thread reads ~1 whatever ``threads`` says); a quiet
-    machine reads ``neighbour`` ~0. On a 2-core machine a neighbour using one core slows a call that synchronizes
-    its two threads often (``vectorized``: ~1400 torch ops per P2 call, each a parallel region) several times over
-    (bench/results/vm-2026-11-26-vectorized-stability.md), so the report flags cases that ran beside one. None
-    where ``/proc/stat`` cannot be read."""
-
-    TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-    @staticmethod
-    def _snapshot():
-        try:
-            with open("/proc/stat") as stat:
-                fields = [int(x) for x in stat.readline().split()[1:]]  # user nice system idle iowait irq softirq steal
-        except (OSError, ValueError):
-            return None
-        own = resource.getrusage(resource.RUSAGE_SELF)
-        busy = fields[0] + fields[1] + fields[2] + fields[5] + fields[6]
-        steal = fields[7] if len(fields) > 7 else 0
-        return time.perf_counter(), busy / CpuShare.TICK, steal / CpuShare.TICK, own.ru_utime + own.ru_stime
-
-    def __enter__(self):
-        self.start = self._snapshot()
-        return self
-
-    def __exit__(self, *exc):
-        end = self._snapshot()
-        self.neighbour = self.steal = self.own = None
-        if self.start is not None and end is not None and end[0] > self.start[0]:
-            wall = end[0] - self.start[0]
-            self.own = (end[3] - self.start[3]) / wall
-            self.neighbour = max(0.0, ((end[1] - self.start[1]) - (end[3] - self.start[3])) / wall)
-            self.steal = (end[2] - self.start[2]) / wall
-        return False
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import plots
 import work
+from cpu_share import QUIET_LIMIT
 from baseline import BASELINE
 from results_json import PASS_LABELS, backend_key, baseline_median, baseline_row, impl, load
 
@@ -342,13 +343,11 @@ Peak MB: the resident memory one call adds above what the process held before it
 faults: the minor faults of that call. TensorFlow's allocator keeps its buffers from one call to the next, so its
 rows read ~0 for both once warm: its working set is not measured this way. Cores used: this process's CPU time
 over the wall time while the rounds ran (a kernel that runs on one thread reads ~1 whatever `threads` says);
-neighbours' CPU: what other processes took meanwhile (bench/conftest.py `CpuShare`)."""
-
-QUIET_LIMIT = 0.2  # cores of neighbours' CPU above which a case is flagged as timed on a busy machine
+neighbours' CPU: what other processes took meanwhile (bench/cpu_share.py `CpuShare`)."""
 
 
 def quiet_note(rows: list[dict]) -> str:
-    """Whether the machine was quiet while the rounds ran (``neighbour_cpu``, bench/conftest.py CpuShare)."""
+    """Whether the machine was quiet while the rounds ran (``neighbour_cpu``, bench/cpu_share.py CpuShare)."""
     measured = [r for r in rows if r.get("neighbour_cpu") is not None]
     if not measured:
         return "Neighbours' CPU was not recorded in these results (written before it was)."
