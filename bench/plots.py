@@ -14,6 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
+import colors  # noqa: E402  (one colour per backend, one marker per layout, shared with the notebooks)
 from results_json import PASS_LABELS, backend_key  # noqa: E402
 
 DPI = 100
@@ -35,13 +36,15 @@ def cases_plot(rows: list[dict], op: str, path: Path) -> bool:
     groups = list(dict.fromkeys((r["case"], r["pass"]) for r in rows))
     series = sorted({(backend_key(r), _series_label(r)) for r in rows})
     bar = 0.8 / len(series)
-    fig, ax = plt.subplots(figsize=(7.5, 0.9 + 0.22 * len(groups) * len(series)))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, ax = plt.subplots(figsize=(9.5, 0.9 + 0.22 * len(groups) * len(series)))
     for s, (_, label) in enumerate(series):
         times = {(r["case"], r["pass"]): r["median"] * 1e3 for r in rows if _series_label(r) == label}
         ys = [g + s * bar for g, key in enumerate(groups) if key in times]
+        backend = label.split()[0]
+        # The backend's colour; channels_last rows hatched, half-precision rows lighter.
         ax.barh(ys, [times[key] for key in groups if key in times], height=bar, label=label,
-                color=colors[s % len(colors)])
+                color=colors.color(backend), hatch="//" if colors.layout(backend) == "NHWC" else None,
+                alpha=1.0 if label.endswith("float32") else 0.55, edgecolor="white")
     ax.set_yticks([g + 0.4 - bar / 2 for g in range(len(groups))])
     ax.set_yticklabels([f"{case} {PASS_LABELS[pass_]}" for case, pass_ in groups], fontsize=8)
     ax.invert_yaxis()
@@ -49,7 +52,7 @@ def cases_plot(rows: list[dict], op: str, path: Path) -> bool:
     ax.set_xlabel("median time per call (ms, log scale; shorter is faster)")
     ax.set_title(f"{op}: Mask R-CNN head cases", fontsize=10)
     ax.grid(axis="x", which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the bars, never over them
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
@@ -70,22 +73,24 @@ def scaling_plot(rows: list[dict], sweep: str, path: Path) -> bool:
         return False
     columns = min(len(panels), 2)
     grid_rows = (len(panels) + columns - 1) // columns
-    fig, axes = plt.subplots(grid_rows, columns, figsize=(4 * columns, 3.2 * grid_rows), squeeze=False)
+    fig, axes = plt.subplots(grid_rows, columns, figsize=(6 * columns, 3.2 * grid_rows), squeeze=False)
     for ax, (op, pass_) in zip(axes.flat, panels):
         mine = [r for r in rows if r["op"] == op and r["pass"] == pass_]
         for _, label in sorted({(backend_key(r), _series_label(r)) for r in mine}):
             # A size can appear twice (a head case is also a sweep point): one point per size.
             points = sorted({x_of(r): r["median"] * 1e3 for r in mine if _series_label(r) == label}.items())
-            ax.loglog(*zip(*points), marker="o", markersize=3, label=label)
+            backend = label.split()[0]
+            ax.loglog(*zip(*points), marker=colors.marker(backend), markersize=3, label=label,
+                      color=colors.color(backend), alpha=1.0 if label.endswith("float32") else 0.55)
         # Plain numbers (16, 1024) read better than powers of ten on axes spanning two or three decades.
         ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_title(f"{op} {PASS_LABELS[pass_]}", fontsize=9)
         ax.set_xlabel(x_label, fontsize=8)
-        ax.set_ylabel("median time (ms)", fontsize=8)
+        ax.set_ylabel("median time per call (ms)", fontsize=8)
         ax.grid(which="both", alpha=0.3)
         ax.tick_params(labelsize=7)
-        ax.legend(fontsize=6)
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the axes, off the curves
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
     fig.tight_layout()
