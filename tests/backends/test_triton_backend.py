@@ -68,7 +68,7 @@ def test_record_lists_the_device_its_kernels_take_here():
     interpret = os.environ.get("TRITON_INTERPRET") == "1"
     assert row["devices"] == (("cpu",) if interpret else ("cuda",))
     assert row["available"] == (interpret or torch.cuda.is_available()), row["reason"]
-    assert set(row["ops"]) == set(row["boxes_grad"]) == {"crop_and_resize", "roi_align"}
+    assert set(row["ops"]) == set(row["boxes_grad"]) == {"crop_and_resize", "roi_align", "multiscale_roi_align"}
     assert row["dtypes"] == ("float16", "bfloat16", "float32", "float64")
 
 

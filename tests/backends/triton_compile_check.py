@@ -38,6 +38,13 @@ POINTERS = {
     "weight_a": "compute", "weight_b": "compute", "geometry": "fp64",
     "box_index": "i64", "first_sample": "i64", "pixel": "i64", "cell_of": "i64", "start": "i64", "order": "i64",
 }
+# Tuple arguments, one entry per pyramid level (roi_align's kernels and the gather): pointers (by the kind above)
+# or integers (sizes, strides, offsets), in the kernels that take LEVELS. Each is compiled for one level and for
+# LEVELS levels.
+TUPLE_POINTERS = {"maps": "store", "grad_inputs": "compute", "grad_images": "store"}
+TUPLE_INTEGERS = ("heights", "widths", "s_n", "s_c", "s_h", "s_w", "b_n", "b_c", "b_h", "b_w", "pixel_offsets",
+                  "firsts", "planes")
+LEVELS = 4
 # (kernel, constexprs) with small blocks: what is checked is the code, not the tile size.
 KERNELS = [
     (kernels.crop_and_resize_forward_kernel, dict(NEAREST=False, BLOCK_K=2, BLOCK_E=64)),
@@ -47,17 +54,18 @@ KERNELS = [
     (kernels.crop_and_resize_taps_kernel, dict(NEAREST=False, BLOCK_K=2, BLOCK_E=64)),
     (kernels.crop_and_resize_taps_kernel, dict(NEAREST=True, BLOCK_K=2, BLOCK_E=64)),
     (kernels.crop_and_resize_boxes_grad_kernel, dict(BLOCK_K=2, BLOCK_E=64)),
-    (kernels.roi_align_forward_kernel, dict(BLOCK_K=2, BLOCK_E=64)),
-    (kernels.roi_align_image_grad_atomic_kernel, dict(BLOCK_K=2, BLOCK_E=64)),
-    (kernels.roi_align_taps_kernel, dict(BLOCK_K=2, BLOCK_E=64)),
-    (kernels.roi_align_boxes_grad_kernel, dict(BLOCK_K=2, BLOCK_E=64)),
-    (kernels.gather_taps_kernel, dict(ROI=False, CHANNELS_LAST=False, BLOCK=128)),
-    (kernels.gather_taps_kernel, dict(ROI=True, CHANNELS_LAST=True, BLOCK=128)),
+    *((kernel, dict(LEVELS=levels, BLOCK_K=2, BLOCK_E=64)) for levels in (1, LEVELS) for kernel in (
+        kernels.roi_align_forward_kernel, kernels.roi_align_image_grad_atomic_kernel, kernels.roi_align_taps_kernel,
+        kernels.roi_align_boxes_grad_kernel)),
+    (kernels.gather_taps_kernel, dict(ROI=False, CHANNELS_LAST=False, LEVELS=1, BLOCK=128)),
+    (kernels.gather_taps_kernel, dict(ROI=True, CHANNELS_LAST=True, LEVELS=1, BLOCK=128)),
+    (kernels.gather_taps_kernel, dict(ROI=True, CHANNELS_LAST=False, LEVELS=LEVELS, BLOCK=128)),
 ]
 
 
 def compile_kernel(fn, store: str, compute, constexprs: dict, ones: bool, sm: int) -> str:
     signature, constants = {}, {}
+    levels = constexprs.get("LEVELS")  # None: a kernel without tuple arguments (crop_and_resize's s_n is an int)
     for name in fn.arg_names:
         if name in constexprs or name == "COMPUTE":
             signature[name] = "constexpr"
@@ -65,6 +73,10 @@ def compile_kernel(fn, store: str, compute, constexprs: dict, ones: bool, sm: in
         elif name in POINTERS:
             kind = POINTERS[name]
             signature[name] = "*" + {"store": store, "compute": compute.name}.get(kind, kind)
+        elif levels and name in TUPLE_POINTERS:
+            signature[name] = ("*" + {"store": store, "compute": compute.name}[TUPLE_POINTERS[name]],) * levels
+        elif levels and name in TUPLE_INTEGERS:
+            signature[name] = ("i32",) * levels
         elif ones and name not in fn.do_not_specialize:  # an integer triton compiles as the constant 1 when it is
             signature[name] = "constexpr"
             constants[name] = 1

@@ -16,6 +16,7 @@ import cases
 import impls
 from impls import _levels
 from impls._determinism import deterministic_algorithms
+from impls.backends.triton import launcher as triton_launcher
 
 STRIDES = (4, 8, 16, 32)
 IMAGE = (128, 160)  # (height, width) of the largest image; the maps are the padded batch's, stride by stride
@@ -247,15 +248,50 @@ def test_extension_pools_every_level_in_one_operator_call_per_pass(backend, devi
                           "multiscale_roi_align_backward_boxes"]
 
 
+# triton where it runs (the CPU under TRITON_INTERPRET=1, else the GPU): four configurations, the interpreter is slow.
+TRITON_DEVICES = [d for b, d in BACKEND_DEVICES if b == "triton"]
+TRITON_CONFIGS = ((torch.float64, "contiguous", False), (torch.float64, "channels_last", True),
+                  (torch.float32, "strided", True), (torch.float16, "channels_last", False))
+
+
+@pytest.mark.parametrize("device", TRITON_DEVICES)
+@pytest.mark.parametrize("deterministic", [False, True], ids=["atomic", "deterministic"])
+def test_triton_pools_every_level_in_one_launch_per_pass(device, deterministic, monkeypatch):
+    # Its operators are opaque only under torch.compile; eagerly, the launches are what is counted.
+    launches = []
+    launch = triton_launcher._launch
+
+    def record(kernel, grid, *args, **meta):
+        launches.append(kernel.__name__)
+        launch(kernel, grid, *args, **meta)
+
+    monkeypatch.setattr(triton_launcher, "_launch", record)
+    x = [v.to(device).requires_grad_() for k, v in pyramid(torch.float64, c=2).items() if k != "pool"]
+    boxes = [b.to(device).requires_grad_() for b in boxes_per_image(torch.float64)]
+    out = impls.multiscale_roi_align(x, boxes, image_shapes(), 2, 2, backend="triton")
+    with deterministic_algorithms(deterministic):
+        out.backward(torch.ones_like(out))
+    image_grad = ["roi_align_taps_kernel", "gather_taps_kernel"] if deterministic else [
+        "roi_align_image_grad_atomic_kernel"]
+    assert launches == ["roi_align_forward_kernel", *image_grad, "roi_align_boxes_grad_kernel"]
+    assert all(m.grad.abs().sum() > 0 for m in x)  # every level had boxes, and got its gradient
+
+
 def _one_call_params():
-    """The extension's backends on this machine's devices x dtype x layout, cuda in both image-gradient modes."""
-    return [
-        pytest.param(backend, device, dtype, contiguity, deterministic, id=f"{backend}-{device}-{str(dtype)[6:]}-"
-                     f"{contiguity}" + ("-deterministic" if deterministic else ""))
+    """The extension's backends on this machine's devices x dtype x layout (cuda in both image-gradient modes), and
+    triton in TRITON_CONFIGS."""
+    full = [
+        (backend, device, dtype, contiguity, deterministic)
         for backend, device in (("cpp", "cpu"), ("cuda", "cuda")) if device in cases.DEVICES
         for dtype in (torch.float64, torch.float32, torch.float16, torch.bfloat16)
         for contiguity in cases.CONTIGUITY
         for deterministic in ((False, True) if backend == "cuda" else (False,))
+    ]
+    triton = [("triton", device, *config) for device in TRITON_DEVICES for config in TRITON_CONFIGS]
+    return [
+        pytest.param(backend, device, dtype, contiguity, deterministic, id=f"{backend}-{device}-{str(dtype)[6:]}-"
+                     f"{contiguity}" + ("-deterministic" if deterministic else ""))
+        for backend, device, dtype, contiguity, deterministic in full + triton
     ]
 
 

@@ -23,15 +23,24 @@ GRID_W = 6
 COUNT = 7  # max(grid_h * grid_w, 1): the divisor of the bin mean; 1 for a box not read
 Y_ALONG = 8  # 1.0, or 0.0 where aligned=False forced roi_h to 1 (the size ignores the box)
 X_ALONG = 9
-SCALE = 10  # spatial_scale, in float64
-ROWS = 11
+SCALE = 10  # spatial_scale (the box's level's), in float64
+LEVEL = 11  # the box's pyramid level: 0 for roi_align, levels[k] for multi-level roi_align
+ROWS = 12
 
 
-def roi_geometry_table(rois, N, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned) -> torch.Tensor:
-    """``reference._roi_geometry`` for every box at once: float64 ``[ROWS, K]``, contiguous. A box that may not be
-    read (batch index outside ``[0, N)`` or, past validation, a non-finite geometry) gets batch -1 and an empty
-    grid."""
+def roi_geometry_table(rois, N, scales, levels, pooled_height, pooled_width, sampling_ratio,
+                       aligned) -> torch.Tensor:
+    """``reference._roi_geometry`` for every box at once, box k at ``scales[levels[k]]``: float64 ``[ROWS, K]``,
+    contiguous. ``levels`` is int64 ``[K]``, or None for one map (roi_align: every box on level 0); it is read on
+    its device, never on the host. A box that may not be read (batch index outside ``[0, N)`` or, past validation,
+    a non-finite geometry) gets batch -1 and an empty grid."""
     batch = rois[:, 0].to(torch.float64)  # [K]
+    if levels is None:
+        spatial_scale = scales[0]  # a Python float: the single-map expressions, unchanged
+        level = torch.zeros_like(batch)
+    else:  # [K]: each box's level's scale, gathered on the device
+        spatial_scale = torch.tensor(scales, dtype=torch.float64, device=rois.device)[levels]
+        level = levels.to(torch.float64)
     b = roi_boxes(rois, spatial_scale, pooled_height, pooled_width, aligned)
     if sampling_ratio > 0:
         grid_h = grid_w = torch.full_like(b.roi_h, float(sampling_ratio))
@@ -48,7 +57,8 @@ def roi_geometry_table(rois, N, spatial_scale, pooled_height, pooled_width, samp
         COUNT: torch.clamp(grid_h * grid_w, min=1.0),
         Y_ALONG: (~b.h_clamped).to(torch.float64),
         X_ALONG: (~b.w_clamped).to(torch.float64),
-        SCALE: torch.full_like(b.roi_h, spatial_scale),
+        SCALE: torch.full_like(b.roi_h, spatial_scale) if levels is None else spatial_scale,
+        LEVEL: level,
     }
     table = torch.stack([rows[row] for row in range(ROWS)])  # [ROWS, K]
     readable = (batch > -1) & (batch < N) & torch.isfinite(table).all(dim=0)

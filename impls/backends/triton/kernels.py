@@ -59,12 +59,13 @@ GEO_COUNT = tl.constexpr(geometry_table.COUNT)
 GEO_Y_ALONG = tl.constexpr(geometry_table.Y_ALONG)
 GEO_X_ALONG = tl.constexpr(geometry_table.X_ALONG)
 GEO_SCALE = tl.constexpr(geometry_table.SCALE)
+GEO_LEVEL = tl.constexpr(geometry_table.LEVEL)
 
 # Sizes vary from call to call (boxes per image, crops, maps): triton would compile a kernel once per pattern of
 # sizes that equal 1 or divide by 16. Not specialized on them, a kernel compiles once per dtype and tile shape
 # (strides stay specialized: a stride of 1 is worth knowing).
 CROP_SIZES = ("K", "N", "C", "H", "W", "CH", "CW")
-ROI_SIZES = ("K", "N", "C", "H", "W", "PH", "PW")
+ROI_SIZES = ("K", "N", "C", "PH", "PW")  # the levels' sizes are tuples
 
 
 # ------------------------------------------------------------------------------------------------ the tile
@@ -311,16 +312,40 @@ def crop_and_resize_boxes_grad_kernel(
 
 
 # ------------------------------------------------------------------------------------------------ roi_align
+#
+# One set of kernels for roi_align and multi-level roi_align: the maps of a pyramid arrive as tuples, one entry per
+# level (pointers, sizes, strides: ``LEVELS`` of each), each map read in place; box k's level is a row of the
+# geometry table, loaded in the kernel, and every lane picks its level's entries (``_pick``). roi_align is the
+# one-level case (LEVELS = 1: every box on level 0, nothing to pick).
+
+
+@triton.jit
+def _pick(values, level, LEVELS: tl.constexpr):
+    """values[level] per lane, for a tuple of LEVELS scalars (sizes, strides or pointers) and an int64 level
+    tensor: a chain of selects, no memory read. With one level, values[0] itself."""
+    out = values[0]
+    for l in tl.static_range(1, LEVELS):
+        out = tl.where(level == l, values[l], out)
+    return out
+
+
+@triton.jit
+def _level_map(maps, s_n, s_c, s_h, s_w, heights, widths, level, LEVELS: tl.constexpr):
+    """Level ``level``'s map (or gradient) per lane: its pointer, its strides (n, c, h, w) and its size (H, W)."""
+    return (_pick(maps, level, LEVELS), _pick(s_n, level, LEVELS), _pick(s_c, level, LEVELS),
+            _pick(s_h, level, LEVELS), _pick(s_w, level, LEVELS), _pick(heights, level, LEVELS),
+            _pick(widths, level, LEVELS))
 
 
 @triton.jit
 def _roi_box(geometry, k, rows, K, N, COMPUTE: tl.constexpr):
-    """Row k's geometry ([BLOCK_K, 1] each): image n, whether the box may be read, starts and bin sizes
-    (float64), the sample grid (int64, 0 for a box not read) and the bin mean's divisor (COMPUTE)."""
+    """Row k's geometry ([BLOCK_K, 1] each): image n, its level (int64), whether the box may be read, starts and
+    bin sizes (float64), the sample grid (int64, 0 for a box not read) and the bin mean's divisor (COMPUTE)."""
     geo = geometry + k  # geometry: float64 [ROWS, K], rows GEO_*
     batch = tl.load(geo + GEO_BATCH * K, mask=rows, other=-1.0)
     ok = rows & (batch >= 0) & (batch < N)
     n = tl.where(ok, batch, 0.0).to(tl.int64)
+    level = tl.where(ok, tl.load(geo + GEO_LEVEL * K, mask=rows, other=0.0), 0.0).to(tl.int64)
     y_start = tl.load(geo + GEO_Y_START * K, mask=rows, other=0.0)
     x_start = tl.load(geo + GEO_X_START * K, mask=rows, other=0.0)
     bin_h = tl.load(geo + GEO_BIN_H * K, mask=rows, other=0.0)
@@ -328,7 +353,7 @@ def _roi_box(geometry, k, rows, K, N, COMPUTE: tl.constexpr):
     grid_h = tl.where(ok, tl.load(geo + GEO_GRID_H * K, mask=rows, other=0.0), 0.0).to(tl.int64)
     grid_w = tl.where(ok, tl.load(geo + GEO_GRID_W * K, mask=rows, other=0.0), 0.0).to(tl.int64)
     count = tl.load(geo + GEO_COUNT * K, mask=rows, other=1.0).to(COMPUTE)
-    return n, ok, y_start, x_start, bin_h, bin_w, grid_h, grid_w, count
+    return n, level, ok, y_start, x_start, bin_h, bin_w, grid_h, grid_w, count
 
 
 @triton.jit
@@ -366,20 +391,22 @@ def _roi_corner(v, in_range, SIZE, COMPUTE: tl.constexpr):
 
 @triton.jit(do_not_specialize=ROI_SIZES)
 def roi_align_forward_kernel(
-    input, geometry, out,
-    K, N, C, H, W, PH, PW,
-    s_n, s_c, s_h, s_w,  # input strides: any layout is read in place
+    maps, geometry, out,
+    K, N, C, PH, PW,
+    heights, widths,  # each level's H and W (tuples of LEVELS ints)
+    s_n, s_c, s_h, s_w,  # each level's map strides (tuples): any layout is read in place
     o_k, o_c, o_h, o_w,  # out strides: NCHW or channels_last, written in place
-    COMPUTE: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_E: tl.constexpr,
+    LEVELS: tl.constexpr, COMPUTE: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_E: tl.constexpr,
 ):
-    """out[k, c, ph, pw] ([K, C, PH, PW]) = the mean of the bin's grid_h x grid_w bilinear samples
-    (CONVENTIONS.md §3.2). The loops run to the largest grid of the tile's boxes; a lane whose own grid is
-    smaller masks the extra samples (with one box per tile, the usual case, nothing is masked)."""
+    """out[k, c, ph, pw] ([K, C, PH, PW]) = the mean of the bin's grid_h x grid_w bilinear samples of box k's
+    level's map (CONVENTIONS.md §3.2, §3a). The loops run to the largest grid of the tile's boxes; a lane whose
+    own grid is smaller masks the extra samples (with one box per tile, the usual case, nothing is masked)."""
     cells = PH * PW
     k, e, rows, lanes = _tile(K, C, cells, BLOCK_K, BLOCK_E)
     c, ph, pw = _element(e, cells, PW)
-    n, ok, y_start, x_start, bin_h, bin_w, grid_h, grid_w, count = _roi_box(geometry, k, rows, K, N, COMPUTE)
-    plane = input + n * s_n + c * s_c
+    n, level, ok, y_start, x_start, bin_h, bin_w, grid_h, grid_w, count = _roi_box(geometry, k, rows, K, N, COMPUTE)
+    base, m_n, m_c, m_h, m_w, H, W = _level_map(maps, s_n, s_c, s_h, s_w, heights, widths, level, LEVELS)
+    plane = base + n * m_n + c * m_c
     acc = tl.zeros([BLOCK_K, BLOCK_E], COMPUTE)
     for iy in range(0, tl.max(grid_h)):
         y = _roi_sample(y_start, ph, bin_h, iy, grid_h)  # float64 [BLOCK_K, BLOCK_E]
@@ -390,10 +417,10 @@ def roi_align_forward_kernel(
             x_ok = (x >= -1) & (x <= W) & (ix < grid_w)
             x_low, x_high, lx, hx, _ = _roi_corner(x, x_ok, W, COMPUTE)
             take = lanes & ok & y_ok & x_ok
-            v1 = tl.load(plane + y_low * s_h + x_low * s_w, mask=take, other=0).to(COMPUTE)
-            v2 = tl.load(plane + y_low * s_h + x_high * s_w, mask=take, other=0).to(COMPUTE)
-            v3 = tl.load(plane + y_high * s_h + x_low * s_w, mask=take, other=0).to(COMPUTE)
-            v4 = tl.load(plane + y_high * s_h + x_high * s_w, mask=take, other=0).to(COMPUTE)
+            v1 = tl.load(plane + y_low * m_h + x_low * m_w, mask=take, other=0).to(COMPUTE)
+            v2 = tl.load(plane + y_low * m_h + x_high * m_w, mask=take, other=0).to(COMPUTE)
+            v3 = tl.load(plane + y_high * m_h + x_low * m_w, mask=take, other=0).to(COMPUTE)
+            v4 = tl.load(plane + y_high * m_h + x_high * m_w, mask=take, other=0).to(COMPUTE)
             w1 = hy * hx
             w2 = hy * lx
             w3 = ly * hx
@@ -405,20 +432,23 @@ def roi_align_forward_kernel(
 
 @triton.jit(do_not_specialize=ROI_SIZES)
 def roi_align_image_grad_atomic_kernel(
-    grad, geometry, grad_input,
-    K, N, C, H, W, PH, PW,
+    grad, geometry, grad_inputs,
+    K, N, C, PH, PW,
+    heights, widths,
     g_k, g_c, g_h, g_w,  # grad strides
-    b_n, b_c, b_h, b_w,  # grad_input strides (NCHW or channels_last)
-    COMPUTE: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_E: tl.constexpr,
+    b_n, b_c, b_h, b_w,  # each level's grad_inputs strides (tuples; NCHW or channels_last)
+    LEVELS: tl.constexpr, COMPUTE: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_E: tl.constexpr,
 ):
-    """grad_input ([N, C, H, W] of COMPUTE, zeroed) += g * w / count for each of an in-range sample's
-    four taps (CONVENTIONS.md §3.4), added atomically. Where clamping made low == high both shares go there."""
+    """grad_inputs[level] ([N, C, H_l, W_l] of COMPUTE each, zeroed) += g * w / count for each of an in-range
+    sample's four taps (CONVENTIONS.md §3.4), added atomically. Where clamping made low == high both shares go
+    there."""
     cells = PH * PW
     k, e, rows, lanes = _tile(K, C, cells, BLOCK_K, BLOCK_E)
     c, ph, pw = _element(e, cells, PW)
-    n, ok, y_start, x_start, bin_h, bin_w, grid_h, grid_w, count = _roi_box(geometry, k, rows, K, N, COMPUTE)
+    n, level, ok, y_start, x_start, bin_h, bin_w, grid_h, grid_w, count = _roi_box(geometry, k, rows, K, N, COMPUTE)
+    base, m_n, m_c, m_h, m_w, H, W = _level_map(grad_inputs, b_n, b_c, b_h, b_w, heights, widths, level, LEVELS)
     g = tl.load(grad + k * g_k + c * g_c + ph * g_h + pw * g_w, mask=lanes & ok, other=0).to(COMPUTE)
-    plane = grad_input + n * b_n + c * b_c
+    plane = base + n * m_n + c * m_c
     for iy in range(0, tl.max(grid_h)):
         y = _roi_sample(y_start, ph, bin_h, iy, grid_h)
         y_ok = (y >= -1) & (y <= H) & (iy < grid_h)
@@ -428,33 +458,38 @@ def roi_align_image_grad_atomic_kernel(
             x_ok = (x >= -1) & (x <= W) & (ix < grid_w)
             x_low, x_high, lx, hx, _ = _roi_corner(x, x_ok, W, COMPUTE)
             take = lanes & ok & y_ok & x_ok
-            low_row = plane + y_low * b_h
-            high_row = plane + y_high * b_h
-            tl.atomic_add(low_row + x_low * b_w, _div(g * (hy * hx), count), mask=take, sem="relaxed")
-            tl.atomic_add(low_row + x_high * b_w, _div(g * (hy * lx), count), mask=take, sem="relaxed")
-            tl.atomic_add(high_row + x_low * b_w, _div(g * (ly * hx), count), mask=take, sem="relaxed")
-            tl.atomic_add(high_row + x_high * b_w, _div(g * (ly * lx), count), mask=take, sem="relaxed")
+            low_row = plane + y_low * m_h
+            high_row = plane + y_high * m_h
+            tl.atomic_add(low_row + x_low * m_w, _div(g * (hy * hx), count), mask=take, sem="relaxed")
+            tl.atomic_add(low_row + x_high * m_w, _div(g * (hy * lx), count), mask=take, sem="relaxed")
+            tl.atomic_add(high_row + x_low * m_w, _div(g * (ly * hx), count), mask=take, sem="relaxed")
+            tl.atomic_add(high_row + x_high * m_w, _div(g * (ly * lx), count), mask=take, sem="relaxed")
 
 
-@triton.jit(do_not_specialize=("K", "N", "H", "W", "PH", "PW"))
+@triton.jit(do_not_specialize=("K", "N", "PH", "PW"))
 def roi_align_taps_kernel(
     geometry, first_sample, pixel, cell_of, weight_a, weight_b,
-    K, N, H, W, PH, PW,
-    COMPUTE: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_E: tl.constexpr,
+    K, N, PH, PW,
+    heights, widths,
+    pixel_offsets,  # level l's first pixel: N * (H_0 * W_0 + ... + H_{l-1} * W_{l-1}) (tuple)
+    LEVELS: tl.constexpr, COMPUTE: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_E: tl.constexpr,
 ):
     """Deterministic image gradient, step 1: the four taps of every sample of every box, without the channel.
     Box k's samples are numbered from first_sample[k] (an exclusive prefix sum of cells * grid_h * grid_w, from
     the host) in the reference's order (cell, iy, ix); entry 4 * sample + corner, corners (low, low), (low, high),
-    (high, low), (high, high) in (y, x). Contribution of an entry: ``(g * a) / b`` = (g * (hy * hx)) / count, the
-    reference's expression. Here e is the cell; an out-of-range sample's entries get pixel -1."""
+    (high, low), (high, high) in (y, x). The pixel of a tap is numbered across the levels: pixel_offsets[level] +
+    n*H*W + y*W + x. Contribution of an entry: ``(g * a) / b`` = (g * (hy * hx)) / count, the reference's
+    expression. Here e is the cell; an out-of-range sample's entries get pixel -1."""
     cells = PH * PW
     k, e, rows, lanes = _tile(K, 1, cells, BLOCK_K, BLOCK_E)
     ph = e // PW
     pw = e % PW
-    n, ok, y_start, x_start, bin_h, bin_w, grid_h, grid_w, count = _roi_box(geometry, k, rows, K, N, COMPUTE)
+    n, level, ok, y_start, x_start, bin_h, bin_w, grid_h, grid_w, count = _roi_box(geometry, k, rows, K, N, COMPUTE)
+    H = _pick(heights, level, LEVELS)
+    W = _pick(widths, level, LEVELS)
     first = tl.load(first_sample + k, mask=rows, other=0)  # [BLOCK_K, 1] int64
     out_cell = k.to(tl.int64) * cells + e
-    base = n * H * W
+    base = _pick(pixel_offsets, level, LEVELS) + n * H * W
     for iy in range(0, tl.max(grid_h)):
         y = _roi_sample(y_start, ph, bin_h, iy, grid_h)
         y_ok = (y >= -1) & (y <= H)
@@ -479,18 +514,21 @@ def roi_align_taps_kernel(
 
 @triton.jit(do_not_specialize=ROI_SIZES)
 def roi_align_boxes_grad_kernel(
-    grad, input, geometry, grad_rois,
-    K, N, C, H, W, PH, PW,
-    s_n, s_c, s_h, s_w, g_k, g_c, g_h, g_w,
-    COMPUTE: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_E: tl.constexpr,
+    grad, maps, geometry, grad_rois,
+    K, N, C, PH, PW,
+    heights, widths,
+    s_n, s_c, s_h, s_w,  # each level's map strides (tuples)
+    g_k, g_c, g_h, g_w,
+    LEVELS: tl.constexpr, COMPUTE: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_E: tl.constexpr,
 ):
     """grad_rois (contiguous [K, 5], zeroed; column 0, the batch index, stays 0) for BLOCK_K boxes per program
-    (CONVENTIONS.md §3.4): the derivative of the sample positions with the grid held fixed. Each lane
-    accumulates over the loop of tiles, then one tl.sum per row: deterministic."""
+    (CONVENTIONS.md §3.4): the derivative of the sample positions with the grid held fixed, each box on its level's
+    map. Each lane accumulates over the loop of tiles, then one tl.sum per row: deterministic."""
     cells = PH * PW
     k = tl.program_id(0) * BLOCK_K + tl.arange(0, BLOCK_K)[:, None]
     rows = k < K
-    n, ok, y_start, x_start, bin_h, bin_w, grid_h, grid_w, count = _roi_box(geometry, k, rows, K, N, COMPUTE)
+    n, level, ok, y_start, x_start, bin_h, bin_w, grid_h, grid_w, count = _roi_box(geometry, k, rows, K, N, COMPUTE)
+    base, m_n, m_c, m_h, m_w, H, W = _level_map(maps, s_n, s_c, s_h, s_w, heights, widths, level, LEVELS)
     y_along = tl.load(geometry + GEO_Y_ALONG * K + k, mask=rows, other=0.0)
     x_along = tl.load(geometry + GEO_X_ALONG * K + k, mask=rows, other=0.0)
     scale = tl.load(geometry + GEO_SCALE * K + k, mask=rows, other=0.0)
@@ -503,7 +541,7 @@ def roi_align_boxes_grad_kernel(
         lanes = rows & ok & (e < C * cells)
         c, ph, pw = _element(e, cells, PW)
         g = tl.load(grad + k * g_k + c * g_c + ph * g_h + pw * g_w, mask=lanes, other=0).to(COMPUTE)
-        plane = input + n * s_n + c * s_c
+        plane = base + n * m_n + c * m_c
         for iy in range(0, tl.max(grid_h)):
             y = _roi_sample(y_start, ph, bin_h, iy, grid_h)
             y_ok = (y >= -1) & (y <= H) & (iy < grid_h)
@@ -519,10 +557,10 @@ def roi_align_boxes_grad_kernel(
                 x_low, x_high, lx, hx, x_moves = _roi_corner(x, x_ok, W, COMPUTE)
                 ax = tl.where(x_along != 0, _roi_position(pw, ix, grid_w, PW), 0.0)
                 take = lanes & y_ok & x_ok
-                v1 = tl.load(plane + y_low * s_h + x_low * s_w, mask=take, other=0).to(COMPUTE)
-                v2 = tl.load(plane + y_low * s_h + x_high * s_w, mask=take, other=0).to(COMPUTE)
-                v3 = tl.load(plane + y_high * s_h + x_low * s_w, mask=take, other=0).to(COMPUTE)
-                v4 = tl.load(plane + y_high * s_h + x_high * s_w, mask=take, other=0).to(COMPUTE)
+                v1 = tl.load(plane + y_low * m_h + x_low * m_w, mask=take, other=0).to(COMPUTE)
+                v2 = tl.load(plane + y_low * m_h + x_high * m_w, mask=take, other=0).to(COMPUTE)
+                v3 = tl.load(plane + y_high * m_h + x_low * m_w, mask=take, other=0).to(COMPUTE)
+                v4 = tl.load(plane + y_high * m_h + x_high * m_w, mask=take, other=0).to(COMPUTE)
                 gy = _div(g * (hx * (v3 - v1) + lx * (v4 - v2)), count)
                 gx = _div(g * (hy * (v2 - v1) + ly * (v4 - v3)), count)
                 y_take = take & y_moves  # a clamped coordinate does not move with the box
@@ -542,29 +580,40 @@ def roi_align_boxes_grad_kernel(
 # ------------------------------------------------------------------------------- deterministic image gradient
 
 
-@triton.jit(do_not_specialize=("total", "C", "HW", "cells", "CW"))
+@triton.jit(do_not_specialize=("total", "C", "cells", "CW"))
 def gather_taps_kernel(
-    start, order, cell_of, weight_a, weight_b, grad, grad_image,
-    total, C, HW, cells, CW,
+    start, order, cell_of, weight_a, weight_b, grad, grad_images,
+    total, C, cells, CW,
+    firsts,  # level l's first element among the levels' gradients laid end to end (tuple)
+    planes,  # level l's H * W (tuple)
+    pixel_offsets,  # level l's first pixel in the entries' numbering, N * (H_0 * W_0 + ...) (tuple)
     g_k, g_c, g_h, g_w,
-    ROI: tl.constexpr, CHANNELS_LAST: tl.constexpr, COMPUTE: tl.constexpr, BLOCK: tl.constexpr,
+    ROI: tl.constexpr, CHANNELS_LAST: tl.constexpr, LEVELS: tl.constexpr, COMPUTE: tl.constexpr,
+    BLOCK: tl.constexpr,
 ):
     """Deterministic image gradient, step 2 (the "pull" of csrc/cuda/cuda_common.cuh): one lane per element
-    (n, c, y, x) of grad_image ([N, C, H, W] in the gradient's dtype, dense NCHW or channels_last: lane i is
-    element i in memory order, so channels_last puts a pixel's channels, which share one list, side by side).
-    The host sorted the tap entries
-    by pixel, stably, into ``order``, with pixel p's entries at order[start[p]:start[p + 1]]; the lane sums them
-    in that order, which is the reference's, so every run gives the same bits (float64: the reference's bits).
-    The loop runs to the longest list in the block; shorter lists are masked."""
+    (n, c, y, x) of one of the gradients ``grad_images`` (a tuple of LEVELS [N, C, H_l, W_l] in the gradient's
+    dtype, each dense NCHW or channels_last: one for crop_and_resize and roi_align, one per level for multi-level
+    roi_align). Lane i is element i of the gradients laid end to end, in memory order, so channels_last puts a
+    pixel's channels, which share one list, side by side. The host sorted the tap entries by pixel, stably, into
+    ``order``, with pixel p's entries at order[start[p]:start[p + 1]]; the lane sums them in that order, which is
+    the reference's, so every run gives the same bits (float64: the reference's bits). The loop runs to the
+    longest list in the block; shorter lists are masked."""
     i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     lanes = i < total
-    if CHANNELS_LAST:  # i = (n*H*W + y*W + x) * C + c
-        c = i % C
-        p = i // C
-    else:  # i = (n*C + c) * H*W + y*W + x
-        c = (i // HW) % C
-        p = (i // HW // C) * HW + i % HW
-    # p: the pixel n*H*W + y*W + x of the tap entries
+    level = tl.zeros([BLOCK], tl.int64)
+    for l in tl.static_range(1, LEVELS):
+        level += (i >= firsts[l]).to(tl.int64)
+    local = i - _pick(firsts, level, LEVELS)  # the element within its level's gradient
+    HW = _pick(planes, level, LEVELS)
+    if CHANNELS_LAST:  # local = (n*H*W + y*W + x) * C + c
+        c = local % C
+        p = local // C
+    else:  # local = (n*C + c) * H*W + y*W + x
+        c = (local // HW) % C
+        p = (local // HW // C) * HW + local % HW
+    # p: the pixel n*H*W + y*W + x of the tap entries, after the levels before it
+    p += _pick(pixel_offsets, level, LEVELS)
     lo = tl.load(start + p, mask=lanes, other=0)
     length = tl.load(start + p + 1, mask=lanes, other=0) - lo
     acc = tl.zeros([BLOCK], COMPUTE)
@@ -583,4 +632,5 @@ def gather_taps_kernel(
         else:
             contribution = a * (b * g)  # (1 - x_lerp) * ((1 - y_lerp) * g)
         acc += tl.where(take, contribution, 0.0)
-    tl.store(grad_image + i, acc.to(grad_image.dtype.element_ty), mask=lanes)
+    out = _pick(grad_images, level, LEVELS)
+    tl.store(out + local, acc.to(out.dtype.element_ty), mask=lanes)

@@ -1,5 +1,5 @@
-"""``triton``: both operators as hand-written Triton kernels (``impls/backends/triton/kernels.py``); this module is the
-launch glue and the backend record.
+"""``triton``: both operators, and multi-level roi_align, as hand-written Triton kernels
+(``impls/backends/triton/kernels.py``); this module is the launch glue and the backend record.
 
 What it mirrors: the CUDA extension (``csrc/cuda``), pass for pass, in Triton's tile model: a forward that
 computes each output element from its samples, an image gradient that adds taps with atomics by default and
@@ -25,11 +25,14 @@ named rows (``geometry_table.py``): a Python float kernel argument would reach a
 deterministic image gradient lists every tap once without the channel (4 entries
 per sample, 24 B each, 32 B in float64, plus 16 B for the sort), sorts the list by pixel (``torch.sort``,
 stable) and then gathers (C reads per entry); roi_align's adaptive grid makes the list's length data-dependent,
-which costs one device-to-host read of its total. Under the interpreter every program runs in
+which costs one device-to-host read of its total. Multi-level roi_align is the same kernels over a
+pyramid (roi_align is its one-level case): the maps reach a kernel as a tuple, one entry per level with its sizes
+and strides, each read in place; the table gets each box's level and its level's scale, gathered on the device
+(no host read), so every pass is one launch for all levels. Under the interpreter every program runs in
 Python: milliseconds per kernel on the tests' inputs, far too slow for real workloads (use it to check, not to
 compute).
 
-Under ``torch.compile`` each of the six kernels is one opaque custom operator, ``impls::triton_<name>``
+Under ``torch.compile`` each of the nine kernels is one opaque custom operator, ``impls::triton_<name>``
 (``_compilable`` below, schemas and fakes in ``impls/_op_schemas.py``): the graph calls this module's launch code
 at run time, so compiled and eager calls run the same kernels; eager calls skip the operator.
 
@@ -140,26 +143,40 @@ def _atomic_image_grad(kernel, grad: torch.Tensor, inputs: tuple, K: int, N: int
     return grad_image.to(grad.dtype)  # half types: the one rounding (.to keeps the layout)
 
 
-def _gather(entries, grad: torch.Tensor, N: int, C: int, H: int, W: int, cells: int, cw: int, roi: bool):
+def _pixel_offsets(N: int, heights, widths) -> tuple[int, ...]:
+    """Level l's first pixel in the tap entries' numbering: N * (H_0 * W_0 + ... + H_{l-1} * W_{l-1})."""
+    offsets, total = [], 0
+    for h, w in zip(heights, widths):
+        offsets.append(total)
+        total += N * h * w
+    return tuple(offsets)
+
+
+def _gather(entries, grad: torch.Tensor, N: int, C: int, heights, widths, cells: int, cw: int, roi: bool):
     """Deterministic image gradient, step 2: sort the tap entries by pixel (stably: the reference's order within
-    a pixel) and let gather_taps_kernel sum each pixel's list. Returns [N, C, H, W] in grad's dtype."""
+    a pixel) and let gather_taps_kernel sum each pixel's list, for every level at once (the entries number the
+    levels' pixels one after another). Returns one [N, C, H_l, W_l] per level in grad's dtype and layout."""
     pixel, cell_of, weight_a, weight_b = entries
     layout = _layout.memory_format(grad)
-    grad_image = torch.empty((N, C, H, W), dtype=grad.dtype, device=grad.device, memory_format=layout)
-    if grad_image.numel() == 0:
-        return grad_image
+    grad_images = [torch.empty((N, C, h, w), dtype=grad.dtype, device=grad.device, memory_format=layout)
+                   for h, w in zip(heights, widths)]
+    total = sum(g.numel() for g in grad_images)
+    if total == 0:
+        return grad_images
+    planes = tuple(h * w for h, w in zip(heights, widths))
+    firsts = tuple(N * C * sum(planes[:level]) for level in range(len(planes)))
     sorted_pixel, order = torch.sort(pixel, stable=True)
     # Entries without a tap (pixel -1) sort first, before start[0]: no pixel reads them.
-    start = torch.searchsorted(sorted_pixel, torch.arange(N * H * W + 1, device=pixel.device))
+    start = torch.searchsorted(sorted_pixel, torch.arange(N * sum(planes) + 1, device=pixel.device))
     _, compute = _compute(grad.dtype)
-    total = grad_image.numel()
     _launch(
         kernels.gather_taps_kernel, (triton.cdiv(total, GATHER_BLOCK),),
-        start, order, cell_of, weight_a, weight_b, grad, grad_image,
-        total, C, H * W, cells, cw, *_strides(grad),
-        ROI=roi, CHANNELS_LAST=layout == torch.channels_last, COMPUTE=compute, BLOCK=GATHER_BLOCK,
+        start, order, cell_of, weight_a, weight_b, grad, tuple(grad_images),
+        total, C, cells, cw, firsts, planes, _pixel_offsets(N, heights, widths), *_strides(grad),
+        ROI=roi, CHANNELS_LAST=layout == torch.channels_last, LEVELS=len(planes), COMPUTE=compute,
+        BLOCK=GATHER_BLOCK,
     )
-    return grad_image
+    return grad_images
 
 
 def _tap_entries(count: int, dtype: torch.dtype, device):
@@ -217,7 +234,7 @@ def crop_and_resize_backward_input(
                 boxes, box_index, *entries, K, N, H, W, crop_height, crop_width,
                 NEAREST=nearest, COMPUTE=compute, BLOCK_K=block_k, BLOCK_E=block_e,
             )
-        return _gather(entries, grad, N, C, H, W, cells, crop_width, roi=False)
+        return _gather(entries, grad, N, C, [H], [W], cells, crop_width, roi=False)[0]
     return _atomic_image_grad(kernels.crop_and_resize_image_grad_atomic_kernel, grad, (boxes, box_index), K, N, C, H,
                               W, crop_height, crop_width, NEAREST=nearest)
 
@@ -242,39 +259,53 @@ def crop_and_resize_backward_boxes(grad, image, boxes, box_index, crop_height, c
 
 
 # ------------------------------------------------------------------------------------------------ roi_align
+#
+# roi_align is multi-level roi_align's one-level case: one set of kernels (``kernels.py``) takes the pyramid's
+# maps as tuples, one entry per level, and box k's level from the geometry table (levels None: every box on 0).
 
 
-def roi_align_forward(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):
-    _check_device(input, rois)
-    N, C, H, W = input.shape
+def _per_level(tensors) -> dict:
+    """The levels' sizes and strides as the kernels take them: tuples with one entry per tensor."""
+    strides = [_strides(t) for t in tensors]
+    return dict(
+        heights=tuple(t.shape[2] for t in tensors), widths=tuple(t.shape[3] for t in tensors),
+        s_n=tuple(s[0] for s in strides), s_c=tuple(s[1] for s in strides),
+        s_h=tuple(s[2] for s in strides), s_w=tuple(s[3] for s in strides),
+    )
+
+
+def _pyramid_forward(features, rois, levels, scales, pooled_height, pooled_width, sampling_ratio, aligned):
+    _check_device(*features, rois)
+    N, C = features[0].shape[:2]
     K = rois.shape[0]
-    out = torch.empty((K, C, pooled_height, pooled_width), dtype=input.dtype, device=input.device,
-                      memory_format=_layout.memory_format(input))  # the feature map's layout
+    out = torch.empty((K, C, pooled_height, pooled_width), dtype=features[0].dtype, device=features[0].device,
+                      memory_format=_layout.memory_format(features[0]))  # the (first) feature map's layout
     if out.numel() == 0:
         return out
-    geometry = roi_geometry_table(rois, N, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned)
-    _, compute = _compute(input.dtype)
+    geometry = roi_geometry_table(rois, N, scales, levels, pooled_height, pooled_width, sampling_ratio, aligned)
+    _, compute = _compute(features[0].dtype)
     block_k, block_e = _blocks(K, C * pooled_height * pooled_width)
+    level = _per_level(features)
     _launch(
         kernels.roi_align_forward_kernel,
         (triton.cdiv(K, block_k), triton.cdiv(C * pooled_height * pooled_width, block_e)),
-        input, geometry, out, K, N, C, H, W, pooled_height, pooled_width, *_strides(input), *_strides(out),
-        COMPUTE=compute, BLOCK_K=block_k, BLOCK_E=block_e,
+        tuple(features), geometry, out, K, N, C, pooled_height, pooled_width, level["heights"], level["widths"],
+        level["s_n"], level["s_c"], level["s_h"], level["s_w"], *_strides(out),
+        LEVELS=len(features), COMPUTE=compute, BLOCK_K=block_k, BLOCK_E=block_e,
     )
     return out
 
 
-def roi_align_backward_input(
-    grad, rois, spatial_scale, pooled_height, pooled_width, batch_size, channels, height, width, sampling_ratio,
-    aligned,
-):
+def _pyramid_backward_input(grad, rois, levels, scales, pooled_height, pooled_width, N, C, heights, widths,
+                            sampling_ratio, aligned):
+    """One gradient per level, [N, C, H_l, W_l] each in the incoming gradient's layout."""
     _check_device(grad, rois)
-    N, C, H, W = batch_size, channels, height, width
     K = rois.shape[0]
     cells = pooled_height * pooled_width
-    geometry = roi_geometry_table(rois, N, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned)
+    heights, widths = tuple(heights), tuple(widths)
+    geometry = roi_geometry_table(rois, N, scales, levels, pooled_height, pooled_width, sampling_ratio, aligned)
+    acc, compute = _compute(grad.dtype)
     if torch.are_deterministic_algorithms_enabled():
-        _, compute = _compute(grad.dtype)
         # Box k's samples are numbered from first_sample[k]: the list's length depends on the adaptive grids,
         # read back once (one synchronization on a GPU).
         # [K]; 0 for a box not read. A negative adaptive grid (flipped aligned box) has no samples.
@@ -286,31 +317,83 @@ def roi_align_backward_input(
             block_k, block_e = _blocks(K, cells)
             _launch(
                 kernels.roi_align_taps_kernel, (triton.cdiv(K, block_k), triton.cdiv(cells, block_e)),
-                geometry, first_sample, *entries, K, N, H, W, pooled_height, pooled_width,
-                COMPUTE=compute, BLOCK_K=block_k, BLOCK_E=block_e,
+                geometry, first_sample, *entries, K, N, pooled_height, pooled_width, heights, widths,
+                _pixel_offsets(N, heights, widths),
+                LEVELS=len(heights), COMPUTE=compute, BLOCK_K=block_k, BLOCK_E=block_e,
             )
-        return _gather(entries, grad, N, C, H, W, cells, pooled_width, roi=True)
-    return _atomic_image_grad(kernels.roi_align_image_grad_atomic_kernel, grad, (geometry,), K, N, C, H, W,
-                              pooled_height, pooled_width)
+        return _gather(entries, grad, N, C, heights, widths, cells, pooled_width, roi=True)
+    layout = _layout.memory_format(grad)
+    grad_inputs = [torch.zeros((N, C, h, w), dtype=acc, device=grad.device).contiguous(memory_format=layout)
+                   for h, w in zip(heights, widths)]
+    if grad.numel() > 0:
+        block_k, block_e = _blocks(K, C * cells)
+        level = _per_level(grad_inputs)
+        _launch(
+            kernels.roi_align_image_grad_atomic_kernel, (triton.cdiv(K, block_k), triton.cdiv(C * cells, block_e)),
+            grad, geometry, tuple(grad_inputs), K, N, C, pooled_height, pooled_width, heights, widths,
+            *_strides(grad), level["s_n"], level["s_c"], level["s_h"], level["s_w"],
+            LEVELS=len(heights), COMPUTE=compute, BLOCK_K=block_k, BLOCK_E=block_e,
+        )
+    return [g.to(grad.dtype) for g in grad_inputs]  # half types: the one rounding (.to keeps the layout)
 
 
-def roi_align_backward_boxes(grad, input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):
-    _check_device(grad, input, rois)
-    N, C, H, W = input.shape
+def _pyramid_backward_boxes(grad, features, rois, levels, scales, pooled_height, pooled_width, sampling_ratio,
+                            aligned):
+    _check_device(grad, *features, rois)
+    N, C = features[0].shape[:2]
     K = rois.shape[0]
     grad_rois = torch.zeros((K, 5), dtype=rois.dtype, device=rois.device)
     if K == 0 or C == 0:
         return grad_rois
-    geometry = roi_geometry_table(rois, N, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned)
-    _, compute = _compute(input.dtype)
+    geometry = roi_geometry_table(rois, N, scales, levels, pooled_height, pooled_width, sampling_ratio, aligned)
+    _, compute = _compute(features[0].dtype)
     block_k, block_e = _blocks(K, C * pooled_height * pooled_width)
+    level = _per_level(features)
     _launch(
         kernels.roi_align_boxes_grad_kernel, (triton.cdiv(K, block_k),),
-        grad, input, geometry, grad_rois, K, N, C, H, W, pooled_height, pooled_width,
-        *_strides(input), *_strides(grad),
-        COMPUTE=compute, BLOCK_K=block_k, BLOCK_E=block_e,
+        grad, tuple(features), geometry, grad_rois, K, N, C, pooled_height, pooled_width,
+        level["heights"], level["widths"], level["s_n"], level["s_c"], level["s_h"], level["s_w"], *_strides(grad),
+        LEVELS=len(features), COMPUTE=compute, BLOCK_K=block_k, BLOCK_E=block_e,
     )
     return grad_rois
+
+
+def roi_align_forward(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):
+    return _pyramid_forward([input], rois, None, [spatial_scale], pooled_height, pooled_width, sampling_ratio,
+                            aligned)
+
+
+def roi_align_backward_input(
+    grad, rois, spatial_scale, pooled_height, pooled_width, batch_size, channels, height, width, sampling_ratio,
+    aligned,
+):
+    return _pyramid_backward_input(grad, rois, None, [spatial_scale], pooled_height, pooled_width, batch_size,
+                                   channels, [height], [width], sampling_ratio, aligned)[0]
+
+
+def roi_align_backward_boxes(grad, input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):
+    return _pyramid_backward_boxes(grad, [input], rois, None, [spatial_scale], pooled_height, pooled_width,
+                                   sampling_ratio, aligned)
+
+
+def multiscale_roi_align_forward(features, rois, levels, scales, pooled_height, pooled_width, sampling_ratio,
+                                 aligned):
+    _check_device(levels)
+    return _pyramid_forward(features, rois, levels, scales, pooled_height, pooled_width, sampling_ratio, aligned)
+
+
+def multiscale_roi_align_backward_input(grad, rois, levels, scales, pooled_height, pooled_width, batch_size,
+                                        channels, heights, widths, sampling_ratio, aligned):
+    _check_device(levels)
+    return _pyramid_backward_input(grad, rois, levels, scales, pooled_height, pooled_width, batch_size, channels,
+                                   heights, widths, sampling_ratio, aligned)
+
+
+def multiscale_roi_align_backward_boxes(grad, features, rois, levels, scales, pooled_height, pooled_width,
+                                        sampling_ratio, aligned):
+    _check_device(levels)
+    return _pyramid_backward_boxes(grad, features, rois, levels, scales, pooled_height, pooled_width,
+                                   sampling_ratio, aligned)
 
 
 # ---------------------------------------------------------------------------------- torch.compile
@@ -323,9 +406,8 @@ def _compilable(fn, tags=()):
     Dynamo cannot trace this module's launch code: under the interpreter it fails inside triton, and on a GPU it
     would have to follow every kernel's launch arguments. Eager calls skip the operator's dispatch."""
     name = fn.__name__
-    op = torch.library.custom_op(
-        f"impls::triton_{name}", fn, mutates_args=(), schema=_op_schemas.SCHEMAS[name], tags=tags
-    )
+    schema = {**_op_schemas.SCHEMAS, **_op_schemas.MULTISCALE_SCHEMAS}[name]
+    op = torch.library.custom_op(f"impls::triton_{name}", fn, mutates_args=(), schema=schema, tags=tags)
     op.register_fake(_op_schemas.FAKES[name])
 
     def call(*args):
@@ -353,6 +435,11 @@ BACKEND = register(
                 # The deterministic image gradient reads a length back to the host: no CUDA graph may hold it.
                 _compilable(roi_align_backward_input, tags=(torch.Tag.cudagraph_unsafe,)),
                 _compilable(roi_align_backward_boxes),
+            ),
+            "multiscale_roi_align": OpKernels(
+                _compilable(multiscale_roi_align_forward),
+                _compilable(multiscale_roi_align_backward_input, tags=(torch.Tag.cudagraph_unsafe,)),
+                _compilable(multiscale_roi_align_backward_boxes),
             ),
         },
         unavailable_reason=_unavailable_reason,
