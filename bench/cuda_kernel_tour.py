@@ -3,11 +3,12 @@
     compute-sanitizer --tool memcheck  python3 bench/cuda_kernel_tour.py              # everything
     compute-sanitizer --tool racecheck python3 bench/cuda_kernel_tour.py --boxes-only # the box-gradient kernels
 
-Only the public API (``impls.roi_align`` / ``impls.crop_and_resize`` with ``backend="cuda"`` and ``.backward()``),
-so that it survives changes to the extension's op names. Each call is one of:
+Only the public API (``impls.roi_align`` / ``impls.crop_and_resize`` / ``impls.multiscale_roi_align`` with
+``backend="cuda"`` and ``.backward()``), so that it survives changes to the extension's op names. Each call is one
+of:
 
 * op and options: crop_and_resize bilinear and nearest; roi_align aligned True/False x sampling_ratio 2 and 0
-  (adaptive grid);
+  (adaptive grid); multi-level roi_align on two levels (both boxes' levels in one call), sampling_ratio 2 and 0;
 * dtype: float64, float32, float16, bfloat16;
 * pass: forward alone; backward to the image; to the boxes; to both;
 * image-gradient mode: atomic (default) and ``torch.use_deterministic_algorithms(True)`` (the gather path);
@@ -39,10 +40,15 @@ DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 TOLERANCE = _tolerance.TOLERANCE
 GRADS = {"fwd": (), "image": ("image",), "boxes": ("boxes",), "both": ("image", "boxes")}
 N, C, H, W = 2, 3, 9, 11
+# Multi-level: the map above (stride 4) and one of stride 8 for 4x larger images; with a canonical box of 16 px on
+# level 2, the tour's boxes (x4) land on both levels (e.g. the first on level 2, the last on level 3).
+STRIDE = 4
+MULTISCALE = dict(canonical_scale=16, canonical_level=2)
 
 
 def inputs(op: str, k: int):
-    """float64 CPU (image [N, C, H, W], boxes, box_index or None); k = 0 gives empty boxes."""
+    """float64 CPU (image [N, C, H, W], or a list of two maps for multiscale_roi_align; boxes; box_index or None);
+    k = 0 gives empty boxes."""
     g = torch.Generator().manual_seed(7)
     image = torch.randn(N, C, H, W, generator=g, dtype=torch.float64)
     if op == "crop_and_resize":
@@ -63,30 +69,40 @@ def inputs(op: str, k: int):
         [0, 12.47, -4.03, 20.11, 2.07],  # mostly outside
         [1, 0.03, 0.07, 10.91, 8.97],    # nearly the whole map (an adaptive grid of 3x3 at 3x4 output)
     ], dtype=torch.float64)[:k]
+    if op == "multiscale_roi_align":  # in image pixels, on the maps of strides 4 and 8
+        coarse = torch.randn(N, C, (H + 1) // 2, (W + 1) // 2, generator=g, dtype=torch.float64)
+        return [image, coarse], torch.cat([rois[:, :1], rois[:, 1:] * STRIDE], dim=1), None
     return image, rois, None
 
 
 def run(op: str, options: dict, dtype: torch.dtype, grads: tuple, det: bool, k: int, backend: str, device: str,
         compute_dtype: torch.dtype | None = None):
-    """The output and the asked-for gradients of one call on inputs rounded to ``dtype``, computed in
-    ``compute_dtype`` (default ``dtype``)."""
+    """(name, tensor) of the output and the asked-for gradients (one per map) of one call on inputs rounded to
+    ``dtype``, computed in ``compute_dtype`` (default ``dtype``)."""
     compute_dtype = compute_dtype or dtype
     image, boxes, box_index = inputs(op, k)
-    image = image.to(device, dtype).to(compute_dtype).requires_grad_("image" in grads)
+    maps = [m.to(device, dtype).to(compute_dtype).requires_grad_("image" in grads)
+            for m in (image if isinstance(image, list) else [image])]
     boxes = boxes.to(device, dtype).to(compute_dtype).requires_grad_("boxes" in grads)
     if box_index is not None:
         box_index = box_index.to(device)
     with deterministic_algorithms(det):
         if op == "crop_and_resize":
-            out = impls.crop_and_resize(image, boxes, box_index, backend=backend, **options)
+            out = impls.crop_and_resize(maps[0], boxes, box_index, backend=backend, **options)
+        elif op == "multiscale_roi_align":
+            shapes = [(H * STRIDE, W * STRIDE)] * N
+            out = impls.multiscale_roi_align(maps, boxes, shapes, backend=backend, **MULTISCALE, **options)
         else:
-            out = impls.roi_align(image, boxes, backend=backend, **options)
-        results = [out.detach()]
+            out = impls.roi_align(maps[0], boxes, backend=backend, **options)
+        results = [("output", out.detach())]
         if grads:
             g = torch.Generator().manual_seed(11)
             upstream = torch.randn(out.shape, generator=g, dtype=torch.float64).to(device, dtype).to(compute_dtype)
             out.backward(upstream)
-            results += [t.grad for name, t in (("image", image), ("boxes", boxes)) if name in grads]
+            if "image" in grads:
+                results += [(f"grad_image[{level}]", m.grad) for level, m in enumerate(maps)]
+            if "boxes" in grads:
+                results.append(("grad_boxes", boxes.grad))
     if device == "cuda":
         torch.cuda.synchronize()
     return results
@@ -97,6 +113,7 @@ def calls(boxes_only: bool):
            for m in ("bilinear", "nearest")]
     ops += [("roi_align", dict(output_size=(3, 4), spatial_scale=1.0, sampling_ratio=sr, aligned=aligned))
             for aligned, sr in itertools.product((True, False), (2, 0))]
+    ops += [("multiscale_roi_align", dict(output_size=(3, 4), sampling_ratio=sr)) for sr in (2, 0)]
     for (op, options), dtype, grad_name, det, k in itertools.product(ops, DTYPES, GRADS, (False, True), (5, 0)):
         if boxes_only and "boxes" not in GRADS[grad_name]:
             continue
@@ -129,7 +146,7 @@ def main(argv: list[str]) -> int:
             got = run(op, options, dtype, grads, det, k, args.backend, args.device)
             if not args.no_compare:
                 want = run(op, options, dtype, grads, False, k, "vectorized", args.device, torch.float64)
-                for name, a, b in zip(("output",) + tuple(f"grad_{g}" for g in grads), got, want):
+                for (name, a), (_, b) in zip(got, want):
                     if a is None or b is None:
                         if a is not b:
                             raise AssertionError(f"{name}: {'no' if a is None else 'a'} gradient, vectorized "
