@@ -192,9 +192,8 @@ def multiscale_roi_align(
         return MultiScaleRoIAlignFunction.apply(
             kernels, rois, levels, tuple(scales), pooled_height, pooled_width, sampling_ratio, aligned, *features
         )
-    # TODO(#21): one operator call per pass on cuda and triton too, without the per-level index (a host sync on
-    # CUDA); a backend without a multi-level kernel pools each level with one roi_align call, its boxes gathered
-    # and scattered back.
+    # A backend without a multi-level kernel (reference, the torchvision peer) pools each level with one roi_align
+    # call, its boxes gathered and scattered back (each level's index is a host read on CUDA).
     out = features[0].new_zeros((rois.shape[0], features[0].shape[1], pooled_height, pooled_width))
     for level, (feature, scale) in enumerate(zip(features, scales)):
         idx = torch.where(levels == level)[0]  # [K_l]
