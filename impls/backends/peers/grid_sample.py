@@ -24,8 +24,9 @@ def crop_and_resize(image: torch.Tensor, boxes: torch.Tensor, box_index: torch.T
     With ``align_corners=True`` the grid's -1 and 1 are the centres of the first and last pixels, and
     ``affine_grid`` spreads ``cw`` columns over ``[-1, 1]`` (one column: 0). Column ``t = j/(cw-1)`` must sample
     ``x = 2*x1 - 1 + 2*t*(x2 - x1)`` in grid units, i.e. TensorFlow's ``x1*(W-1) + j*(x2-x1)*(W-1)/(cw-1)``: so
-    ``theta`` scales by ``x2 - x1`` and shifts by ``x1 + x2 - 1`` (rows alike). One image: one ``grid_sample``
-    call over all K grids stacked along the rows; several: one call per image.
+    ``theta`` scales by ``x2 - x1`` and shifts by ``x1 + x2 - 1`` (rows alike). Boxes grouped by image, the same
+    number on each (a detector's one image, a batch with one crop per image): one ``grid_sample`` over the batch,
+    each image's grids stacked along the rows. Otherwise one call per image, the crops put back in box order.
     """
     crop_height, crop_width = crop_size
     n, c = image.shape[:2]
@@ -35,15 +36,20 @@ def crop_and_resize(image: torch.Tensor, boxes: torch.Tensor, box_index: torch.T
     theta = torch.stack([torch.stack([x2 - x1, zero, x1 + x2 - 1], 1),
                          torch.stack([zero, y2 - y1, y1 + y2 - 1], 1)], 1)  # [K, 2, 3]
     grid = F.affine_grid(theta, [k, c, crop_height, crop_width], align_corners=True)  # [K, ch, cw, 2]
-    if n == 1:
-        out = F.grid_sample(image, grid.reshape(1, k * crop_height, crop_width, 2), align_corners=True)
-        return out.view(c, k, crop_height, crop_width).transpose(0, 1)  # [K, C, ch, cw]
-    out = image.new_zeros((k, c, crop_height, crop_width))
-    for i in range(n):
-        mine = torch.nonzero(box_index == i).squeeze(1)  # [K_i]
-        sampled = F.grid_sample(image[i:i + 1], grid[mine].reshape(1, -1, crop_width, 2), align_corners=True)
-        out = out.index_put((mine,), sampled.view(c, -1, crop_height, crop_width).transpose(0, 1))
-    return out
+    per_image = k // max(n, 1)
+    grouped = torch.arange(n, device=box_index.device).repeat_interleave(per_image)  # [K] when grouped
+    if k == per_image * n and torch.equal(box_index, grouped):
+        out = F.grid_sample(image, grid.reshape(n, per_image * crop_height, crop_width, 2), align_corners=True)
+        # [N, C, K/N * ch, cw] -> [K, C, ch, cw], a view
+        return out.view(n, c, per_image, crop_height, crop_width).transpose(1, 2).reshape(k, c, crop_height,
+                                                                                          crop_width)
+    mine = [torch.nonzero(box_index == i).squeeze(1) for i in range(n)]  # each image's boxes
+    crops = torch.cat([
+        F.grid_sample(image[i:i + 1], grid[m].reshape(1, -1, crop_width, 2), align_corners=True)
+        .view(c, -1, crop_height, crop_width).transpose(0, 1)
+        for i, m in enumerate(mine)
+    ])  # [K, C, ch, cw], grouped by image
+    return crops[torch.argsort(torch.cat(mine))]
 
 
 def check_supported(method: str, extrapolation_value: float, backend: str = "grid_sample") -> None:
