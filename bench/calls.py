@@ -409,7 +409,8 @@ def timed_region(label: str, op: str) -> str:
     if v.native and v.backend == "grid_sample":
         return ("`F.affine_grid` + `F.grid_sample(align_corners=True)` on NCHW torch tensors as a user writes "
                 "crop_and_resize (`impls/backends/peers/grid_sample.py`: per-box theta from the normalized boxes, "
-                "one grid_sample over the stacked grids per image), nothing of impls inside; backward: "
+                "one grid_sample over the batch, each image's grids stacked along the rows), nothing of impls "
+                "inside; backward: "
                 "`torch.autograd.grad` through it (to theta and the boxes for +boxes)")
     if v.native and v.backend == "kornia":
         return ("`kornia.geometry.transform.crop_and_resize(image, corners, size)` on NCHW torch tensors, one box per "
