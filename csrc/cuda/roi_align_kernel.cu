@@ -298,8 +298,8 @@ __global__ void roi_boxes_grad_kernel(RoiShape s, Pyramid<const scalar_t*> maps,
 
 // The pyramid's sizes and scales, checked: 1 to kMaxLevels levels, one scale per level.
 Pyramid<const void*> pyramid_sizes(at::IntArrayRef heights, at::IntArrayRef widths, at::ArrayRef<double> scales) {
-  TORCH_CHECK(!scales.empty() && scales.size() <= static_cast<size_t>(kMaxLevels), "the CUDA kernels pool 1 to ",
-              kMaxLevels, " pyramid levels, got ", scales.size());
+  TORCH_CHECK(!scales.empty() && scales.size() <= static_cast<size_t>(kMaxLevels), "features: the CUDA kernels ",
+              "pool 1 to ", kMaxLevels, " pyramid levels in one launch, got ", scales.size());
   TORCH_CHECK(heights.size() == scales.size() && widths.size() == scales.size(), "heights, widths and scales ",
               "must give one entry per map, got ", heights.size(), ", ", widths.size(), " and ", scales.size());
   Pyramid<const void*> p{};

@@ -318,19 +318,48 @@ def test_one_call_equals_reference_per_level(backend, device, dtype, contiguity,
     cases.assert_close(results[backend][-1], results["reference"][-1], tol, "box gradient")
 
 
-def test_cpp_operators_pass_opcheck():
-    x = [v for k, v in pyramid(torch.float64, c=2).items() if k != "pool"]
-    rois = torch.cat([torch.zeros(9, 1, dtype=torch.float64), boxes_per_image(torch.float64)[0]], dim=1)
-    levels = torch.tensor([0, 2, 3, 1, 0, 1, 2, 3, 0])
+def _raw_op_args(device):
+    """Arguments of the three operators called directly: a 4-level pyramid (2 channels), 9 boxes on image 0 over
+    every level, a 3x3 output, sampling_ratio 2."""
+    x = [v.to(device) for k, v in pyramid(torch.float64, c=2).items() if k != "pool"]
+    rois = torch.cat([torch.zeros(9, 1, dtype=torch.float64), boxes_per_image(torch.float64)[0]], dim=1).to(device)
+    levels = torch.tensor([0, 2, 3, 1, 0, 1, 2, 3, 0], device=device)
     scales = [1 / s for s in STRIDES]
-    grad = torch.randn(9, 2, 3, 3, dtype=torch.float64)
-    ops = torch.ops.impls
-    torch.library.opcheck(ops.multiscale_roi_align_forward.default, (x, rois, levels, scales, 3, 3, 2, False))
-    torch.library.opcheck(ops.multiscale_roi_align_backward_input.default,
-                          (grad, rois, levels, scales, 3, 3, 2, 2, [m.shape[2] for m in x], [m.shape[3] for m in x],
-                           2, False))
-    torch.library.opcheck(ops.multiscale_roi_align_backward_boxes.default,
-                          (grad, x, rois, levels, scales, 3, 3, 2, False))
+    grad = torch.randn(9, 2, 3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2)).to(device)
+    return {
+        "forward": (x, rois, levels, scales, 3, 3, 2, False),
+        "backward_input": (grad, rois, levels, scales, 3, 3, 2, 2, [m.shape[2] for m in x],
+                           [m.shape[3] for m in x], 2, False),
+        "backward_boxes": (grad, x, rois, levels, scales, 3, 3, 2, False),
+    }
+
+
+@pytest.mark.parametrize("backend,device", EXTENSION_DEVICES)
+def test_extension_operators_pass_opcheck(backend, device):
+    for name, args in _raw_op_args(device).items():
+        torch.library.opcheck(getattr(torch.ops.impls, f"multiscale_roi_align_{name}").default, args)
+
+
+if "cuda" in cases.DEVICES:  # the GPU run only
+
+    def test_cuda_operators_read_nothing_back_to_the_host():
+        # CUDA-graph capturable: no synchronizing call in any pass (the atomic image gradient; the level of each box
+        # is read on the device). The public op's one validation read is not part of the kernels.
+        calls = _raw_op_args("cuda")
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            for name, args in calls.items():
+                getattr(torch.ops.impls, f"multiscale_roi_align_{name}")(*args)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+
+    def test_cuda_takes_at_most_eight_levels():
+        maps = [torch.zeros(1, 1, 2, 2, device="cuda") for _ in range(9)]
+        rois = torch.tensor([[0, 0.0, 0, 1, 1]], device="cuda")
+        with pytest.raises(RuntimeError, match="features: the CUDA kernels pool 1 to 8 pyramid levels.*got 9"):
+            torch.ops.impls.multiscale_roi_align_forward(maps, rois, torch.zeros(1, dtype=torch.int64, device="cuda"),
+                                                         [1.0] * 9, 2, 2, 1, False)
 
 
 def test_cpp_rejects_a_level_outside_the_pyramid():
