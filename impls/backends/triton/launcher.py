@@ -25,12 +25,12 @@ named rows (``geometry_table.py``): a Python float kernel argument would reach a
 deterministic image gradient lists every tap once without the channel (4 entries
 per sample, 24 B each, 32 B in float64, plus 16 B for the sort), sorts the list by pixel (``torch.sort``,
 stable) and then gathers (C reads per entry); roi_align's adaptive grid makes the list's length data-dependent,
-which costs one device-to-host read of its total. Multi-level roi_align is the same kernels over a
-pyramid (roi_align is its one-level case): the maps reach a kernel as a tuple, one entry per level with its sizes
-and strides, each read in place; the table gets each box's level and its level's scale, gathered on the device
-(no host read), so every pass is one launch for all levels. Under the interpreter every program runs in
-Python: milliseconds per kernel on the tests' inputs, far too slow for real workloads (use it to check, not to
-compute).
+which costs one device-to-host read of its total (a fixed sampling_ratio does not). Multi-level roi_align is the
+same kernels over a pyramid (roi_align is its one-level case): the maps reach a kernel as a tuple, one entry per
+level with its sizes and strides, each read in place; the table gets each box's level and its level's scale,
+gathered on the device (no host read), so every pass is one launch for all levels. Under the interpreter every
+program runs in Python: milliseconds per kernel on the tests' inputs, far too slow for real workloads (use it to
+check, not to compute).
 
 Under ``torch.compile`` each of the nine kernels is one opaque custom operator, ``impls::triton_<name>``
 (``_compilable`` below, schemas and fakes in ``impls/_op_schemas.py``): the graph calls this module's launch code
@@ -180,10 +180,11 @@ def _gather(entries, grad: torch.Tensor, N: int, C: int, heights, widths, cells:
 
 
 def _tap_entries(count: int, dtype: torch.dtype, device):
-    """Empty (pixel, cell, weight a, weight b) arrays for ``count`` tap entries."""
+    """(pixel, cell, weight a, weight b) arrays for ``count`` tap entries, pixel -1 (no tap) until a kernel writes
+    an entry: an entry left unwritten is never read."""
     acc, _ = _compute(dtype)
     return (
-        torch.empty(count, dtype=torch.int64, device=device),
+        torch.full((count,), -1, dtype=torch.int64, device=device),
         torch.empty(count, dtype=torch.int64, device=device),
         torch.empty(count, dtype=acc, device=device),
         torch.empty(count, dtype=acc, device=device),
@@ -306,12 +307,16 @@ def _pyramid_backward_input(grad, rois, levels, scales, pooled_height, pooled_wi
     geometry = roi_geometry_table(rois, N, scales, levels, pooled_height, pooled_width, sampling_ratio, aligned)
     acc, compute = _compute(grad.dtype)
     if torch.are_deterministic_algorithms_enabled():
-        # Box k's samples are numbered from first_sample[k]: the list's length depends on the adaptive grids,
-        # read back once (one synchronization on a GPU).
-        # [K]; 0 for a box not read. A negative adaptive grid (flipped aligned box) has no samples.
-        per_box = (cells * geometry[GRID_H].clamp(min=0) * geometry[GRID_W].clamp(min=0)).to(torch.int64)
+        # Box k's samples are numbered from first_sample[k]. With a fixed sampling_ratio every box has its
+        # cells * ratio^2 slots (a box not read leaves its slots without taps), so the list's length is known here;
+        # the adaptive grids make it data-dependent, read back once (one synchronization on a GPU).
+        if sampling_ratio > 0:
+            per_box = torch.full((K,), cells * sampling_ratio**2, dtype=torch.int64, device=grad.device)  # [K]
+            total = K * cells * sampling_ratio**2
+        else:  # [K]; 0 for a box not read. A negative adaptive grid (flipped aligned box) has no samples.
+            per_box = (cells * geometry[GRID_H].clamp(min=0) * geometry[GRID_W].clamp(min=0)).to(torch.int64)
+            total = int(per_box.sum()) if K else 0
         first_sample = torch.cumsum(per_box, 0) - per_box
-        total = int(per_box.sum()) if K else 0
         entries = _tap_entries(total * 4, grad.dtype, grad.device)
         if total > 0:
             block_k, block_e = _blocks(K, cells)
@@ -432,7 +437,8 @@ BACKEND = register(
             ),
             "roi_align": OpKernels(
                 _compilable(roi_align_forward),
-                # The deterministic image gradient reads a length back to the host: no CUDA graph may hold it.
+                # The deterministic image gradient reads a length back to the host with the adaptive grid: no CUDA
+                # graph may hold it.
                 _compilable(roi_align_backward_input, tags=(torch.Tag.cudagraph_unsafe,)),
                 _compilable(roi_align_backward_boxes),
             ),
