@@ -370,11 +370,11 @@ def test_cpp_rejects_a_level_outside_the_pyramid():
                                                      2, 2, 2, False)
 
 
-def _pyramid_module(backend):
+def _pyramid_module(backend, output_size=7, sampling_ratio=2):
     class Pooler(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.pool = impls.MultiScaleRoIAlign(["0", "1", "2", "3"], 7, 2, backend=backend)
+            self.pool = impls.MultiScaleRoIAlign(["0", "1", "2", "3"], output_size, sampling_ratio, backend=backend)
 
         def forward(self, p2, p3, p4, p5, boxes0, boxes1):
             return self.pool({"0": p2, "1": p3, "2": p4, "3": p5}, [boxes0, boxes1], image_shapes())
@@ -382,18 +382,22 @@ def _pyramid_module(backend):
     return Pooler()
 
 
-def test_cpp_compiles_as_one_graph_forward_and_backward():
+@pytest.mark.parametrize("backend,device", EXTENSION_DEVICES + [
+    pytest.param("triton", d, id=f"triton-{d}") for d in TRITON_DEVICES])
+def test_compiles_as_one_graph_forward_and_backward(backend, device):
     # Oracle: the eager call. fullgraph: no graph break anywhere (scale inference is Python on sizes, level
-    # assignment torch operations, the kernels custom operators with fakes).
-    x = [v for k, v in pyramid(torch.float32).items() if k != "pool"]
-    boxes = boxes_per_image(torch.float32)
-    module = _pyramid_module("cpp")
+    # assignment torch operations, the kernels custom operators with fakes: impls::triton_* for triton). The image
+    # gradient in its deterministic mode, so that a GPU's atomics cannot reorder its sums between the two runs.
+    x = [v.to(device) for k, v in pyramid(torch.float32).items() if k != "pool"]
+    boxes = [b.to(device) for b in boxes_per_image(torch.float32)]
+    module = _pyramid_module(backend, output_size=2, sampling_ratio=1)  # small: triton's interpreter is slow
     results = []
     for run in (module, torch.compile(module, fullgraph=True)):
         maps = [m.clone().requires_grad_() for m in x]
         image_boxes = [b.clone().requires_grad_() for b in boxes]
-        out = run(*maps, *image_boxes)
-        out.backward(torch.ones_like(out))
+        with deterministic_algorithms():  # set for the forward too: the compiled backward is made with it
+            out = run(*maps, *image_boxes)
+            out.backward(torch.ones_like(out))
         results.append([out, *(m.grad for m in maps), *(b.grad for b in image_boxes)])
     for eager, compiled in zip(*results):
         torch.testing.assert_close(compiled, eager, rtol=0, atol=0)
