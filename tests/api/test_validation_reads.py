@@ -13,15 +13,21 @@ from impls import _validation
 
 
 class _CountScalarReads(TorchDispatchMode):
-    """Counts ``.item()``/``bool()``/``int()`` on tensors (each is one ``aten._local_scalar_dense``)."""
+    """Counts ``.item()``/``bool()``/``int()`` on tensors (each is one ``aten._local_scalar_dense``), and apart
+    the operators whose output size depends on values (``nonzero``, behind ``torch.where(mask)`` and boolean
+    indexing; the adaptive grid's grouping of boxes by grid size is one, by design). Each is a device-to-host read
+    on CUDA."""
 
     def __init__(self):
         super().__init__()
         self.count = 0
+        self.sized = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if func is torch.ops.aten._local_scalar_dense.default:
             self.count += 1
+        if func is torch.ops.aten.nonzero.default:
+            self.sized += 1
         return func(*args, **(kwargs or {}))
 
 
@@ -34,32 +40,54 @@ def _calls(device):
         "roi_align": lambda backend: impls.roi_align(x, rois, 3, 0.5, 2, True, backend=backend),
         "roi_align_list": lambda backend: impls.roi_align(x, [rois[:1, 1:], rois[1:, 1:]], 3, backend=backend),
         "crop_and_resize": lambda backend: impls.crop_and_resize(x, boxes, box_index, 3, backend=backend),
+        # two levels (the second map half the first's size), one box on each: 4 px on P2, 40 px on P3
+        "multiscale_roi_align": lambda backend: impls.multiscale_roi_align(
+            [x, x[:, :, ::2, ::2]], [rois[:1, 1:], rois[1:, 1:] * 10], [(32, 36)] * 2, 3, 2,
+            canonical_scale=20, backend=backend),
     }
 
 
-@pytest.mark.parametrize("call", ("roi_align", "roi_align_list", "crop_and_resize"))
-def test_one_value_read_per_call(call, monkeypatch):
+CALLS = ("roi_align", "roi_align_list", "crop_and_resize", "multiscale_roi_align")
+# Our backends on the CPU but ``compiled``, whose compiled steps cannot run under a dispatch mode (its Python
+# around them is ``vectorized``'s), and ``reference``, whose loops over boxes read values (it runs on the CPU only).
+CPU_BACKENDS = [b for b in cases.backends_for("roi_align", "cpu", torch.float32, exclude=cases.PEERS)
+                if b not in ("compiled", "reference")]
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("call", CALLS)
+def test_one_value_read_per_call(call, backend, monkeypatch):
     reads = []
     read = _validation._read
     monkeypatch.setattr(_validation, "_read", lambda stats: reads.append(stats.numel()) or read(stats))
     with _CountScalarReads() as scalars:
-        _calls("cpu")[call]("vectorized")
+        _calls("cpu")[call](backend)
     assert len(reads) == 1, f"{len(reads)} batched reads"
     assert scalars.count == 0, f"{scalars.count} extra scalar reads (.item(), bool(), int()) of tensors"
 
 
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_multiscale_levels_are_pooled_without_reading_values(backend):
+    # The level of each box stays on the device: no count of boxes per level is read back (that read would be a
+    # sync on CUDA, stop a CUDA graph capture and give torch.compile a data-dependent shape).
+    with _CountScalarReads() as reads:
+        _calls("cpu")["multiscale_roi_align"](backend)
+    assert reads.sized == 0, f"{reads.sized} value-dependent sizes (torch.where(mask), nonzero, boolean index)"
+
+
 if "cuda" in cases.DEVICES:  # defined only where it can run: no skipped test on a CPU machine
 
-    @pytest.mark.parametrize("call", ("roi_align", "roi_align_list", "crop_and_resize"))
-    def test_one_cuda_sync_per_forward(call):
+    @pytest.mark.parametrize("backend", cases.backends_for("roi_align", "cuda", torch.float32, exclude=cases.PEERS))
+    @pytest.mark.parametrize("call", CALLS)
+    def test_one_cuda_sync_per_forward(call, backend):
         fn = _calls("cuda")[call]
-        fn("cuda")  # warm-up: first-call allocations are not the op's
+        fn(backend)  # warm-up: first-call allocations and compiles are not the op's
         torch.cuda.synchronize()
         torch.cuda.set_sync_debug_mode("warn")
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                fn("cuda")
+                fn(backend)
         finally:
             torch.cuda.set_sync_debug_mode("default")
         syncs = [w for w in caught if "synchroniz" in str(w.message)]
