@@ -69,4 +69,20 @@ inline void check_input_sizes(int64_t n, int64_t c, int64_t h, int64_t w) {
               "non-negative, got (", n, ", ", c, ", ", h, ", ", w, ")");
 }
 
+// levels [K] int64 (each box's map in a multi-level call) on the rois' device, checked and contiguous; an
+// undefined tensor (roi_align's one map) stays undefined.
+inline at::Tensor levels_of(const at::Tensor& levels, const at::Tensor& rois) {
+  if (!levels.defined()) return levels;
+  TORCH_CHECK(levels.dim() == 1 && levels.size(0) == rois.size(0) && levels.scalar_type() == at::kLong,
+              "levels must be an int64 [K] tensor with K = ", rois.size(0), ", got ", levels.scalar_type(), " ",
+              levels.sizes());
+  TORCH_CHECK(levels.device() == rois.device(), "levels must be on ", rois.device(), ", got ", levels.device());
+  return levels.contiguous();
+}
+
+// The kernels' view of levels: nullptr for roi_align's one map.
+inline const int64_t* levels_ptr(const at::Tensor& levels) {
+  return levels.defined() ? levels.const_data_ptr<int64_t>() : nullptr;
+}
+
 }  // namespace impls

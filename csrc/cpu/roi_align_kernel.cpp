@@ -411,20 +411,6 @@ Pyramid pyramid_of(at::TensorList features_, const std::vector<double>& scales, 
   return p;
 }
 
-// levels [K] int64 (each box's map), checked and contiguous.
-at::Tensor levels_of(const at::Tensor& levels, const at::Tensor& rois) {
-  TORCH_CHECK(levels.dim() == 1 && levels.size(0) == rois.size(0) && levels.scalar_type() == at::kLong,
-              "levels must be an int64 [K] tensor with K = ", rois.size(0), ", got ", levels.scalar_type(), " ",
-              levels.sizes());
-  TORCH_CHECK(levels.device() == rois.device(), "levels must be on ", rois.device(), ", got ", levels.device());
-  return levels.contiguous();
-}
-
-// The kernels' view of levels: nullptr (an undefined tensor) for roi_align's one map.
-const int64_t* levels_ptr(const at::Tensor& levels) {
-  return levels.defined() ? levels.const_data_ptr<int64_t>() : nullptr;
-}
-
 at::Tensor multiscale_forward_cpu(at::TensorList features_, const at::Tensor& rois_, const at::Tensor& levels,
                                   const std::vector<double>& scales, int64_t pooled_height, int64_t pooled_width,
                                   int64_t sampling_ratio, bool aligned) {

@@ -342,20 +342,6 @@ std::vector<at::Tensor> contiguous_maps(at::TensorList features, const at::Tenso
   return maps;
 }
 
-// levels [K] int64 on the rois' device, contiguous; an undefined tensor (roi_align) stays undefined.
-at::Tensor levels_of(const at::Tensor& levels, const at::Tensor& rois) {
-  if (!levels.defined()) return levels;
-  TORCH_CHECK(levels.dim() == 1 && levels.size(0) == rois.size(0) && levels.scalar_type() == at::kLong,
-              "levels must be an int64 [K] tensor with K = ", rois.size(0), ", got ", levels.scalar_type(), " ",
-              levels.sizes());
-  TORCH_CHECK(levels.device() == rois.device(), "levels must be on ", rois.device(), ", got ", levels.device());
-  return levels.contiguous();
-}
-
-const int64_t* levels_ptr(const at::Tensor& levels) {
-  return levels.defined() ? levels.const_data_ptr<int64_t>() : nullptr;
-}
-
 // Each map's size along dim, e.g. 2: the heights.
 std::vector<int64_t> sizes_of(const std::vector<at::Tensor>& maps, int dim) {
   std::vector<int64_t> sizes;
