@@ -15,8 +15,9 @@ alike), behind the value check ``impls::checked_rois`` / ``impls::checked_boxes`
   in range or boxes finite (an out-of-range index is whatever the runtime's ``RoiAlign``/``Gather`` does).
 
 float16 and bfloat16 are computed in float32 and rounded once, as our kernels do (``at::opmath_type``).
-* multi-level roi_align (the ``cpp`` kernel) -> one ``RoiAlign`` per level over every box and a ``Where`` on each
-  box's level, which the exported graph takes as an input computed by standard ops (torchvision's level rule).
+* multi-level roi_align (the ``cpp``/``cuda`` operator and its ``triton_`` twin) -> one ``RoiAlign`` per level over
+  every box and a ``Where`` on each box's level, which the exported graph takes as an input computed by standard
+  ops (torchvision's level rule).
 """
 
 from __future__ import annotations
@@ -67,9 +68,10 @@ def adaptive_roi_align(input, rois, spatial_scale: float, pooled_height: int, po
 
 def multiscale_roi_align(features, rois, levels, scales, pooled_height: int, pooled_width: int, sampling_ratio: int,
                          aligned: bool):
-    """``impls::multiscale_roi_align_forward`` (the ``cpp`` multi-level kernel): one ``RoiAlign`` per level over
-    every box, each box's row taken from its own level's with ``Where``. The other levels' rows are computed and
-    dropped (L times the work of one level), which ONNX's fixed-shape ops make the simple exact form."""
+    """``impls::multiscale_roi_align_forward`` (``cpp``, ``cuda``; its ``triton_`` twin has the same schema): one
+    ``RoiAlign`` per level over every box, each box's row taken from its own level's with ``Where``. The other
+    levels' rows are computed and dropped (L times the work of one level), which ONNX's fixed-shape ops make the
+    simple exact form."""
     on_level = op.Unsqueeze(levels, [1, 2, 3])  # [K, 1, 1, 1]
     out = None
     for level, (feature, scale) in enumerate(zip(features, scales)):
@@ -163,6 +165,7 @@ _TRANSLATIONS = {
     "checked_rois": checked_rois,
     "checked_boxes": checked_boxes,
     "multiscale_roi_align_forward": multiscale_roi_align,
+    "triton_multiscale_roi_align_forward": multiscale_roi_align,
 }
 
 

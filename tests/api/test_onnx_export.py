@@ -173,14 +173,16 @@ def test_crop_and_resize_exports_standard_ops_that_match_eager(method, crop_size
         torch.testing.assert_close(run_openvino(path, *args), want, **TOL)
 
 
-def test_multiscale_roi_align_exports_standard_ops_that_match_eager(tmp_path):
-    """The ``cpp`` multi-level kernel: a RoiAlign per level and the level rule in standard ops. Boxes of 4 to 200
-    image pixels on a two-level pyramid (canonical 8 px box on level 0), so both levels and both clamps are used."""
+@pytest.mark.parametrize("backend", ["cpp", "triton"])
+def test_multiscale_roi_align_exports_standard_ops_that_match_eager(backend, tmp_path):
+    """The multi-level kernels (``cpp``'s and ``triton``'s, same schema): a RoiAlign per level and the level rule in
+    standard ops. Boxes of 4 to 200 image pixels on a two-level pyramid (canonical 8 px box on level 0), so both
+    levels and both clamps are used."""
 
     class Pyramid(torch.nn.Module):
         def forward(self, p2, p3, image_boxes):
             return impls.multiscale_roi_align([p2, p3], [image_boxes], [(40, 48)], 3, 2, aligned=True,
-                                              canonical_scale=8, canonical_level=0, backend="cpp")
+                                              canonical_scale=8, canonical_level=0, backend=backend)
 
     g = torch.Generator().manual_seed(3)
     p2, p3 = torch.randn(1, 4, 10, 12, generator=g), torch.randn(1, 4, 5, 6, generator=g)
