@@ -19,14 +19,13 @@ import torch
 from .._registry import OpKernels
 
 
-def _on_level(levels: torch.Tensor, level: int) -> torch.Tensor:
-    return (levels == level).view(-1, 1, 1, 1)  # [K, 1, 1, 1]
-
-
-def _level_rois(rois: torch.Tensor, levels: torch.Tensor, level: int) -> torch.Tensor:
-    """``rois`` with each box of another level made empty at its image's origin (batch column kept)."""
-    mine = (levels == level).unsqueeze(1)  # [K, 1]
-    return torch.cat([rois[:, :1], torch.where(mine, rois[:, 1:], 0)], dim=1)  # [K, 5]
+def _by_level(rois: torch.Tensor, levels: torch.Tensor, n_levels: int):
+    """Per level: ``(level, mine [K, 1, 1, 1] bool, rois [K, 5])``, the rois with each box of another level made
+    empty at its image's origin (batch column kept)."""
+    for level in range(n_levels):
+        mine = levels == level  # [K]
+        level_rois = torch.cat([rois[:, :1], torch.where(mine.unsqueeze(1), rois[:, 1:], 0)], dim=1)  # [K, 5]
+        yield level, mine.view(-1, 1, 1, 1), level_rois
 
 
 def multiscale_kernels(roi: OpKernels) -> OpKernels:
@@ -34,27 +33,26 @@ def multiscale_kernels(roi: OpKernels) -> OpKernels:
 
     def forward(features, rois, levels, scales, pooled_height, pooled_width, sampling_ratio, aligned):
         out = None
-        for level, (feature, scale) in enumerate(zip(features, scales)):
-            pooled = roi.forward(feature, _level_rois(rois, levels, level), scale, pooled_height, pooled_width,
+        for level, mine, level_rois in _by_level(rois, levels, len(features)):
+            pooled = roi.forward(features[level], level_rois, scales[level], pooled_height, pooled_width,
                                  sampling_ratio, aligned)  # [K, C, PH, PW]
-            out = pooled if out is None else torch.where(_on_level(levels, level), pooled, out)
+            out = pooled if out is None else torch.where(mine, pooled, out)
         return out
 
     def backward_input(grad, rois, levels, scales, pooled_height, pooled_width, batch_size, channels, heights,
                        widths, sampling_ratio, aligned):
         return [
-            roi.backward_input(torch.where(_on_level(levels, level), grad, 0), _level_rois(rois, levels, level),
-                               scale, pooled_height, pooled_width, batch_size, channels, height, width,
-                               sampling_ratio, aligned)
-            for level, (scale, height, width) in enumerate(zip(scales, heights, widths))
+            roi.backward_input(torch.where(mine, grad, 0), level_rois, scales[level], pooled_height, pooled_width,
+                               batch_size, channels, heights[level], widths[level], sampling_ratio, aligned)
+            for level, mine, level_rois in _by_level(rois, levels, len(scales))
         ]
 
     def backward_boxes(grad, features, rois, levels, scales, pooled_height, pooled_width, sampling_ratio, aligned):
         total = None
-        for level, (feature, scale) in enumerate(zip(features, scales)):
-            part = roi.backward_boxes(torch.where(_on_level(levels, level), grad, 0), feature,
-                                      _level_rois(rois, levels, level), scale, pooled_height, pooled_width,
-                                      sampling_ratio, aligned)  # [K, 5], zero rows for other levels' boxes
+        for level, mine, level_rois in _by_level(rois, levels, len(features)):
+            # [K, 5], zero rows for the other levels' boxes
+            part = roi.backward_boxes(torch.where(mine, grad, 0), features[level], level_rois, scales[level],
+                                      pooled_height, pooled_width, sampling_ratio, aligned)
             total = part if total is None else total + part
         return total
 
