@@ -181,18 +181,17 @@ def make_call(label: str, pass_: str, inputs: AnyInputs) -> Call:
     v = variant(label)
     if inputs.op == MULTISCALE:
         return _pyramid_call(v, pass_, inputs)
-    if v.native and v.backend == "tensorflow":
-        return _tensorflow_call(pass_, inputs)
-    if v.native and v.backend == "torchvision":
-        return _torch_call(pass_, inputs, _torchvision_forward(inputs))
-    if v.native and v.backend == "onnxruntime":
-        return _onnxruntime_call(pass_, inputs)
-    if v.native and v.backend == "openvino":
-        return _openvino_call(pass_, inputs)
-    if v.native and v.backend == "grid_sample":
-        return _torch_call(pass_, inputs, _grid_sample_forward(inputs))
-    if v.native and v.backend == "kornia":
-        return _kornia_call(pass_, inputs)
+    # Each peer's native row, called as its users call it.
+    native = {
+        "tensorflow": _tensorflow_call,
+        "torchvision": lambda p, i: _torch_call(p, i, _torchvision_forward(i)),
+        "onnxruntime": _onnxruntime_call,
+        "openvino": _openvino_call,
+        "grid_sample": lambda p, i: _torch_call(p, i, _grid_sample_forward(i)),
+        "kornia": _kornia_call,
+    }
+    if v.native and v.backend in native:
+        return native[v.backend](pass_, inputs)
     return _torch_call(pass_, inputs, _impls_forward(v.backend, inputs))
 
 
