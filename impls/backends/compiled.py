@@ -13,11 +13,14 @@ Why only the steps. The geometry is cheap (``K x S`` values) but depends on ``al
 ``spatial_scale`` and the sampling grid: compiled with the steps, it would be inlined into the innermost loop and
 recomputed for every block of channels, and each of those Python values would be a graph of its own. Left eager,
 the steps are the only graphs, with every size symbolic (``dynamic=True``): a new box count K, map size or
-channel count reuses them (``tests/compile/test_compiled_backend.py`` counts the graphs). What does add a graph is a
-compute dtype (float32 serves float16/bfloat16/float32, float64 its own) and a pattern of size-1 dimensions
-(a chunk of one box, one sample per cell along a side: crop_and_resize, or small boxes under adaptive sampling),
-which Inductor specializes. Each graph is compiled by Inductor on its first use in a process (the benchmark
-report gives the seconds, ``first_call_s``), then comes from Inductor's on-disk cache in later processes.
+channel count reuses them (``tests/compile/test_compiled_backend.py`` counts the graphs). Sizes that are 1 (a chunk
+of one box, one sample per cell along a side, one channel, a 1 x 1 output) would each be specialized by Dynamo
+into one more graph; the varying dimensions are marked unbacked (``_FREE_DIMS``), as the Triton kernels are
+``do_not_specialize`` on their sizes, so they are not. What adds a graph is a compute dtype (float32 serves
+float16/bfloat16/float32, float64 its own) and the operator (crop_and_resize's extrapolation value per box is a
+tensor of another rank than roi_align's 0): twelve graphs in all. Each is compiled by Inductor on its first use in
+a process (the benchmark report gives the seconds, ``first_call_s``), then comes from Inductor's on-disk cache in
+later processes.
 
 Inductor settings (``_INDUCTOR_OPTIONS``). By default Inductor stores the result of an expression that reads many
 inputs or has many operations before using it again; for ``sample`` that means writing the gathered taps to
@@ -40,6 +43,7 @@ more specialized graph. Everything else (validation, dtypes, layouts, errors, th
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable, Optional
 
 import torch
@@ -67,9 +71,44 @@ _INDUCTOR_OPTIONS = _known(torch._inductor.config, {
     "realize_opusers_threshold": 64,
 })
 
-# Graphs per step: one per compute dtype and per pattern of size-1 dimensions (one box in a chunk, one sample
-# per cell along a side), so a few dozen at most; past the limit, raise instead of running the step uncompiled.
+# Graphs per step: one per compute dtype and operator, and one per pattern of the sizes left backed (the map's rows,
+# H and W) where those are 1; past the limit, raise instead of running the step uncompiled.
 _DYNAMO_SETTINGS = _known(torch._dynamo.config, {"recompile_limit": 64, "fail_on_recompile_limit_hit": True})
+
+
+# The dimensions of the steps' tensor arguments (by parameter name, ``_chunked``'s conventions) whose sizes vary
+# from call to call: boxes in the chunk, output cells and samples per cell along each side, channels. Dynamo would
+# specialize each of them to 1 wherever a call has size 1 (one box in a chunk, one sample per bin, one channel),
+# one more graph per pattern; marked unbacked, they never are, and one graph per step and dtype serves every
+# size. The sizes left alone are structural (the trailing 2 of an axis: a sample's low and high tap; the 1s of
+# ``outside``) or rarely 1 (the map's rows).
+_AXIS_DIMS = (0, 1, 2)  # [Kc, PH or PW, sy or sx, 2]
+_FREE_DIMS = {
+    "rows": (1,), "grad_rows": (1,), "n": (0,), "g": (0, 1, 2, 3), "outside": (0,),
+    **{f"{side}_{field}": _AXIS_DIMS for side in "xy" for field in ("tap", "weight", "d")},
+}
+
+
+def _canonical(t: torch.Tensor) -> torch.Tensor:
+    """A contiguous ``t`` with the strides of a new tensor of its shape. torch calls a tensor contiguous whatever
+    the stride of a size-1 dimension (a one-channel map's rows can come with stride 168 there), and Dynamo guards
+    on strides: one more graph for each such stride. Other tensors are returned as they are."""
+    stride, step = [], 1
+    for size in reversed(t.shape):
+        stride.insert(0, step)
+        step *= max(size, 1)
+    if not t.is_contiguous() or t.stride() == tuple(stride):
+        return t
+    return t.as_strided(t.shape, stride)
+
+
+def _free_sizes(parameters: tuple, args: list) -> None:
+    """Marks the varying dimensions of the step's arguments (``_FREE_DIMS``) as unbacked, so that no graph is
+    specialized to a size of 1; a 0-d ``outside`` (roi_align's 0) has none."""
+    for name, arg in zip(parameters, args):
+        if isinstance(arg, torch.Tensor) and arg.dim() > 0:
+            for dim in _FREE_DIMS.get(name, ()):
+                torch._dynamo.decorators.mark_unbacked(arg, dim)
 
 
 class _CompiledStep:
@@ -78,6 +117,7 @@ class _CompiledStep:
 
     def __init__(self, step: Callable):
         self.step = step
+        self.parameters = tuple(inspect.signature(step).parameters)
         self._compiled: Optional[Callable] = None
 
     def __call__(self, *args):
@@ -87,7 +127,8 @@ class _CompiledStep:
             return self.step(*args)
         # The steps compute no autograd (the Functions in _autograd.py do): a map that requires grad would be
         # a guard of its own, so it is passed detached (same storage; scatter's in-place add still lands).
-        args = [a.detach() if isinstance(a, torch.Tensor) else a for a in args]
+        args = [_canonical(a.detach()) if isinstance(a, torch.Tensor) else a for a in args]
+        _free_sizes(self.parameters, args)
         if self._compiled is None:
             self._compiled = torch.compile(self.step, fullgraph=True, dynamic=True, options=_INDUCTOR_OPTIONS)
         with torch._dynamo.config.patch(**_DYNAMO_SETTINGS):

@@ -1,7 +1,7 @@
-"""The ``compiled`` backend: its steps really run compiled, new box counts, maps and channel counts reuse the
-compiled graphs instead of recompiling, and its image gradient repeats bit for bit under
-``torch.use_deterministic_algorithms(True)`` (``impls/backends/compiled.py``). Its values are checked against ``reference`` by
-the shared matrix, gradcheck and the fuzz tests, like every backend's."""
+"""The ``compiled`` backend: its steps really run compiled, new sizes (box counts, maps, channels, sampling grids,
+output sizes, sizes of 1 included) reuse the compiled graphs instead of recompiling, and its image gradient repeats
+bit for bit under ``torch.use_deterministic_algorithms(True)`` (``impls/backends/compiled.py``). Its values are
+checked against ``reference`` by the shared matrix, gradcheck and the fuzz tests, like every backend's."""
 
 import torch
 from torch._dynamo.utils import counters
@@ -24,10 +24,10 @@ def _rois(K: int, N: int, H: int, W: int, g: torch.Generator) -> torch.Tensor:
     return torch.cat([n, xy, xy + wh], dim=1)
 
 
-def _train_step(x, rois, sampling_ratio):
+def _train_step(x, rois, sampling_ratio, output_size=(3, 4)):
     x = x.clone().requires_grad_()
     rois = rois.clone().requires_grad_()
-    out = impls.roi_align(x, rois, (3, 4), 0.25, sampling_ratio, True, backend="compiled")
+    out = impls.roi_align(x, rois, output_size, 0.25, sampling_ratio, True, backend="compiled")
     out.square().sum().backward()
     return out, x.grad, rois.grad
 
@@ -41,19 +41,24 @@ def test_steps_are_compiled():
         assert step._compiled is not None, step.step.__name__
 
 
-def test_new_box_counts_maps_and_channels_do_not_recompile():
+def test_new_sizes_do_not_recompile():
     g = torch.Generator().manual_seed(1)
-    # Warm-up: the graphs of the 2 x 2 sampling grid that the calls below use, forward and both gradients, for
-    # several boxes per chunk.
+    # Warm-up: the float32 graphs of roi_align, forward and both gradients, for several boxes per chunk.
     _train_step(torch.randn(2, 6, 12, 14, generator=g), _rois(7, 2, 12, 14, g), 2)
     before = _graphs()
-    for K, (N, C, H, W) in [(3, (2, 6, 12, 14)), (40, (2, 6, 12, 14)), (13, (3, 10, 21, 9)), (150, (1, 3, 30, 33))]:
+    # New box counts, maps, channel counts, sampling grids and output sizes, and every size that Dynamo would
+    # specialize when it is 1 (compiled.py, _FREE_DIMS): one box, one channel, one sample per bin, one output cell.
+    for K, (N, C, H, W), sampling_ratio, output_size in [
+        (3, (2, 6, 12, 14), 2, (3, 4)), (40, (2, 6, 12, 14), 2, (3, 4)), (13, (3, 10, 21, 9), 3, (2, 2)),
+        (150, (1, 3, 30, 33), 2, (7, 7)), (1, (1, 3, 30, 33), 2, (3, 4)), (5, (2, 1, 12, 14), 2, (3, 4)),
+        (5, (2, 4, 12, 14), 1, (3, 4)), (5, (2, 4, 12, 14), 2, (1, 1)), (1, (1, 1, 12, 14), 1, (1, 1)),
+    ]:
         x = torch.randn(N, C, H, W, generator=g)
         rois = _rois(K, N, H, W, g)
-        got = _train_step(x, rois, 2)
-        want = impls.roi_align(x, rois, (3, 4), 0.25, 2, True, backend="vectorized")
+        got = _train_step(x, rois, sampling_ratio, output_size)
+        want = impls.roi_align(x, rois, output_size, 0.25, sampling_ratio, True, backend="vectorized")
         torch.testing.assert_close(got[0], want, rtol=1e-5, atol=1e-5)  # Inductor may reorder float32 sums
-    assert _graphs() == before, "a new K, map size or channel count recompiled a step"
+    assert _graphs() == before, "a new size recompiled a step"
 
 
 def test_image_gradient_is_reproducible_under_deterministic_algorithms():

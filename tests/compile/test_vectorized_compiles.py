@@ -15,8 +15,7 @@ def test_roi_align_compiles_as_one_graph(backend, sampling_ratio):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 3, 10, 12, generator=g)
     xy = torch.rand(5, 2, generator=g) * torch.tensor([40.0, 32.0]) - 2
-    # 2 or 3 samples per bin side under the adaptive grid (several groups of boxes); no side of 1 sample, which
-    # would only add graphs of the compiled steps to compile (size-1 dimensions), not a case of this property
+    # 2 or 3 samples per bin side under the adaptive grid (several groups of boxes)
     wh = 17 + 19 * torch.rand(5, 2, generator=g)
     rois = torch.cat([torch.randint(0, 2, (5, 1), generator=g).float(), xy, xy + wh], dim=1)  # image px, scale 1/4
     grad = torch.randn(5, 3, 3, 4, generator=g)

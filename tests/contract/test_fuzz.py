@@ -6,8 +6,6 @@ pixel rows (e.g. 45.0), where the box gradient switches from one row pair's slop
 position expression differs from the reference's in the last bit (44.99999999999999) takes the other slope and
 its box gradient is off by O(1), not by rounding. Every backend computes positions by the reference's
 expressions, so float64's tolerance holds (and ``cpp`` is exact).
-
-``compiled`` runs on the first ``COMPILED_SEEDS`` seeds of each op, every other backend on all of them (see there).
 """
 
 import pytest
@@ -17,12 +15,6 @@ import cases
 import impls
 
 CASES = 40  # per op and device: a few seconds of reference time in all
-# compiled computes its geometry (positions, taps, weights) with vectorized's code, which runs on every seed; what
-# it adds is its steps compiled by Inductor: one compile, the slowest thing in the suite, per new pattern of size-1
-# dimensions, and nearly every random seed brings new ones. The first four seeds of each op take every option
-# value: the four spatial scales, the three sampling ratios, aligned and not, integer and fractional corners
-# (roi_align); bilinear and nearest, pixel-aligned boxes and not (crop_and_resize).
-COMPILED_SEEDS = 4
 
 
 def _roi_case(seed: int, device: str):
@@ -69,11 +61,9 @@ def _run(fn, x, boxes, grad):
     return out.detach(), x.grad, boxes.grad
 
 
-def _backends(op, device, seed=0):
-    """The backends compared with reference on ``seed``'s case: every one of ours with float64 on ``device``,
-    ``compiled`` only on the first COMPILED_SEEDS seeds."""
-    return [b for b in cases.backends_for(op, device, torch.float64, exclude=("reference",) + cases.PEERS)
-            if b != "compiled" or seed < COMPILED_SEEDS]
+def _backends(op, device):
+    """The backends compared with reference: every one of ours with float64 on ``device``."""
+    return cases.backends_for(op, device, torch.float64, exclude=("reference",) + cases.PEERS)
 
 
 @pytest.mark.parametrize("device", cases.DEVICES)
@@ -81,7 +71,7 @@ def _backends(op, device, seed=0):
 def test_roi_align_random_cases(seed, device):
     x, rois, grad, kwargs = _roi_case(seed, device)
     want = _run(lambda a, b: impls.roi_align(a, b, **kwargs, backend="reference"), x.cpu(), rois.cpu(), grad.cpu())
-    for backend in _backends("roi_align", device, seed):
+    for backend in _backends("roi_align", device):
         got = _run(lambda a, b: impls.roi_align(a, b, **kwargs, backend=backend), x, rois, grad)
         tol = cases.tolerance(backend, torch.float64)
         for what, a, b in zip(("forward", "input gradient", "box gradient"), got, want):
@@ -115,7 +105,7 @@ def test_crop_and_resize_random_cases(seed, device):
         return lambda a, b: impls.crop_and_resize(a, b, box_index.to(a.device), crop, method, -0.5, backend=backend)
 
     want = _run(call("reference"), x.cpu(), boxes.cpu(), grad.cpu())
-    for backend in _backends("crop_and_resize", device, seed):
+    for backend in _backends("crop_and_resize", device):
         got = _run(call(backend), x, boxes, grad)
         tol = cases.tolerance(backend, torch.float64)
         for what, a, b in zip(("forward", "input gradient", "box gradient"), got, want):
