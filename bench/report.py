@@ -29,7 +29,7 @@ import plots
 import work
 from cpu_share import QUIET_LIMIT
 from baseline import BASELINE
-from results_json import PASS_LABELS, backend_key, baseline_median, baseline_row, impl, load
+from results_json import PASS_LABELS, backend_key, baseline_median, baseline_row, impl, load, newest
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
@@ -488,7 +488,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--readme", type=Path, default=README)
     args = parser.parse_args(argv)
 
-    paths = args.results or sorted(RESULTS_DIR.glob("*.json"), key=lambda p: p.stat().st_mtime)[-1:]
+    latest = newest(RESULTS_DIR)  # by the run's own date: a fresh clone gives every file the same mtime
+    paths = args.results or ([latest] if latest else [])
     if not paths:
         print(f"no results JSON given and none in {RESULTS_DIR}; run `make bench` first", file=sys.stderr)
         return 1
