@@ -488,8 +488,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--readme", type=Path, default=README)
     args = parser.parse_args(argv)
 
-    latest = newest(RESULTS_DIR)  # by the run's own date: a fresh clone gives every file the same mtime
-    paths = args.results or ([latest] if latest else [])
+    paths = args.results
+    if not paths:
+        latest = newest(RESULTS_DIR)  # by the run's own date: a fresh clone gives every file the same mtime
+        paths = [latest] if latest else []
     if not paths:
         print(f"no results JSON given and none in {RESULTS_DIR}; run `make bench` first", file=sys.stderr)
         return 1

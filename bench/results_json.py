@@ -93,7 +93,7 @@ def baseline_median(rows: list[dict], row: dict) -> float | None:
     return None if peer is None else peer["median"]
 
 
-# --- For the report and the notebooks: the newest results file, its rows with quartiles, and speed-ups with their spread. ---------------
+# --- For the report and the notebooks: the newest results file, its rows with quartiles, speed-ups with spread. ---
 
 
 def newest(directory: Path) -> Path | None:

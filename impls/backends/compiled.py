@@ -50,6 +50,7 @@ import torch
 import torch._dynamo
 import torch._dynamo.config
 import torch._inductor.config
+from torch._prims_common import make_contiguous_strides_for
 
 from .._registry import FLOAT_DTYPES, Backend, register
 from . import _chunked
@@ -79,8 +80,8 @@ _DYNAMO_SETTINGS = _known(torch._dynamo.config, {"recompile_limit": 64, "fail_on
 # The dimensions of the steps' tensor arguments (by parameter name, ``_chunked``'s conventions) whose sizes vary
 # from call to call: boxes in the chunk, output cells and samples per cell along each side, channels. Dynamo would
 # specialize each of them to 1 wherever a call has size 1 (one box in a chunk, one sample per bin, one channel),
-# one more graph per pattern; marked unbacked, they never are, and one graph per step and dtype serves every
-# size. The sizes left alone are structural (the trailing 2 of an axis: a sample's low and high tap; the 1s of
+# one more graph per pattern; marked unbacked, they never are, and one graph per step, dtype and operator serves
+# every size. The sizes left alone are structural (the trailing 2 of an axis: a sample's low and high tap; the 1s of
 # ``outside``) or rarely 1 (the map's rows).
 _AXIS_DIMS = (0, 1, 2)  # [Kc, PH or PW, sy or sx, 2]
 _FREE_DIMS = {
@@ -93,11 +94,8 @@ def _canonical(t: torch.Tensor) -> torch.Tensor:
     """A contiguous ``t`` with the strides of a new tensor of its shape. torch calls a tensor contiguous whatever
     the stride of a size-1 dimension (a one-channel map's rows can come with stride 168 there), and Dynamo guards
     on strides: one more graph for each such stride. Other tensors are returned as they are."""
-    stride, step = [], 1
-    for size in reversed(t.shape):
-        stride.insert(0, step)
-        step *= max(size, 1)
-    if not t.is_contiguous() or t.stride() == tuple(stride):
+    stride = tuple(make_contiguous_strides_for(t.shape))
+    if not t.is_contiguous() or t.stride() == stride:
         return t
     return t.as_strided(t.shape, stride)
 
