@@ -95,3 +95,49 @@ def test_vectorized_large_box_memory_is_bounded():
     print(f"vectorized one 1e4-px box: peak {measured['peak_mb']:.0f} MB above the inputs")
     assert measured["error"] < 1e-4, f"differs from cpp by {measured['error']:.3g}"  # float32 sums of 6.3M samples
     assert measured["peak_mb"] < LARGE_BOX_BOUND_MB, f"peak {measured['peak_mb']:.0f} MB >= {LARGE_BOX_BOUND_MB} MB"
+
+
+# crop_and_resize's C++ kernels read NCHW maps in place: what a call costs in memory grows with its crops, never with
+# N x C x H x W. 8 maps of 64 x 256 x 256 float32 (134 MB) with one 8x8 crop each: the output is 131 KB, so the
+# forward and the box gradient (image not requiring grad) need nearly nothing above the inputs, where the earlier
+# kernels transposed every map into a 134 MB channels-last buffer. The image gradient is itself 134 MB: the bound
+# is that plus the same slack, where a channels-last scratch of the whole map would add its size again.
+NCHW_MAPS_SLACK_MB = 30
+NCHW_MAP_MB = 8 * 64 * 256 * 256 * 4 / 2**20
+
+_NCHW_CROP_CHILD = textwrap.dedent(
+    """
+    import json, resource, sys
+    import torch
+    import impls
+
+    def peak_mb():
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+    image = torch.randn(8, 64, 256, 256)
+    boxes = torch.tensor([[0.1, 0.2, 0.15, 0.26]]).repeat(8, 1)
+    box_index = torch.arange(8)
+    wants = sys.argv[1]
+    image.requires_grad_(wants == "image")
+    boxes.requires_grad_(wants == "boxes")
+    warm = impls.crop_and_resize(image[:1, :2, :16, :16], boxes[:1], box_index[:1], (8, 8), backend="cpp")
+    if wants != "none":
+        warm.sum().backward()
+    before = peak_mb()
+    out = impls.crop_and_resize(image, boxes, box_index, (8, 8), backend="cpp")
+    if wants != "none":
+        out.backward(torch.ones_like(out))
+    print(json.dumps({"peak_mb": peak_mb() - before}))
+    """
+)
+
+
+@pytest.mark.parametrize("gradient", ["none", "boxes", "image"])
+def test_cpp_crop_and_resize_reads_nchw_maps_in_place(gradient):
+    result = subprocess.run([sys.executable, "-c", _NCHW_CROP_CHILD, gradient], capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr
+    peak = json.loads(result.stdout.strip().splitlines()[-1])["peak_mb"]
+    bound = NCHW_MAPS_SLACK_MB + (NCHW_MAP_MB if gradient == "image" else 0)
+    print(f"cpp crop_and_resize, 8 NCHW maps, gradient to {gradient}: peak {peak:.0f} MB above the inputs")
+    assert peak < bound, f"peak {peak:.0f} MB >= {bound:.0f} MB"

@@ -1,0 +1,341 @@
+// crop_and_resize's CPU kernels on channels_last (NHWC) tensors, read and written in place.
+//
+// Every tap of a sample is a run of contiguous channels, so the inner loops are vectorized over channels
+// (TensorFlow's NHWC kernel works the same way), up to kChunk channels per pass over the boxes.
+// - Forward: split over boxes; image rows are interpolated horizontally once per box (LerpRowCache), and each
+//   crop row's vertical lerp is written straight into out[k].
+// - Image gradient: split over (image, channel slice); each task walks its image's boxes in increasing k, so every
+//   element receives its contributions in the reference's order (box, cell, corner): deterministic, independent of
+//   the thread count, and no two threads write the same element.
+// - Box gradient: split over boxes; each box sums channel, cell in the reference's order.
+#pragma once
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <type_traits>
+#include <vector>
+
+#include "cpu_common.h"
+#include "crop_and_resize_tables.h"
+
+namespace impls {
+
+// Channels per pass over the boxes: two cached interpolated rows of a 28-wide crop then take
+// 2 x 28 x 512 x 4 B = 112 KB (float32), within L2.
+constexpr int64_t kChunk = 512;
+
+// Horizontal pass of one image row for every column of a box: h[px * slice_c + c] is the reference's
+// "t = TL + (TR - TL) * x_lerp" for that row, computed once and shared by every crop row that reads this image row
+// (a 28x28 crop of a 16-pixel-high box reads 17 image rows for its 56 row taps).
+template <typename scalar_t, typename T>
+void lerp_image_row(const CropAxis<T>* xk, int64_t crop_width, const scalar_t* row, int64_t stride, int64_t slice_c,
+                    T* h) {
+  for (int64_t px = 0; px < crop_width; ++px) {
+    const CropAxis<T>& x = xk[px];
+    if (!x.valid) continue;
+    const scalar_t* left = row + x.lo * stride;
+    const scalar_t* right = row + x.hi * stride;
+    const T xl = x.lerp;
+    T* hp = h + px * slice_c;
+    for (int64_t c = 0; c < slice_c; ++c) {
+      const T l = static_cast<T>(left[c]), r = static_cast<T>(right[c]);
+      hp[c] = l + (r - l) * xl;
+    }
+  }
+}
+
+// Two horizontally interpolated image rows, keyed by image row: consecutive crop rows mostly reuse one or both.
+template <typename T>
+struct LerpRowCache {
+  std::vector<T> rows[2];
+  int64_t tag[2] = {-1, -1};
+
+  // Slot holding image row r; on a miss fill(slot data) computes it into the slot other than `keep`.
+  template <typename Fill>
+  int get(int64_t r, int keep, const Fill& fill) {
+    for (int s = 0; s < 2; ++s) {
+      if (tag[s] == r) return s;
+    }
+    const int s = keep == 0 ? 1 : 0;
+    fill(r, rows[s].data());
+    tag[s] = r;
+    return s;
+  }
+};
+
+// One crop, channels [c0, c0 + slice_c), channels last: cell (py, px) into dst + (py * crop_width + px) * step,
+// slice_c contiguous values (dst = &out[k][c0][0][0], step = C).
+template <typename scalar_t, typename T>
+void crop_forward_box(const CropAxis<T>* yk, const CropAxis<T>* xk, int64_t crop_height, int64_t crop_width,
+                      bool nearest, scalar_t ext, const scalar_t* im, int64_t W, int64_t stride, int64_t slice_c,
+                      LerpRowCache<T>& cache, scalar_t* dst, int64_t step) {
+  cache.tag[0] = cache.tag[1] = -1;  // the cached rows belong to another box's columns
+  auto fill = [&](int64_t r, T* h) { lerp_image_row(xk, crop_width, im + r * W * stride, stride, slice_c, h); };
+  for (int64_t py = 0; py < crop_height; ++py) {
+    const CropAxis<T>& y = yk[py];
+    scalar_t* row = dst + py * crop_width * step;
+    if (!y.valid) {
+      for (int64_t px = 0; px < crop_width; ++px) std::fill(row + px * step, row + px * step + slice_c, ext);
+    } else if (nearest) {
+      const scalar_t* src = im + y.nearest * W * stride;
+      for (int64_t px = 0; px < crop_width; ++px) {
+        const CropAxis<T>& x = xk[px];
+        scalar_t* bp = row + px * step;
+        if (x.valid) {
+          std::copy(src + x.nearest * stride, src + x.nearest * stride + slice_c, bp);
+        } else {
+          std::fill(bp, bp + slice_c, ext);
+        }
+      }
+    } else {
+      const int st = cache.get(y.lo, -1, fill);
+      const int sb = cache.get(y.hi, st, fill);
+      const T* top = cache.rows[st].data();
+      const T* bottom = cache.rows[sb].data();
+      const T yl = y.lerp;
+      for (int64_t px = 0; px < crop_width; ++px) {
+        scalar_t* bp = row + px * step;
+        if (!xk[px].valid) {
+          std::fill(bp, bp + slice_c, ext);
+          continue;
+        }
+        const T* t = top + px * slice_c;
+        const T* b = bottom + px * slice_c;
+        for (int64_t c = 0; c < slice_c; ++c) bp[c] = static_cast<scalar_t>(t[c] + (b[c] - t[c]) * yl);
+      }
+    }
+  }
+}
+
+// Image gradient of one box into a [H * W, slice_c] channels-last accumulator, from its gradient
+// gt [cells, slice_c], in the reference's order (cell, then corner). Each corner is its own loop over the channels:
+// two corners on the same pixel (an integer coordinate) then add in the reference's order, and the vectorizer has
+// no aliasing to rule out.
+// Cell (py, px)'s slice_c gradient values are at gt + cell * gt_step (G: the gradient's own type, or T after a
+// transposition); pixel p's accumulators at acc + p * acc_step.
+template <typename G, typename T>
+void crop_image_grad_box(const CropAxis<T>* yk, const CropAxis<T>* xk, int64_t crop_height, int64_t crop_width,
+                         bool nearest, const G* gt, int64_t gt_step, int64_t slice_c, int64_t W, T* acc,
+                         int64_t acc_step) {
+  for (int64_t py = 0; py < crop_height; ++py) {
+    const CropAxis<T>& y = yk[py];
+    if (!y.valid) continue;
+    for (int64_t px = 0; px < crop_width; ++px) {
+      const CropAxis<T>& x = xk[px];
+      if (!x.valid) continue;
+      const G* gv = gt + (py * crop_width + px) * gt_step;
+      if (nearest) {
+        T* a = acc + (y.nearest * W + x.nearest) * acc_step;
+        for (int64_t c = 0; c < slice_c; ++c) a[c] += static_cast<T>(gv[c]);
+        continue;
+      }
+      const T yl = y.lerp, xl = x.lerp;
+      T* tl = acc + (y.lo * W + x.lo) * acc_step;
+      T* tr = acc + (y.lo * W + x.hi) * acc_step;
+      T* bl = acc + (y.hi * W + x.lo) * acc_step;
+      T* br = acc + (y.hi * W + x.hi) * acc_step;
+      for (int64_t c = 0; c < slice_c; ++c) tl[c] += (1 - xl) * ((1 - yl) * static_cast<T>(gv[c]));
+      for (int64_t c = 0; c < slice_c; ++c) tr[c] += xl * ((1 - yl) * static_cast<T>(gv[c]));
+      for (int64_t c = 0; c < slice_c; ++c) bl[c] += (1 - xl) * (yl * static_cast<T>(gv[c]));
+      for (int64_t c = 0; c < slice_c; ++c) br[c] += xl * (yl * static_cast<T>(gv[c]));
+    }
+  }
+}
+
+// The box gradient's sums of box k over channels [c0, c0 + slice_c), continuing sums (d y1, d x1, d y2, d x2); its
+// incoming gradient gk = &grad[k][c0][0][0] with strides gs_c, gs_y, gs_x.
+// The image factors of gy and gx are computed for every cell, slice_c channels at a time (contiguous taps), into
+// fy, fx [cells, slice_c]; then g times them is summed channel, cell, in the reference's order.
+template <typename scalar_t, typename T>
+void crop_box_grad_box(const CropAxis<T>* yk, const CropAxis<T>* xk, int64_t crop_height, int64_t crop_width,
+                       const scalar_t* im, int64_t W, int64_t stride, int64_t slice_c, const scalar_t* gk, int64_t gs_c,
+                       int64_t gs_y, int64_t gs_x, T* fy, T* fx, std::array<T, 4>& sums) {
+  for (int64_t py = 0; py < crop_height; ++py) {
+    const CropAxis<T>& y = yk[py];
+    if (!y.valid) continue;
+    const scalar_t* top = im + y.lo * W * stride;
+    const scalar_t* bottom = im + y.hi * W * stride;
+    const T yl = y.lerp;
+    for (int64_t px = 0; px < crop_width; ++px) {
+      const CropAxis<T>& x = xk[px];
+      if (!x.valid) continue;
+      const scalar_t* tlp = top + x.lo * stride;
+      const scalar_t* trp = top + x.hi * stride;
+      const scalar_t* blp = bottom + x.lo * stride;
+      const scalar_t* brp = bottom + x.hi * stride;
+      const T xl = x.lerp;
+      T* fyp = fy + (py * crop_width + px) * slice_c;
+      T* fxp = fx + (py * crop_width + px) * slice_c;
+      for (int64_t c = 0; c < slice_c; ++c) {
+        const T tl = static_cast<T>(tlp[c]), tr = static_cast<T>(trp[c]);
+        const T bl = static_cast<T>(blp[c]), br = static_cast<T>(brp[c]);
+        fyp[c] = (1 - xl) * (bl - tl) + xl * (br - tr);
+        fxp[c] = (1 - yl) * (tr - tl) + yl * (br - bl);
+      }
+    }
+  }
+  T d_y1 = sums[0], d_x1 = sums[1], d_y2 = sums[2], d_x2 = sums[3];
+  for (int64_t c = 0; c < slice_c; ++c) {
+    const scalar_t* gc = gk + c * gs_c;
+    for (int64_t py = 0; py < crop_height; ++py) {
+      const CropAxis<T>& y = yk[py];
+      if (!y.valid) continue;
+      for (int64_t px = 0; px < crop_width; ++px) {
+        const CropAxis<T>& x = xk[px];
+        if (!x.valid) continue;
+        const int64_t cell = py * crop_width + px;
+        const T gv = static_cast<T>(gc[py * gs_y + px * gs_x]);
+        const T gy = gv * fy[cell * slice_c + c];
+        const T gx = gv * fx[cell * slice_c + c];
+        d_y1 += gy * y.d_lo;
+        d_x1 += gx * x.d_lo;
+        d_y2 += gy * y.d_hi;
+        d_x2 += gx * x.d_hi;
+      }
+    }
+  }
+  sums = {d_y1, d_x1, d_y2, d_x2};
+}
+
+// One call's image gradient, what every task reads: the sample tables, the incoming gradient (read through its
+// strides), and the boxes of each image in increasing k (order[start[n] .. start[n + 1])).
+template <typename scalar_t, typename T>
+struct ImageGradCall {
+  const CropTables<scalar_t, T>& tab;
+  const scalar_t* g;
+  int64_t gs_k, gs_c, gs_y, gs_x;
+  int64_t crop_height, crop_width, C, W, plane_size;
+  bool nearest;
+  bool grad_in_place;  // a dense channels_last gradient: each cell's channels are one contiguous run
+  const std::vector<int64_t>& order;
+  const std::vector<int64_t>& start;
+};
+
+// Box k's incoming gradient, channels [c0, c0 + slice_c) at gk, transposed into gt [cells, slice_c]: read channel by
+// channel, in the gradient's own order (a box's channels are contiguous runs).
+template <typename scalar_t, typename T>
+void transpose_box_grad(const ImageGradCall<scalar_t, T>& call, const scalar_t* gk, int64_t slice_c, T* gt) {
+  for (int64_t c = 0; c < slice_c; ++c) {
+    for (int64_t py = 0; py < call.crop_height; ++py) {
+      const scalar_t* gr = gk + c * call.gs_c + py * call.gs_y;
+      T* dst = gt + py * call.crop_width * slice_c + c;
+      for (int64_t px = 0; px < call.crop_width; ++px) dst[px * slice_c] = static_cast<T>(gr[px * call.gs_x]);
+    }
+  }
+}
+
+// The image gradient of image n, channels [c0, c0 + slice_c): its boxes in increasing k, each added into acc
+// (pixel p's channels at acc + p * acc_step). gt: room for one box's transposed gradient, unless read in place.
+template <typename scalar_t, typename T>
+void accumulate_image(const ImageGradCall<scalar_t, T>& call, int64_t n, int64_t c0, int64_t slice_c, T* gt, T* acc,
+                      int64_t acc_step) {
+  for (int64_t j = call.start[n]; j < call.start[n + 1]; ++j) {
+    const int64_t k = call.order[j];
+    const CropAxis<T>* yk = call.tab.ys.data() + k * call.crop_height;
+    const CropAxis<T>* xk = call.tab.xs.data() + k * call.crop_width;
+    const scalar_t* gk = call.g + k * call.gs_k + c0 * call.gs_c;
+    if (call.grad_in_place) {
+      crop_image_grad_box(yk, xk, call.crop_height, call.crop_width, call.nearest, gk, call.C, slice_c, call.W, acc,
+                          acc_step);
+      continue;
+    }
+    transpose_box_grad(call, gk, slice_c, gt);
+    crop_image_grad_box(yk, xk, call.crop_height, call.crop_width, call.nearest, gt, slice_c, slice_c, call.W, acc,
+                        acc_step);
+  }
+}
+
+// A channels-last accumulator [plane_size, slice_c] rounded into slice_c of a channels_last output's C channels.
+template <typename scalar_t, typename T>
+void store_channels_last(const T* acc, int64_t plane_size, int64_t slice_c, int64_t C, scalar_t* out0) {
+  for (int64_t p = 0; p < plane_size; ++p) {
+    const T* src = acc + p * slice_c;
+    scalar_t* dst = out0 + p * C;
+    for (int64_t c = 0; c < slice_c; ++c) dst[c] = static_cast<scalar_t>(src[c]);
+  }
+}
+
+// Channels per task of the image gradient: at most kChunk, narrower when there would be fewer tasks than threads
+// (C = 64 on one image would otherwise be one task), at least kChannelBlock. An element's order of contributions
+// does not depend on it.
+inline int64_t image_grad_chunk(int64_t N, int64_t C) {
+  const int64_t tasks_per_image = (at::get_num_threads() + N - 1) / N;
+  const int64_t per_task = (C + tasks_per_image - 1) / tasks_per_image;
+  return std::clamp<int64_t>((per_task + kChannelBlock - 1) / kChannelBlock * kChannelBlock, kChannelBlock, kChunk);
+}
+
+// Image gradient into a channels_last gi [N, C, H, W], split over (image, channel slice): each task zeroes and
+// accumulates its channels of its image, walking the image's boxes in increasing k, straight into gi for
+// float/double, into a float scratch [H * W, slice] rounded once for half types.
+template <typename scalar_t, typename T>
+void crop_image_grad_channels_last(const ImageGradCall<scalar_t, T>& call, int64_t N, int64_t K, scalar_t* gi) {
+  const int64_t C = call.C, cells = call.crop_height * call.crop_width, plane_size = call.plane_size;
+  constexpr bool in_place = std::is_same_v<scalar_t, T>;
+  const int64_t chunk = image_grad_chunk(N, C);
+  const int64_t chunks = (C + chunk - 1) / chunk;
+  const int64_t work = K / std::max<int64_t>(N, 1) * cells * chunk;
+  at::parallel_for(0, N * chunks, grain_for(work), [&](int64_t begin, int64_t end) {
+    std::vector<T> scratch(in_place ? 0 : plane_size * std::min(chunk, C));
+    std::vector<T> gt(call.grad_in_place ? 0 : cells * std::min(chunk, C));
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t n = item / chunks, c0 = item % chunks * chunk;
+      const int64_t slice_c = std::min(chunk, C - c0);
+      scalar_t* out0 = gi + n * plane_size * C + c0;
+      T* acc = in_place ? reinterpret_cast<T*>(out0) : scratch.data();
+      const int64_t acc_step = in_place ? C : slice_c;
+      for (int64_t p = 0; p < plane_size; ++p) std::fill(acc + p * acc_step, acc + p * acc_step + slice_c, T(0));
+      accumulate_image(call, n, c0, slice_c, gt.data(), acc, acc_step);
+      if (!in_place) store_channels_last(scratch.data(), plane_size, slice_c, C, out0);
+    }
+  });
+}
+
+// Forward into a channels_last out [K, C, crop_height, crop_width], split over boxes, kChunk channels per pass.
+template <typename scalar_t, typename T>
+void crop_forward_channels_last(const CropTables<scalar_t, T>& tab, const int64_t* idx, const scalar_t* image,
+                                int64_t K, int64_t C, int64_t H, int64_t W, int64_t crop_height, int64_t crop_width,
+                                bool nearest, scalar_t ext, scalar_t* out) {
+  const int64_t cells = crop_height * crop_width;
+  for (int64_t c0 = 0; c0 < C; c0 += kChunk) {
+    const int64_t slice_c = std::min(kChunk, C - c0);
+    at::parallel_for(0, K, grain_for(cells * slice_c), [&](int64_t begin, int64_t end) {
+      LerpRowCache<T> cache;
+      for (auto& r : cache.rows) r.resize(crop_width * slice_c);
+      for (int64_t k = begin; k < end; ++k) {
+        crop_forward_box(tab.ys.data() + k * crop_height, tab.xs.data() + k * crop_width, crop_height, crop_width,
+                         nearest, ext, image + idx[k] * H * W * C + c0, W, C, slice_c, cache,
+                         out + k * cells * C + c0, C);
+      }
+    });
+  }
+}
+
+// Channels per pass of the box gradient: its image factors fy, fx of a 28x28 crop then take
+// 2 x 784 x 64 x 4 B = 400 KB (float32) per thread.
+constexpr int64_t kBoxGradChunk = 64;
+
+// Box gradient from a channels_last image, split over boxes; channel slices in increasing order keep each box's
+// sum in the reference's order.
+template <typename scalar_t, typename T>
+void crop_box_grad_channels_last(const CropTables<scalar_t, T>& tab, const int64_t* idx, const scalar_t* image,
+                                 const scalar_t* g, const std::array<int64_t, 4>& gs, int64_t K, int64_t C,
+                                 int64_t H, int64_t W, int64_t crop_height, int64_t crop_width,
+                                 std::vector<std::array<T, 4>>& sums) {
+  const int64_t cells = crop_height * crop_width;
+  for (int64_t c0 = 0; c0 < C; c0 += kBoxGradChunk) {
+    const int64_t slice_c = std::min(kBoxGradChunk, C - c0);
+    at::parallel_for(0, K, grain_for(cells * slice_c), [&](int64_t begin, int64_t end) {
+      std::vector<T> fy(cells * slice_c), fx(cells * slice_c);
+      for (int64_t k = begin; k < end; ++k) {
+        crop_box_grad_box(tab.ys.data() + k * crop_height, tab.xs.data() + k * crop_width, crop_height, crop_width,
+                          image + idx[k] * H * W * C + c0, W, C, slice_c, g + k * gs[0] + c0 * gs[1], gs[1], gs[2],
+                          gs[3], fy.data(), fx.data(), sums[k]);
+      }
+    });
+  }
+}
+
+}  // namespace impls
