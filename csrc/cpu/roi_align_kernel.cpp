@@ -171,12 +171,14 @@ struct RoiTables {
   }
 };
 
-// Output (k, c0 .. c0 + CB) for one box: CB planes, CB outputs per cell. src_t is scalar_t, or T when the
-// planes were copied to a buffer of T beforehand (see roi_align_forward_cpu).
-template <int64_t CB, typename src_t, typename scalar_t, typename T>
+// Output (k, c0 .. c0 + CB) for one box: CB planes, CB outputs per cell. Channel j of pixel o is
+// plane0[j * plane_size + o], or, interleaved (kInterleaved: the planes copied to a buffer of T beforehand, see
+// roi_forward_planes), plane0[o * CB + j]: then a tap's CB channels are one contiguous, vectorizable run.
+template <int64_t CB, bool kInterleaved, typename src_t, typename scalar_t, typename T>
 void roi_forward_block(const RoiTables<scalar_t, T>& tab, const RoiBox& box, const src_t* plane0,
                        int64_t plane_size, int64_t W, int64_t PH, int64_t PW, scalar_t* dst0,
                        int64_t dst_stride) {
+  const int64_t channel_step = kInterleaved ? 1 : plane_size, pixel_step = kInterleaved ? CB : 1;
   const T count = static_cast<T>(box.geo.count);
   for (int64_t ph = 0; ph < PH; ++ph) {
     const RoiAxis<T>* yrow = tab.ys.data() + box.y_offset + ph * box.grid_h;
@@ -191,9 +193,10 @@ void roi_forward_block(const RoiTables<scalar_t, T>& tab, const RoiBox& box, con
           const RoiAxis<T>& x = xrow[ix];
           if (!x.valid) continue;
           const T w1 = y.h * x.h, w2 = y.h * x.l, w3 = y.l * x.h, w4 = y.l * x.l;
-          const int64_t o1 = low + x.low, o2 = low + x.high, o3 = high + x.low, o4 = high + x.high;
+          const int64_t o1 = (low + x.low) * pixel_step, o2 = (low + x.high) * pixel_step;
+          const int64_t o3 = (high + x.low) * pixel_step, o4 = (high + x.high) * pixel_step;
           for (int64_t j = 0; j < CB; ++j) {
-            const src_t* p = plane0 + j * plane_size;
+            const src_t* p = plane0 + j * channel_step;
             acc[j] += w1 * static_cast<T>(p[o1]) + w2 * static_cast<T>(p[o2]) + w3 * static_cast<T>(p[o3]) +
                       w4 * static_cast<T>(p[o4]);
           }
@@ -332,11 +335,13 @@ void roi_input_grad_channels_last(const RoiTables<scalar_t, T>& tab, const Level
 }
 
 // NCHW forward: split over (channel block, box) items in channel-block-major order, boxes grouped by (level,
-// image), so a thread's consecutive items share the same planes. A thread copies the planes of its current
-// (level, image, channel block) into a buffer of T once, when the boxes read them more often than their size (P2,
-// 512 boxes, 7x7, 2x2 samples: 4 * 0.1M reads of a 61K pixel plane). The copy is one sequential, prefetched pass
-// that leaves the planes in cache for the scattered box reads, and for half/bfloat16 it converts each value once
-// instead of 4 times per sample. Same values, same results.
+// image), so a thread's consecutive items share the same planes. A thread copies the kChannelBlock planes of its
+// current (level, image, channel block) into a buffer of T once, interleaved (pixel-major, kChannelBlock channels
+// per pixel), when the boxes read them more often than their size (P2, 512 boxes, 7x7, 2x2 samples: 4 * 0.1M reads
+// of a 61K pixel plane). Each tap is then one contiguous run of kChannelBlock values, as in channels_last, instead
+// of kChannelBlock scalar loads from as many planes; the copy is one sequential pass that leaves the block in
+// cache for the scattered box reads, and for half/bfloat16 it converts each value once instead of 4 times per
+// sample. Same values, same results.
 template <typename scalar_t, typename T>
 void roi_forward_planes(const RoiTables<scalar_t, T>& tab, const Levels& lv,
                         const std::vector<const scalar_t*>& maps, int64_t N, int64_t C, int64_t PH, int64_t PW,
@@ -365,18 +370,19 @@ void roi_forward_planes(const RoiTables<scalar_t, T>& tab, const Levels& lv,
       if (copy_planes) {
         const int64_t key = (box.level * N + box.n) * C + c0;
         if (block_key != key) {
-          std::copy(plane0, plane0 + cb * plane_size, block_planes.begin());
+          interleave_planes(plane0, cb, plane_size, block_planes.data());
           block_key = key;
         }
         if (full) {
-          roi_forward_block<kChannelBlock>(tab, box, block_planes.data(), plane_size, box.W, PH, PW, dst0, cells);
+          roi_forward_block<kChannelBlock, true>(tab, box, block_planes.data(), plane_size, box.W, PH, PW, dst0,
+                                                 cells);
         } else {
-          roi_forward_block<1>(tab, box, block_planes.data(), plane_size, box.W, PH, PW, dst0, cells);
+          roi_forward_block<1, true>(tab, box, block_planes.data(), plane_size, box.W, PH, PW, dst0, cells);
         }
       } else if (full) {
-        roi_forward_block<kChannelBlock>(tab, box, plane0, plane_size, box.W, PH, PW, dst0, cells);
+        roi_forward_block<kChannelBlock, false>(tab, box, plane0, plane_size, box.W, PH, PW, dst0, cells);
       } else {
-        roi_forward_block<1>(tab, box, plane0, plane_size, box.W, PH, PW, dst0, cells);
+        roi_forward_block<1, false>(tab, box, plane0, plane_size, box.W, PH, PW, dst0, cells);
       }
     }
   });
@@ -419,6 +425,7 @@ at::Tensor multiscale_forward_cpu(at::TensorList features_, const at::Tensor& ro
   const int64_t N = p.maps[0].size(0), C = p.maps[0].size(1);
   const int64_t K = rois.size(0), PH = pooled_height, PW = pooled_width;
   at::Tensor out = at::empty({K, C, PH, PW}, p.maps[0].options().memory_format(p.layout));
+  if (out.numel() > 0) advise_huge_pages(out);
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.maps[0].scalar_type(), "roi_align_forward_cpu", [&] {
     using T = at::opmath_type<scalar_t>;
@@ -547,9 +554,11 @@ std::vector<at::Tensor> multiscale_backward_input_cpu(const at::Tensor& grad_, c
   const at::Tensor grad = grad_.contiguous(layout);
   const int64_t K = rois.size(0), PH = pooled_height, PW = pooled_width;
   std::vector<at::Tensor> grads;
-  // (at::zeros takes no memory format: empty in the layout, then zeroed.)
+  // (at::zeros takes no memory format: empty in the layout, advised huge pages before its first touch, zeroed.)
   for (int64_t l = 0; l < lv.count(); ++l) {
-    grads.push_back(at::empty({N, C, lv.H[l], lv.W[l]}, grad.options().memory_format(layout)).zero_());
+    at::Tensor g = at::empty({N, C, lv.H[l], lv.W[l]}, grad.options().memory_format(layout));
+    advise_huge_pages(g);
+    grads.push_back(g.zero_());
   }
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "roi_align_backward_input_cpu", [&] {
