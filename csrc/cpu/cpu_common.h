@@ -100,6 +100,27 @@ void interleave_planes(const scalar_t* planes, int64_t cb, int64_t plane_size, T
   }
 }
 
+// The inverse of interleave_planes: in[p * cb + j] (T) rounded into cb planes, out[j * plane_size + p].
+template <typename T, typename scalar_t>
+void deinterleave_planes(const T* in, int64_t cb, int64_t plane_size, scalar_t* out) {
+  int64_t p0 = 0;
+#ifdef __AVX2__
+  if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<T, float>) {
+    if (cb == 8) {
+      for (; p0 + 8 <= plane_size; p0 += 8) {
+        __m256 r[8];
+        for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(in + (p0 + i) * 8);
+        transpose8x8(r);
+        for (int j = 0; j < 8; ++j) _mm256_storeu_ps(out + j * plane_size + p0, r[j]);
+      }
+    }
+  }
+#endif
+  for (int64_t j = 0; j < cb; ++j) {
+    for (int64_t p = p0; p < plane_size; ++p) out[j * plane_size + p] = static_cast<scalar_t>(in[p * cb + j]);
+  }
+}
+
 // at::parallel_for grain: about 32768 scalar steps per task (ATen's own GRAIN_SIZE), so that small calls stay on
 // one thread and large ones split into tasks big enough to amortize the dispatch.
 inline int64_t grain_for(int64_t work_per_item) {

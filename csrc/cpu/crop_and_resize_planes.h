@@ -26,6 +26,7 @@
 
 #include "../bilinear.h"
 #include "cpu_common.h"
+#include "crop_and_resize_channels_last.h"
 #include "crop_and_resize_tables.h"
 
 namespace impls {
@@ -171,14 +172,49 @@ struct TouchedRows {
   }
 };
 
-// Forward, split over (image, channel) planes: a task crops every box of its image from its plane, so the plane is
-// fetched from memory once, by the first boxes, and read from cache by the others (P2: one 243 KB plane, 512
-// boxes); only what the boxes touch is read (32 P3 maps with one box each: one window per plane).
+// Forward where the boxes read each plane many times over (P2, 512 boxes of 14x14: 400K taps of a 61K-pixel
+// plane): split over (image, block of kChannelBlock planes). A task copies its block interleaved (8 channels per
+// pixel, cpu_common.h) into a per-thread buffer that stays in cache, crops every box of the image from it with
+// the channels_last kernel (each tap one contiguous run of 8 values, where a plane read costs a scalar gather per
+// value), and writes each crop's [cells, 8] back as 8 planes of out[k]. The copy reads the block once, which the
+// boxes would have read several times; the values are those of crop_forward_plane.
 template <typename scalar_t, typename T>
-void crop_forward_planes(const CropTables<scalar_t, T>& tab, const int64_t* idx, const std::vector<int64_t>& order,
+void crop_forward_blocks(const CropTables<scalar_t, T>& tab, const std::vector<int64_t>& order,
                          const std::vector<int64_t>& start, const scalar_t* image, int64_t N, int64_t C, int64_t H,
                          int64_t W, int64_t crop_height, int64_t crop_width, bool nearest, scalar_t ext,
                          scalar_t* out) {
+  const int64_t cells = crop_height * crop_width, plane_size = H * W, blocks = channel_blocks(C);
+  const int64_t K = static_cast<int64_t>(order.size());
+  at::parallel_for(0, N * blocks, grain_for(K / std::max<int64_t>(N, 1) * cells * kChannelBlock),
+                   [&](int64_t begin, int64_t end) {
+    std::vector<T> block(kChannelBlock * plane_size), crop(kChannelBlock * cells);
+    LerpRowCache<T> cache;
+    for (auto& r : cache.rows) r.resize(crop_width * kChannelBlock);
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t n = item / blocks;
+      bool full;
+      const int64_t c0 = block_start(item % blocks, C, full);
+      const int64_t cb = full ? kChannelBlock : 1;
+      interleave_planes(image + (n * C + c0) * plane_size, cb, plane_size, block.data());
+      for (int64_t j = start[n]; j < start[n + 1]; ++j) {
+        const int64_t k = order[j];
+        crop_forward_box(tab.ys.data() + k * crop_height, tab.xs.data() + k * crop_width, crop_height, crop_width,
+                         nearest, static_cast<T>(ext), block.data(), W, cb, cb, cache, crop.data(), cb);
+        deinterleave_planes(crop.data(), cb, cells, out + (k * C + c0) * cells);
+      }
+    }
+  });
+}
+
+// Forward where the boxes read little of each plane (32 P3 maps with one 14x14 box each: one window of a
+// 15K-pixel plane): split over (image, channel) planes, each read in place. A task crops every box of its image
+// from its plane, reading only the pixels the boxes touch, with the next plane's touched lines prefetched while it
+// computes.
+template <typename scalar_t, typename T>
+void crop_forward_sparse_planes(const CropTables<scalar_t, T>& tab, const int64_t* idx,
+                                const std::vector<int64_t>& order, const std::vector<int64_t>& start,
+                                const scalar_t* image, int64_t N, int64_t C, int64_t H, int64_t W,
+                                int64_t crop_height, int64_t crop_width, bool nearest, scalar_t ext, scalar_t* out) {
   const int64_t K = static_cast<int64_t>(order.size()), cells = crop_height * crop_width;
   const PlaneColumns<T> cols(tab.xs, K, crop_width);
   TouchedRows touched(tab, idx, K, N, H, crop_height, crop_width);
@@ -199,6 +235,22 @@ void crop_forward_planes(const CropTables<scalar_t, T>& tab, const int64_t* idx,
       }
     }
   });
+}
+
+// NCHW forward: the block path when the boxes' taps outnumber the maps' pixels and there are full blocks of
+// channels to interleave (C = 3 gains nothing from it), else the sparse one.
+template <typename scalar_t, typename T>
+void crop_forward_planes(const CropTables<scalar_t, T>& tab, const int64_t* idx, const std::vector<int64_t>& order,
+                         const std::vector<int64_t>& start, const scalar_t* image, int64_t N, int64_t C, int64_t H,
+                         int64_t W, int64_t crop_height, int64_t crop_width, bool nearest, scalar_t ext,
+                         scalar_t* out) {
+  const int64_t taps = static_cast<int64_t>(order.size()) * crop_height * crop_width * 4;
+  if (taps >= N * H * W && C >= kChannelBlock) {
+    crop_forward_blocks(tab, order, start, image, N, C, H, W, crop_height, crop_width, nearest, ext, out);
+  } else {
+    crop_forward_sparse_planes(tab, idx, order, start, image, N, C, H, W, crop_height, crop_width, nearest, ext,
+                               out);
+  }
 }
 
 // Box k's image gradient into CB accumulator planes acc0 + j * plane_size, from its gradient g0 + j * gs_c

@@ -377,3 +377,59 @@ def test_kernels_reject_wrong_shapes_naming_the_argument():
         OPS.roi_align_backward_input(torch.ones(1, 1, 2, 2), rois, 1.0, 2, 2, *x.shape, 2, True)
     with pytest.raises(RuntimeError, match="input sizes"):
         OPS.roi_align_backward_input(torch.ones(rois.shape[0], 3, 2, 2), rois, 1.0, 2, 2, 2, 3, -1, 9, 2, True)
+
+
+# The CPU kernels pick a path by the call's shape: an NCHW crop_and_resize whose boxes tap the maps more often than
+# they have pixels, with at least one full block of 8 channels, crops from interleaved 8-channel copies of the
+# planes (float32 through AVX2 8x8 tile transposes); fewer taps read the planes in place. roi_align interleaves
+# its copied channel blocks alike. The shared matrix runs C = 3 and tiny calls, which take neither blocked path:
+# these run both paths, on 19 channels (two full blocks and three single channels, the tail of every blocked loop).
+def _blocked_case(dense: bool):
+    g = torch.Generator().manual_seed(11 if dense else 12)
+    n, c, h, w = 2, 19, 7, 9
+    k = 12 if dense else 1  # 12 x 4x5 crops x 4 taps = 960 taps >= 126 pixels; 1 x 2x2 x 4 = 16 < 126
+    crop = (4, 5) if dense else (2, 2)
+    x = torch.randn(n, c, h, w, generator=g, dtype=torch.float64)
+    boxes = torch.rand(k, 4, generator=g, dtype=torch.float64) * 1.2 - 0.1  # some samples out of range
+    box_index = torch.randint(0, n, (k,), generator=g)
+    grad = torch.randn(k, c, *crop, generator=g, dtype=torch.float64)
+    return x, boxes, box_index, crop, grad
+
+
+def _crop_pass(x, boxes, box_index, crop, grad, method, backend, layout=torch.contiguous_format):
+    x = x.contiguous(memory_format=layout).requires_grad_()
+    boxes = boxes.clone().requires_grad_(method == "bilinear")
+    out = impls.crop_and_resize(x, boxes, box_index, crop, method=method, backend=backend)
+    wrt = (x, boxes) if method == "bilinear" else (x,)
+    return (out, *torch.autograd.grad(out, wrt, grad.contiguous(memory_format=layout)))
+
+
+@pytest.mark.parametrize("dense", [True, False], ids=["dense", "sparse"])
+@pytest.mark.parametrize("method", ["bilinear", "nearest"])
+def test_cpp_crop_and_resize_nchw_paths_equal_reference(dense, method):
+    x, boxes, box_index, crop, grad = _blocked_case(dense)
+    want = _crop_pass(x, boxes, box_index, crop, grad, method, "reference")
+    got = _crop_pass(x, boxes, box_index, crop, grad, method, "cpp")
+    for name, a, b in zip(("output", "image gradient", "box gradient"), got, want):
+        assert torch.equal(a, b), f"{name} differs from reference (float64 must be bit-exact, CONVENTIONS.md §6)"
+    # float32: the NCHW paths (blocked or in place) and the channels_last kernel compute each value with the same
+    # expressions in the same order, so they agree bit for bit.
+    as32 = [t.float() for t in (x, boxes)]
+    nchw = _crop_pass(as32[0], as32[1], box_index, crop, grad.float(), method, "cpp")
+    nhwc = _crop_pass(as32[0], as32[1], box_index, crop, grad.float(), method, "cpp", torch.channels_last)
+    for name, a, b in zip(("output", "image gradient", "box gradient"), nchw, nhwc):
+        assert torch.equal(a, b), f"float32 {name}: NCHW and channels_last differ"
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_cpp_roi_align_interleaved_blocks_equal_channels_last(dtype):
+    g = torch.Generator().manual_seed(13)
+    x = torch.randn(2, 19, 7, 9, generator=g, dtype=dtype)
+    xy = torch.rand(40, 2, generator=g, dtype=dtype) * 6  # 40 boxes x 3x3 bins x 4 samples x 4 taps >> 126 pixels
+    rois = torch.cat([torch.randint(0, 2, (40, 1), generator=g).to(dtype), xy, xy + 3], dim=1)
+    kwargs = dict(output_size=3, sampling_ratio=2, aligned=True)
+    got = impls.roi_align(x, rois, backend="cpp", **kwargs)
+    nhwc = impls.roi_align(x.contiguous(memory_format=torch.channels_last), rois, backend="cpp", **kwargs)
+    assert torch.equal(got, nhwc), "NCHW (interleaved blocks) and channels_last differ"
+    if dtype == torch.float64:
+        assert torch.equal(got, impls.roi_align(x, rois, backend="reference", **kwargs)), "differs from reference"
