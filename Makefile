@@ -33,8 +33,8 @@ test: build
 	TRITON_INTERPRET=1 $(BIN)/python -m pytest -n auto --dist worksteal --durations=20 tests
 	BENCH=smoke $(BIN)/python -m pytest bench -q --benchmark-disable
 
-# The default matrix (CUDA cases too on a GPU machine): JSON + table + plots; the README's table says how long
-# the run took.
+# The default matrix (CUDA cases too on a GPU machine), then the crop_and_resize cases again under an allocator that
+# keeps freed pages (bench/allocator.py): JSON + table + plots; the README's table says how long the runs took.
 bench: build
 	$(BIN)/python bench/run.py
 

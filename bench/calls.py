@@ -38,6 +38,11 @@ against a peer (``check.py``), outside the timer.
   the CPU is synchronous (asserted), so each op's result is computed when the call returns: nothing is copied out
   (no ``.numpy()``) inside the timer. Op determinism stays on (``conftest.py``): TF's nondeterministic CPU image
   gradient races and returns wrong values.
+* The write-limit rows (``matrix.LIMIT_LABELS``, no backend; ``limit_call``) on tensors of the sizes a
+  crop_and_resize pass writes, in the case's dtype and on its device: ``limit_fill``: ``buf.fill_(1.0)`` on buffers
+  allocated and written before the timer, the same ones every round; ``limit_copy``: ``dst.copy_(src)`` between two
+  such sets of buffers; ``fresh_fill``: ``torch.empty(shape).fill_(1.0)``, new tensors every round, freed after it:
+  what a new output costs before any work, page faults included where the allocator hands out new pages.
 
 On a CUDA device our calls and torchvision's end with ``torch.cuda.synchronize()`` so that the timer sees the
 kernels finish, not just their launch. ``fwdbwd_det`` runs the ``fwdbwd`` call inside
@@ -57,7 +62,7 @@ import torch
 
 import impls
 from impls._determinism import deterministic_algorithms
-from matrix import Case, MULTISCALE, Variant, variant
+from matrix import Case, LIMIT_LABELS, MULTISCALE, Variant, variant
 from workloads import (
     crop_and_resize_inputs, feature_map, pyramid_boxes, pyramid_maps, PyramidWorkload, roi_align_inputs, SEED, Workload,
 )
@@ -300,6 +305,28 @@ def _torch_pass(pass_: str, call: Callable[[], tuple[torch.Tensor, ...]]) -> Cal
     return Call(deterministic_call, tuple)
 
 
+def limit_call(label: str, shapes: tuple[tuple[int, ...], ...], dtype: torch.dtype, device: str) -> Call:
+    """The ``Call`` of write-limit row ``label`` on tensors of ``shapes`` (module docstring); what it returns is not
+    checked."""
+    assert label in LIMIT_LABELS, label
+    synchronize = _synchronize(torch.device(device))
+    # Written here, before the timer: every page of the reused buffers is mapped.
+    targets = [torch.zeros(shape, dtype=dtype, device=device) for shape in shapes] if label != "fresh_fill" else []
+    sources = [torch.ones(shape, dtype=dtype, device=device) for shape in shapes] if label == "limit_copy" else []
+
+    def call() -> list[torch.Tensor]:
+        if label == "fresh_fill":
+            written = [torch.empty(shape, dtype=dtype, device=device).fill_(1.0) for shape in shapes]
+        elif label == "limit_copy":
+            written = [dst.copy_(src) for dst, src in zip(targets, sources)]
+        else:
+            written = [t.fill_(1.0) for t in targets]
+        synchronize()
+        return written
+
+    return Call(call, tuple)
+
+
 def _pyramid_call(v: Variant, pass_: str, inputs: PyramidInputs) -> Call:
     """A multi-level pooler module, ours or torchvision's, called as a detector calls it (module docstring)."""
     assert pass_ in ("fwd", "fwdbwd", "fwdbwd_det"), f"no {pass_} pass for {MULTISCALE}"
@@ -390,6 +417,8 @@ def _tensorflow_call(pass_: str, inputs: Inputs) -> Call:
 
 def timed_region(label: str, op: str) -> str:
     """What the timer of row ``label`` measures on ``op``, in words (the report's table of timed regions)."""
+    if label in LIMIT_LABELS:
+        return LIMIT_TIMED[label]
     v = variant(label)
     if op == MULTISCALE:
         return _pyramid_timed_region(v)
@@ -431,6 +460,16 @@ def timed_region(label: str, op: str) -> str:
         text += ("; inside every call the wrapper copies NCHW torch -> NHWC numpy -> `tf.constant`, runs TF's op "
                  "(forward, then each gradient op) and copies back: the peer's time plus the conversions")
     return text
+
+
+LIMIT_TIMED = {
+    "limit_fill": ("`buf.fill_(1.0)` on buffers of the sizes the pass writes (the crops, plus the image and box "
+                   "gradients), allocated and written before the timer, the same every round: the write limit"),
+    "limit_copy": ("`dst.copy_(src)` between two sets of such buffers, both written before the timer: the limit of "
+                   "an output computed from as many bytes read"),
+    "fresh_fill": ("`torch.empty(shape).fill_(1.0)` for each tensor the pass writes, new every round and freed "
+                   "after it: a fresh output's cost, page faults included where the allocator hands out new pages"),
+}
 
 
 def _pyramid_timed_region(v: Variant) -> str:

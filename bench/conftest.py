@@ -17,12 +17,20 @@ Each benchmark (``run_case``):
    ``benchmark.extra_info`` (the report and notebook 3 read them).
 
 The machine's memory bandwidth is measured once per session and device (``machine_bandwidth``, a copy benchmark:
-``work.copy_bandwidth``) and recorded in ``machine_info`` and in every row.
+``work.copy_bandwidth``) and recorded in ``machine_info`` and in every row. So is the allocator the process runs
+under (``allocator``: ``bench/allocator.py``; ``make bench`` times the crop_and_resize rows a second time under one
+that keeps freed pages).
+
+A write-limit row (``run_limit``; ``matrix.limit_cases``) has no inputs and no check: it builds its buffers, runs
+twice untimed (counting the page faults of the second call) and is timed as above, for ``LIMIT_BUDGET_S``; its
+``extra_info`` says which limit (``write_limit``), the shapes and bytes written, the workload and the allocator, and
+no rates (it is no backend).
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import math
 import os
 import resource
 import sys
@@ -31,13 +39,14 @@ import time
 import pytest
 import torch
 
+import allocator
 import matrix
-from calls import make_call, make_inputs, timed_region
+from calls import limit_call, make_call, make_inputs, timed_region
 from check import check_against_peer
 from cpu_share import CpuShare
 from peak_memory import peak_memory
 from work import (BYTES_MODEL, bytes_moved, copy_bandwidth, copy_buffer_bytes, peak_bandwidth, peak_bandwidth_source,
-                  samples)
+                  samples, written_shapes)
 
 # TensorFlow's multi-threaded CPU image gradient of crop_and_resize races: a few pixels come out wrong by up to
 # ~10% of the largest gradient, differently on each run (seen with tensorflow-cpu 2.21 on the P2 case). Op
@@ -50,6 +59,9 @@ os.environ.setdefault("TF_DETERMINISTIC_OPS", "1")
 ROUND_BUDGET_S = {"smoke": 0.2, "default": 1.5, "full": 2.0, "gpu": 0.3}[matrix.MODE]
 MIN_ROUNDS = 5
 MAX_ROUNDS = 100
+# The write-limit rows' budget: their calls are a plain fill or copy of at most a few hundred MB, so a third of a
+# case's budget still gives most of them MAX_ROUNDS rounds.
+LIMIT_BUDGET_S = ROUND_BUDGET_S / 3
 # Untimed calls before the timed rounds, beyond the check and the peak-memory call, by registered backend. None
 # needed so far: on the P2 box head, vectorized's first timed rounds were no slower than its later ones (its swings
 # came from neighbouring processes, not from warming up: CpuShare, the report's spread section and
@@ -58,6 +70,8 @@ WARMUP_ROUNDS: dict[str, int] = {}
 
 # The machine's measured copy bandwidth, by device type (``machine_bandwidth``), for machine_info.
 _BANDWIDTH: dict[str, dict] = {}
+# The allocator this process runs under (its libraries are mapped at start, before any import).
+ALLOCATOR = allocator.in_use()
 
 
 def _version(distribution: str) -> str | None:
@@ -81,6 +95,9 @@ def pytest_benchmark_update_machine_info(config, machine_info):
             peak_bandwidth_source(torch.device("cuda")) if torch.cuda.is_available() else None
         ),
         tf_deterministic_ops=os.environ.get("TF_DETERMINISTIC_OPS"),
+        allocator=ALLOCATOR["name"],
+        allocator_library=ALLOCATOR["library"],
+        allocator_settings=allocator.settings(ALLOCATOR["library"], dict(os.environ)) if ALLOCATOR["library"] else None,
         **_tensorflow_settings(),
     )
     for device, measured in _BANDWIDTH.items():
@@ -133,12 +150,39 @@ def _threads(backend: str) -> int:
     return torch.get_num_threads()
 
 
-def _rounds(seconds: float) -> int:
-    return max(MIN_ROUNDS, min(MAX_ROUNDS, int(ROUND_BUDGET_S / max(seconds, 1e-9))))
+def _rounds(seconds: float, budget: float = ROUND_BUDGET_S) -> int:
+    return max(MIN_ROUNDS, min(MAX_ROUNDS, int(budget / max(seconds, 1e-9))))
 
 
 def _minor_faults() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def _timed_rounds(benchmark, run, rounds: int, warmup: int = 0) -> CpuShare:
+    """pytest-benchmark's rounds of ``run``, one call each; returns the CPU shares measured meanwhile."""
+    with CpuShare() as share:
+        benchmark.pedantic(run, rounds=rounds, iterations=1, warmup_rounds=warmup)
+    return share
+
+
+def _find(op: str, backend: str, device: str, dtype: str, case_id: str, pass_: str) -> matrix.Case:
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.fail("no CUDA GPU here: BENCH_ASSUME_GPU=1 is for --collect-only")
+    return matrix.find(op, backend, device, dtype, case_id, pass_)
+
+
+def _row_info(case: matrix.Case, share: CpuShare) -> dict:
+    """The fields every row records: its params, the workload's sizes, the CPU shares, threads, mode, allocator."""
+    workload = case.workload
+    _, channels, height, width = workload.map_shape
+    return {
+        "op": case.op, "backend": case.backend, "device": case.device, "dtype": case.dtype, "case": case.case_id,
+        "pass": case.pass_, "level": workload.level, "images": workload.map_shape[0], "boxes": workload.boxes,
+        "output": workload.output, "sampling_ratio": workload.sampling_ratio, "map_scale": workload.map_scale,
+        "sweep": matrix.sweep_of(workload), "channels": channels, "map_height": height, "map_width": width,
+        "own_cpu": share.own, "neighbour_cpu": share.neighbour, "steal_cpu": share.steal,
+        "torch_threads": torch.get_num_threads(), "bench_mode": matrix.MODE, "allocator": ALLOCATOR["name"],
+    }
 
 
 @pytest.fixture
@@ -146,10 +190,8 @@ def run_case(benchmark, machine_bandwidth):
     """Runs one benchmark from the params ``matrix.ARGNAMES`` (see the module docstring)."""
 
     def run(op: str, backend: str, device: str, dtype: str, case_id: str, pass_: str) -> None:
-        if device == "cuda" and not torch.cuda.is_available():
-            pytest.fail("no CUDA GPU here: BENCH_ASSUME_GPU=1 is for --collect-only")
+        case = _find(op, backend, device, dtype, case_id, pass_)
         measured = machine_bandwidth(device)
-        case = matrix.find(op, backend, device, dtype, case_id, pass_)
         inputs = make_inputs(case)
         call = make_call(backend, pass_, inputs)
         first = time.perf_counter()
@@ -164,25 +206,18 @@ def run_case(benchmark, machine_bandwidth):
         faults = _minor_faults() - faults
         rounds = _rounds(time.perf_counter() - start)
         warmup = WARMUP_ROUNDS.get(case.variant.backend, 0)
-        with CpuShare() as share:
-            benchmark.pedantic(call.run, rounds=rounds, iterations=1, warmup_rounds=warmup)
+        share = _timed_rounds(benchmark, call.run, rounds, warmup)
 
-        workload = case.workload
-        _, channels, height, width = workload.map_shape
-        info = {"op": op, "backend": backend, "device": device, "dtype": dtype, "case": case_id, "pass": pass_}
+        info = _row_info(case, share)
         info.update(
             impl=case.variant.backend, layout=case.variant.layout, native=case.variant.native,
             timed=timed_region(backend, op),
-            level=workload.level, images=workload.map_shape[0], boxes=workload.boxes, output=workload.output,
-            sampling_ratio=workload.sampling_ratio, map_scale=workload.map_scale, sweep=matrix.sweep_of(workload),
-            channels=channels, map_height=height, map_width=width,
             samples=samples(inputs), bytes_moved=bytes_moved(inputs, pass_), bytes_model=BYTES_MODEL,
             peak_memory_bytes=peak_bytes, peak_memory_method=peak_method,
             # Minor page faults of the peak-memory call (the process's, so TensorFlow's pool threads count too).
             minor_faults=faults if device == "cpu" else None,
             first_call_s=first_call_s, warmup_rounds=warmup,
-            own_cpu=share.own, neighbour_cpu=share.neighbour, steal_cpu=share.steal,
-            threads=_threads(case.variant.backend), torch_threads=torch.get_num_threads(), bench_mode=matrix.MODE,
+            threads=_threads(case.variant.backend),
             copy_bandwidth=measured["bytes_per_second"], copy_bandwidth_method=measured["method"],
             **checked,
         )
@@ -195,6 +230,36 @@ def run_case(benchmark, machine_bandwidth):
             if peak is not None:
                 info["peak_bandwidth"] = peak
                 info["peak_bandwidth_fraction"] = info["bytes_per_second"] / peak
+        benchmark.extra_info.update(info)
+
+    return run
+
+
+@pytest.fixture
+def run_limit(benchmark):
+    """Times one write-limit row from the params ``matrix.ARGNAMES`` (``matrix.limit_cases``; module docstring)."""
+
+    def run(op: str, backend: str, device: str, dtype: str, case_id: str, pass_: str) -> None:
+        case = _find(op, backend, device, dtype, case_id, pass_)
+        shapes = written_shapes(case.workload, pass_)
+        call = limit_call(backend, shapes, case.torch_dtype, device)
+        # Untimed: even under an allocator that keeps freed pages, a fresh_fill's first call gets new ones; the
+        # faults of the next call are the steady state's.
+        call.run()
+        start = time.perf_counter()
+        faults = _minor_faults()
+        call.run()
+        faults = _minor_faults() - faults
+        share = _timed_rounds(benchmark, call.run, _rounds(time.perf_counter() - start, LIMIT_BUDGET_S))
+
+        info = _row_info(case, share)
+        info.update(
+            impl=backend, write_limit=backend, timed=timed_region(backend, op),
+            written_shapes=[list(shape) for shape in shapes],
+            written_bytes=sum(math.prod(shape) for shape in shapes) * case.torch_dtype.itemsize,
+            minor_faults=faults if device == "cpu" else None,  # of one untimed call
+            threads=torch.get_num_threads(),
+        )
         benchmark.extra_info.update(info)
 
     return run

@@ -2,12 +2,14 @@
 
 ``BENCH`` (environment variable) picks the matrix:
 
-* ``smoke``: the ``tiny`` workload, float32, every pass, every backend: checks that the suite runs (CI).
+* ``smoke``: the ``tiny`` workload, float32, every pass, every backend, and for crop_and_resize a toy RGB-patch case
+  and the write-limit rows (below): checks that the suite runs (CI).
 * ``default`` (``make bench``; how long it took is in the README, from the results file): the P2 box head
   (512 boxes, 7x7) and mask head (128 boxes, 14x14) with sampling_ratio 2 and 0, box gradients and bfloat16 on the
   box head only, each head case also with a channels_last feature map (``cpp_nhwc``) and through our TensorFlow
-  wrapper (``tensorflow+convert``), a box-count sweep and a feature-map sweep (roi_align), and the multi-level
-  pooler cases (below).
+  wrapper (``tensorflow+convert``), a box-count sweep and a feature-map sweep (roi_align), the multi-level
+  pooler cases (below), and for crop_and_resize the batch cases (``BATCH_CROPS``, ``RGB_PATCHES``) and the
+  write-limit rows (below).
 * ``full``: P2-P5, training and inference box counts, every dtype a backend supports, longer sweeps, the tiny case,
   the multi-level pooler cases with every backend.
 * ``gpu`` (``make gpu``, bench/gpu_run.sh): CUDA devices only: P2-P5, box head 512 and 1000 boxes (7x7), mask head
@@ -37,7 +39,18 @@ A peer's own label (a backend whose record says ``peer=True``: ``torchvision``, 
 (``calls.py``), not through ``impls``. The inference runtimes (``onnxruntime``, ``openvino``: no ``backward_input``)
 have forward rows only. ``kornia`` takes one box per image (its record's ``one_box_per_image``), so it runs only
 ``BATCH_CROPS``: crop_and_resize on a batch of maps with one box each (``smoke``: 8 tiny maps, for kornia alone;
-``default`` and ``full``: 32 P3 maps, every crop_and_resize backend).
+``default`` and ``full``: 32 P3 maps, every crop_and_resize backend). ``RGB_PATCHES``: crop_and_resize as data
+augmentation runs it, many patches from each of a batch of RGB images into 64x64 crops (``smoke``: a toy version),
+every crop_and_resize backend but kornia (several boxes per image), head-case labels (``cpp_nhwc`` too).
+
+Write-limit rows (``limit_cases``, issue 29): for each crop_and_resize head case, device, dtype and pass, three row
+labels that time no backend (``LIMIT_LABELS``, ``calls.limit_call``) on tensors of the sizes that pass writes
+(``work.written_shapes``: the crops, plus the image gradient, plus the box gradient): ``limit_fill`` fills reused
+buffers, ``limit_copy`` copies reused buffers into others (the machine's write-bandwidth limits for that output),
+``fresh_fill`` allocates new ones and fills them (their first-touch cost beside ``limit_fill``). Their JSON rows
+carry ``write_limit``; the report reads them beside the case (a share of the limit per row), never as a backend.
+``make bench`` runs ``test_crop_and_resize.py`` a second time under an allocator that keeps freed pages
+(``bench/allocator.py``, ``bench/run.py``).
 
 Multi-level pooling (op ``multiscale_roi_align``, ``multiscale_cases``; issue 21): Mask R-CNN's FPN poolers on two
 800x1216 images, P2-P5 with C=256 (``workloads.PYRAMIDS``), ``sampling_ratio=2``, ``aligned=False`` (torchvision's
@@ -143,6 +156,13 @@ BOX_HEAD = Workload("p2", boxes=512, output=7, sampling_ratio=2)  # the headline
 # crop_and_resize backend beside it. Its 32 P3 maps are 500 MB (a batch of P2 maps would be 2 GB).
 BATCH_CROPS = {"smoke": Workload("tiny", boxes=8, output=7, sampling_ratio=2, images=8),
                "default": Workload("p3", boxes=32, output=7, sampling_ratio=2, images=32)}
+# crop_and_resize as data augmentation: 8 RGB images 512x512, 256 patches of 32-256 px (32 per image; workloads.py's
+# ``rgb``) into 64x64 crops (``output`` 32: the crop is 2 x output). ``smoke``: 2 images 32x32, 8 patches, 8x8.
+RGB_PATCHES = {"smoke": Workload("tiny_rgb", boxes=8, output=4, sampling_ratio=2, images=2),
+               "default": Workload("rgb", boxes=256, output=32, sampling_ratio=2, images=8)}
+# Row labels that time no backend: the write-bandwidth limits of a case's outputs and a fresh output's cost
+# (module docstring).
+LIMIT_LABELS = ("limit_fill", "limit_copy", "fresh_fill")
 # The sweeps: smoke runs one point of each on the tiny map, so that the code path is exercised in CI.
 BOX_SWEEP_BOXES = {"smoke": (16,), "default": (16, 128, 1024), "full": (16, 64, 256, 1024, 4096),
                    "gpu": (64, 256, 1024, 4096)}
@@ -265,9 +285,10 @@ def _labels(mode: str, workload: Workload, head: bool) -> list[Variant]:
     return labels
 
 
-def _batch_workloads(op: str, mode: str) -> list[Workload]:
-    """``BATCH_CROPS``: crop_and_resize only, the modes that time kornia (``full`` is ``default``'s)."""
-    batch = BATCH_CROPS.get("default" if mode == "full" else mode)
+def _batch_workloads(op: str, mode: str, batches: dict[str, Workload] = BATCH_CROPS) -> list[Workload]:
+    """``BATCH_CROPS`` (or ``RGB_PATCHES``): crop_and_resize only, in ``smoke``, ``default`` and ``full`` (which
+    takes ``default``'s)."""
+    batch = batches.get("default" if mode == "full" else mode)
     return [batch] if op == "crop_and_resize" and batch is not None else []
 
 
@@ -321,11 +342,20 @@ def _box_gradients(backend, op: str, dtype: str) -> bool:
 
 def head_cases(op: str, mode: str = MODE) -> list[Case]:
     """The detector-head cases of ``op``: P2 (P2-P5 in ``full``) box and mask heads; for crop_and_resize also a
-    batch with one box per image (``BATCH_CROPS``)."""
+    batch with one box per image (``BATCH_CROPS``) and one of RGB patches (``RGB_PATCHES``)."""
     batch = _cases(op, _batch_workloads(op, mode), mode)
     if mode == "smoke":  # one tiny case per backend: the batch only for those that run no head case (kornia)
         batch = [c for c in batch if registered()[c.variant.backend].kernels[kernel_op(op)].one_box_per_image]
-    return _cases(op, _head_workloads(mode), mode) + batch
+    return _cases(op, _head_workloads(mode), mode) + batch + _cases(op, _batch_workloads(op, mode, RGB_PATCHES), mode)
+
+
+def limit_cases(op: str, mode: str = MODE) -> list[Case]:
+    """The write-limit rows (module docstring): ``LIMIT_LABELS`` once per head case, device, dtype and pass of
+    ``op`` (crop_and_resize only), but ``fwdbwd_det``, which writes what ``fwdbwd`` does (the report reads that)."""
+    if op != "crop_and_resize":
+        return []
+    timed = {(c.case_id, c.device, c.dtype, c.pass_): c for c in head_cases(op, mode) if c.pass_ != "fwdbwd_det"}
+    return [dataclasses.replace(c, backend=label) for c in timed.values() for label in LIMIT_LABELS]
 
 
 def sweep_cases(op: str, mode: str = MODE) -> list[Case]:
@@ -395,7 +425,7 @@ def params(cases: list[Case]) -> list:
 
 def find(op: str, backend: str, device: str, dtype: str, case_id: str, pass_: str) -> Case:
     """The Case behind one set of pytest params (params are plain strings so that JSON and group-by read them)."""
-    batch = _batch_workloads(op, MODE)
+    batch = _batch_workloads(op, MODE) + _batch_workloads(op, MODE, RGB_PATCHES)
     for workload in _head_workloads(MODE) + batch + _sweep_workloads(MODE) + list(_pyramid_workloads(MODE)):
         case = Case(op, backend, device, dtype, workload, pass_)
         if case.case_id == case_id:

@@ -13,6 +13,13 @@ bandwidth each backend reaches, and the spread of the timings (``vectorized``'s 
 between ``<!-- bench-table:start -->`` and ``<!-- bench-table:end -->`` is replaced with the head-case tables, the
 multi-level table, the timed regions, one plot and the method; without the markers the README is left alone.
 
+Where the results have write-limit rows (issue 29; ``matrix.LIMIT_LABELS``), the op's head table is
+``write_limit_table`` instead: one line per case, pass and allocator (the run's own, then the one that keeps freed
+pages, bench/run.py), each cell also giving the row's share of the write-bandwidth limit of its output, and the
+limits and the output's first-touch cost beside them. Those rows are read with ``load(..., side_rows=True)``; every
+other table, the plots and the speed-ups see the backends' rows under the run's own allocator alone
+(``results_json.side_row``).
+
 Results written before row labels and timed regions were recorded (bench/results/vm-2026-11-25.json) still
 render: their ``tensorflow`` column was timed through our wrapper (conversions included, today's
 ``tensorflow+convert``), and the report says so under each table that uses it.
@@ -29,7 +36,8 @@ import plots
 import work
 from cpu_share import QUIET_LIMIT
 from baseline import BASELINE
-from results_json import PASS_LABELS, backend_key, baseline_median, baseline_row, impl, load, newest
+from allocator import HOW_TO_GET
+from results_json import PASS_LABELS, backend_key, baseline_median, baseline_row, impl, load, newest, side_row
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
@@ -53,7 +61,9 @@ calls end with `torch.cuda.synchronize()`, TensorFlow's eager CPU ops are synchr
 gradient only (the work every peer can do); `+boxes` adds box gradients. Times are medians; speed-up = peer
 median / backend median. TensorFlow runs with op determinism on (`TF_DETERMINISTIC_OPS=1` and
 `tf.config.experimental.enable_op_determinism()`): its default multi-threaded CPU image gradient races and gives
-wrong values."""
+wrong values. The crop_and_resize rows, TensorFlow's included, run twice: under the process's own allocator and, in
+a second process, under one that keeps freed pages for the next allocation (`bench/allocator.py`; `import impls`
+never changes the allocator). To run under it: """ + "; or ".join(HOW_TO_GET.values()) + "."
 
 # Rows of results written before timed regions were recorded: every backend went through impls.
 OLD_TIMED = ("not recorded in this file (written before timed regions were): `impls.{op}(..., backend=\"{backend}\")`"
@@ -68,6 +78,11 @@ def _time(seconds: float) -> str:
         return f"{seconds:.3g} s"
     ms = seconds * 1e3
     return f"{ms:.3g} ms" if ms >= 1 else f"{ms:.2g} ms"
+
+
+def _duration(seconds: float) -> str:
+    """A run's wall time: ``13 min``, or ``55 s`` under a minute."""
+    return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
 def _fraction(value: float | None) -> str:
@@ -113,6 +128,126 @@ def head_table(rows: list[dict], runs: list[dict], op: str) -> str:
         cells = {_column(r, runs): _cell(rows, r) for r in mine if r["case"] == case and r["pass"] == pass_}
         lines.append(f"| {case} | {PASS_LABELS[pass_]} | " + " | ".join(cells.get(c, "-") for c in columns) + " |")
     return "\n".join(lines) + _baseline_note(mine, op)
+
+
+def _own_allocator(row: dict, runs: list[dict]) -> str | None:
+    return runs[row["run"]]["machine_info"].get("allocator")
+
+
+def _allocator(row: dict, runs: list[dict]) -> str:
+    """The allocator ``row`` was timed under: its own field, else its run's (``-`` in results from before either)."""
+    return row.get("allocator") or _own_allocator(row, runs) or "-"
+
+
+# The backend ``auto`` picks on each device once the extension is built: the first-touch cost is set against its
+# rows (``write_limit_table``).
+OURS = {"cpu": "cpp", "cuda": "cuda"}
+
+WRITE_LIMIT_NOTE = """\
+Write limit: `limit_fill` fills, and `limit_copy` copies into, buffers of the sizes the pass writes (the crops; with
+a backward also the image gradient, and the box gradient: `MB written`), allocated and written before the timer and
+the same every round, in the row's dtype (the bfloat16 columns against bfloat16 buffers): the machine's
+write-bandwidth limits for that output. Share = limit median / row median: 100% would be a call that writes its
+output as fast as a fill (or a copy) of it. First touch = `fresh_fill` (a new `torch.empty` + fill of each tensor
+every round) - `limit_fill`: what a new output's page faults cost when the allocator hands out new pages, as a share
+of the median of our rows (the backend `auto` picks). Speed-ups compare rows timed under the same allocator."""
+
+
+def _allocator_sentence(run: dict) -> str:
+    """Which allocators a run's rows were timed under, or why there was no second one."""
+    info = run["machine_info"]
+    own = info.get("allocator", "the process's own")
+    keeping = info.get("keeping_allocator")
+    if not keeping:
+        return f"`{run['file']}`: every row under {own} (no second allocator run recorded)."
+    if keeping.get("name") is None:
+        return (f"`{run['file']}`: every row under {own} only; no allocator that keeps freed pages ran: "
+                f"{keeping.get('reason')}.")
+    settings = ", ".join(f"`{k}={v}`" for k, v in (keeping.get("settings") or {}).items())
+    took = f"; that run took {_duration(keeping['wall_seconds'])}" if keeping.get("wall_seconds") else ""
+    return (f"`{run['file']}`: under {own} (the process's own) and under {keeping['name']} ({keeping.get('found')}; "
+            f"{settings}), in a second pytest process{took}.")
+
+
+def _keeping(row: dict, runs: list[dict]) -> bool:
+    """Whether ``row`` was timed in the second allocator run (under another allocator than its run's own)."""
+    return _allocator(row, runs) != (_own_allocator(row, runs) or "-")
+
+
+def write_limit_table(every: list[dict], runs: list[dict], op: str) -> str:
+    """``op``'s head table with its write limits (module docstring), or "" when the results have no limit rows.
+    ``every``: the rows of ``load(..., side_rows=True)``."""
+    mine = [r for r in every if r["op"] == op and r["test"] != "test_scaling"]
+    limits = {(r["run"], _allocator(r, runs), r["device"], r["case"], r["pass"], r["dtype"], r["write_limit"]): r
+              for r in mine if r.get("write_limit")}
+    if not limits:
+        return ""
+    rows = [r for r in mine if not r.get("write_limit")]
+
+    def limit(row: dict, label: str, dtype: str | None = None) -> dict | None:
+        """The limit row ``label`` of ``row``'s run, allocator, device, case, pass and dtype (or ``dtype``); a
+        deterministic backward writes what the other one does (``matrix.limit_cases``)."""
+        pass_ = "fwdbwd" if row["pass"] == "fwdbwd_det" else row["pass"]
+        return limits.get((row["run"], _allocator(row, runs), row["device"], row["case"], pass_,
+                           dtype or row["dtype"], label))
+
+    def cell(row: dict, same: list[dict]) -> str:
+        peer = baseline_median(same, row)
+        speedup = f"{peer / row['median']:.2f}x; " if peer else ""
+        shares = " / ".join(f"{bound['median'] / row['median']:.0%}" if bound else "-"
+                            for bound in (limit(row, "limit_fill"), limit(row, "limit_copy")))
+        return f"{_time(row['median'])} ({speedup}{shares})"
+
+    def per_run(line: list[dict]) -> list[dict]:
+        """A row of ``line`` for each of its runs and devices: where the line's float32 limits are read."""
+        return list({(r["run"], r["device"]): r for r in line}.values())
+
+    def written(line: list[dict]) -> str:
+        fills = [limit(r, "limit_fill", "float32") for r in per_run(line)]
+        return "; ".join(f"{fill['written_bytes'] / 1e6:.3g}" for fill in fills if fill) or "-"
+
+    def bounds(line: list[dict]) -> str:
+        pairs = [(limit(r, "limit_fill", "float32"), limit(r, "limit_copy", "float32")) for r in per_run(line)]
+        return "; ".join(f"{_time(fill['median'])} / {_time(copy['median'])}" for fill, copy in pairs
+                         if fill and copy) or "-"
+
+    def first_touch(line: list[dict]) -> str:
+        texts = []
+        for first in per_run(line):
+            fresh, fill = limit(first, "fresh_fill", "float32"), limit(first, "limit_fill", "float32")
+            ours = [r for r in line if r["run"] == first["run"] and r["device"] == first["device"]
+                    and r["dtype"] == "float32" and impl(r) == OURS.get(r["device"])]
+            if fresh and fill:
+                touch = fresh["median"] - fill["median"]
+                texts.append(_time(touch) + "".join(f", {touch / r['median']:.0%} of {r['backend']}" for r in ours))
+        return "; ".join(texts) or "-"
+
+    columns = list(dict.fromkeys(_column(r, runs) for r in sorted(rows, key=lambda r: (r["run"], backend_key(r)))))
+    lines = [
+        f"**{op}**: median time per call (speed-up over {BASELINE[op]} under the same allocator; share of the "
+        "write-bandwidth limit of the call's output: fill / copy), under the process's own allocator and under one "
+        "that keeps freed pages, beside the limits and the output's first-touch cost",
+        "",
+        "| case | pass | allocator | MB written | limit: fill / copy | first touch | " + " | ".join(columns) + " |",
+        "|---|---|---|---:|---:|---|" + "---:|" * len(columns),
+    ]
+    allocators = dict.fromkeys(_allocator(r, runs) for r in sorted(rows, key=lambda r: _keeping(r, runs)))
+    for case, pass_ in dict.fromkeys((r["case"], r["pass"]) for r in rows):
+        for name in allocators:
+            line = [r for r in rows if (r["case"], r["pass"]) == (case, pass_) and _allocator(r, runs) == name]
+            if not line:
+                continue
+            same = [r for r in rows if _allocator(r, runs) == name]
+            cells = {_column(r, runs): cell(r, same) for r in line}
+            lines.append(f"| {case} | {PASS_LABELS[pass_]} | {name} | {written(line)} | {bounds(line)} "
+                         f"| {first_touch(line)} | " + " | ".join(cells.get(c, "-") for c in columns) + " |")
+    sentences = " ".join(_allocator_sentence(run) for run in runs)
+    return "\n".join(lines) + f"\n\n{WRITE_LIMIT_NOTE} Allocators: {sentences}"
+
+
+def op_table(rows: list[dict], every: list[dict], runs: list[dict], op: str) -> str:
+    """``op``'s head-case table: ``write_limit_table`` where the results have limit rows, else ``head_table``."""
+    return write_limit_table(every, runs, op) or head_table(rows, runs, op)
 
 
 MULTISCALE = "multiscale_roi_align"
@@ -377,19 +512,20 @@ def stability_note(rows: list[dict], out_dir: Path) -> str:
 
 
 def detail_table(rows: list[dict], runs: list[dict]) -> str:
-    """Long markdown table of every measurement, sweeps included."""
+    """Long markdown table of every measurement of a backend, sweeps and the second allocator's rows included (each
+    speed-up against the peer's row under the same allocator)."""
     lines = [
-        "| op | case | pass | backend | device | dtype | median | IQR | rounds | speed-up | Msamples/s | GB/s "
-        "| of copy BW | of peak BW | peak MB | page faults | threads | cores used | neighbours' CPU "
+        "| op | case | pass | backend | device | dtype | allocator | median | IQR | rounds | speed-up | Msamples/s "
+        "| GB/s | of copy BW | of peak BW | peak MB | page faults | threads | cores used | neighbours' CPU "
         "| checked against (error) |",
-        "|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "|---|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in sorted(rows, key=lambda r: (r["run"], r["op"], r["test"] == "test_scaling")):
-        baseline = baseline_median(rows, r)
+        baseline = baseline_median([x for x in rows if _allocator(x, runs) == _allocator(r, runs)], r)
         speedup = f"{baseline / r['median']:.2f}x" if baseline else "-"
         lines.append(
             f"| {r['op']} | {r['case']} | {PASS_LABELS[r['pass']]} | {r['backend']} | {r['device']} | {r['dtype']} "
-            f"| {_time(r['median'])} | {_time(r['iqr'])} | {r['rounds']} "
+            f"| {_allocator(r, runs)} | {_time(r['median'])} | {_time(r['iqr'])} | {r['rounds']} "
             f"| {speedup} "
             f"| {r['samples'] / r['median'] / 1e6:.3g} | {r['bytes_moved'] / r['median'] / 1e9:.3g} "
             f"| {_fraction(r.get('bandwidth_fraction'))} | {_fraction(r.get('peak_bandwidth_fraction'))} "
@@ -401,6 +537,21 @@ def detail_table(rows: list[dict], runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def limit_detail_table(every: list[dict], runs: list[dict]) -> str:
+    """The write-limit rows (``write_limit_table``), with their spread and page faults per call; "" when none."""
+    mine = [r for r in every if r.get("write_limit")]
+    if not mine:
+        return ""
+    lines = ["| op | case | pass | row | device | dtype | allocator | MB written | median | IQR | rounds "
+             "| page faults per call |", "|---|---|---|---|---|---|---|---:|---:|---:|---:|---:|"]
+    for r in sorted(mine, key=lambda r: (r["run"], _keeping(r, runs))):
+        lines.append(f"| {r['op']} | {r['case']} | {PASS_LABELS[r['pass']]} | {r['backend']} | {r['device']} "
+                     f"| {r['dtype']} | {_allocator(r, runs)} | {r['written_bytes'] / 1e6:.3g} | {_time(r['median'])} "
+                     f"| {_time(r['iqr'])} | {r['rounds']} "
+                     f"| {'-' if r.get('minor_faults') is None else r['minor_faults']} |")
+    return "\n".join(lines)
+
+
 def machine_header(runs: list[dict]) -> str:
     lines = []
     for run in runs:
@@ -408,7 +559,10 @@ def machine_header(runs: list[dict]) -> str:
         cpu = info.get("cpu", {})
         gpu = info.get("cuda_device") or "none"
         dirty = " (uncommitted changes)" if commit.get("dirty") else ""
-        took = f"; the run took {run['wall_seconds'] / 60:.0f} min" if run.get("wall_seconds") else ""
+        took = f"; the run took {_duration(run['wall_seconds'])}" if run.get("wall_seconds") else ""
+        keeping = info.get("keeping_allocator") or {}
+        if took and keeping.get("wall_seconds"):
+            took += f", then {_duration(keeping['wall_seconds'])} under {keeping['name']}"
         lines.append(
             f"- `{run['file']}`: machine `{info['node']}`, {cpu.get('brand_raw', '?')} x {cpu.get('count', '?')} "
             f"cores, GPU: {gpu}; torch {info.get('torch_version')} ({info.get('torch_threads')} threads), "
@@ -429,9 +583,10 @@ def write_plots(rows: list[dict], out_dir: Path) -> list[str]:
     return written
 
 
-def report_markdown(rows: list[dict], runs: list[dict], images: list[str], out_dir: Path) -> str:
+def report_markdown(rows: list[dict], every: list[dict], runs: list[dict], images: list[str], out_dir: Path) -> str:
+    """``rows``: the backends' rows under each run's own allocator; ``every``: all rows (``load(side_rows=True)``)."""
     parts = ["# Benchmark report", "", "Generated by `bench/report.py` from:", "", machine_header(runs), ""]
-    parts += [head_table(rows, runs, op) + "\n" for op in head_ops() if head_table(rows, runs, op)]
+    parts += [op_table(rows, every, runs, op) + "\n" for op in head_ops() if op_table(rows, every, runs, op)]
     compiled = compile_table(rows)
     parts += [timed_table(rows), ""] + ([compiled, ""] if compiled else [])
     parts += [f"![{name}]({name})" for name in images]
@@ -447,18 +602,21 @@ def report_markdown(rows: list[dict], runs: list[dict], images: list[str], out_d
     note = stability_note(rows, out_dir)
     parts += ["## Spread of the timings", "", quiet_note(rows), "", stability_table(rows, runs), ""]
     parts += [note, ""] if note else []
-    parts += ["## Every measurement", "", PEAK_NOTE, "", detail_table(rows, runs), ""]
+    backends = [r for r in every if not r.get("write_limit")]
+    parts += ["## Every measurement", "", PEAK_NOTE, "", detail_table(backends, runs), ""]
+    limits = limit_detail_table(every, runs)
+    parts += ["The write-limit rows (the page faults of one call, this process's):", "", limits, ""] if limits else []
     return "\n".join(parts)
 
 
-def readme_section(rows: list[dict], runs: list[dict], images: list[str]) -> str:
+def readme_section(rows: list[dict], every: list[dict], runs: list[dict], images: list[str]) -> str:
     parts = [
         "Produced by `make bench` (`bench/run.py`; `BENCH=full` for the whole matrix) on:",
         "",
         machine_header(runs),
         "",
     ]
-    parts += [head_table(rows, runs, op) + "\n" for op in head_ops() if head_table(rows, runs, op)]
+    parts += [op_table(rows, every, runs, op) + "\n" for op in head_ops() if op_table(rows, every, runs, op)]
     multiscale = multiscale_table(rows, runs)
     parts += ["**Multi-level RoIAlign: the FPN pooler**", "", multiscale, ""] if multiscale else []
     compiled = compile_table(rows, full=False)
@@ -495,8 +653,9 @@ def main(argv: list[str]) -> int:
     if not paths:
         print(f"no results JSON given and none in {RESULTS_DIR}; run `make bench` first", file=sys.stderr)
         return 1
-    rows, runs = load(paths)
-    recount_bytes(rows)
+    every, runs = load(paths, side_rows=True)
+    rows = [r for r in every if not side_row(r, runs[r["run"]]["machine_info"])]
+    recount_bytes([r for r in every if not r.get("write_limit")])
     if not rows:
         print(f"{', '.join(map(str, paths))} hold no timed benchmarks (run without --benchmark-disable)",
               file=sys.stderr)
@@ -504,9 +663,9 @@ def main(argv: list[str]) -> int:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     images = write_plots(rows, args.out_dir)
     report = args.out_dir / "report.md"
-    report.write_text(report_markdown(rows, runs, images, args.out_dir))
+    report.write_text(report_markdown(rows, every, runs, images, args.out_dir))
     print(f"wrote {report} and {', '.join(images)}")
-    if update_readme(readme_section(rows, runs, images), args.readme):
+    if update_readme(readme_section(rows, every, runs, images), args.readme):
         print(f"updated the benchmark section of {args.readme}")
     else:
         print(f"notice: {args.readme} lacks the markers {' and '.join(MARKERS)}; README left unchanged")

@@ -1,5 +1,11 @@
 """Reading pytest-benchmark JSON files into flat rows: one per benchmark, its ``extra_info`` plus the statistics
 pytest-benchmark computed (median, IQR, min, rounds) and the machine it ran on. Used by the report and the plots.
+
+Rows that are no backend's time under the run's own allocator (``side_row``) are left out unless asked for: the
+write-limit rows (``write_limit``: ``limit_fill``, ``limit_copy``, ``fresh_fill``, ``matrix.LIMIT_LABELS``) and the
+rows ``make bench`` times again under a second allocator (``allocator`` other than ``machine_info["allocator"]``,
+bench/run.py). Only the report's crop_and_resize table and its list of every measurement read them, so no plot,
+speed-up or ranking takes a limit for a backend or mixes two allocators' timings of one row.
 """
 
 from __future__ import annotations
@@ -25,9 +31,17 @@ PASS_LABELS = {"fwd": "fwd", "fwdbwd": "fwd+bwd", "fwdbwd_det": "fwd+bwd (determ
 BASELINE_PASS = {"fwdbwd_det": "fwdbwd"}
 
 
-def load(paths: list[Path]) -> tuple[list[dict], list[dict]]:
-    """(rows, runs): ``rows`` one dict per benchmark (its ``extra_info``, pytest-benchmark's median, IQR and
-    quartiles of the rounds, min and rounds); ``runs`` one dict per file with its machine and commit."""
+def side_row(row: dict, machine_info: dict) -> bool:
+    """Whether ``row`` (its ``extra_info``) is a write-limit row or was timed under another allocator than its run's
+    own (module docstring). Results from before either existed have neither field: every row is a main one."""
+    own = machine_info.get("allocator")
+    return bool(row.get("write_limit")) or row.get("allocator", own) != own
+
+
+def load(paths: list[Path], side_rows: bool = False) -> tuple[list[dict], list[dict]]:
+    """(rows, runs): ``rows`` one dict per benchmark (its ``extra_info``, pytest-benchmark's median, mean, IQR and
+    quartiles of the rounds, min and rounds), without the ``side_row`` ones unless ``side_rows``; ``runs`` one dict
+    per file with its machine and commit."""
     rows, runs = [], []
     for index, path in enumerate(paths):
         data = json.loads(Path(path).read_text())
@@ -41,12 +55,15 @@ def load(paths: list[Path]) -> tuple[list[dict], list[dict]]:
         for bench in data["benchmarks"]:
             if "op" not in bench["extra_info"]:  # interrupted (a run cut short) before it recorded what it ran
                 continue
+            if not side_rows and side_row(bench["extra_info"], data["machine_info"]):
+                continue
             stats = bench["stats"]
             rows.append({
                 **bench["extra_info"],
                 "run": index,
                 "test": bench["name"].split("[")[0],
                 "median": stats["median"],
+                "mean": stats["mean"],
                 "iqr": stats["iqr"],
                 "q1": stats["q1"],
                 "q3": stats["q3"],
@@ -112,11 +129,8 @@ def newest(directory: Path) -> Path | None:
 
 
 def read_run(path: Path) -> tuple[list[dict], dict]:
-    """(rows, run) of one file: :func:`load`'s rows plus the ``mean`` of each timing (seconds)."""
+    """(rows, run) of one file: :func:`load`'s."""
     rows, runs = load([path])
-    stats = [b["stats"] for b in json.loads(Path(path).read_text())["benchmarks"] if "op" in b["extra_info"]]
-    for row, s in zip(rows, stats, strict=True):
-        row.update(mean=s["mean"])
     return rows, runs[0]
 
 

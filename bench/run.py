@@ -11,6 +11,13 @@ a measurement of one machine, written in its results, not in the source.
 The run gets an empty Inductor cache of its own (``TORCHINDUCTOR_CACHE_DIR``, unless set already), so that the
 ``compiled`` backend's first calls show a cold compile, the same on every run, and not whatever an earlier
 process left on disk.
+
+Then ``test_crop_and_resize.py`` runs again, with the same arguments, in a second pytest process under an allocator
+that keeps freed pages (``bench/allocator.py``: ``BENCH_ALLOCATOR``, else Debian's jemalloc, else mimalloc from
+PyPI; loaded with ``LD_PRELOAD``, checked to keep pages first), sharing the first run's Inductor cache (its
+compile times are the first run's). Its rows are appended to the same JSON, each with its ``allocator`` (every row
+has one); ``machine_info["keeping_allocator"]`` says which library ran, how it was found and set, and how long that
+run took, or why there was none (``reason``). The report tells the two runs' rows apart by ``allocator``.
 """
 
 from __future__ import annotations
@@ -26,8 +33,15 @@ import tempfile
 import time
 from pathlib import Path
 
+import allocator  # bench/allocator.py (the script's folder is on sys.path): the standard library only
+
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
+
+# The rows timed under both allocators (the module docstring).
+ALLOCATOR_TESTS = BENCH_DIR / "test_crop_and_resize.py"
+# pytest's exit status when no test was selected (the arguments chose none of ALLOCATOR_TESTS).
+NO_TESTS_COLLECTED = 5
 
 
 def results_path() -> Path:
@@ -42,11 +56,10 @@ def record_wall_time(path: Path, seconds: float) -> None:
     path.write_text(json.dumps(data, indent=4))
 
 
-def main(pytest_args: list[str]) -> int:
-    RESULTS_DIR.mkdir(exist_ok=True)
-    output = results_path()
+def pytest_run(target: Path, output: Path, pytest_args: list[str], env: dict[str, str]) -> tuple[int, float]:
+    """pytest-benchmark on ``target`` (a folder or a file), its JSON to ``output``: (exit status, seconds)."""
     command = [
-        sys.executable, "-m", "pytest", str(BENCH_DIR), "-q",
+        sys.executable, "-m", "pytest", str(target), "-q",
         f"--benchmark-json={output}",
         "--benchmark-group-by=param:op,param:case,param:pass_",
         "--benchmark-columns=median,iqr,min,rounds",
@@ -54,14 +67,63 @@ def main(pytest_args: list[str]) -> int:
     ]
     print(" ".join(command), flush=True)
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="impls-bench-inductor-") as cache:
-        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": os.environ.get("TORCHINDUCTOR_CACHE_DIR", cache)}
-        status = subprocess.call(command, cwd=BENCH_DIR.parent, env=env)
+    status = subprocess.call(command, cwd=BENCH_DIR.parent, env=env)
     seconds = time.perf_counter() - start
     print(f"pytest finished in {seconds:.0f} s with status {status}", flush=True)
-    if status != 0:
-        return status
-    record_wall_time(output, seconds)
+    return status, seconds
+
+
+def merge_allocator_run(path: Path, second: Path, keeping: dict, seconds: float) -> str | None:
+    """Appends the rows of ``second`` (the run under ``keeping``, ``allocator.choose()``) to the results at ``path``
+    and records ``keeping`` in its ``machine_info``. Returns None, or why nothing was appended: the second process
+    ran under the first one's allocator (the preload did not take)."""
+    data, extra = json.loads(path.read_text()), json.loads(second.read_text())
+    ran_under = extra["machine_info"].get("allocator")
+    if ran_under == data["machine_info"].get("allocator"):
+        return f"LD_PRELOAD={keeping['library']} did not take: the second run ran under {ran_under} too"
+    data["benchmarks"] += extra["benchmarks"]
+    data["machine_info"]["keeping_allocator"] = {
+        "name": ran_under, "library": keeping["library"], "found": keeping["found"],
+        "settings": extra["machine_info"].get("allocator_settings"), "probe_faults": keeping["probe_faults"],
+        "wall_seconds": round(seconds, 1),
+    }
+    path.write_text(json.dumps(data, indent=4))
+    return None
+
+
+def record_no_allocator_run(path: Path, reason: str) -> None:
+    """Says in the results why no row was timed under a second allocator (the report prints it)."""
+    print(f"no run under a second allocator: {reason}", flush=True)
+    data = json.loads(path.read_text())
+    data["machine_info"]["keeping_allocator"] = {"name": None, "reason": reason}
+    path.write_text(json.dumps(data, indent=4))
+
+
+def main(pytest_args: list[str]) -> int:
+    RESULTS_DIR.mkdir(exist_ok=True)
+    output = results_path()
+    with (tempfile.TemporaryDirectory(prefix="impls-bench-inductor-") as cache,
+          tempfile.TemporaryDirectory(prefix="impls-bench-") as scratch):
+        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": os.environ.get("TORCHINDUCTOR_CACHE_DIR", cache)}
+        status, seconds = pytest_run(BENCH_DIR, output, pytest_args, env)
+        if status != 0:
+            return status
+        record_wall_time(output, seconds)
+        keeping = allocator.choose()
+        if keeping["name"] is None:
+            record_no_allocator_run(output, keeping["reason"])
+        else:
+            second = Path(scratch) / f"{keeping['name']}.json"
+            env = allocator.environment(keeping["library"], env)
+            status, seconds = pytest_run(ALLOCATOR_TESTS, second, pytest_args, env)
+            if status == NO_TESTS_COLLECTED:
+                record_no_allocator_run(output, f"the arguments {pytest_args} select no test of {ALLOCATOR_TESTS.name}")
+            elif status != 0:
+                return status
+            else:
+                reason = merge_allocator_run(output, second, keeping, seconds)
+                if reason:
+                    record_no_allocator_run(output, reason)
     return subprocess.call([sys.executable, str(BENCH_DIR / "report.py"), str(output)], cwd=BENCH_DIR.parent)
 
 

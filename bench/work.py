@@ -12,6 +12,8 @@
   move more (four corners per sample, partly from cache; whole cache lines; a plane copied whole), so this is a
   lower bound: bytes / time is an achieved bandwidth to set against the memory's peak, not a measurement of it.
   Charging the whole map instead overstated what 128 boxes read, and so put a kernel above the copy bandwidth.
+* Written (``written_shapes``): the tensors one crop_and_resize pass writes, the crops, plus the image gradient
+  (whole), plus the box gradient: the write-limit rows (``matrix.LIMIT_LABELS``) fill and copy buffers of these.
 * The machine's bandwidth (``copy_bandwidth``), measured once per session (``conftest.py``): a STREAM-style copy,
   ``dst.copy_(src)`` of one float32 tensor into another, each far larger than the last-level cache (4x the LLC
   size from sysfs, at least 512 MiB; 64 MiB in ``smoke``, which only exercises the code), both touched first so
@@ -131,6 +133,19 @@ def bytes_moved(inputs: AnyInputs, pass_: str) -> int:
     if pass_ == "fwdbwd_boxes":
         total += size(inputs.boxes)
     return total
+
+
+def written_shapes(workload: Workload, pass_: str) -> tuple[tuple[int, ...], ...]:
+    """The shapes of the tensors one crop_and_resize call of ``pass_`` writes: the crops [K, C, ch, cw]; with a
+    backward also the image gradient [N, C, H, W]; with box gradients also [K, 4]."""
+    n, channels, height, width = workload.map_shape
+    crop = workload.crop_size
+    shapes = [(workload.boxes, channels, crop, crop)]
+    if pass_ != "fwd":
+        shapes.append((n, channels, height, width))
+    if pass_ == "fwdbwd_boxes":
+        shapes.append((workload.boxes, 4))
+    return tuple(shapes)
 
 
 ELEMENT_SIZE = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2}

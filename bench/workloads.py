@@ -4,7 +4,9 @@ One 800x1216 image gives four FPN maps with C=256: P2 200x304 (stride 4), P3 100
 torchvision's ``LevelMapper`` sends a box of side ``s = sqrt(w * h)`` image pixels to level
 ``floor(4 + log2(s / 224))``, so P2 pools boxes up to 112 px, P3 112-224 px, P4 224-448 px and P5 the rest.
 Each workload draws its boxes from its own level's range, from a fixed seed: the same boxes on every run, for
-every backend. ``tiny`` is a toy map small enough for the pure-Python ``reference`` backend.
+every backend. ``tiny`` is a toy map small enough for the pure-Python ``reference`` backend. ``rgb`` is no FPN level:
+a batch of RGB images (C = 3, the map is the image) from which data augmentation crops patches (``tiny_rgb``: its
+toy version).
 
 A workload is one RoIAlign call: K boxes of one level into a ``P x P`` head (7x7 box head, 14x14 mask head)
 with ``sampling_ratio`` 2 (torchvision) or 0 (adaptive, detectron2), ``aligned=True``. ``crop_and_resize`` runs
@@ -56,6 +58,11 @@ LEVELS = {
         Level("p3", stride=8, channels=256, box_sides=(112.0, 224.0)),  # map 100x152
         Level("p4", stride=16, channels=256, box_sides=(224.0, 448.0)),  # map 50x76
         Level("p5", stride=32, channels=256, box_sides=(448.0, 896.0)),  # map 25x38
+        # Data augmentation patches on 512x512 RGB images: sides 32-256 px, from a sixteenth of the image's side (a
+        # small object zoomed in) to half of it (a random-resized-crop's larger draws); crop_and_resize then scales
+        # each to a fixed size, up or down.
+        Level("rgb", stride=1, channels=3, box_sides=(32.0, 256.0), image_size=(512, 512)),
+        Level("tiny_rgb", stride=1, channels=3, box_sides=(4.0, 16.0), image_size=(32, 32)),
     )
 }
 

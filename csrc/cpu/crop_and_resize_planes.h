@@ -1,18 +1,22 @@
-// crop_and_resize's CPU kernels on NCHW tensors: every plane read and written in place, nothing copied.
+// crop_and_resize's CPU kernels on NCHW tensors: no whole map is ever copied.
 //
-// A box reads only its taps: per channel, the image rows its crop rows fall between and, in each, the pixels its
-// crop columns fall between. So the cost grows with the boxes' crops, never with N x H x W: 32 P3 maps with one
-// 14x14 box each read 32 x 256 small windows, not 32 x 256 whole 100x152 planes (an earlier version transposed
-// every plane into a channels-last buffer on every call, 162 ms where the crops take 2).
-// - Forward: per (box, channel), the horizontal lerps of an image row are computed once for the row
-//   (crop_width gathers) and shared by the crop rows that read it; the vertical lerp is then a contiguous,
-//   vectorized loop over the crop row, written straight into out[k][c].
+// What a call reads grows with its boxes' taps, never with N x H x W beyond them: 32 P3 maps with one 14x14 box
+// each read 32 x 256 small windows, not 32 x 256 whole 100x152 planes (an earlier version transposed every map
+// into a fresh channels-last buffer on every call: 162 ms where TensorFlow's NHWC kernel takes 2).
+// - Forward, sparse (fewer taps than pixels, or C < 8): per (image, channel) plane, read in place; per box, the
+//   horizontal lerps of an image row are computed once and shared by the crop rows that read it, the vertical
+//   lerp is a contiguous loop over the crop row written straight into out[k][c], and the next plane's touched
+//   cache lines are prefetched while the current one computes.
+// - Forward, dense (more taps than pixels: P2 heads): per (image, block of 8 planes), the block is copied
+//   interleaved into a per-thread buffer that stays in cache (read once where the boxes would read it several
+//   times), cropped by the channels_last kernel, and each crop written back as 8 planes.
 // - Image gradient: per (image, block of kChannelBlock planes), the image's boxes in increasing k add their taps
 //   into the gradient's own planes (float/double) or a float scratch of the block's planes (half types, rounded
 //   once): each element receives its contributions in the reference's order (box, cell, corner), with no race and
 //   whatever the thread count. The block's kChannelBlock planes give kChannelBlock independent read-modify-writes
 //   per tap, so two taps on one pixel in a row do not wait on each other's store.
-// - Box gradient: per box, its channels in increasing order, each summing its cells in the reference's order.
+// - Box gradient: per range of boxes, channel-outer, box-inner (each plane read while in cache); each box sums
+//   its channels in increasing order, each its cells, in the reference's order.
 #pragma once
 
 #include <ATen/Parallel.h>
