@@ -63,6 +63,20 @@ IMPLS_HOST_DEVICE int64_t round_half_away(T v) {
   return static_cast<int64_t>(v - f >= static_cast<T>(0.5) ? f + static_cast<T>(1) : f);
 }
 
+// The image factors of a bilinear sample's box gradient, from its taps TL, TR, BL, BR and lerps: d sample / d y
+// (the vertical slope, blended across x) and d sample / d x. The box gradient multiplies each by the incoming
+// gradient and the coordinate's derivative (crop_coordinate_grads).
+template <typename T>
+struct TapSlopes {
+  T dy;
+  T dx;
+};
+
+template <typename T>
+IMPLS_HOST_DEVICE TapSlopes<T> tap_slopes(T tl, T tr, T bl, T br, T x_lerp, T y_lerp) {
+  return {(1 - x_lerp) * (bl - tl) + x_lerp * (br - tr), (1 - y_lerp) * (tr - tl) + y_lerp * (br - bl)};
+}
+
 // d crop_coordinate / d lo and d crop_coordinate / d hi.
 template <typename T>
 IMPLS_HOST_DEVICE void crop_coordinate_grads(int64_t i, int64_t crop, int64_t size, T& d_lo, T& d_hi) {

@@ -77,48 +77,41 @@ inline int64_t block_start(int64_t b, int64_t C, bool& full) {
   return full ? b * kChannelBlock : full_blocks * kChannelBlock + (b - full_blocks);
 }
 
-// cb planes of plane_size values (planes[j * plane_size + p]) copied interleaved, in T: out[p * cb + j]. For
-// float planes of a full kChannelBlock, 8x8 tiles go through AVX2 registers (8 loads, 24 shuffles, 8 stores per 64
-// values) instead of 64 scalar strided stores; the values are the same either way.
-template <typename scalar_t, typename T>
-void interleave_planes(const scalar_t* planes, int64_t cb, int64_t plane_size, T* out) {
-  int64_t p0 = 0;
+// dst[c * rows + r] = src[r * cols + c], rounded to D: the transpose of a rows x cols matrix. For float, whole 8x8
+// tiles go through AVX2 registers (8 loads, 24 shuffles, 8 stores per 64 values) instead of 64 scalar strided
+// stores; the values are the same either way.
+template <typename S, typename D>
+void transpose_matrix(const S* src, int64_t rows, int64_t cols, D* dst) {
+  int64_t r_tiled = 0, c_tiled = 0;  // rows and columns covered by whole tiles
 #ifdef __AVX2__
-  if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<T, float>) {
-    if (cb == 8) {
-      for (; p0 + 8 <= plane_size; p0 += 8) {
-        __m256 r[8];
-        for (int j = 0; j < 8; ++j) r[j] = _mm256_loadu_ps(planes + j * plane_size + p0);
-        transpose8x8(r);
-        for (int i = 0; i < 8; ++i) _mm256_storeu_ps(out + (p0 + i) * 8, r[i]);
+  if constexpr (std::is_same_v<S, float> && std::is_same_v<D, float>) {
+    r_tiled = rows / 8 * 8;
+    c_tiled = cols / 8 * 8;
+    for (int64_t r0 = 0; r0 < r_tiled; r0 += 8) {
+      for (int64_t c0 = 0; c0 < c_tiled; c0 += 8) {
+        __m256 t[8];
+        for (int i = 0; i < 8; ++i) t[i] = _mm256_loadu_ps(src + (r0 + i) * cols + c0);
+        transpose8x8(t);
+        for (int i = 0; i < 8; ++i) _mm256_storeu_ps(dst + (c0 + i) * rows + r0, t[i]);
       }
     }
   }
 #endif
-  for (int64_t p = p0; p < plane_size; ++p) {
-    for (int64_t j = 0; j < cb; ++j) out[p * cb + j] = static_cast<T>(planes[j * plane_size + p]);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = r < r_tiled ? c_tiled : 0; c < cols; ++c) dst[c * rows + r] = static_cast<D>(src[r * cols + c]);
   }
+}
+
+// cb planes of plane_size values (planes[j * plane_size + p]) copied interleaved, in T: out[p * cb + j].
+template <typename scalar_t, typename T>
+void interleave_planes(const scalar_t* planes, int64_t cb, int64_t plane_size, T* out) {
+  transpose_matrix(planes, cb, plane_size, out);
 }
 
 // The inverse of interleave_planes: in[p * cb + j] (T) rounded into cb planes, out[j * plane_size + p].
 template <typename T, typename scalar_t>
 void deinterleave_planes(const T* in, int64_t cb, int64_t plane_size, scalar_t* out) {
-  int64_t p0 = 0;
-#ifdef __AVX2__
-  if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<T, float>) {
-    if (cb == 8) {
-      for (; p0 + 8 <= plane_size; p0 += 8) {
-        __m256 r[8];
-        for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(in + (p0 + i) * 8);
-        transpose8x8(r);
-        for (int j = 0; j < 8; ++j) _mm256_storeu_ps(out + j * plane_size + p0, r[j]);
-      }
-    }
-  }
-#endif
-  for (int64_t j = 0; j < cb; ++j) {
-    for (int64_t p = p0; p < plane_size; ++p) out[j * plane_size + p] = static_cast<scalar_t>(in[p * cb + j]);
-  }
+  transpose_matrix(in, plane_size, cb, out);
 }
 
 // at::parallel_for grain: about 32768 scalar steps per task (ATen's own GRAIN_SIZE), so that small calls stay on

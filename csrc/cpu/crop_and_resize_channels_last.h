@@ -172,8 +172,9 @@ void crop_box_grad_box(const CropAxis<T>* yk, const CropAxis<T>* xk, int64_t cro
       for (int64_t c = 0; c < slice_c; ++c) {
         const T tl = static_cast<T>(tlp[c]), tr = static_cast<T>(trp[c]);
         const T bl = static_cast<T>(blp[c]), br = static_cast<T>(brp[c]);
-        fyp[c] = (1 - xl) * (bl - tl) + xl * (br - tr);
-        fxp[c] = (1 - yl) * (tr - tl) + yl * (br - bl);
+        const TapSlopes<T> slope = tap_slopes(tl, tr, bl, br, xl, yl);
+        fyp[c] = slope.dy;
+        fxp[c] = slope.dx;
       }
     }
   }

@@ -369,8 +369,9 @@ void crop_box_grad_planes(const CropTables<scalar_t, T>& tab, const int64_t* idx
             const T bl = static_cast<T>(bottom[x.lo]), br = static_cast<T>(bottom[x.hi]);
             const T xl = x.lerp;
             const T gv = static_cast<T>(gc[py * gs[2] + px * gs[3]]);
-            const T gy = gv * ((1 - xl) * (bl - tl) + xl * (br - tr));
-            const T gx = gv * ((1 - yl) * (tr - tl) + yl * (br - bl));
+            const TapSlopes<T> slope = tap_slopes(tl, tr, bl, br, xl, yl);
+            const T gy = gv * slope.dy;
+            const T gx = gv * slope.dx;
             d_y1 += gy * y.d_lo;
             d_x1 += gx * x.d_lo;
             d_y2 += gy * y.d_hi;

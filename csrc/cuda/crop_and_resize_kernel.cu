@@ -187,8 +187,9 @@ __global__ void crop_boxes_grad_kernel(CropShape s, const scalar_t* __restrict__
     const CropTap<T>& x = smp.x;
     const T tl = static_cast<T>(plane[y.lo * s.W + x.lo]), tr = static_cast<T>(plane[y.lo * s.W + x.hi]);
     const T bl = static_cast<T>(plane[y.hi * s.W + x.lo]), br = static_cast<T>(plane[y.hi * s.W + x.hi]);
-    const T gy = g * ((1 - x.lerp) * (bl - tl) + x.lerp * (br - tr));
-    const T gx = g * ((1 - y.lerp) * (tr - tl) + y.lerp * (br - bl));
+    const TapSlopes<T> slope = tap_slopes(tl, tr, bl, br, x.lerp, y.lerp);
+    const T gy = g * slope.dy;
+    const T gx = g * slope.dx;
     T dy_lo, dy_hi, dx_lo, dx_hi;
     crop_coordinate_grads<T>(py, s.crop_height, s.H, dy_lo, dy_hi);
     crop_coordinate_grads<T>(px, s.crop_width, s.W, dx_lo, dx_hi);
