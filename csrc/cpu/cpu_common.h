@@ -8,9 +8,8 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <vector>
-
 #include <type_traits>
+#include <vector>
 
 #ifdef __AVX2__
 #include <immintrin.h>

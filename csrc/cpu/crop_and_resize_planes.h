@@ -73,29 +73,18 @@ void lerp_plane_row(const scalar_t* src, const int64_t* lo, const int64_t* hi, c
   }
 }
 
-// One crop channel of box k: plane [H, W] -> dst [crop_height, crop_width]. rows: room for two horizontally
-// interpolated image rows (2 * crop_width), tagged by image row, reused by consecutive crop rows.
+// One crop channel of box k: plane [H, W] -> dst [crop_height, crop_width]. cache: two horizontally interpolated
+// image rows of crop_width values each (LerpRowCache, crop_and_resize_channels_last.h), reused by consecutive crop
+// rows.
 template <typename scalar_t, typename T>
 void crop_forward_plane(const CropAxis<T>* yk, const PlaneColumns<T>& cols, int64_t k, int64_t crop_height,
-                        int64_t crop_width, bool nearest, scalar_t ext, const scalar_t* plane, int64_t W, T* rows,
-                        scalar_t* dst) {
-  int64_t tag[2] = {-1, -1};
+                        int64_t crop_width, bool nearest, scalar_t ext, const scalar_t* plane, int64_t W,
+                        LerpRowCache<T>& cache, scalar_t* dst) {
+  cache.tag[0] = cache.tag[1] = -1;  // the cached rows belong to another box or plane
   const int64_t* lo = cols.lo.data() + k * crop_width;
   const int64_t* hi = cols.hi.data() + k * crop_width;
   const T* lerp = cols.lerp.data() + k * crop_width;
-  // Slot holding image row r, computed on a miss into the slot other than `keep`:
-  // h[px] = TL + (TR - TL) * x_lerp, the reference's "t" (or "b") for that row.
-  auto row_slot = [&](int64_t r, int keep) {
-    for (int s = 0; s < 2; ++s) {
-      if (tag[s] == r) return s;
-    }
-    const int s = keep == 0 ? 1 : 0;
-    const scalar_t* src = plane + r * W;
-    T* h = rows + s * crop_width;
-    lerp_plane_row(src, lo, hi, lerp, crop_width, h);
-    tag[s] = r;
-    return s;
-  };
+  auto fill = [&](int64_t r, T* h) { lerp_plane_row(plane + r * W, lo, hi, lerp, crop_width, h); };
   for (int64_t py = 0; py < crop_height; ++py) {
     const CropAxis<T>& y = yk[py];
     scalar_t* out = dst + py * crop_width;
@@ -108,10 +97,10 @@ void crop_forward_plane(const CropAxis<T>* yk, const PlaneColumns<T>& cols, int6
       const int64_t* at = cols.nearest.data() + k * crop_width;
       for (int64_t px = 0; px < crop_width; ++px) out[px] = src[at[px]];
     } else {
-      const int st = row_slot(y.lo, -1);
-      const int sb = row_slot(y.hi, st);
-      const T* t = rows + st * crop_width;
-      const T* b = rows + sb * crop_width;
+      const int st = cache.get(y.lo, -1, fill);
+      const int sb = cache.get(y.hi, st, fill);
+      const T* t = cache.rows[st].data();
+      const T* b = cache.rows[sb].data();
       const T yl = y.lerp;
       for (int64_t px = 0; px < crop_width; ++px) out[px] = static_cast<scalar_t>(t[px] + (b[px] - t[px]) * yl);
     }
@@ -119,17 +108,20 @@ void crop_forward_plane(const CropAxis<T>* yk, const PlaneColumns<T>& cols, int6
   }
 }
 
-// The pixels the boxes of each image read, row by row: row r of image n spans columns [x0, x1] (x0 > x1: none),
-// at [n * H + r]. A task prefetches these spans of its plane before its boxes read it, so the plane's cache lines
-// arrive from memory in parallel instead of one miss at a time as the boxes reach them; a row no box touches is
-// never read.
+// The cache lines each image's boxes read, as offsets in one of its planes: lines[line_start[n] ..
+// line_start[n + 1]) for image n, row by row, each row from the leftmost to the rightmost column its boxes read
+// there. A task prefetches them in the next plane while it computes the current one, so the plane's lines arrive
+// from memory in parallel instead of one miss at a time as the boxes reach them; a row no box touches is never
+// read.
 struct TouchedRows {
-  std::vector<int64_t> x0, x1;
+  std::vector<int64_t> lines, line_start;
 
   template <typename scalar_t, typename T>
-  TouchedRows(const CropTables<scalar_t, T>& tab, const int64_t* idx, int64_t K, int64_t N, int64_t H,
+  TouchedRows(const CropTables<scalar_t, T>& tab, const int64_t* idx, int64_t K, int64_t N, int64_t H, int64_t W,
               int64_t crop_height, int64_t crop_width)
-      : x0(N * H, INT64_MAX), x1(N * H, -1) {
+      : line_start(N + 1, 0) {
+    // Row r of image n spans columns [x0, x1] at [n * H + r] (x0 > x1: none).
+    std::vector<int64_t> x0(N * H, INT64_MAX), x1(N * H, -1);
     for (int64_t k = 0; k < K; ++k) {
       int64_t lo = INT64_MAX, hi = -1;
       for (int64_t px = 0; px < crop_width; ++px) {
@@ -148,18 +140,11 @@ struct TouchedRows {
         }
       }
     }
-  }
-
-  // The offsets, in a plane of image n, of the cache lines its boxes read: lines[line_start[n] .. line_start[n + 1]).
-  std::vector<int64_t> lines, line_start;
-
-  void list_lines(int64_t N, int64_t H, int64_t W, int64_t line) {
-    line_start.assign(N + 1, 0);
+    constexpr int64_t kLine = 64 / sizeof(scalar_t);
     for (int64_t n = 0; n < N; ++n) {
       for (int64_t r = 0; r < H; ++r) {
         const int64_t lo = x0[n * H + r], hi = x1[n * H + r];
-        if (lo > hi) continue;
-        for (int64_t x = lo / line * line; x <= hi; x += line) lines.push_back(r * W + std::max(x, lo));
+        for (int64_t x = lo / kLine * kLine; x <= hi; x += kLine) lines.push_back(r * W + std::max(x, lo));
       }
       line_start[n + 1] = static_cast<int64_t>(lines.size());
     }
@@ -232,10 +217,10 @@ void crop_forward_sparse_planes(const CropTables<scalar_t, T>& tab, const int64_
                                 int64_t crop_height, int64_t crop_width, bool nearest, scalar_t ext, scalar_t* out) {
   const int64_t K = static_cast<int64_t>(order.size()), cells = crop_height * crop_width;
   const PlaneColumns<T> cols(tab.xs, K, crop_width);
-  TouchedRows touched(tab, idx, K, N, H, crop_height, crop_width);
-  touched.list_lines(N, H, W, 64 / sizeof(scalar_t));
+  const TouchedRows touched(tab, idx, K, N, H, W, crop_height, crop_width);
   at::parallel_for(0, N * C, grain_for(K / std::max<int64_t>(N, 1) * cells), [&](int64_t begin, int64_t end) {
-    std::vector<T> rows(2 * crop_width);
+    LerpRowCache<T> cache;
+    for (auto& r : cache.rows) r.resize(crop_width);
     for (int64_t item = begin; item < end; ++item) {
       const int64_t n = item / C, c = item % C;
       const scalar_t* plane = image + item * H * W;
@@ -246,7 +231,7 @@ void crop_forward_sparse_planes(const CropTables<scalar_t, T>& tab, const int64_
         // The next plane's lines, spread over this plane's boxes: a few in flight at a time, while they compute.
         if (item + 1 < end) touched.prefetch(plane + H * W, (item + 1) / C, j - start[n], boxes);
         crop_forward_plane(tab.ys.data() + k * crop_height, cols, k, crop_height, crop_width, nearest, ext, plane, W,
-                           rows.data(), out + (k * C + c) * cells);
+                           cache, out + (k * C + c) * cells);
       }
     }
   });
