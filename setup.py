@@ -37,6 +37,12 @@ def _cpu_isa_flags():
     return ["-mavx2"] if "avx2" in flags else []
 
 
+def _sources(pattern):
+    """Every file matching ``pattern`` under csrc/ (``csrc/common`` and one folder per operator), relative paths."""
+    return [os.path.relpath(p, ROOT) for p in sorted(glob.glob(os.path.join(ROOT, "csrc", "**", pattern),
+                                                               recursive=True))]
+
+
 def _extension():
     cuda_home = _cuda_home()
     if cuda_home is not None:
@@ -48,18 +54,18 @@ def _extension():
 
     from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
 
-    sources = [os.path.relpath(p, ROOT) for p in sorted(glob.glob(os.path.join(ROOT, "csrc", "**", "*.cpp"),
-                                                                  recursive=True))]
+    sources = _sources("*.cpp")
+    # Every kernel file includes its headers from the csrc root: "common/bilinear.h", "crop_and_resize/...".
+    include_dirs = [os.path.join(ROOT, "csrc")]
     # -fopenmp: at::parallel_for is an OpenMP loop compiled into the extension itself; without the flag its pragma
     # is ignored and every CPU kernel runs on one thread.
     cxx = ["-O3", "-ffp-contract=off", "-fno-fast-math", "-fopenmp", *_cpu_isa_flags()]
     link = ["-fopenmp"]
     if cuda_home is None:
-        return (CppExtension("impls._C", sources, extra_compile_args={"cxx": cxx}, extra_link_args=link),
-                BuildExtension)
+        return (CppExtension("impls._C", sources, include_dirs=include_dirs, extra_compile_args={"cxx": cxx},
+                             extra_link_args=link), BuildExtension)
 
-    sources += [os.path.relpath(p, ROOT) for p in sorted(glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cu")))]
-    include_dirs = []
+    sources += _sources("*.cu")
     try:
         # cuBLAS/cuSPARSE headers (needed by ATen/cuda/CUDAContext.h) ship in the nvidia wheels torch installed,
         # not in a minimal toolkit.

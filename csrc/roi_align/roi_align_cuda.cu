@@ -37,9 +37,9 @@
 #include <type_traits>
 #include <vector>
 
-#include "../bilinear.h"
-#include "../checks.h"
-#include "cuda_common.cuh"
+#include "common/bilinear.h"
+#include "common/checks.h"
+#include "common/cuda_common.cuh"
 
 namespace impls {
 namespace {

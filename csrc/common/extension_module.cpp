@@ -1,4 +1,4 @@
-// Operator schemas, defined once; csrc/cpu and csrc/cuda each register their kernels for them.
+// Operator schemas, defined once; csrc/<op>/ kernel files each register their CPU or CUDA kernels for them.
 // Sizes are arguments (as in torchvision) so fake kernels and torch.compile know the output shapes.
 #include <Python.h>
 #include <torch/library.h>

@@ -28,10 +28,10 @@
 #include <type_traits>
 #include <vector>
 
-#include "../bilinear.h"
-#include "cpu_common.h"
-#include "crop_and_resize_channels_last.h"
-#include "crop_and_resize_tables.h"
+#include "common/bilinear.h"
+#include "common/cpu_common.h"
+#include "crop_and_resize/crop_and_resize_channels_last.h"
+#include "crop_and_resize/crop_and_resize_tables.h"
 
 namespace impls {
 

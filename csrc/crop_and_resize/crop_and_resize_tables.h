@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "../bilinear.h"
+#include "common/bilinear.h"
 
 namespace impls {
 

@@ -22,9 +22,9 @@
 #include <limits>
 #include <type_traits>
 
-#include "../bilinear.h"
-#include "../checks.h"
-#include "cuda_common.cuh"
+#include "common/bilinear.h"
+#include "common/checks.h"
+#include "common/cuda_common.cuh"
 
 namespace impls {
 namespace {

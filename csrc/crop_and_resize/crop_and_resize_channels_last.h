@@ -18,8 +18,8 @@
 #include <type_traits>
 #include <vector>
 
-#include "cpu_common.h"
-#include "crop_and_resize_tables.h"
+#include "common/cpu_common.h"
+#include "crop_and_resize/crop_and_resize_tables.h"
 
 namespace impls {
 

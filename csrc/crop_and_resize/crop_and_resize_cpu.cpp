@@ -15,11 +15,11 @@
 #include <array>
 #include <vector>
 
-#include "../checks.h"
-#include "cpu_common.h"
-#include "crop_and_resize_channels_last.h"
-#include "crop_and_resize_planes.h"
-#include "crop_and_resize_tables.h"
+#include "common/checks.h"
+#include "common/cpu_common.h"
+#include "crop_and_resize/crop_and_resize_channels_last.h"
+#include "crop_and_resize/crop_and_resize_planes.h"
+#include "crop_and_resize/crop_and_resize_tables.h"
 
 namespace impls {
 namespace {

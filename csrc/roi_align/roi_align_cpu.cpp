@@ -29,9 +29,9 @@
 #include <type_traits>
 #include <vector>
 
-#include "../bilinear.h"
-#include "../checks.h"
-#include "cpu_common.h"
+#include "common/bilinear.h"
+#include "common/checks.h"
+#include "common/cpu_common.h"
 
 namespace impls {
 namespace {
@@ -417,7 +417,7 @@ Pyramid pyramid_of(at::TensorList features_, const std::vector<double>& scales, 
   return p;
 }
 
-at::Tensor multiscale_forward_cpu(at::TensorList features_, const at::Tensor& rois_, const at::Tensor& levels,
+at::Tensor pyramid_forward(at::TensorList features_, const at::Tensor& rois_, const at::Tensor& levels,
                                   const std::vector<double>& scales, int64_t pooled_height, int64_t pooled_width,
                                   int64_t sampling_ratio, bool aligned) {
   const Pyramid p = pyramid_of(features_, scales, rois_, pooled_height, pooled_width);
@@ -531,7 +531,7 @@ void roi_input_grad_planes(const RoiTables<scalar_t, T>& tab, const Levels& lv, 
   });
 }
 
-std::vector<at::Tensor> multiscale_backward_input_cpu(const at::Tensor& grad_, const at::Tensor& rois_,
+std::vector<at::Tensor> pyramid_backward_input(const at::Tensor& grad_, const at::Tensor& rois_,
                                                       const at::Tensor& levels, const std::vector<double>& scales,
                                                       int64_t pooled_height, int64_t pooled_width, int64_t N,
                                                       int64_t C, at::IntArrayRef heights, at::IntArrayRef widths,
@@ -578,7 +578,7 @@ std::vector<at::Tensor> multiscale_backward_input_cpu(const at::Tensor& grad_, c
   return grads;
 }
 
-at::Tensor multiscale_backward_boxes_cpu(const at::Tensor& grad_, at::TensorList features_, const at::Tensor& rois_,
+at::Tensor pyramid_backward_boxes(const at::Tensor& grad_, at::TensorList features_, const at::Tensor& rois_,
                                          const at::Tensor& levels, const std::vector<double>& scales,
                                          int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio,
                                          bool aligned) {
@@ -660,7 +660,7 @@ at::Tensor multiscale_backward_boxes_cpu(const at::Tensor& grad_, at::TensorList
 at::Tensor multiscale_roi_align_forward_cpu(at::TensorList features, const at::Tensor& rois, const at::Tensor& levels,
                                             at::ArrayRef<double> scales, int64_t pooled_height, int64_t pooled_width,
                                             int64_t sampling_ratio, bool aligned) {
-  return multiscale_forward_cpu(features, rois, levels_of(levels, rois), scales.vec(), pooled_height, pooled_width,
+  return pyramid_forward(features, rois, levels_of(levels, rois), scales.vec(), pooled_height, pooled_width,
                                 sampling_ratio, aligned);
 }
 
@@ -668,7 +668,7 @@ std::vector<at::Tensor> multiscale_roi_align_backward_input_cpu(
     const at::Tensor& grad, const at::Tensor& rois, const at::Tensor& levels, at::ArrayRef<double> scales,
     int64_t pooled_height, int64_t pooled_width, int64_t batch_size, int64_t channels, at::IntArrayRef heights,
     at::IntArrayRef widths, int64_t sampling_ratio, bool aligned) {
-  return multiscale_backward_input_cpu(grad, rois, levels_of(levels, rois), scales.vec(), pooled_height,
+  return pyramid_backward_input(grad, rois, levels_of(levels, rois), scales.vec(), pooled_height,
                                        pooled_width, batch_size, channels, heights, widths, sampling_ratio, aligned);
 }
 
@@ -676,14 +676,14 @@ at::Tensor multiscale_roi_align_backward_boxes_cpu(const at::Tensor& grad, at::T
                                                    const at::Tensor& rois, const at::Tensor& levels,
                                                    at::ArrayRef<double> scales, int64_t pooled_height,
                                                    int64_t pooled_width, int64_t sampling_ratio, bool aligned) {
-  return multiscale_backward_boxes_cpu(grad, features, rois, levels_of(levels, rois), scales.vec(), pooled_height,
+  return pyramid_backward_boxes(grad, features, rois, levels_of(levels, rois), scales.vec(), pooled_height,
                                        pooled_width, sampling_ratio, aligned);
 }
 
 at::Tensor roi_align_forward_cpu(const at::Tensor& input, const at::Tensor& rois, double spatial_scale,
                                  int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio, bool aligned) {
   check_roi_align(input, "input", rois, pooled_height, pooled_width, c10::DeviceType::CPU);
-  return multiscale_forward_cpu({input}, rois, at::Tensor(), {spatial_scale}, pooled_height, pooled_width,
+  return pyramid_forward({input}, rois, at::Tensor(), {spatial_scale}, pooled_height, pooled_width,
                                 sampling_ratio, aligned);
 }
 
@@ -691,7 +691,7 @@ at::Tensor roi_align_backward_input_cpu(const at::Tensor& grad, const at::Tensor
                                        int64_t pooled_height, int64_t pooled_width, int64_t N, int64_t C, int64_t H,
                                        int64_t W, int64_t sampling_ratio, bool aligned) {
   check_input_sizes(N, C, H, W);
-  return multiscale_backward_input_cpu(grad, rois, at::Tensor(), {spatial_scale}, pooled_height, pooled_width, N, C,
+  return pyramid_backward_input(grad, rois, at::Tensor(), {spatial_scale}, pooled_height, pooled_width, N, C,
                                        {H}, {W}, sampling_ratio, aligned)[0];
 }
 
@@ -700,7 +700,7 @@ at::Tensor roi_align_backward_boxes_cpu(const at::Tensor& grad, const at::Tensor
                                        int64_t sampling_ratio, bool aligned) {
   check_roi_align(input, "input", rois, pooled_height, pooled_width, c10::DeviceType::CPU);
   check_same(grad, input, "grad", "input");
-  return multiscale_backward_boxes_cpu(grad, {input}, rois, at::Tensor(), {spatial_scale}, pooled_height,
+  return pyramid_backward_boxes(grad, {input}, rois, at::Tensor(), {spatial_scale}, pooled_height,
                                        pooled_width, sampling_ratio, aligned);
 }
 
