@@ -12,7 +12,7 @@ an op of every backend: a backend without a multi-level kernel pools each level 
 from __future__ import annotations
 
 import impls  # noqa: F401  (importing impls registers every backend)
-from impls._registry import registered
+from impls.core.registry import registered
 
 
 # Benchmarked op -> the registry op whose kernels a backend needs to run it (module docstring); others are their own.

@@ -61,7 +61,7 @@ from typing import Callable, Optional, Union
 import torch
 
 import impls
-from impls._determinism import deterministic_algorithms
+from impls.core.determinism import deterministic_algorithms
 from matrix import Case, LIMIT_LABELS, MULTISCALE, Variant, variant
 from workloads import (
     crop_and_resize_inputs, feature_map, pyramid_boxes, pyramid_maps, PyramidWorkload, roi_align_inputs, SEED, Workload,

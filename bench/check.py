@@ -31,8 +31,8 @@ import torch
 import matrix
 from baseline import kernel_op, peers
 from calls import AnyInputs, Inputs, make_call
-from impls import _tolerance
-from impls._registry import registered
+from impls.core import tolerance as _tolerance
+from impls.core.registry import registered
 from matrix import Case, MULTISCALE, ORACLE
 
 # Checked against, in order: the op's peers (``baseline.peers``: the first is the one users compare against), then

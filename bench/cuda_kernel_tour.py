@@ -30,8 +30,8 @@ import sys
 import torch
 
 import impls
-from impls import _tolerance
-from impls._determinism import deterministic_algorithms
+from impls.core import tolerance as _tolerance
+from impls.core.determinism import deterministic_algorithms
 
 DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 # Relative to the largest magnitude (at least 1): the tests' table (impls/_tolerance.py, with its reasons). The

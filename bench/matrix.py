@@ -77,7 +77,7 @@ import torch
 
 from baseline import kernel_op
 from impls import resolve_backend
-from impls._registry import registered
+from impls.core.registry import registered
 from workloads import PyramidWorkload, Workload
 
 MODES = ("smoke", "default", "full", "gpu")

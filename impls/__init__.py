@@ -11,7 +11,7 @@ Public API: :func:`crop_and_resize`, :func:`roi_align`, :func:`multiscale_roi_al
 import torch
 
 from . import backends as _backends  # noqa: F401  (registers every backend)
-from ._registry import BackendUnavailableError, backends
+from .core.registry import BackendUnavailableError, backends
 from .functional import crop_and_resize, multiscale_roi_align, resolve_backend, roi_align
 from .modules import CropAndResize, MultiScaleRoIAlign, RoIAlign
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from . import _layout
+from .core import layout as _layout
 
 SCHEMAS = {
     "crop_and_resize_forward": (

@@ -25,7 +25,7 @@ from typing import Sequence, Union
 
 import torch
 
-from ._registry import FLOAT_DTYPES
+from .core.registry import FLOAT_DTYPES
 METHODS = ("bilinear", "nearest")
 
 

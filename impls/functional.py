@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from . import _autocast, _levels, _registry, _validation
+from . import _levels, _validation
+from .core import autocast as _autocast, registry as _registry
 from ._autograd import CropAndResizeFunction, MultiScaleRoIAlignFunction, RoIAlignFunction
 
 
@@ -64,7 +65,7 @@ def crop_and_resize(
     Returns:
         Tensor[K, C, crop_height, crop_width]. Differentiable with respect to ``image`` (both methods) and
         ``boxes`` (bilinear; nearest has zero box gradient, unlike TensorFlow, which returns the bilinear one).
-        Under ``torch.autocast`` it computes in float32 and returns ``image``'s dtype (see ``impls._autocast``).
+        Under ``torch.autocast`` it computes in float32 and returns ``image``'s dtype (see ``impls.core.autocast``).
     """
     _registry.check_name(backend, "crop_and_resize")
     device_type = _autocast.active_device_type(image) if isinstance(image, torch.Tensor) else None

@@ -10,7 +10,7 @@ alike), behind the value check ``impls::checked_rois`` / ``impls::checked_boxes`
   for ``aligned=True`` and ``output_half_pixel`` for ``False``, adaptive sampling (``<= 0``) as 0, the boxes'
   batch column as int64 ``batch_indices``;
 * crop_and_resize -> the sample positions, the range test, ``Floor``/``Ceil`` (or round half away from zero) and
-  ``Gather`` from the image, in the kernels' own float order (``csrc/bilinear.h``), since ONNX has no such op;
+  ``Gather`` from the image, in the kernels' own float order (``csrc/common/bilinear.h``), since ONNX has no such op;
 * the value checks -> ``Identity``: ONNX cannot raise, so the exported model does not check that box indices are
   in range or boxes finite (an out-of-range index is whatever the runtime's ``RoiAlign``/``Gather`` does).
 
@@ -81,7 +81,7 @@ def multiscale_roi_align(features, rois, levels, scales, pooled_height: int, poo
 
 
 def _crop_positions(lo, hi, crop: int, size_minus_1):
-    """``CONVENTIONS.md §1.2`` for one axis: lo, hi [K, 1] -> positions [K, crop], as ``csrc/bilinear.h`` orders
+    """``CONVENTIONS.md §1.2`` for one axis: lo, hi [K, 1] -> positions [K, crop], as ``csrc/common/bilinear.h`` orders
     the float operations."""
     if crop > 1:
         scale = op.Div(op.Mul(op.Sub(hi, lo), size_minus_1), op.CastLike(float(crop - 1), lo))  # [K, 1]

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 import impls
-from impls import _tolerance
-from impls._registry import registered
+from impls.core import tolerance as _tolerance
+from impls.core.registry import registered
 
 ORACLE = "reference"
 # Other projects' kernels wrapped for comparison: the backends whose record says so.
@@ -24,12 +24,12 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 # not collect it at all (pytest turns an empty parameter list into a skipped test, which is not wanted here).
 CONTIGUITY = ("contiguous", "strided", "channels_last")
 PASSES = ("fwd", "bwd")
-# Image-gradient modes of the backends whose kernels have two, (backend, device) -> modes: by default they add with
-# atomics; torch.use_deterministic_algorithms(True) selects an atomic-free path.
+# Image-gradient modes of the backends whose kernels have two (their record's ``image_grad_modes``),
+# (backend, device) -> modes: by default they add with atomics; torch.use_deterministic_algorithms(True) selects an
+# atomic-free path.
 BACKWARD_MODES = {
-    ("cuda", "cuda"): ("atomic", "deterministic"),
-    ("triton", "cuda"): ("atomic", "deterministic"),
-    ("triton", "cpu"): ("atomic", "deterministic"),  # under TRITON_INTERPRET=1
+    (name, device): backend.image_grad_modes
+    for name, backend in registered().items() if len(backend.image_grad_modes) > 1 for device in backend.devices
 }
 
 # Allowed error relative to the largest magnitude of the oracle's result, per dtype: the one table, with its
@@ -44,10 +44,10 @@ PEER_TOLERANCE = {("torchvision", torch.float16): 3e-2}
 # expression of impls/backends/reference.py in the same order (per output element and per gradient element: box,
 # channel, cell, sample, corner), in double, compiled without FP contraction or fast-math (setup.py), so each
 # rounding is the same. Its speed-ups (channel blocks, exact power-of-two reciprocals) keep that order.
-EXACT = {("cpp", torch.float64)}
+EXACT = {(name, dtype) for name, backend in registered().items() for dtype in backend.bit_exact_dtypes}
 # cuda in float64 keeps float64's tolerance in the matrix, though most of it could be exact: its forward and its
-# deterministic input gradient (the "pull" of csrc/cuda/cuda_common.cuh, which sums each pixel's taps in the
-# reference's order) evaluate the reference's expressions in double, through the same csrc/bilinear.h as cpp, and
+# deterministic input gradient (the "pull" of csrc/common/cuda_common.cuh, which sums each pixel's taps in the
+# reference's order) evaluate the reference's expressions in double, through the same csrc/common/bilinear.h as cpp, and
 # setup.py passes --fmad=false to nvcc, so no multiply-add is fused. The rest cannot be exact: the default input
 # gradient adds with atomics (in whatever order the threads arrive) and the box gradient sums per box with a tree
 # reduction (another order than the reference's running sum). The bit-exact claim is made where it holds, for the

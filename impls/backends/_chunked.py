@@ -38,8 +38,8 @@ from typing import Callable, NamedTuple
 
 import torch
 
-from .. import _layout
-from .._registry import OpKernels
+from ..core import layout as _layout
+from ..core.registry import OpKernels
 from ._masked_levels import multiscale_kernels
 from ._roi_geometry import adaptive_grid, roi_boxes
 

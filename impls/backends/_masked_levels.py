@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from .._registry import OpKernels
+from ..core.registry import OpKernels
 
 
 def _by_level(rois: torch.Tensor, levels: torch.Tensor, n_levels: int):

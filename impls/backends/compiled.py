@@ -52,7 +52,7 @@ import torch._dynamo.config
 import torch._inductor.config
 from torch._prims_common import make_contiguous_strides_for
 
-from .._registry import FLOAT_DTYPES, Backend, register
+from ..core.registry import FLOAT_DTYPES, Backend, register
 from . import _chunked
 
 

@@ -2,8 +2,8 @@
 
 The extension registers six operators, ``torch.ops.impls.{crop_and_resize,roi_align}_{forward,backward_input,
 backward_boxes}`` (one operator per gradient), and multi-level roi_align's three (``multiscale_roi_align_*``: one
-call pools every level), with CPU kernels (``csrc/cpu``, parallel over boxes x channels,
-float64 bit-exact with ``reference``) and, when built with a CUDA toolkit, CUDA kernels (``csrc/cuda``). This
+call pools every level), with CPU kernels (``csrc/<op>/*_cpu.cpp``, parallel over boxes x channels,
+float64 bit-exact with ``reference``) and, when built with a CUDA toolkit, CUDA kernels (``csrc/<op>/*_cuda.cu``). This
 module binds the op handles once, gives the ops their fake kernels (``impls/_op_schemas.py``) so that they trace
 under ``torch.compile``, and registers the two backends. The package still imports when the extension is not
 built: the backends then report why they are unavailable.
@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from .. import _op_schemas
-from .._registry import FLOAT_DTYPES, Backend, OpKernels, register
+from ..core.registry import FLOAT_DTYPES, Backend, OpKernels, register
 
 try:
     from .. import _C  # noqa: F401  (loading the library runs its TORCH_LIBRARY registrations)
@@ -131,22 +131,24 @@ _KERNELS = {
 CPP = register(
     Backend(
         name="cpp",
-        summary="C++ extension (csrc/cpu): parallel over boxes x channels; float64 bit-exact with reference",
+        summary="C++ extension (csrc/<op>/*_cpu.cpp): parallel over boxes x channels; float64 bit-exact with reference",
         devices=("cpu",),
         dtypes=FLOAT_DTYPES,
         kernels=_KERNELS,
         unavailable_reason=_cpp_reason,
+        bit_exact_dtypes=(torch.float64,),
     )
 )
 
 CUDA = register(
     Backend(
         name="cuda",
-        summary="CUDA extension (csrc/cuda): one thread per output; deterministic image gradient when "
+        summary="CUDA extension (csrc/<op>/*_cuda.cu): one thread per output; deterministic image gradient when "
         "torch.use_deterministic_algorithms(True)",
         devices=("cuda",),
         dtypes=FLOAT_DTYPES,
         kernels=_KERNELS,
         unavailable_reason=_cuda_reason,
+        image_grad_modes=("atomic", "deterministic"),
     )
 )

@@ -24,8 +24,8 @@ import math
 
 import torch
 
-from .. import _layout
-from .._registry import FLOAT_DTYPES, Backend, OpKernels, register
+from ..core import layout as _layout
+from ..core.registry import FLOAT_DTYPES, Backend, OpKernels, register
 
 # --------------------------------------------------------------------------------------------- shared scalars
 

@@ -12,7 +12,7 @@ sample positions; the sums run in another order, so float results agree to round
 
 from __future__ import annotations
 
-from .._registry import FLOAT_DTYPES, Backend, register
+from ..core.registry import FLOAT_DTYPES, Backend, register
 from . import _chunked
 
 EAGER = _chunked.Steps("vectorized", _chunked.sample_step, _chunked.scatter_step, _chunked.box_grad_step)

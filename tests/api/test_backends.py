@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import impls
-from impls import _registry
+from impls.core import registry as _registry
 
 # What `make test` installs on this project's machines; a backend missing here is a broken install, so the test
 # fails rather than skipping the backend's share of the matrix.

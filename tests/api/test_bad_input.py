@@ -13,7 +13,7 @@ import torch
 
 import cases
 import impls
-from impls import _registry
+from impls.core import registry as _registry
 
 
 def _kernel_reached(*args):

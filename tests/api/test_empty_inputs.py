@@ -17,7 +17,7 @@ ROI_BACKENDS = cases.backend_device_params("roi_align")
 
 def _grads(op, backend, x, boxes, extra):
     x = x.detach().requires_grad_()
-    boxes_grad = impls._registry.registered()[backend].kernels[op].boxes_grad
+    boxes_grad = impls.core.registry.registered()[backend].kernels[op].boxes_grad
     boxes = boxes.detach().requires_grad_(boxes_grad)
     fn = getattr(impls, op)
     out = fn(x, boxes, *extra, backend=backend)

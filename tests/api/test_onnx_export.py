@@ -10,7 +10,7 @@ Tolerances (float32, eps 1.2e-7, values |x| < 5):
 * roi_align, both runtimes: ``rtol=1.3e-6, atol=1e-5`` (torch's float32 defaults): a bin averages up to 36
   bilinear samples here, which the runtime's RoiAlign sums in its own order (measured: <= 6e-7);
 * crop_and_resize in onnxruntime: bit for bit: the graph does the kernel's float32 operations in its order
-  (``csrc/bilinear.h``) and onnxruntime's CPU provider evaluates each node as written;
+  (``csrc/common/bilinear.h``) and onnxruntime's CPU provider evaluates each node as written;
 * crop_and_resize in OpenVINO: the roi_align tolerance: its CPU plugin fuses the lerps' Sub/Mul/Add chains, which
   round differently by a few ulp (measured: <= 1.5e-6).
 """

@@ -16,7 +16,7 @@ import torch
 import cases
 import impls
 from impls import _op_schemas
-from impls._determinism import deterministic_algorithms
+from impls.core.determinism import deterministic_algorithms
 from impls.backends import extension as _extension
 
 OPS = torch.ops.impls
@@ -276,7 +276,7 @@ if "cuda" in DEVICES:  # defined only on a GPU machine: a CPU machine collects n
     @pytest.mark.parametrize("op,method", _DETERMINISTIC_OPS)
     def test_cuda_deterministic_backward_matches_reference(op, method):
         # The deterministic image gradient sums each pixel's taps in the reference's order (box, cell, sample,
-        # corner; csrc/cuda/cuda_common.cuh), each tap by the reference's expression, in double with no fused
+        # corner; csrc/common/cuda_common.cuh), each tap by the reference's expression, in double with no fused
         # multiply-add (nvcc --fmad=false): the same bits. The box gradient's tree reduction sums in another
         # order: float64 tolerance.
         got = _overlapping_grads(op, method, "cuda", "cuda", torch.float64, deterministic=True)
@@ -289,7 +289,7 @@ if "cuda" in DEVICES:  # defined only on a GPU machine: a CPU machine collects n
         cases.assert_close(got[1], want[1], cases.TOLERANCE[torch.float64], "boxes gradient")
 
     def test_cuda_grid_stride_loops_wrap():
-        # The kernels launch at most multiProcessorCount * 32 blocks of 256 threads (csrc/cuda/cuda_common.cuh,
+        # The kernels launch at most multiProcessorCount * 32 blocks of 256 threads (csrc/common/cuda_common.cuh,
         # blocks_for); past that many items each thread loops. 512 boxes x 64 channels x 14x14 = 6.4M outputs
         # (and incoming gradient elements) and a 2 x 64 x 100 x 152 = 1.9M-element map (the deterministic
         # gather's items) exceed the 1.08M threads of a 132-SM H100. Checked against vectorized on the same GPU

@@ -19,8 +19,8 @@ import pytest
 import torch
 
 import cases
-from impls._determinism import deterministic_algorithms
-from impls._registry import registered
+from impls.core.determinism import deterministic_algorithms
+from impls.core.registry import registered
 
 NAN = "nan"
 # What each backend's kernels do with a box whose image index is not an image of the batch, as the backend's
@@ -32,8 +32,8 @@ NOT_AN_IMAGE = {
     "reference": (IndexError, CPP_MESSAGES),  # impls/backends/reference.py: the cpp kernels' messages
     "vectorized": NAN,  # impls/backends/_chunked.py, _image_index
     "compiled": NAN,  # the same chunk loop as vectorized
-    "cpp": (RuntimeError, CPP_MESSAGES),  # csrc/cpu: check_box_index, RoiTables
-    "cuda": NAN,  # csrc/cuda: no check without a device synchronization; the box reads nothing
+    "cpp": (RuntimeError, CPP_MESSAGES),  # csrc/<op>/*_cpu.cpp: check_box_index, RoiTables
+    "cuda": NAN,  # csrc/<op>/*_cuda.cu: no check without a device synchronization; the box reads nothing
     "triton": NAN,  # impls/backends/triton/kernels.py, masks
     # tf.errors.OutOfRangeError (an Exception), raised by TensorFlow's own kernels.
     "tensorflow": (Exception, {"crop_and_resize": r"box_index has values outside \[0, batch_size\)"}),

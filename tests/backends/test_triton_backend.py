@@ -24,7 +24,7 @@ import torch
 import cases
 import impls
 from impls import _op_schemas
-from impls._determinism import deterministic_algorithms
+from impls.core.determinism import deterministic_algorithms
 from impls.backends.triton import launcher as triton_backend
 
 DEVICE = triton_backend.DEVICE

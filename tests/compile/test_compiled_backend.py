@@ -7,7 +7,7 @@ import torch
 from torch._dynamo.utils import counters
 
 import impls
-from impls._determinism import deterministic_algorithms
+from impls.core.determinism import deterministic_algorithms
 from impls.backends import compiled
 
 

@@ -17,8 +17,8 @@ import pytest
 import torch
 
 import cases
-from impls._determinism import deterministic_algorithms
-from impls._registry import registered
+from impls.core.determinism import deterministic_algorithms
+from impls.core.registry import registered
 
 DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 

@@ -46,7 +46,7 @@ def _roi_case(device, seed=31):
 @pytest.mark.parametrize("backend,device", _backend_devices("roi_align"))
 def test_roi_align_gradcheck(backend, aligned, sampling_ratio, device):
     x, (b0, b1) = _roi_case(device)
-    boxes_grad = impls._registry.registered()[backend].kernels["roi_align"].boxes_grad
+    boxes_grad = impls.core.registry.registered()[backend].kernels["roi_align"].boxes_grad
     x.requires_grad_()
     b0.requires_grad_(boxes_grad)
     b1.requires_grad_(boxes_grad)

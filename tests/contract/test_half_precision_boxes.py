@@ -28,7 +28,7 @@ def _box_grad(backend, x, rois):
 
 @pytest.mark.parametrize(
     "backend,device", [p for p in cases.backend_device_params("roi_align", dtype=torch.float16)
-                       if impls._registry.registered()[p.values[0]].kernels["roi_align"].boxes_grad],
+                       if impls.core.registry.registered()[p.values[0]].kernels["roi_align"].boxes_grad],
 )
 def test_box_gradient_at_a_sample_on_a_pixel_row(backend, device):
     g = torch.Generator().manual_seed(61)

@@ -15,7 +15,7 @@ import torchvision
 import cases
 import impls
 from impls import _levels
-from impls._determinism import deterministic_algorithms
+from impls.core.determinism import deterministic_algorithms
 from impls.backends.triton import launcher as triton_launcher
 
 STRIDES = (4, 8, 16, 32)

@@ -77,7 +77,7 @@ def test_runtime_backends_equal_ours_and_truncate_a_fractional_batch_index(backe
     # Through impls (forward, no grad): the same values as cpp; a batch column of 0.5 reads image 0 (as C++
     # converts a float; tests/backends/test_raw_kernels.py, FRACTIONAL_BATCH).
     x, rois = _inputs(torch.float32)
-    kernels = impls._registry.registered()[backend].kernels["roi_align"]
+    kernels = impls.core.registry.registered()[backend].kernels["roi_align"]
     ours = impls.roi_align(x, rois, (3, 4), 0.5, 2, True, backend="cpp")
     cases.assert_close(impls.roi_align(x, rois, (3, 4), 0.5, 2, True, backend=backend), ours, 1e-5, backend)
     half = rois.clone()

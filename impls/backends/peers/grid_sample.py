@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..._registry import Backend, OpKernels, register
+from ...core.registry import Backend, OpKernels, register
 from ._autograd_peer import autograd_kernels
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from ..._registry import Backend, OpKernels, register
+from ...core.registry import Backend, OpKernels, register
 from ._autograd_peer import autograd_kernels
 from ._installed import missing
 from .grid_sample import check_supported

@@ -15,7 +15,7 @@ import functools
 import numpy as np
 import torch
 
-from ..._registry import Backend, OpKernels, register
+from ...core.registry import Backend, OpKernels, register
 from ._installed import missing
 
 OPSET = 16  # the first opset whose RoiAlign has coordinate_transformation_mode (half_pixel = aligned=True)

@@ -8,7 +8,7 @@ import functools
 
 import torch
 
-from ..._registry import Backend, OpKernels, register
+from ...core.registry import Backend, OpKernels, register
 from ._installed import missing
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from ..._registry import Backend, OpKernels, register
+from ...core.registry import Backend, OpKernels, register
 from ._installed import missing
 
 

@@ -1,6 +1,6 @@
 """The Triton kernels of the ``triton`` backend (launched by ``impls/backends/triton/launcher.py``).
 
-The Triton counterpart of ``csrc/cuda``: the same sampling math as ``csrc/bilinear.h`` and ``impls/backends/reference.py``
+The Triton counterpart of ``csrc/<op>/*_cuda.cu``: the same sampling math as ``csrc/common/bilinear.h`` and ``impls/backends/reference.py``
 (CONVENTIONS.md §1 and §3), expression by expression and in the same order, written on tiles instead of one
 thread per element. This file only holds ``@triton.jit`` functions; importing it needs triton, not a GPU (under
 ``TRITON_INTERPRET=1`` the same kernels run on the CPU, with numpy).
@@ -200,7 +200,7 @@ def crop_and_resize_image_grad_atomic_kernel(
 ):
     """grad_image ([N, C, H, W] of COMPUTE, zeroed) += each in-range sample's four taps
     (CONVENTIONS.md §1.6), added atomically: lanes of one tile and other programs may hit the same pixel.
-    ``sem="relaxed"``: the adds need no ordering among themselves (as ``gpuAtomicAddNoReturn`` in csrc/cuda)."""
+    ``sem="relaxed"``: the adds need no ordering among themselves (as ``gpuAtomicAddNoReturn`` in csrc/<op>/*_cuda.cu)."""
     cells = CH * CW
     k, e, rows, lanes = _tile(K, C, cells, BLOCK_K, BLOCK_E)
     c, py, px = _element(e, cells, CW)
@@ -591,7 +591,7 @@ def gather_taps_kernel(
     ROI: tl.constexpr, CHANNELS_LAST: tl.constexpr, LEVELS: tl.constexpr, COMPUTE: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    """Deterministic image gradient, step 2 (the "pull" of csrc/cuda/cuda_common.cuh): one lane per element
+    """Deterministic image gradient, step 2 (the "pull" of csrc/common/cuda_common.cuh): one lane per element
     (n, c, y, x) of one of the gradients ``grad_images`` (a tuple of LEVELS [N, C, H_l, W_l] in the gradient's
     dtype, each dense NCHW or channels_last: one for crop_and_resize and roi_align, one per level for multi-level
     roi_align). Lane i is element i of the gradients laid end to end, in memory order, so channels_last puts a

@@ -1,7 +1,7 @@
 """``triton``: both operators, and multi-level roi_align, as hand-written Triton kernels
 (``impls/backends/triton/kernels.py``); this module is the launch glue and the backend record.
 
-What it mirrors: the CUDA extension (``csrc/cuda``), pass for pass, in Triton's tile model: a forward that
+What it mirrors: the CUDA extension (``csrc/<op>/*_cuda.cu``), pass for pass, in Triton's tile model: a forward that
 computes each output element from its samples, an image gradient that adds taps with atomics by default and
 pulls them deterministically under ``torch.use_deterministic_algorithms(True)``, and a per-box box gradient with
 a fixed reduction. The sampling math is ``impls/backends/reference.py``'s, expression by expression (CONVENTIONS.md §6):
@@ -46,8 +46,9 @@ import os
 
 import torch
 
-from ... import _layout, _op_schemas
-from ..._registry import FLOAT_DTYPES, Backend, OpKernels, register
+from ... import _op_schemas
+from ...core import layout as _layout
+from ...core.registry import FLOAT_DTYPES, Backend, OpKernels, register
 from .geometry_table import GRID_H, GRID_W, roi_geometry_table
 
 # The interpreter is chosen by triton when a kernel is decorated, i.e. when ``kernels`` is imported: read
@@ -430,6 +431,7 @@ BACKEND = register(
         ),
         devices=(DEVICE,),
         dtypes=FLOAT_DTYPES,
+        image_grad_modes=("atomic", "deterministic"),
         kernels={
             "crop_and_resize": OpKernels(
                 _compilable(crop_and_resize_forward), _compilable(crop_and_resize_backward_input),

@@ -89,6 +89,13 @@ class Backend:
     peer: bool = False
     # Returns None when the backend can run here, else a sentence saying why not and how to fix it.
     unavailable_reason: Callable[[], Optional[str]] = lambda: None
+    # The image gradient's modes. ("deterministic",): one, already in a fixed order. ("atomic", "deterministic"):
+    # atomics by default, the atomic-free path under torch.use_deterministic_algorithms(True)
+    # (``core/determinism.py``); the tests run both, the benchmark times both.
+    image_grad_modes: tuple[str, ...] = ("deterministic",)
+    # The dtypes in which every result equals the ``reference`` oracle's bit for bit (tolerance 0 in the tests):
+    # the same expressions in the same order, no FP contraction (CONVENTIONS.md §6).
+    bit_exact_dtypes: tuple[torch.dtype, ...] = ()
 
     @property
     def available(self) -> bool:
@@ -124,6 +131,8 @@ def backends() -> list[dict]:
                 "input_grad": tuple(op for op, k in b.kernels.items() if k.input_grad),
                 "boxes_grad": tuple(op for op, k in b.kernels.items() if k.boxes_grad),
                 "differs": tuple(op for op, k in b.kernels.items() if k.differs),
+                "image_grad_modes": b.image_grad_modes,
+                "bit_exact_dtypes": tuple(str(d).replace("torch.", "") for d in b.bit_exact_dtypes),
                 "peer": b.peer,
                 "available": reason is None,
                 "reason": reason,
