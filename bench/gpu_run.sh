@@ -178,10 +178,11 @@ build_stage() {
 import sys
 import torch
 import impls
-from impls import _op_schemas
-# The extension's nine operators (impls:: also holds Python custom operators, which have no device kernels).
+from impls.core import operators
+# The extension's operators, one per schema the operators' specs define (impls:: also holds Python custom
+# operators, which have no device kernels).
 registered = set(torch._C._dispatch_get_all_op_names())
-names = {**_op_schemas.SCHEMAS, **_op_schemas.MULTISCALE_SCHEMAS}
+names = operators.SCHEMAS
 ops = sorted(f"impls::{name}" for name in names if f"impls::{name}" in registered)
 if len(ops) != len(names):
     sys.exit(f"the extension registered {len(ops)} of its {len(names)} impls:: operators")

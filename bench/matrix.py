@@ -377,7 +377,7 @@ TINY_PYRAMID = PyramidWorkload("tiny", images=2, boxes_per_image=8, output=7, sa
 # take longer than every other multi-level case together.
 PYRAMID_FULL_ONLY = {"smoke": ("compiled",), "default": ("vectorized", "compiled"), "gpu": ("compiled",)}
 # The peers with a multi-level pooler of their own, timed as such (the runtimes have none: a deployed model runs one
-# RoiAlign per level, as impls/onnx_export.py writes it).
+# RoiAlign per level, as impls/core/onnx_export.py and impls/ops/<op>/onnx.py writes it).
 PYRAMID_PEERS = ("torchvision",)
 # Half precision on the toy pyramid only. In float16 and bfloat16 a box's level is computed in that dtype (as
 # torchvision's LevelMapper does), whose spacing between 4 and 8 is 2**-8 and 2**-5: of Mask R-CNN's thousands of

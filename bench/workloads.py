@@ -26,7 +26,7 @@ import math
 
 import torch
 
-from impls.modules import normalize_boxes
+from impls.ops.crop_and_resize.module import normalize_boxes
 
 IMAGE_HEIGHT, IMAGE_WIDTH = 800, 1216
 SEED = 0

@@ -1,22 +1,26 @@
 """RoIAlign and crop_and_resize, six ways: the ``reference``, ``vectorized``, ``compiled``, ``cpp``, ``cuda`` and
-``triton`` backends (``impls/backends/``) under one autograd interface, plus the peers ``torchvision`` and
-``tensorflow`` wrapped for comparison.
+``triton`` backends (``impls/backends/``) under one autograd interface, plus the peers ``torchvision``,
+``tensorflow`` and others wrapped for comparison.
 
 Public API: :func:`crop_and_resize`, :func:`roi_align`, :func:`multiscale_roi_align`, the modules
 :class:`CropAndResize`, :class:`RoIAlign` and :class:`MultiScaleRoIAlign`,
 :func:`backends` (what is registered and whether it runs here), :func:`resolve_backend` (what ``"auto"`` picks) and
-:func:`onnx_translation_table` (ONNX export).
+:func:`onnx_translation_table` (ONNX export). Layout: ``impls/core/`` (what every operator shares),
+``impls/ops/<op>/`` (one folder per operator), ``impls/backends/`` (the backend records and their glue).
 """
 
 import torch
 
+from . import ops as _ops  # noqa: F401  (defines every operator's schemas)
 from . import backends as _backends  # noqa: F401  (registers every backend)
+from .core.dispatch import resolve_backend
 from .core.registry import BackendUnavailableError, backends
-from .functional import crop_and_resize, multiscale_roi_align, resolve_backend, roi_align
-from .modules import CropAndResize, MultiScaleRoIAlign, RoIAlign
+from .ops.crop_and_resize import CropAndResize, RoIAlign, crop_and_resize
+from .ops.multiscale_roi_align import MultiScaleRoIAlign, multiscale_roi_align
+from .ops.roi_align import roi_align
 
 # torch.fx leaves: a model that calls impls.roi_align(...) etc. is traced with each call as one node, as
-# torchvision's ops are (impls/modules.py does the same for the modules).
+# torchvision's ops are (each operator's module.py does the same for its modules).
 torch.fx.wrap("crop_and_resize")
 torch.fx.wrap("roi_align")
 torch.fx.wrap("multiscale_roi_align")
@@ -24,8 +28,8 @@ torch.fx.wrap("multiscale_roi_align")
 
 def onnx_translation_table() -> dict:
     """The translations of our operators for ``torch.onnx.export(model, args, dynamo=True,
-    custom_translation_table=impls.onnx_translation_table())`` (``impls/onnx_export.py``; needs onnxscript)."""
-    from .onnx_export import onnx_translation_table as table
+    custom_translation_table=impls.onnx_translation_table())`` (``impls/core/onnx_export.py``; needs onnxscript)."""
+    from .core.onnx_export import onnx_translation_table as table
 
     return table()
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import _op_schemas
+from ..ops.roi_align import spec as _roi_spec
 from . import _chunked
 
 # Each operator reads box values on the host (module docstring).
@@ -45,7 +45,7 @@ def backward_boxes(grad: torch.Tensor, input: torch.Tensor, rois: torch.Tensor, 
                                              sampling_ratio, aligned, steps=_chunked.STEPS[steps])
 
 
-# The fakes are the extension's (impls/_op_schemas.py), less the last argument, ``steps``.
-forward.register_fake(lambda *args: _op_schemas.roi_align_forward(*args[:-1]))
-backward_input.register_fake(lambda *args: _op_schemas.roi_align_backward_input(*args[:-1]))
-backward_boxes.register_fake(lambda *args: _op_schemas.roi_align_backward_boxes(*args[:-1]))
+# The fakes are roi_align's (impls/ops/roi_align/spec.py), less the last argument, ``steps``.
+forward.register_fake(lambda *args: _roi_spec.fake_forward(*args[:-1]))
+backward_input.register_fake(lambda *args: _roi_spec.fake_backward_input(*args[:-1]))
+backward_boxes.register_fake(lambda *args: _roi_spec.fake_backward_boxes(*args[:-1]))

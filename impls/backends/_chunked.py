@@ -78,7 +78,7 @@ def _image_index(index: torch.Tensor, N: int) -> tuple[torch.Tensor, torch.Tenso
     """Each box's image [K] as a safe int64 index, and whether it was valid: a whole number in ``[0, N)``.
 
     The public ops reject a bad index before any backend runs, in eager and compiled mode
-    (``impls/_validation.py``); the kernels called directly still must not read another image. Here an invalid
+    (``impls/ops/<op>/arguments.py``); the kernels called directly still must not read another image. Here an invalid
     index points at image 0, ``_cells`` gives the box's samples no weight (so no gradient) and the kernels make its
     output NaN, as in the ``cuda`` kernels: never another image's values (an index of -1 would otherwise wrap to
     image N - 1)."""

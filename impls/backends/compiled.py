@@ -123,7 +123,7 @@ class _CompiledStep:
             return self.step(*args)  # traced into a graph the user compiles, and compiled with it
         if any(isinstance(a, torch.Tensor) and a.numel() == 0 for a in args):
             return self.step(*args)
-        # The steps compute no autograd (the Functions in _autograd.py do): a map that requires grad would be
+        # The steps compute no autograd (the Functions in impls/ops/<op>/spec.py do): a map that requires grad would be
         # a guard of its own, so it is passed detached (same storage; scatter's in-place add still lands).
         args = [_canonical(a.detach()) if isinstance(a, torch.Tensor) else a for a in args]
         _free_sizes(self.parameters, args)

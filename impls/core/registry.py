@@ -1,9 +1,9 @@
 """The backend registry: one record per implementation, looked up by name.
 
 A backend is plain kernels (no autograd) plus what it supports. The autograd Functions in
-``_autograd.py`` call whichever backend was named; nothing here falls back from one backend to another.
+``impls/ops/<op>/spec.py`` call whichever backend was named; nothing here falls back from one backend to another.
 
-Kernel signatures (all arguments already validated and normalized by ``_validation.py``). Each gradient is its
+Kernel signatures (all arguments already validated and normalized by the operator's ``arguments.py``). Each gradient is its
 own kernel, as in torchvision: the input gradient needs the input's sizes, not its values; only the box gradient
 reads the feature map.
 
@@ -45,7 +45,6 @@ from typing import Callable, Optional
 
 import torch
 
-OPS = ("crop_and_resize", "roi_align")
 # The dtypes a feature map may have; a backend supports these or a subset.
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 

@@ -8,12 +8,13 @@ a kernel. Elsewhere: that a misspelled backend is the first error, whatever else
 (``tests/compile/test_compiled_validation.py``).
 """
 
+import cases
 import pytest
 import torch
 
-import cases
 import impls
 from impls.core import registry as _registry
+from impls.ops import OPS
 
 
 def _kernel_reached(*args):
@@ -26,7 +27,7 @@ def unreachable(monkeypatch) -> str:
     kernels that fail the test when called."""
     kernels = _registry.OpKernels(_kernel_reached, _kernel_reached, _kernel_reached)
     backend = _registry.Backend(name="unreachable", summary="kernels that must not run", devices=("cpu", "cuda"),
-                                dtypes=_registry.FLOAT_DTYPES, kernels={op: kernels for op in _registry.OPS})
+                                dtypes=_registry.FLOAT_DTYPES, kernels={op: kernels for op in OPS})
     monkeypatch.setitem(_registry._BACKENDS, backend.name, backend)
     return backend.name
 

@@ -1,4 +1,4 @@
-"""ONNX export (``impls.onnx_translation_table()``, ``impls/onnx_export.py``): a model calling ``impls.roi_align``,
+"""ONNX export (``impls.onnx_translation_table()``, ``impls/core/onnx_export.py and impls/ops/<op>/onnx.py``): a model calling ``impls.roi_align``,
 ``impls.crop_and_resize`` or ``impls.multiscale_roi_align`` exports with ``torch.onnx.export(..., dynamo=True)`` to standard-domain ONNX, and the
 exported file, run in onnxruntime and in OpenVINO, gives what the model gives eagerly.
 
@@ -193,7 +193,7 @@ def test_multiscale_roi_align_exports_standard_ops_that_match_eager(backend, tmp
     path = export(model, (p2, p3, image_boxes), tmp_path)
     assert {n.domain for n in nodes(path)} == {""}
     assert [n.op_type for n in nodes(path)].count("RoiAlign") == 2
-    levels = impls._levels.map_levels(image_boxes, [0.25, 0.125], 8, 0)
+    levels = impls.ops.multiscale_roi_align.levels.map_levels(image_boxes, [0.25, 0.125], 8, 0)
     assert set(levels.tolist()) == {0, 1}
     for args in ((p2, p3, image_boxes), (p2, p3, image_boxes.flip(0))):
         torch.testing.assert_close(run_onnxruntime(path, *args), model(*args), **TOL)

@@ -9,7 +9,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import cases
 import impls
-from impls import _validation
+from impls.core import checks
 
 
 class _CountScalarReads(TorchDispatchMode):
@@ -58,8 +58,8 @@ CPU_BACKENDS = [b for b in cases.backends_for("roi_align", "cpu", torch.float32,
 @pytest.mark.parametrize("call", CALLS)
 def test_one_value_read_per_call(call, backend, monkeypatch):
     reads = []
-    read = _validation._read
-    monkeypatch.setattr(_validation, "_read", lambda stats: reads.append(stats.numel()) or read(stats))
+    read = checks.read
+    monkeypatch.setattr(checks, "read", lambda stats: reads.append(stats.numel()) or read(stats))
     with _CountScalarReads() as scalars:
         _calls("cpu")[call](backend)
     assert len(reads) == 1, f"{len(reads)} batched reads"

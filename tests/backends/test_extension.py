@@ -15,7 +15,7 @@ import torch
 
 import cases
 import impls
-from impls import _op_schemas
+from impls.core import operators
 from impls.core.determinism import deterministic_algorithms
 from impls.backends import extension as _extension
 
@@ -60,10 +60,15 @@ def _roi_inputs(device, dtype, n=2, c=3, h=7, w=9, k=5):
     return x, rois
 
 
-def test_operator_schemas_are_the_ones_python_states():
-    # impls/_op_schemas.py repeats csrc/ops.cpp's schemas for the triton backend's operators and the fakes.
-    for name, schema in {**_op_schemas.SCHEMAS, **_op_schemas.MULTISCALE_SCHEMAS}.items():
+def test_every_operator_schema_has_the_extensions_kernels():
+    # The schemas are defined once, by the operators' specs (impls/ops/<op>/spec.py); csrc/<op>/ registers kernels
+    # for them by name. A kernel file that misspells a name, or an operator without kernels, fails here.
+    assert operators.SCHEMAS, "no operator schema defined"
+    for name, schema in operators.SCHEMAS.items():
         assert str(getattr(OPS, name).default._schema) == f"impls::{name}{schema}", name
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"impls::{name}", "CPU"), name
+        built_with_cuda = torch._C._dispatch_has_kernel_for_dispatch_key("impls::roi_align_forward", "CUDA")
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"impls::{name}", "CUDA") == built_with_cuda, name
 
 
 # -------------------------------------------------------------------------------------------------- opcheck
@@ -360,7 +365,7 @@ def test_cuda_backend_without_gpu_says_so(monkeypatch):
 
 
 # ------------------------------------------------------------------------------------------- defence in depth
-# The operators are called directly, bypassing impls/_validation.py: the kernels' own checks must raise (a bad
+# The operators are called directly, bypassing impls/ops/<op>/arguments.py: the kernels' own checks must raise (a bad
 # image index: tests/backends/test_raw_kernels.py, with every backend's kernels).
 
 

@@ -23,7 +23,7 @@ import torch
 
 import cases
 import impls
-from impls import _op_schemas
+from impls.core import operators
 from impls.core.determinism import deterministic_algorithms
 from impls.backends.triton import launcher as triton_backend
 
@@ -159,7 +159,7 @@ def _operator_args(name):
     }[name]
 
 
-@pytest.mark.parametrize("name", _op_schemas.SCHEMAS)
+@pytest.mark.parametrize("name", [n for n in operators.SCHEMAS if n.startswith(("crop_and_resize_", "roi_align_"))])
 def test_operators_pass_opcheck(name, runs_here):
     # Schema, fake kernel (shapes, strides, dtype) and AOT dispatch of the operators torch.compile calls.
     torch.library.opcheck(getattr(torch.ops.impls, f"triton_{name}").default, _operator_args(name))

@@ -1,6 +1,6 @@
 """Bad box values raise the same exception with the same message in a graph compiled by ``torch.compile`` as in
 eager mode (``tests/api/test_bad_input.py``), on every backend that compiles and on every device: a compiled graph
-calls the value checks as one custom operator that reads the values at run time (``impls/_validation.py``).
+calls the value checks as one custom operator that reads the values at run time (``impls/ops/<op>/arguments.py``).
 Before, compiled graphs accepted NaN boxes (crop_and_resize returned extrapolation values), a batch index of 0.5
 (it became 0) and, for ``vectorized``, box_index = -1 (it read image N - 1); later, compiled CPU graphs raised
 RuntimeError without the values found and compiled CUDA graphs checked nothing. After a rejected call the same

@@ -14,7 +14,7 @@ import torchvision
 
 import cases
 import impls
-from impls import _levels
+from impls.ops.multiscale_roi_align import levels as _levels
 from impls.core.determinism import deterministic_algorithms
 from impls.backends.triton import launcher as triton_launcher
 

@@ -33,7 +33,7 @@ program runs in Python: milliseconds per kernel on the tests' inputs, far too sl
 check, not to compute).
 
 Under ``torch.compile`` each of the nine kernels is one opaque custom operator, ``impls::triton_<name>``
-(``_compilable`` below, schemas and fakes in ``impls/_op_schemas.py``): the graph calls this module's launch code
+(``_compilable`` below, schemas and fakes in ``impls/ops/<op>/spec.py``): the graph calls this module's launch code
 at run time, so compiled and eager calls run the same kernels; eager calls skip the operator.
 
 Not checked without a GPU (this module was written and tested on a CPU, under the interpreter): compilation of
@@ -46,7 +46,7 @@ import os
 
 import torch
 
-from ... import _op_schemas
+from ...core import operators
 from ...core import layout as _layout
 from ...core.registry import FLOAT_DTYPES, Backend, OpKernels, register
 from .geometry_table import GRID_H, GRID_W, roi_geometry_table
@@ -407,14 +407,14 @@ def multiscale_roi_align_backward_boxes(grad, features, rois, levels, scales, po
 
 def _compilable(fn, tags=()):
     """``fn`` for eager calls; while ``torch.compile`` traces, the opaque operator ``impls::triton_<fn name>``
-    (``impls/_op_schemas.py``), which runs ``fn`` when the graph runs.
+    (the schema and fake of ``impls::<fn name>``, ``core/operators.py``), which runs ``fn`` when the graph runs.
 
     Dynamo cannot trace this module's launch code: under the interpreter it fails inside triton, and on a GPU it
     would have to follow every kernel's launch arguments. Eager calls skip the operator's dispatch."""
     name = fn.__name__
-    schema = {**_op_schemas.SCHEMAS, **_op_schemas.MULTISCALE_SCHEMAS}[name]
+    schema = operators.SCHEMAS[name]
     op = torch.library.custom_op(f"impls::triton_{name}", fn, mutates_args=(), schema=schema, tags=tags)
-    op.register_fake(_op_schemas.FAKES[name])
+    op.register_fake(operators.FAKES[name])
 
     def call(*args):
         return op(*args) if torch.compiler.is_compiling() else fn(*args)

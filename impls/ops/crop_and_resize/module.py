@@ -1,13 +1,14 @@
-"""The modules: the original PyTorch port's ``CropAndResize`` and ``RoIAlign`` (a wrapper of crop_and_resize), and
-torchvision's ``MultiScaleRoIAlign``."""
+"""The original PyTorch port's modules, both built on crop_and_resize: ``CropAndResize`` (TensorFlow's operator as a
+module) and ``RoIAlign`` (pixel boxes normalized, then cropped; CONVENTIONS.md §2)."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from ._validation import pair
-from .functional import crop_and_resize, multiscale_roi_align
+from ...core import checks
+from .op import crop_and_resize
+
 
 # torch.fx leaves (as torchvision's ops): a symbolic trace of a model records each module's call as one node of the
 # function below, instead of tracing into validation that needs real tensors. A name is patched in this module's
@@ -20,7 +21,7 @@ class CropAndResize(nn.Module):
 
     def __init__(self, crop_height: int, crop_width: int, extrapolation_value: float = 0, backend: str = "auto"):
         super().__init__()
-        self.crop_height, self.crop_width = pair("(crop_height, crop_width)", (crop_height, crop_width))
+        self.crop_height, self.crop_width = checks.pair("(crop_height, crop_width)", (crop_height, crop_width))
         self.extrapolation_value = extrapolation_value
         self.backend = backend
 
@@ -78,6 +79,9 @@ def port_roi_align(featuremap, boxes, box_index, crop_height: int, crop_width: i
                            extrapolation_value=extrapolation_value, backend=backend)
 
 
+torch.fx.wrap("port_roi_align")
+
+
 class RoIAlign(nn.Module):
     """The original port's RoIAlign: ``module(featuremap [N, C, H, W], boxes [K, 4], box_index [K])``.
 
@@ -87,7 +91,7 @@ class RoIAlign(nn.Module):
     def __init__(self, crop_height: int, crop_width: int, extrapolation_value: float = 0,
                  transform_fpcoor: bool = True, backend: str = "auto"):
         super().__init__()
-        self.crop_height, self.crop_width = pair("(crop_height, crop_width)", (crop_height, crop_width))
+        self.crop_height, self.crop_width = checks.pair("(crop_height, crop_width)", (crop_height, crop_width))
         self.extrapolation_value = extrapolation_value
         self.transform_fpcoor = transform_fpcoor
         self.backend = backend
@@ -100,48 +104,3 @@ class RoIAlign(nn.Module):
         return (f"crop_height={self.crop_height}, crop_width={self.crop_width}, "
                 f"extrapolation_value={self.extrapolation_value}, transform_fpcoor={self.transform_fpcoor}, "
                 f"backend={self.backend!r}")
-
-
-def pool_pyramid(x: dict, boxes, image_shapes, featmap_names: list[str], output_size, sampling_ratio: int,
-                 aligned: bool, canonical_scale: float, canonical_level: int, backend: str):
-    """What ``MultiScaleRoIAlign(...)(x, boxes, image_shapes)`` computes: the maps of ``x`` named in
-    ``featmap_names``, in ``x``'s order (as torchvision), pooled by :func:`impls.multiscale_roi_align`."""
-    missing = [name for name in featmap_names if name not in x]
-    if missing:
-        raise KeyError(f"featmap_names {missing} are not in x, whose maps are {list(x)}; name maps that x holds")
-    features = [v for k, v in x.items() if k in featmap_names]
-    return multiscale_roi_align(features, boxes, image_shapes, output_size, sampling_ratio, aligned,
-                                canonical_scale=canonical_scale, canonical_level=canonical_level, backend=backend)
-
-
-torch.fx.wrap("port_roi_align")
-torch.fx.wrap("pool_pyramid")
-
-
-class MultiScaleRoIAlign(nn.Module):
-    """A drop-in for ``torchvision.ops.MultiScaleRoIAlign``: ``module(x, boxes, image_shapes)``.
-
-    ``x`` (Dict[str, Tensor[N, C, H_l, W_l]]) holds the FPN maps; those named in ``featmap_names`` are pooled, in
-    ``x``'s order (as torchvision), finest first. ``boxes`` (List[Tensor[L_i, 4]]) are each image's
-    ``(x1, y1, x2, y2)`` in image pixels, ``image_shapes`` each image's ``(height, width)``. Output
-    ``[sum L_i, C, PH, PW]``: :func:`impls.multiscale_roi_align` with the module's settings.
-    """
-
-    def __init__(self, featmap_names: list[str], output_size, sampling_ratio: int, *, canonical_scale: float = 224,
-                 canonical_level: int = 4, aligned: bool = False, backend: str = "auto"):
-        super().__init__()
-        self.featmap_names = list(featmap_names)
-        self.output_size = pair("output_size", output_size)
-        self.sampling_ratio = sampling_ratio
-        self.canonical_scale = canonical_scale
-        self.canonical_level = canonical_level
-        self.aligned = aligned
-        self.backend = backend
-
-    def forward(self, x: dict, boxes, image_shapes):
-        return pool_pyramid(x, boxes, image_shapes, self.featmap_names, self.output_size, self.sampling_ratio,
-                            self.aligned, self.canonical_scale, self.canonical_level, self.backend)
-
-    def extra_repr(self) -> str:
-        return (f"featmap_names={self.featmap_names}, output_size={self.output_size}, "
-                f"sampling_ratio={self.sampling_ratio}, aligned={self.aligned}, backend={self.backend!r}")

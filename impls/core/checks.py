@@ -1,0 +1,67 @@
+"""Argument checks every operator shares, done once in Python before any backend runs.
+
+Every error names the argument, what was expected and what was given. The checks that read tensor values (box
+indices in range, finite boxes) are reduced on the tensors' device with ``stats`` and brought to the host together
+with ``read``: one device-to-host copy per call, which on CUDA is the call's one synchronization. Each operator's
+``arguments.py`` says what it reads and, under ``torch.compile``, hands the statistics to its own opaque check
+operator (``impls::checked_boxes``, ``impls::checked_rois``), which raises the eager exception when the graph runs.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Sequence
+
+import torch
+
+from .registry import FLOAT_DTYPES
+
+
+def feature_map(name: str, x) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a Tensor[N, C, H, W], got {type(x).__name__}")
+    if x.dim() != 4:
+        raise ValueError(f"{name} must be 4-D [N, C, H, W], got shape {tuple(x.shape)}")
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be a floating tensor (float16, bfloat16, float32, float64), got {x.dtype}")
+    if x.shape[2] == 0 or x.shape[3] == 0:
+        raise ValueError(f"{name} must have H > 0 and W > 0, got shape {tuple(x.shape)}")
+
+
+def like(name: str, t: torch.Tensor, ref_name: str, ref: torch.Tensor) -> None:
+    if t.device != ref.device:
+        raise ValueError(f"{name} is on {t.device} but {ref_name} is on {ref.device}; move both to one device")
+    if t.dtype != ref.dtype:
+        if name.startswith("boxes") and ref.dtype in (torch.float16, torch.bfloat16) and t.dtype.itemsize > 2:
+            # Casting the boxes down is the worse fix: float16 steps by 0.5 px at 800 px (notebook 04, pitfalls).
+            raise TypeError(
+                f"{name} has dtype {t.dtype} but {ref_name} has {ref.dtype}; keep {name} in {t.dtype} and call the op "
+                f"under torch.autocast (it computes in float32 and returns {ref.dtype}), or cast {ref_name} to "
+                f"{t.dtype}; casting {name} to {ref.dtype} would round the box corners"
+            )
+        raise TypeError(f"{name} has dtype {t.dtype} but {ref_name} has {ref.dtype}; cast {name} to {ref.dtype}")
+
+
+def stats(*values: torch.Tensor) -> torch.Tensor:
+    """Scalar tensors (reductions on the tensors' device) as one float64 tensor, still on that device."""
+    return torch.stack([v.to(torch.float64) for v in values])
+
+
+def read(stats: torch.Tensor) -> list:
+    """A call's one device-to-host copy: its value statistics as Python numbers."""
+    return stats.tolist()
+
+
+def pair(name: str, value) -> tuple[int, int]:
+    """``int`` or ``(int, int)``, both > 0 -> ``(h, w)``."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        value = (value, value)
+    if isinstance(value, torch.Size) or (
+        isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2
+    ):
+        h, w = value
+        if all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in (h, w)):
+            if h > 0 and w > 0:
+                return int(h), int(w)
+            raise ValueError(f"{name} must be positive, got ({h}, {w})")
+    raise TypeError(f"{name} must be an int or a pair of ints (height, width), got {value!r}")

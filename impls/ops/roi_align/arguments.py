@@ -1,0 +1,111 @@
+"""roi_align's arguments, checked once in Python before any backend runs (``core/checks.py`` for what every operator
+shares). Multi-level roi_align checks its boxes with the same ``arguments``.
+
+The values read: every box finite, every batch index whole and in ``[0, N)``, the boxes still finite once scaled
+to the map; one device-to-host copy per call. Under ``torch.compile`` the graph computes the same statistics and
+hands them to the opaque operator ``impls::checked_rois``, which raises the eager exception when the graph runs and
+returns a copy of the boxes that the kernels then read (``crop_and_resize/arguments.py`` says why).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Sequence, Union
+
+import torch
+
+from ...core import checks
+
+
+BoxesArg = Union[torch.Tensor, Sequence[torch.Tensor]]
+
+
+def arguments(input, boxes: BoxesArg, output_size, spatial_scale, sampling_ratio, aligned):
+    """Validate; returns ``(rois Tensor[K, 5], pooled_height, pooled_width, spatial_scale, sampling_ratio)``.
+
+    A list of per-image ``Tensor[L_i, 4]`` becomes rows ``(i, x1, y1, x2, y2)`` with ``torch.cat``, so a
+    gradient to the list's tensors flows back through the concatenation.
+    """
+    checks.feature_map("input", input)
+    if isinstance(boxes, (list, tuple)):
+        for i, b in enumerate(boxes):
+            if not isinstance(b, torch.Tensor) or b.dim() != 2 or b.shape[1] != 4:
+                got = tuple(b.shape) if isinstance(b, torch.Tensor) else type(b).__name__
+                raise ValueError(f"boxes[{i}] must be a Tensor[L, 4] of (x1, y1, x2, y2), got {got}")
+            checks.like(f"boxes[{i}]", b, "input", input)
+        if len(boxes) > input.shape[0]:
+            raise IndexError(f"boxes is a list of {len(boxes)} tensors but input has only {input.shape[0]} images")
+        rois = _list_to_rois(boxes, input)
+    elif isinstance(boxes, torch.Tensor):
+        if boxes.dim() != 2 or boxes.shape[1] != 5:
+            raise ValueError(
+                f"boxes must be a Tensor[K, 5] of (batch_index, x1, y1, x2, y2) or a list of Tensor[L, 4], "
+                f"got shape {tuple(boxes.shape)}"
+            )
+        checks.like("boxes", boxes, "input", input)
+        rois = boxes
+    else:
+        raise TypeError(f"boxes must be a Tensor[K, 5] or a list of Tensor[L, 4], got {type(boxes).__name__}")
+    pooled_height, pooled_width = checks.pair("output_size", output_size)
+    if (not isinstance(spatial_scale, numbers.Real) or isinstance(spatial_scale, bool)
+            or not 0 < spatial_scale < math.inf):
+        raise ValueError(
+            f"spatial_scale must be a positive number, and finite (e.g. 0.25 for stride 4), got {spatial_scale!r}"
+        )
+    if rois.numel():
+        stats = _roi_stats(rois, float(spatial_scale))
+        if torch.compiler.is_compiling():
+            rois = checked_rois(rois, stats, input.shape[0], float(spatial_scale))
+        else:
+            _raise_for_rois(checks.read(stats), input.shape[0], float(spatial_scale))
+    if not isinstance(sampling_ratio, numbers.Integral) or isinstance(sampling_ratio, bool):
+        raise TypeError(f"sampling_ratio must be an int (<= 0 for adaptive), got {sampling_ratio!r}")
+    if not isinstance(aligned, bool):
+        raise TypeError(f"aligned must be a bool, got {aligned!r}")
+    return rois, pooled_height, pooled_width, float(spatial_scale), int(sampling_ratio)
+
+
+def _roi_stats(rois: torch.Tensor, spatial_scale: float) -> torch.Tensor:
+    """[5]: all finite, all batch indices whole, the smallest and the largest, all still finite on the map."""
+    batch = rois[:, 0]
+    scaled = rois[:, 1:].to(torch.float64) * spatial_scale  # [K, 4] feature-map coordinates
+    return checks.stats(torch.isfinite(rois).all(), (batch == batch.floor()).all(), batch.min(), batch.max(),
+                  torch.isfinite(scaled).all())
+
+
+def _raise_for_rois(stats: list, n: int, spatial_scale: float) -> None:
+    finite, whole, lo, hi, finite_scaled = stats
+    if not finite:
+        raise ValueError("boxes must be finite; found NaN or inf")
+    if not whole:
+        raise ValueError("boxes[:, 0] (the batch index) must hold whole numbers")
+    if lo < 0 or hi >= n:
+        raise IndexError(f"boxes[:, 0] (the batch index) must be in [0, {n}), found values in [{lo:.0f}, {hi:.0f}]")
+    if not finite_scaled:
+        raise ValueError(
+            f"boxes * spatial_scale ({spatial_scale!r}) overflows to inf: the boxes are too large for this scale"
+        )
+
+
+@torch.library.custom_op("impls::checked_rois", mutates_args=(), tags=(torch.Tag.cudagraph_unsafe,))
+def checked_rois(rois: torch.Tensor, stats: torch.Tensor, batch_size: int, spatial_scale: float) -> torch.Tensor:
+    _raise_for_rois(checks.read(stats), batch_size, spatial_scale)
+    return rois.clone()
+
+
+@checked_rois.register_fake
+def _(rois, stats, batch_size, spatial_scale):
+    return torch.empty_like(rois)
+
+
+checked_rois.register_autograd(lambda ctx, grad: (grad, None, None, None))
+
+
+def _list_to_rois(boxes: Sequence[torch.Tensor], input: torch.Tensor) -> torch.Tensor:
+    if len(boxes) == 0:
+        return input.new_zeros((0, 5))
+    index = torch.cat(
+        [torch.full((b.shape[0], 1), i, dtype=b.dtype, device=b.device) for i, b in enumerate(boxes)]
+    )  # [K, 1]
+    return torch.cat([index, torch.cat(list(boxes))], dim=1)  # [K, 5]
