@@ -26,10 +26,12 @@ env: $(STAMP)
 build: env
 	$(BIN)/python setup.py -q build_ext --inplace
 
-# The tests, one pytest worker per CPU core (pytest-xdist; tests/README.md says what is where; the 20 slowest
+# The linter (ruff: pyflakes, pycodestyle, import order; settings in pyproject.toml), then the tests, one pytest worker
+# per CPU core (pytest-xdist; tests/README.md says what is where; the 20 slowest
 # are listed at the end), then a smoke run of the benchmark suite (one tiny case per backend, untimed) so it
 # cannot rot.
 test: build
+	$(BIN)/ruff check .
 	TRITON_INTERPRET=1 $(BIN)/python -m pytest -n auto --dist worksteal --durations=20 tests
 	BENCH=smoke $(BIN)/python -m pytest bench -q --benchmark-disable
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import impls  # noqa: F401  (importing impls registers every backend)
 from impls.core.registry import registered
 
-
 # Benchmarked op -> the registry op whose kernels a backend needs to run it (module docstring); others are their own.
 KERNEL_OP = {"multiscale_roi_align": "roi_align"}
 

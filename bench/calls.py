@@ -59,13 +59,20 @@ import functools
 from typing import Callable, Optional, Union
 
 import torch
+from matrix import LIMIT_LABELS, MULTISCALE, Case, Variant, variant
+from workloads import (
+    SEED,
+    PyramidWorkload,
+    Workload,
+    crop_and_resize_inputs,
+    feature_map,
+    pyramid_boxes,
+    pyramid_maps,
+    roi_align_inputs,
+)
 
 import impls
 from impls.core.determinism import deterministic_algorithms
-from matrix import Case, LIMIT_LABELS, MULTISCALE, Variant, variant
-from workloads import (
-    crop_and_resize_inputs, feature_map, pyramid_boxes, pyramid_maps, PyramidWorkload, roi_align_inputs, SEED, Workload,
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -355,8 +362,9 @@ def _pyramid_call(v: Variant, pass_: str, inputs: PyramidInputs) -> Call:
 @functools.cache
 def tf_module():
     """TensorFlow, imported once, with op determinism on and eager execution synchronous (checked, not assumed)."""
-    import impls.backends.peers  # noqa: F401  (imports torchvision first: loaded after tensorflow, its kernel crashes)
     import tensorflow as tf
+
+    import impls.backends.peers  # noqa: F401  (imports torchvision first: loaded after tensorflow, its kernel crashes)
 
     # TF's default multi-threaded CPU CropAndResizeGradImage races and returns wrong pixels;
     # conftest.py also sets TF_DETERMINISTIC_OPS=1 before the first import.

@@ -26,14 +26,14 @@ from __future__ import annotations
 
 import dataclasses
 
-import torch
-
 import matrix
+import torch
 from baseline import kernel_op, peers
 from calls import AnyInputs, Inputs, make_call
+from matrix import MULTISCALE, ORACLE, Case
+
 from impls.core import tolerance as _tolerance
 from impls.core.registry import registered
-from matrix import Case, MULTISCALE, ORACLE
 
 # Checked against, in order: the op's peers (``baseline.peers``: the first is the one users compare against), then
 # these of ours.

@@ -36,17 +36,24 @@ import resource
 import sys
 import time
 
-import pytest
-import torch
-
 import allocator
 import matrix
+import pytest
+import torch
 from calls import limit_call, make_call, make_inputs, timed_region
 from check import check_against_peer
 from cpu_share import CpuShare
 from peak_memory import peak_memory
-from work import (BYTES_MODEL, bytes_moved, copy_bandwidth, copy_buffer_bytes, peak_bandwidth, peak_bandwidth_source,
-                  samples, written_shapes)
+from work import (
+    BYTES_MODEL,
+    bytes_moved,
+    copy_bandwidth,
+    copy_buffer_bytes,
+    peak_bandwidth,
+    peak_bandwidth_source,
+    samples,
+    written_shapes,
+)
 
 # TensorFlow's multi-threaded CPU image gradient of crop_and_resize races: a few pixels come out wrong by up to
 # ~10% of the largest gradient, differently on each run (seen with tensorflow-cpu 2.21 on the P2 case). Op

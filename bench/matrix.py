@@ -74,11 +74,11 @@ import os
 
 import pytest
 import torch
-
 from baseline import kernel_op
+from workloads import PyramidWorkload, Workload
+
 from impls import resolve_backend
 from impls.core.registry import registered
-from workloads import PyramidWorkload, Workload
 
 MODES = ("smoke", "default", "full", "gpu")
 MODE = os.environ.get("BENCH", "default")

@@ -11,10 +11,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+import colors  # noqa: E402  (one colour per backend, one marker per layout, shared with the notebooks)
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
-
-import colors  # noqa: E402  (one colour per backend, one marker per layout, shared with the notebooks)
 from results_json import PASS_LABELS, backend_key  # noqa: E402
 
 DPI = 100

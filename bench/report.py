@@ -34,9 +34,9 @@ from pathlib import Path
 
 import plots
 import work
-from cpu_share import QUIET_LIMIT
-from baseline import BASELINE
 from allocator import HOW_TO_GET
+from baseline import BASELINE
+from cpu_share import QUIET_LIMIT
 from results_json import PASS_LABELS, backend_key, baseline_median, baseline_row, impl, load, newest, side_row
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -54,16 +54,16 @@ timer with their numpy feeds, forward only; `F.affine_grid` + `F.grid_sample` an
 torch tensors, kornia on a batch with one box per image, the only call its API takes), and the TensorFlow peer
 through our wrapper as its own row (`tensorflow+convert`). Inputs are fixed-seed Mask R-CNN ones
 (`bench/workloads.py`: FPN level, K boxes, PxP head, sampling ratio; crop_and_resize gets the same boxes with a
-2Px2P crop; the multi-level pooler two images' P2-P5 maps). Before timing, the result (output, or gradients) is asserted equal to a peer's within a stated
-tolerance (`bench/check.py`; native results converted to NCHW outside the timer); that call and a peak-memory call
-are the warm-up. pytest-benchmark then times whole calls, one per round, for ~1.5 s (at least 5 rounds); CUDA
-calls end with `torch.cuda.synchronize()`, TensorFlow's eager CPU ops are synchronous. `fwd+bwd` computes the image
-gradient only (the work every peer can do); `+boxes` adds box gradients. Times are medians; speed-up = peer
-median / backend median. TensorFlow runs with op determinism on (`TF_DETERMINISTIC_OPS=1` and
-`tf.config.experimental.enable_op_determinism()`): its default multi-threaded CPU image gradient races and gives
-wrong values. The crop_and_resize rows, TensorFlow's included, run twice: under the process's own allocator and, in
-a second process, under one that keeps freed pages for the next allocation (`bench/allocator.py`; `import impls`
-never changes the allocator). To run under it: """ + "; or ".join(HOW_TO_GET.values()) + "."
+2Px2P crop; the multi-level pooler two images' P2-P5 maps). Before timing, the result (output, or gradients) is
+asserted equal to a peer's within a stated tolerance (`bench/check.py`; native results converted to NCHW outside the
+timer); that call and a peak-memory call are the warm-up. pytest-benchmark then times whole calls, one per round, for
+~1.5 s (at least 5 rounds); CUDA calls end with `torch.cuda.synchronize()`, TensorFlow's eager CPU ops are synchronous.
+`fwd+bwd` computes the image gradient only (the work every peer can do); `+boxes` adds box gradients. Times are medians;
+speed-up = peer median / backend median. TensorFlow runs with op determinism on (`TF_DETERMINISTIC_OPS=1` and
+`tf.config.experimental.enable_op_determinism()`): its default multi-threaded CPU image gradient races and gives wrong
+values. The crop_and_resize rows, TensorFlow's included, run twice: under the process's own allocator and, in a second
+process, under one that keeps freed pages for the next allocation (`bench/allocator.py`; `import impls` never changes
+the allocator). To run under it: """ + "; or ".join(HOW_TO_GET.values()) + "."
 
 # Rows of results written before timed regions were recorded: every backend went through impls.
 OLD_TIMED = ("not recorded in this file (written before timed regions were): `impls.{op}(..., backend=\"{backend}\")`"

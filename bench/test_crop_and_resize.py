@@ -3,9 +3,8 @@ maps and of RGB images, and the write-bandwidth limit of each case's outputs (``
 
 ``make bench`` runs this file a second time under an allocator that keeps freed pages (``bench/run.py``)."""
 
-import pytest
-
 import matrix
+import pytest
 
 
 @pytest.mark.parametrize(matrix.ARGNAMES, matrix.params(matrix.head_cases("crop_and_resize")))

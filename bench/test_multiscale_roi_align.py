@@ -1,9 +1,8 @@
 """Multi-level RoIAlign: Mask R-CNN's FPN poolers, ours against ``torchvision.ops.MultiScaleRoIAlign`` (issue 21;
 ``matrix.multiscale_cases``)."""
 
-import pytest
-
 import matrix
+import pytest
 
 
 @pytest.mark.parametrize(matrix.ARGNAMES, matrix.params(matrix.multiscale_cases()))

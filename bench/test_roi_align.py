@@ -1,8 +1,7 @@
 """RoIAlign on Mask R-CNN heads: every available backend, forward and forward + backward (``matrix.py``)."""
 
-import pytest
-
 import matrix
+import pytest
 
 
 @pytest.mark.parametrize(matrix.ARGNAMES, matrix.params(matrix.head_cases("roi_align")))

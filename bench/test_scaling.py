@@ -3,9 +3,8 @@
 The report plots these log-log, with the head cases of the same shape as extra points (``report.py``).
 """
 
-import pytest
-
 import matrix
+import pytest
 
 
 @pytest.mark.parametrize(

@@ -33,7 +33,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from calls import AnyInputs, PyramidInputs
 from workloads import Workload, crop_and_resize_inputs, roi_align_inputs
 

@@ -11,8 +11,8 @@ Public API: :func:`crop_and_resize`, :func:`roi_align`, :func:`multiscale_roi_al
 
 import torch
 
-from . import ops as _ops  # noqa: F401  (defines every operator's schemas)
 from . import backends as _backends  # noqa: F401  (registers every backend)
+from . import ops as _ops  # noqa: F401  (defines every operator's schemas)
 from .core.dispatch import resolve_backend
 from .core.registry import BackendUnavailableError, backends
 from .ops.crop_and_resize import CropAndResize, RoIAlign, crop_and_resize

@@ -4,10 +4,10 @@ tensorflow crashes in its roi_align kernel (see impls/backends/peers/).
 Under ``IMPLS_GPU_RUN=1`` (``make gpu``) the tests of peers that are not installed are skipped with the reason
 (tests/optional_deps.py); otherwise, as in ``make test``, an unavailable peer fails its tests."""
 
+import optional_deps
 import pytest
 
 import impls  # noqa: F401
-import optional_deps
 
 
 def pytest_configure(config):

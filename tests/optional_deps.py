@@ -19,7 +19,6 @@ import sys
 import types
 
 import pytest
-
 from cases import PEERS  # the registry's peers (Backend.peer), installed or not
 
 ENV_VAR = "IMPLS_GPU_RUN"

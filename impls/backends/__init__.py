@@ -8,9 +8,12 @@
 * ``triton/``: hand-written Triton kernels (``kernels``), their launcher and the geometry table they read;
 * ``peers/``: other projects' kernels wrapped for comparison, one module per peer.
 
-Importing this package registers every backend (``impls/_registry.py``).
+Importing this package registers every backend (``impls/core/registry.py``).
 """
 
+# The registration order is the order impls.backends() lists them in.
+# isort: off
 from . import reference, vectorized, compiled, _adaptive_ops, extension  # noqa: F401  (each registers)
 from .triton import launcher  # noqa: F401  (registers "triton": cuda, or cpu under TRITON_INTERPRET=1)
 from . import peers  # noqa: F401
+# isort: on

@@ -371,8 +371,8 @@ def _traced_adaptive(sampling_ratio: int) -> bool:
 def roi_align_forward(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned, *,
                       steps):
     if _traced_adaptive(sampling_ratio):
-        return torch.ops.impls.adaptive_roi_align_forward(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio,
-                                     aligned, steps.name)
+        return torch.ops.impls.adaptive_roi_align_forward(input, rois, spatial_scale, pooled_height,
+                                                          pooled_width, sampling_ratio, aligned, steps.name)
     N, C, H, W = input.shape
     K = rois.shape[0]
     rows = _rows(input)  # [N*H*W, C]
@@ -398,8 +398,9 @@ def roi_align_backward_input(
     aligned, *, steps,
 ):
     if _traced_adaptive(sampling_ratio):
-        return torch.ops.impls.adaptive_roi_align_backward_input(grad, rois, spatial_scale, pooled_height, pooled_width, batch_size,
-                                            channels, height, width, sampling_ratio, aligned, steps.name)
+        return torch.ops.impls.adaptive_roi_align_backward_input(
+            grad, rois, spatial_scale, pooled_height, pooled_width, batch_size, channels, height, width, sampling_ratio,
+            aligned, steps.name)
     N, C, H, W = batch_size, channels, height, width
     n, valid = _image_index(rois[:, 0], N)  # [K]
     g_all = _cells_last(grad)  # [K, PH, PW, C]
@@ -415,8 +416,8 @@ def roi_align_backward_input(
 def roi_align_backward_boxes(grad, input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned,
                              *, steps):
     if _traced_adaptive(sampling_ratio):
-        return torch.ops.impls.adaptive_roi_align_backward_boxes(grad, input, rois, spatial_scale, pooled_height, pooled_width,
-                                            sampling_ratio, aligned, steps.name)
+        return torch.ops.impls.adaptive_roi_align_backward_boxes(
+            grad, input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned, steps.name)
     N, C, H, W = input.shape
     K = rois.shape[0]
     rows = _rows(input)  # [N*H*W, C]

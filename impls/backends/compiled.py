@@ -1,13 +1,13 @@
 """``compiled``: the ``vectorized`` backend with its three per-chunk steps compiled by ``torch.compile``.
 
-What is compiled. ``vectorized`` runs each operator (``_chunked.py``) as a Python loop over chunks of boxes. Per chunk it computes
-the samples' geometry (small ``[Kc, PH, sy, 2]`` / ``[Kc, PW, sx, 2]`` tensors of tap indices, weights and box
-derivatives, ``_chunked._Cells``) and calls one *step* that does the work on the feature map: ``sample``
-(gather the four taps of every sample, weight them and sum them per output cell), ``scatter`` (add each sample's
-share of the incoming gradient to its taps) or ``box_grad`` (the box gradient's reductions). This backend runs the
-very same loop and geometry and hands it the steps compiled with ``torch.compile(fullgraph=True, dynamic=True)``.
-Inductor turns each into one loop nest, C++/OpenMP on the CPU and Triton on a GPU, that reads the map through the
-tap indices and never materializes the ``[Kc, PH, sy, PW, sx, C]`` gathered tensors the eager steps build.
+What is compiled. ``vectorized`` runs each operator (``_chunked.py``) as a Python loop over chunks of boxes. Per
+chunk it computes the samples' geometry (small ``[Kc, PH, sy, 2]`` / ``[Kc, PW, sx, 2]`` tensors of tap indices, weights
+and box derivatives, ``_chunked._Cells``) and calls one *step* that does the work on the feature map: ``sample`` (gather
+the four taps of every sample, weight them and sum them per output cell), ``scatter`` (add each sample's share of the
+incoming gradient to its taps) or ``box_grad`` (the box gradient's reductions). This backend runs the very same loop and
+geometry and hands it the steps compiled with ``torch.compile(fullgraph=True, dynamic=True)``. Inductor turns each into
+one loop nest, C++/OpenMP on the CPU and Triton on a GPU, that reads the map through the tap indices and never
+materializes the ``[Kc, PH, sy, PW, sx, C]`` gathered tensors the eager steps build.
 
 Why only the steps. The geometry is cheap (``K x S`` values) but depends on ``aligned``, ``method``,
 ``spatial_scale`` and the sampling grid: compiled with the steps, it would be inlined into the innermost loop and

@@ -19,7 +19,6 @@ import torch
 from onnxscript import ir
 from onnxscript import opset18 as op
 
-
 _HALF_TYPES = (ir.DataType.FLOAT16, ir.DataType.BFLOAT16)
 
 

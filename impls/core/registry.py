@@ -3,9 +3,9 @@
 A backend is plain kernels (no autograd) plus what it supports. The autograd Functions in
 ``impls/ops/<op>/spec.py`` call whichever backend was named; nothing here falls back from one backend to another.
 
-Kernel signatures (all arguments already validated and normalized by the operator's ``arguments.py``). Each gradient is its
-own kernel, as in torchvision: the input gradient needs the input's sizes, not its values; only the box gradient
-reads the feature map.
+Kernel signatures (all arguments already validated and normalized by the operator's ``arguments.py``). Each
+gradient is its own kernel, as in torchvision: the input gradient needs the input's sizes, not its values; only the box
+gradient reads the feature map.
 
 * ``crop_and_resize``:
 

@@ -6,10 +6,10 @@ The oracle is torchvision's own autocast behaviour for ``roi_align`` (the same r
 cast to the map's dtype for ``crop_and_resize`` (TensorFlow has no autocast).
 """
 
+import cases
 import pytest
 import torch
 
-import cases
 import impls
 
 # The conv runs in the autocast dtype on both sides, so the only difference left is the float32 roi_align's

@@ -4,10 +4,10 @@ backward through autograd gives zero gradients of the inputs' shapes. (Each back
 sizes: ``tests/backends/test_raw_kernels.py``.)
 """
 
+import cases
 import pytest
 import torch
 
-import cases
 import impls
 
 # (backend, device) pairs, ids "backend-device": cuda-capable backends also run on "cuda" where a GPU exists.

@@ -5,9 +5,8 @@ written to the test's temporary folder for inspection."""
 import importlib.util
 from pathlib import Path
 
-import pytest
-
 import optional_deps
+import pytest
 
 # notebooks/execute.py needs nbclient and a Jupyter kernel; missing, they skip this module only under IMPLS_GPU_RUN=1.
 nbformat = optional_deps.require("nbformat")

@@ -1,6 +1,7 @@
-"""ONNX export (``impls.onnx_translation_table()``, ``impls/core/onnx_export.py and impls/ops/<op>/onnx.py``): a model calling ``impls.roi_align``,
-``impls.crop_and_resize`` or ``impls.multiscale_roi_align`` exports with ``torch.onnx.export(..., dynamo=True)`` to standard-domain ONNX, and the
-exported file, run in onnxruntime and in OpenVINO, gives what the model gives eagerly.
+"""ONNX export (``impls.onnx_translation_table()``, ``impls/core/onnx_export.py``, ``impls/ops/<op>/onnx.py``): a
+model calling ``impls.roi_align``, ``impls.crop_and_resize`` or ``impls.multiscale_roi_align`` exports with
+``torch.onnx.export(..., dynamo=True)`` to standard-domain ONNX, and the exported file, run in onnxruntime and in
+OpenVINO, gives what the model gives eagerly.
 
 Oracle: the model itself, called eagerly (``cpp`` backend) on the same inputs, float32. The boxes reach past the
 border and outside the image, span several images, include a flipped and a sub-pixel box; a second set of boxes
@@ -18,9 +19,9 @@ Tolerances (float32, eps 1.2e-7, values |x| < 5):
 import onnx
 import pytest
 import torch
+from optional_deps import require
 
 import impls
-from optional_deps import require
 
 ort = require("onnxruntime")
 ov = require("openvino")

@@ -3,11 +3,11 @@ synchronization inside every training step, and torchvision makes none. One read
 
 import warnings
 
+import cases
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-import cases
 import impls
 from impls.core import checks
 

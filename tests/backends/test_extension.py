@@ -10,14 +10,14 @@ the same results; and arguments of the wrong shape that bypass the Python checks
 
 import os
 
+import cases
 import pytest
 import torch
 
-import cases
 import impls
+from impls.backends import extension as _extension
 from impls.core import operators
 from impls.core.determinism import deterministic_algorithms
-from impls.backends import extension as _extension
 
 OPS = torch.ops.impls
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

@@ -15,10 +15,10 @@ Every backend runs on every device its record lists that this machine has, in fl
 
 import math
 
+import cases
 import pytest
 import torch
 
-import cases
 from impls.core.determinism import deterministic_algorithms
 from impls.core.registry import registered
 

@@ -18,14 +18,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cases
 import pytest
 import torch
 
-import cases
 import impls
+from impls.backends.triton import launcher as triton_backend
 from impls.core import operators
 from impls.core.determinism import deterministic_algorithms
-from impls.backends.triton import launcher as triton_backend
 
 DEVICE = triton_backend.DEVICE
 DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
@@ -124,7 +124,8 @@ def test_small_tiles_span_several_programs(case, monkeypatch, runs_here):
 @pytest.mark.parametrize("case", cases.OP_CASES, ids=lambda c: c.id)
 def test_compiles_as_one_graph_with_the_eager_results(case, deterministic, runs_here):
     # Under torch.compile each kernel is one opaque operator (impls::triton_*): the graph runs the very kernels
-    # eager mode runs, so in float64 the bits agree (the atomic gradient's order may differ on a GPU: float64's tolerance).
+    # eager mode runs, so in float64 the bits agree (the atomic gradient's order may differ on a GPU: float64's
+    # tolerance).
     # (torch.compile wants the deterministic setting of the backward in the forward as well.)
     x, boxes, box_index, grad = _case_inputs(case, torch.float64, "contiguous")
     torch._dynamo.reset()

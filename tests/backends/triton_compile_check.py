@@ -6,9 +6,9 @@ Triton's interpreter, which runs the tests on a CPU, accepts code that the GPU c
 way round); this compiles every kernel ahead of time (``triton.compile`` with an explicit target, down to a
 cubin with the ptxas that ships with triton) for sm_90 in float64, float32 and bfloat16 storage, for sm_80 in
 float64 and float32, and once with every integer argument that triton may specialize to the constant 1 (the
-strides; the sizes are listed in ``do_not_specialize``). It then reads the PTX: no fused multiply-add (``enable_fp_fusion=False``;
-the positions round as the reference's), only IEEE-rounded divisions (``div.rn``: ``_div``), and relaxed
-float32/float64 atomics in the atomic image gradients.
+strides; the sizes are listed in ``do_not_specialize``). It then reads the PTX: no fused multiply-add
+(``enable_fp_fusion=False``; the positions round as the reference's), only IEEE-rounded divisions (``div.rn``:
+``_div``), and relaxed float32/float64 atomics in the atomic image gradients.
 
 Prints one line per failure and exits 1 if there was one.
 """

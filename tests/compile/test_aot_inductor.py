@@ -8,10 +8,10 @@ the eager error on a box of no image instead of reading outside the map. Runs on
 (CUDA in the GPU run).
 """
 
+import cases
 import pytest
 import torch
 
-import cases
 import impls
 
 # The backend a deployment would ship on each device: the compiled kernels of the extension.

@@ -7,8 +7,8 @@ import torch
 from torch._dynamo.utils import counters
 
 import impls
-from impls.core.determinism import deterministic_algorithms
 from impls.backends import compiled
+from impls.core.determinism import deterministic_algorithms
 
 
 def _graphs() -> int:

@@ -13,10 +13,10 @@ good boxes before and after it.
 
 import functools
 
+import cases
 import pytest
 import torch
 
-import cases
 import impls
 
 # reference (Python loops over every sample) and tensorflow (not torch) are not compiled.

@@ -13,10 +13,10 @@ channels_last out, as conv2d) and the incoming gradient's from the input gradien
 checks both (the peers keep their own projects' layouts and are not held to it).
 """
 
+import cases
 import pytest
 import torch
 
-import cases
 from impls.core.determinism import deterministic_algorithms
 from impls.core.registry import registered
 

@@ -8,10 +8,10 @@ its box gradient is off by O(1), not by rounding. Every backend computes positio
 expressions, so float64's tolerance holds (and ``cpp`` is exact).
 """
 
+import cases
 import pytest
 import torch
 
-import cases
 import impls
 
 CASES = 40  # per op and device: a few seconds of reference time in all

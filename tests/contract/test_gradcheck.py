@@ -13,10 +13,10 @@ least two pixels wide, so that neither a finite-difference step (1e-6) nor roi_a
 box gradient is checked on the coordinates only (the batch column is an index, not a variable).
 """
 
+import cases
 import pytest
 import torch
 
-import cases
 import impls
 
 

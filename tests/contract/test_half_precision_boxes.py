@@ -8,10 +8,10 @@ reference does on the values it was given (float16 boxes are exact in float64). 
 there are compared with the reference computed on the CPU.
 """
 
+import cases
 import pytest
 import torch
 
-import cases
 import impls
 
 # The same float16 tolerance as the matrix (cases.TOLERANCE): outputs rounded to 11 bits, sums in float32.

@@ -5,11 +5,11 @@
 * a crop at ``k`` times the output size, average-pooled by ``k``, is ``roi_align(aligned=True, sampling_ratio=k)``.
 """
 
+import cases
 import pytest
 import torch
 import torch.nn.functional as F
 
-import cases
 import impls
 
 # float64's tolerance (cases.TOLERANCE) holds: the two paths compute the same sample positions by different

@@ -1,11 +1,10 @@
 """Values worked out by hand (CONVENTIONS.md §1.7 and §3.5), for every backend on every device it runs on."""
 
+import cases
 import pytest
 import torch
 
-import cases
 import impls
-
 
 IMAGE_5X5 = torch.arange(25.0).view(1, 1, 5, 5)
 

@@ -8,15 +8,15 @@ each box lands on against torchvision's ``LevelMapper``; the box gradient (which
 
 from collections import OrderedDict
 
+import cases
 import pytest
 import torch
 import torchvision
 
-import cases
 import impls
-from impls.ops.multiscale_roi_align import levels as _levels
-from impls.core.determinism import deterministic_algorithms
 from impls.backends.triton import launcher as triton_launcher
+from impls.core.determinism import deterministic_algorithms
+from impls.ops.multiscale_roi_align import levels as _levels
 
 STRIDES = (4, 8, 16, 32)
 IMAGE = (128, 160)  # (height, width) of the largest image; the maps are the padded batch's, stride by stride

@@ -4,12 +4,12 @@ onnxruntime's RoiAlign-16 and OpenVINO's ROIAlign-9, each mode against the ``ali
 gradient, and asking for one through ``impls`` raises, naming the backend.
 """
 
+import cases
+import optional_deps
 import pytest
 import torch
 
-import cases
 import impls
-import optional_deps
 
 torchvision = optional_deps.require("torchvision")
 onnxruntime = optional_deps.require("onnxruntime")

@@ -4,11 +4,11 @@ TensorFlow's extrapolation: it blends the taps that lie inside with zeros for th
 (tests/contract/test_backend_matrix.py) checks it, both gradients included, on boxes inside the image.
 """
 
+import cases
 import pytest
 import torch
 import torch.nn.functional as F
 
-import cases
 import impls
 
 # float64 on both sides: grid_sample unnormalizes its grid ((g + 1)/2 * (W - 1)) where the reference scales the

@@ -4,12 +4,12 @@ naming the argument. The matrix (tests/contract/test_backend_matrix.py) checks i
 box per image inside the image.
 """
 
+import cases
+import optional_deps
 import pytest
 import torch
 
-import cases
 import impls
-import optional_deps
 
 kornia = optional_deps.require("kornia")
 

@@ -5,13 +5,13 @@ Boxes include flipped ones, ones reaching outside [0, 1] (extrapolated samples),
 and, for ``nearest``, the image gradient. TensorFlow computes in float32, so ours run in float32 too.
 """
 
+import cases
 import numpy as np
+import optional_deps
 import pytest
 import torch
 
-import cases
 import impls
-import optional_deps
 
 tf = optional_deps.require("tensorflow")  # skips this module only under IMPLS_GPU_RUN=1 (tests/optional_deps.py)
 

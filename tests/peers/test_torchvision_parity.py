@@ -6,11 +6,11 @@ beyond -1 and are zero) or are smaller than a pixel. On a GPU the backends that 
 torchvision's CUDA kernels, on the same device.
 """
 
+import cases
 import pytest
 import torch
 import torchvision
 
-import cases
 import impls
 
 # float64's tolerance (cases.TOLERANCE) holds: same formulas in float64; only the summation order of the input

@@ -1,9 +1,9 @@
 """The Triton kernels of the ``triton`` backend (launched by ``impls/backends/triton/launcher.py``).
 
-The Triton counterpart of ``csrc/<op>/*_cuda.cu``: the same sampling math as ``csrc/common/bilinear.h`` and ``impls/backends/reference.py``
-(CONVENTIONS.md §1 and §3), expression by expression and in the same order, written on tiles instead of one
-thread per element. This file only holds ``@triton.jit`` functions; importing it needs triton, not a GPU (under
-``TRITON_INTERPRET=1`` the same kernels run on the CPU, with numpy).
+The Triton counterpart of ``csrc/<op>/<op>_cuda.cu``: the same sampling math as ``csrc/common/bilinear.h`` and the
+operators' ``reference.py`` (CONVENTIONS.md §1 and §3), expression by expression and in the same order, written on tiles
+instead of one thread per element. This file only holds ``@triton.jit`` functions; importing it needs triton, not a GPU
+(under ``TRITON_INTERPRET=1`` the same kernels run on the CPU, with numpy).
 
 The tile. Every kernel but the last one works on a 2-D tile ``[BLOCK_K, BLOCK_E]``: rows are boxes, columns are
 elements of a box's output, ``e = c * cells + cell`` (channel-major, the NCHW order of ``out[k]``), ``cells`` being
@@ -200,7 +200,8 @@ def crop_and_resize_image_grad_atomic_kernel(
 ):
     """grad_image ([N, C, H, W] of COMPUTE, zeroed) += each in-range sample's four taps
     (CONVENTIONS.md §1.6), added atomically: lanes of one tile and other programs may hit the same pixel.
-    ``sem="relaxed"``: the adds need no ordering among themselves (as ``gpuAtomicAddNoReturn`` in csrc/<op>/*_cuda.cu)."""
+    ``sem="relaxed"``: the adds need no ordering among themselves (as ``gpuAtomicAddNoReturn`` in
+    csrc/<op>/<op>_cuda.cu)."""
     cells = CH * CW
     k, e, rows, lanes = _tile(K, C, cells, BLOCK_K, BLOCK_E)
     c, py, px = _element(e, cells, CW)

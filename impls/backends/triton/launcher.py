@@ -46,8 +46,8 @@ import os
 
 import torch
 
-from ...core import operators
 from ...core import layout as _layout
+from ...core import operators
 from ...core.registry import FLOAT_DTYPES, Backend, OpKernels, register
 from .geometry_table import GRID_H, GRID_W, roi_geometry_table
 
@@ -426,8 +426,8 @@ BACKEND = register(
     Backend(
         name="triton",
         summary=(
-            "hand-written Triton kernels (impls/backends/triton/kernels.py): atomic or deterministic (sorted gather) image "
-            "gradient; runs on cuda, or on cpu under TRITON_INTERPRET=1 (Triton's interpreter: slow, for testing)"
+            "hand-written Triton kernels (impls/backends/triton/kernels.py): atomic or deterministic (sorted gather) "
+            "image gradient; runs on cuda, or on cpu under TRITON_INTERPRET=1 (Triton's interpreter: slow, for testing)"
         ),
         devices=(DEVICE,),
         dtypes=FLOAT_DTYPES,

@@ -18,7 +18,6 @@ import torch
 
 from ...core import checks
 
-
 METHODS = ("bilinear", "nearest")
 
 

@@ -9,7 +9,6 @@ from torch import nn
 from ...core import checks
 from .op import crop_and_resize
 
-
 # torch.fx leaves (as torchvision's ops): a symbolic trace of a model records each module's call as one node of the
 # function below, instead of tracing into validation that needs real tensors. A name is patched in this module's
 # namespace while tracing; the public ops are patched in the package's namespace (impls/__init__.py).

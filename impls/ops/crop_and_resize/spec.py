@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-from ...core import layout as _layout, operators
-
+from ...core import layout as _layout
+from ...core import operators
 
 NAME = "crop_and_resize"
 # One operator per pass, as torchvision (its _roi_align_backward): the input gradient takes the input's sizes, not
@@ -41,8 +41,8 @@ def fake_forward(image, boxes, box_index, crop_height, crop_width, method, extra
     return out.contiguous(memory_format=_layout.memory_format(image))
 
 
-def fake_backward_input(grad, boxes, box_index, crop_height, crop_width, batch_size, channels, height,
-                                   width, method):
+def fake_backward_input(grad, boxes, box_index, crop_height, crop_width, batch_size, channels, height, width,
+                        method):
     operators.check_grad(grad, boxes.shape[0], channels, crop_height, crop_width)
     return operators.input_grad_like(grad, batch_size, channels, height, width)
 
@@ -52,7 +52,11 @@ def fake_backward_boxes(grad, image, boxes, box_index, crop_height, crop_width, 
     return boxes.new_empty(boxes.shape)
 
 
-operators.define(NAME, SCHEMAS, {"forward": fake_forward, "backward_input": fake_backward_input, "backward_boxes": fake_backward_boxes})
+operators.define(NAME, SCHEMAS, {
+    "forward": fake_forward,
+    "backward_input": fake_backward_input,
+    "backward_boxes": fake_backward_boxes,
+})
 
 
 class Function(torch.autograd.Function):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from ...core import autocast as _autocast, dispatch, registry as _registry
+from ...core import autocast as _autocast
+from ...core import dispatch
+from ...core import registry as _registry
 from ..roi_align.arguments import arguments
 from ..roi_align.op import roi_align
 from . import levels as _levels
@@ -26,8 +28,8 @@ def multiscale_roi_align(
 ) -> torch.Tensor:
     """Multi-level RoIAlign over an FPN pyramid: torchvision's ``MultiScaleRoIAlign`` pooling as a function.
 
-    Each box is pooled from the one level its size picks (``impls/ops/multiscale_roi_align/levels.py``: the FPN paper's equation, evaluated
-    as torchvision evaluates it), at that level's scale, inferred from the maps' and the images' sizes.
+    Each box is pooled from the one level its size picks (``levels.py``: the FPN paper's equation, evaluated as
+    torchvision evaluates it), at that level's scale, inferred from the maps' and the images' sizes.
 
     Args:
         features (List[Tensor[N, C, H_l, W_l]]): the pyramid's maps, finest first, consecutive levels (each half the

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-from ...core import layout as _layout, operators
-
+from ...core import layout as _layout
+from ...core import operators
 
 NAME = "multiscale_roi_align"
 # One operator per pass, as torchvision (its _roi_align_backward): the input gradient takes the input's sizes, not
@@ -43,7 +43,7 @@ def fake_forward(features, rois, levels, scales, pooled_height, pooled_width, sa
 
 
 def fake_backward_input(grad, rois, levels, scales, pooled_height, pooled_width, batch_size,
-                                        channels, heights, widths, sampling_ratio, aligned):
+                            channels, heights, widths, sampling_ratio, aligned):
     operators.check_grad(grad, rois.shape[0], channels, pooled_height, pooled_width)
     return [operators.input_grad_like(grad, batch_size, channels, h, w) for h, w in zip(heights, widths)]
 
@@ -54,7 +54,11 @@ def fake_backward_boxes(grad, features, rois, levels, scales, pooled_height, poo
     return rois.new_empty(rois.shape)
 
 
-operators.define(NAME, SCHEMAS, {"forward": fake_forward, "backward_input": fake_backward_input, "backward_boxes": fake_backward_boxes})
+operators.define(NAME, SCHEMAS, {
+    "forward": fake_forward,
+    "backward_input": fake_backward_input,
+    "backward_boxes": fake_backward_boxes,
+})
 
 
 class Function(torch.autograd.Function):

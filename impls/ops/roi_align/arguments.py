@@ -17,7 +17,6 @@ import torch
 
 from ...core import checks
 
-
 BoxesArg = Union[torch.Tensor, Sequence[torch.Tensor]]
 
 

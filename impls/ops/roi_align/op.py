@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from ...core import autocast as _autocast, dispatch, registry as _registry
+from ...core import autocast as _autocast
+from ...core import dispatch
+from ...core import registry as _registry
 from .arguments import arguments
 from .spec import Function
 

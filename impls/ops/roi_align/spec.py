@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-from ...core import layout as _layout, operators
-
+from ...core import layout as _layout
+from ...core import operators
 
 NAME = "roi_align"
 # One operator per pass, as torchvision (its _roi_align_backward): the input gradient takes the input's sizes, not
@@ -42,7 +42,7 @@ def fake_forward(input, rois, spatial_scale, pooled_height, pooled_width, sampli
 
 
 def fake_backward_input(grad, rois, spatial_scale, pooled_height, pooled_width, batch_size, channels, height,
-                             width, sampling_ratio, aligned):
+                       width, sampling_ratio, aligned):
     operators.check_grad(grad, rois.shape[0], channels, pooled_height, pooled_width)
     return operators.input_grad_like(grad, batch_size, channels, height, width)
 
@@ -52,7 +52,11 @@ def fake_backward_boxes(grad, input, rois, spatial_scale, pooled_height, pooled_
     return rois.new_empty(rois.shape)
 
 
-operators.define(NAME, SCHEMAS, {"forward": fake_forward, "backward_input": fake_backward_input, "backward_boxes": fake_backward_boxes})
+operators.define(NAME, SCHEMAS, {
+    "forward": fake_forward,
+    "backward_input": fake_backward_input,
+    "backward_boxes": fake_backward_boxes,
+})
 
 
 class Function(torch.autograd.Function):
