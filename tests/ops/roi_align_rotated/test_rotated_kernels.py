@@ -87,7 +87,8 @@ def test_reference_ramp_by_hand():
     * 0 degrees: y = 1.5 + yy in {1, 2}, x = 1.5 + xx in {1, 2}: [[4+1, 4+2], [8+1, 8+2]] = [[5, 6], [9, 10]].
     * 90 degrees (cos = 6e-17, sin = 1): y = 1.5 - xx, x = 1.5 + yy. Bin (0, 0): y = 2, x = 1 -> 9; bin (0, 1):
       y = 1, x = 1 -> 5; bin (1, 0): y = 2, x = 2 -> 10; bin (1, 1): 6. [[9, 5], [10, 6]]: the 0-degree crop
-      rotated by a quarter turn clockwise on screen (y pointing down), i.e. counter-clockwise in (x, y up).
+      turned a quarter clockwise as displayed (row 0 on top): the box turned counter-clockwise, so what it reads
+      appears turned the other way.
     * 90 degrees, clockwise=True (sin = -1): y = 1.5 + xx, x = 1.5 - yy: [[6, 10], [5, 9]], as -90 degrees.
     * At the border: centre (0.5, 2), w 2, h 1, one row of 2 bins: y = 1.5; x = -0.5 (in [-1, 0]: clamped to 0,
       value 6) and x = 0.5 (value 6.5).
