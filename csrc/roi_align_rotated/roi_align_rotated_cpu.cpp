@@ -157,6 +157,8 @@ void forward_kernel(const Boxes<scalar_t>& boxes, const Problem& p, const scalar
 }
 
 // acc: the image gradient in T, zeroed, strides s. g: the incoming gradient, strides gs ([K, C, PH, PW]).
+// Each (image, channel slice) task builds the tables of its image's boxes itself: a box's geometry is computed once
+// per slice (C = 256: 4 times), the price of no shared state between tasks and of an order fixed per element.
 template <typename scalar_t, typename T>
 void input_grad_kernel(const Boxes<scalar_t>& boxes, const Problem& p, const scalar_t* g, const Strides& gs, T* acc,
                        const Strides& s) {
