@@ -57,6 +57,13 @@ inline void check_roi_align(const at::Tensor& map, const char* map_name, const a
   check_sizes(pooled_height, pooled_width, "output size");
 }
 
+// Rotated roi_align: rois [K, 6] of rows (batch_index, cx, cy, w, h, angle).
+inline void check_roi_align_rotated(const at::Tensor& map, const char* map_name, const at::Tensor& rois,
+                                    int64_t pooled_height, int64_t pooled_width, c10::DeviceType device) {
+  check_map_and_boxes(map, rois, 6, device, map_name, "rois");
+  check_sizes(pooled_height, pooled_width, "output size");
+}
+
 // grad [K, channels, out_h, out_w], already checked as a feature map.
 inline void check_grad(const at::Tensor& grad, int64_t k, int64_t channels, int64_t out_h, int64_t out_w) {
   TORCH_CHECK(grad.size(0) == k && grad.size(1) == channels && grad.size(2) == out_h && grad.size(3) == out_w,
