@@ -5,7 +5,8 @@
 * the forward and both gradients against the oracle (``reference.py``), float64 and float32, NCHW and
   channels_last (the layout rule checked too), a fixed and the adaptive sampling grid, counter-clockwise and
   clockwise, on boxes inside, partly outside and wholly outside the map and boxes of zero size;
-* float64 finite differences of the vectorized kernels (the chain rule of SPEC.md, independent of the oracle);
+* independent of the oracle, float64: the vectorized box gradient against finite differences (SPEC.md's chain rule)
+  and the image gradient as the forward's transpose (<forward(x), g> = <x, backward_input(g)>);
 * identities: angle 0 is ``impls.roi_align(aligned=True)`` on the axis-aligned box (forward and both gradients),
   angle 180 the same crop flipped in both output axes, angle 90 on a square box the crop rotated by a quarter turn;
 * the memory bound: with a tiny chunk, boxes split over chunks and one box's samples over pieces give the same
@@ -35,8 +36,9 @@ SCALE = 0.5  # image pixels -> map pixels
 PH, PW = 3, 4
 N, C, H, W = 2, 3, 12, 14  # the map: 24 x 28 image pixels
 
-# (batch, cx, cy, w, h, angle in degrees) in image pixels. No sample lands on a pixel row or column, where the box
-# gradient switches slope and a last-bit difference would pick the other one.
+# (batch, cx, cy, w, h, angle in degrees) in image pixels. No sample lands on a pixel row or column (the nearest is
+# 2.7e-4 px from one, measured), where the box gradient switches slope and a last-bit difference would pick the
+# other one.
 ROIS = [
     (0, 10.3, 12.7, 9.1, 7.4, 17.0),  # inside
     (1, 20.9, 6.2, 14.6, 9.8, -63.0),  # inside, negative angle
@@ -208,40 +210,54 @@ def test_vectorized_image_gradient_is_the_references_bit_for_bit():
 # ------------------------------------------------------------------------------------- finite differences
 
 
-class _Op(torch.autograd.Function):
-    """The vectorized kernels as one differentiable op of the map and of the box columns 1..5 (the batch column
-    is an index, not differentiable: perturbed, it would make the box invalid)."""
+def _boxes_op(x, batch, sampling_ratio, clockwise):
+    """The vectorized kernels as a differentiable function of the box columns 1..5 (the batch column is an index,
+    not differentiable: perturbed, it would make the box invalid)."""
 
-    @staticmethod
-    def forward(x, batch, boxes, sampling_ratio, clockwise):
-        return vectorized.forward(x, torch.cat([batch, boxes], 1), SCALE, PH, PW, sampling_ratio, clockwise)
+    class BoxesOp(torch.autograd.Function):
+        @staticmethod
+        def forward(boxes):
+            return vectorized.forward(x, torch.cat([batch, boxes], 1), SCALE, PH, PW, sampling_ratio, clockwise)
 
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        x, batch, boxes, ctx.sampling_ratio, ctx.clockwise = inputs
-        ctx.save_for_backward(x, batch, boxes)
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            ctx.save_for_backward(*inputs)
 
-    @staticmethod
-    def backward(ctx, grad):
-        x, batch, boxes = ctx.saved_tensors
-        rois = torch.cat([batch, boxes], 1)
-        d_x = vectorized.backward_input(grad, rois, SCALE, PH, PW, *x.shape, ctx.sampling_ratio, ctx.clockwise)
-        d_rois = vectorized.backward_boxes(grad, x, rois, SCALE, PH, PW, ctx.sampling_ratio, ctx.clockwise)
-        return d_x, None, d_rois[:, 1:], None, None
+        @staticmethod
+        def backward(ctx, grad):
+            (boxes,) = ctx.saved_tensors
+            rois = torch.cat([batch, boxes], 1)
+            return vectorized.backward_boxes(grad, x, rois, SCALE, PH, PW, sampling_ratio, clockwise)[:, 1:]
+
+    return BoxesOp.apply
 
 
 @pytest.mark.parametrize("clockwise", [False, True], ids=["ccw", "cw"])
 @pytest.mark.parametrize("sampling_ratio", [2, 0], ids=["ratio2", "adaptive"])
-def test_gradients_match_finite_differences(sampling_ratio, clockwise):
-    """The chain rule of SPEC.md checked without the oracle. Zero-size boxes are left out: there w = 0 is a kink
-    (a negative width flips the samples) and, adaptive, a step of ceil. eps = 1e-6 px moves no sample across a
-    pixel line (none is within 1e-4 of one) nor the adaptive grid across a step; the central difference is then
-    exact to O(eps^2) on bilinear pieces, and rounding adds ~1e-16 / 1e-6 = 1e-10: atol 1e-7."""
+def test_box_gradient_matches_finite_differences(sampling_ratio, clockwise):
+    """SPEC.md's chain rule checked without the oracle (torch.autograd.gradcheck on cx, cy, w, h, angle). Zero-size
+    boxes are left out: w = 0 is a kink (a negative width flips the samples) and, adaptive, a step of ceil.
+    eps = 1e-6 moves no sample across a pixel line (the nearest is 2.7e-4 px from one, measured) nor an adaptive grid
+    across a step; the central difference is then exact to O(eps^2) on the bilinear pieces, and rounding adds
+    ~1e-16 / 1e-6 = 1e-10: atol 1e-7. A wrong term (a sign, a missed clamp) is off by > 1e-2."""
     x, rois, _ = _inputs(rois=[r for r in ROIS if r[3] > 0 and r[4] > 0])
-    x = x.clone().requires_grad_()
     boxes = rois[:, 1:].clone().requires_grad_()
-    torch.autograd.gradcheck(lambda a, b: _Op.apply(a, rois[:, :1], b, sampling_ratio, clockwise), (x, boxes),
-                             eps=1e-6, atol=1e-7, rtol=0)
+    torch.autograd.gradcheck(_boxes_op(x, rois[:, :1], sampling_ratio, clockwise), (boxes,), eps=1e-6, atol=1e-7,
+                             rtol=0)
+
+
+@pytest.mark.parametrize("clockwise", [False, True], ids=["ccw", "cw"])
+@pytest.mark.parametrize("sampling_ratio", [2, 0], ids=["ratio2", "adaptive"])
+def test_image_gradient_is_the_forwards_transpose(sampling_ratio, clockwise):
+    """The forward is linear in the map, so its gradient is its transpose: <forward(x), g> = <x, backward_input(g)>
+    for any x and g, independent of the oracle (what finite differences would check, in one call). float64, sums
+    of ~1e3 terms of magnitude ~1 in another order: 1e-12 of the magnitude."""
+    x, rois, grad = _inputs()
+    out = vectorized.forward(x, rois, SCALE, PH, PW, sampling_ratio, clockwise)
+    d_x = vectorized.backward_input(grad, rois, SCALE, PH, PW, N, C, H, W, sampling_ratio, clockwise)
+    lhs, rhs = (out * grad).sum(), (x * d_x).sum()
+    assert abs(lhs - rhs) <= 1e-12 * max(1.0, abs(lhs).item()), (lhs, rhs)
+    assert out.abs().sum() > 1.0 and d_x.abs().sum() > 1.0  # not a comparison of zeros
 
 
 # --------------------------------------------------------------------------------------------- identities
