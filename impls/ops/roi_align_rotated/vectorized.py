@@ -4,7 +4,7 @@ feature map and to the boxes (the math of ``SPEC.md``: always "aligned", grid si
 What it costs. The feature map is viewed as rows of channels ``[N*H*W, C]`` (one copy per call unless it is
 channels_last float32/float64 already; never one per box) and read through tap indices. Boxes are processed in
 chunks; a chunk gathers ``Kc x PH x PW x IY x IX x C`` values per tap, at most ``_CHUNK_ELEMENTS`` (16 MB in
-float32), so a call holds about five such tensors (~100 MB) whatever K is. No ``K x C x H x W`` tensor exists. A
+float32), and a step holds at most about six such tensors at once (~100 MB) whatever K is. No ``K x C x H x W`` tensor exists. A
 box whose sample grid alone exceeds a chunk is split over its samples (pieces of its ``iy`` and ``ix`` ranges).
 The rotated geometry of each sample (``_sample_geometry``: positions, taps, weights, box derivatives) is computed
 once per chunk and shared by all channels: ``Kc x PH x PW x IY x IX`` values, no channel dimension.
@@ -146,8 +146,8 @@ class _Samples(NamedTuple):
     tap: int64 [..., 4], the rows of ``_rows()`` read by the corners (low y, low x), (low y, high x),
     (high y, low x), (high y, high x); y_weight, x_weight: [..., 2], the (low, high) tap weights (hy, ly) and
     (hx, lx) in the compute dtype, 0 for a sample that reads 0 (out of range, padded, invalid box);
-    d_y, d_x: [..., 5], d y and d x / d (cx, cy, w, h, angle in degrees) in the compute dtype, 0 along an axis that
-    does not move with the box (clamped to the border) and for a sample that reads 0."""
+    d_y, d_x: [..., 5] (None unless asked for), d y and d x / d (cx, cy, w, h, angle in degrees) in the compute
+    dtype, 0 along an axis that does not move with the box (clamped to the border) and for a sample that reads 0."""
 
     tap: torch.Tensor
     y_weight: torch.Tensor
@@ -172,10 +172,11 @@ def _corner(v: torch.Tensor, inside: torch.Tensor, size: int):
 
 
 def _sample_geometry(b: Boxes, H: int, W: int, pooled_height: int, pooled_width: int, piece, spatial_scale: float,
-                     clockwise: bool, dtype: torch.dtype) -> _Samples:
+                     clockwise: bool, dtype: torch.dtype, derivatives: bool = False) -> _Samples:
     """The samples ``piece = ((first_y, count_y), (first_x, count_x))`` of every bin of the chunk's boxes ``b``
-    (each field [Kc]): positions in float64 by SPEC.md's expressions, masks, taps, weights and box derivatives.
-    Samples beyond a box's own grid (the chunk is padded to its largest) get no weight. Traceable: shapes only."""
+    (each field [Kc]): positions in float64 by SPEC.md's expressions, masks, taps, weights and, with
+    ``derivatives`` (the box gradient), the box derivatives (else ``d_y = d_x = None``). Samples beyond a box's own
+    grid (the chunk is padded to its largest) get no weight. Traceable: shapes only."""
     (fy, sy), (fx, sx) = piece
     f64 = dict(dtype=torch.float64, device=b.cx_s.device)
     Kc = b.cx_s.shape[0]
@@ -207,6 +208,8 @@ def _sample_geometry(b: Boxes, H: int, W: int, pooled_height: int, pooled_width:
     keep = inside.to(torch.float64)
     y_weight = torch.stack([hy * keep, ly * keep], dim=-1).to(dtype)  # [Kc, PH, PW, IY, IX, 2]
     x_weight = torch.stack([hx * keep, lx * keep], dim=-1).to(dtype)  # [Kc, PH, PW, IY, IX, 2]
+    if not derivatives:
+        return _Samples(tap, y_weight, x_weight, None, None)
     # Box derivatives (SPEC.md "Gradients"): yy = h_s * a_y, xx = w_s * a_x with the box-relative factors below.
     a_y = (ph + (iy + 0.5) / gh) / pooled_height - 0.5  # [Kc, PH, 1, IY, 1]
     a_x = (pw + (ix + 0.5) / gw) / pooled_width - 0.5  # [Kc, 1, PW, 1, IX]
@@ -262,8 +265,9 @@ def scatter_step(grad_rows, g, tap, y_weight, x_weight, count) -> None:
     [N*H*W, C], in place, given the bins' incoming gradient g [Kc, PH, PW, C] and the boxes' count [Kc]. One
     ``index_put_`` over the taps flattened in (box, ph, pw, iy, ix, corner) order: a fixed order (module docstring)."""
     w = torch.stack(_tap_weights(y_weight, x_weight), dim=-1)  # [Kc, PH, PW, IY, IX, 4]
-    values = g[:, :, :, None, None, None, :] * w[..., None] / count.view(-1, 1, 1, 1, 1, 1, 1)  # [.., 4, C]
-    values = torch.where(_inside(y_weight, x_weight)[..., None, None], values, 0.0)
+    values = g[:, :, :, None, None, None, :] * w[..., None]  # [Kc, PH, PW, IY, IX, 4, C]
+    values /= count.view(-1, 1, 1, 1, 1, 1, 1)  # in place: one tensor of 4 x chunk elements, not three
+    values.masked_fill_(~_inside(y_weight, x_weight)[..., None, None], 0.0)  # an inf/NaN g times weight 0
     grad_rows.index_put_((tap.reshape(-1),), values.reshape(-1, grad_rows.shape[1]), accumulate=True)
 
 
@@ -399,7 +403,7 @@ def backward_boxes(grad, input, rois, spatial_scale, pooled_height, pooled_width
     grad_boxes = rows.new_zeros((K, 5))  # [K, 5]: (cx, cy, w, h, angle)
     for chunk in _plan(b, C, pooled_height, pooled_width, sampling_ratio):
         s = _sample_geometry(_select(b, chunk.idx), H, W, pooled_height, pooled_width, chunk.piece, spatial_scale,
-                             clockwise, rows.dtype)
+                             clockwise, rows.dtype, derivatives=True)
         part = steps.box_grad(rows, g_all[chunk.idx], s.tap, s.y_weight, s.x_weight, s.d_y, s.d_x,
                               count[chunk.idx])  # [Kc, 5]
         grad_boxes.index_add_(0, chunk.idx, part)
