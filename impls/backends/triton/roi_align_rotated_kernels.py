@@ -115,7 +115,8 @@ def _offset(start, p, bin_size, i, grid):
 @triton.jit
 def _fraction(p, i, grid, P):
     """a_y (a_x): the sample's offset over the box's side, ``(p + (i + 0.5)/grid)/P - 0.5``, in float64."""
-    return (tl.cast(p, tl.float64) + (tl.cast(i, tl.float64) + 0.5) / tl.cast(tl.maximum(grid, 1), tl.float64)) / P - 0.5
+    along = tl.cast(p, tl.float64) + (tl.cast(i, tl.float64) + 0.5) / tl.cast(tl.maximum(grid, 1), tl.float64)
+    return along / P - 0.5
 
 
 @triton.jit(do_not_specialize=SIZES)

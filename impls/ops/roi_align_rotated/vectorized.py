@@ -4,8 +4,9 @@ feature map and to the boxes (the math of ``SPEC.md``: always "aligned", grid si
 What it costs. The feature map is viewed as rows of channels ``[N*H*W, C]`` (one copy per call unless it is
 channels_last float32/float64 already; never one per box) and read through tap indices. Boxes are processed in
 chunks; a chunk gathers ``Kc x PH x PW x IY x IX x C`` values per tap, at most ``_CHUNK_ELEMENTS`` (16 MB in
-float32), and a step holds at most about six such tensors at once (~100 MB) whatever K is. No ``K x C x H x W`` tensor exists. A
-box whose sample grid alone exceeds a chunk is split over its samples (pieces of its ``iy`` and ``ix`` ranges).
+float32), and a step holds at most about six such tensors at once (~100 MB) whatever K is. No ``K x C x H x W``
+tensor exists. A box whose sample grid alone exceeds a chunk is split over its samples (pieces of its ``iy`` and
+``ix`` ranges).
 The rotated geometry of each sample (``_sample_geometry``: positions, taps, weights, box derivatives) is computed
 once per chunk and shared by all channels: ``Kc x PH x PW x IY x IX`` values, no channel dimension.
 

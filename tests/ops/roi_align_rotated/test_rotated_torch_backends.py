@@ -23,7 +23,6 @@ where neither is possible their tests fail with the launcher's reason.
 """
 
 import functools
-import math
 
 import pytest
 import torch
@@ -200,7 +199,7 @@ def test_vectorized_image_gradient_is_the_references_bit_for_bit():
     """float64, fixed grid: the same positions (same expressions, same cos and sin), each tap's contribution
     ``g * w / count`` as the reference writes it, added in the reference's order (box, ph, pw, iy, ix, corner)
     by one ``index_put_`` (serial on the CPU): the same bits, and so the same bits on every run."""
-    x, rois, grad = _inputs()
+    _, rois, grad = _inputs()
     for clockwise in (False, True):
         got = vectorized.backward_input(grad, rois, SCALE, PH, PW, N, C, H, W, 2, clockwise)
         want = reference.backward_input(grad, rois, SCALE, PH, PW, N, C, H, W, 2, clockwise)
@@ -438,7 +437,7 @@ def test_triton_image_gradient_refuses_deterministic_mode():
     reason = triton_launcher._unavailable_reason()
     if reason is not None:
         pytest.fail(f"triton is unavailable: {reason}")
-    x, rois, grad = _inputs()
+    _, rois, grad = _inputs()
     d = _Triton.device
     previous = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
