@@ -59,7 +59,7 @@ def roi_align_rotated(input: torch.Tensor, rois: torch.Tensor, output_size: tupl
     n, c, height, width = input.shape
     k = rois.shape[0]
     theta = rotated_theta(rois, spatial_scale, height, width, clockwise)
-    grid = F.affine_grid(theta, [k, c, pooled_height * s, pooled_width * s], align_corners=False)  # [K, PHs, PWs, 2]
+    grid = F.affine_grid(theta, [k, 1, pooled_height * s, pooled_width * s], align_corners=False)  # [K, PHs, PWs, 2]
     batch = rois[:, 0].detach().to(torch.int64)  # [K], truncated as the kernels convert it
     mine = [torch.nonzero(batch == i).squeeze(1) for i in range(n)]  # each image's boxes
     samples = torch.cat([
