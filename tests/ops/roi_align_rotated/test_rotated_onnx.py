@@ -1,6 +1,7 @@
 """ONNX export of roi_align_rotated (``impls/ops/roi_align_rotated/onnx.py``): a model calling the forward operator
 exports with ``torch.onnx.export(..., dynamo=True)`` to standard-domain ONNX (positions, ``Gather`` of the taps, the
-unrolled bin sum; ONNX has no rotated RoiAlign), and onnxruntime gives the reference's values. The adaptive grid
+unrolled bin sum; ONNX has no rotated RoiAlign), and onnxruntime gives the reference's values; OpenVINO, reading
+the same file, gives them to float32's precision. The adaptive grid
 does not export: the translation raises, naming ``sampling_ratio`` and the fix.
 
 The model calls ``impls_test::roi_align_rotated_forward``, an operator defined here with the schema of
@@ -18,6 +19,8 @@ Tolerances (relative to max(1, the largest |value|), ``cases.assert_close``):
   value by that times the map's slope (~3); measured <= 3e-15. The rest is the reference's expressions in its order.
 * float32: ``1e-6``. The geometry is float64 as in our kernels, but the weights and the sums are float32, the
   reference's float64: a few float32 ulps of values |x| < 5 (measured <= 2.4e-7).
+* OpenVINO: ``2e-5`` whatever the dtype: its CPU plugin computes a float64 graph in float32 (float32 positions of
+  up to ~40 px: ~4e-6 px, times the slope) and fuses the Sub/Mul/Add chains (measured <= 2.5e-6).
 * float16: ``1e-3``: computed in float32 and rounded once to float16 (eps 9.8e-4), as the kernels do; the
   reference rounds its float64 result, so the two can land one float16 ulp apart (measured: 0 here).
 """
@@ -30,12 +33,14 @@ import optional_deps
 
 onnx = optional_deps.require("onnx")
 onnxruntime = optional_deps.require("onnxruntime")
+openvino = optional_deps.require("openvino")
 optional_deps.require("onnxscript")
 
 from impls.ops.roi_align_rotated import onnx as rotated_onnx  # noqa: E402  (after the optional imports)
 from impls.ops.roi_align_rotated import reference  # noqa: E402
 
 TOLERANCE = {torch.float64: 1e-13, torch.float32: 1e-6, torch.float16: 1e-3}
+OPENVINO_TOLERANCE = 2e-5
 SPATIAL_SCALE = 0.5
 OUTPUT_SIZE = (3, 4)
 
@@ -103,14 +108,20 @@ def run_onnxruntime(path, *args):
     return torch.from_numpy(session.run(None, feeds)[0])
 
 
+def run_openvino(path, *args):
+    core = openvino.Core()
+    compiled = core.compile_model(core.read_model(path), "CPU")
+    return torch.from_numpy(compiled([a.numpy() for a in args])[0])
+
+
 CASES = [(2, False, torch.float32), (2, True, torch.float64), (1, False, torch.float64), (3, True, torch.float32),
          (2, False, torch.float16)]
 IDS = [f"sr{sr}-{'cw' if cw else 'ccw'}-{str(dtype).removeprefix('torch.')}" for sr, cw, dtype in CASES]
 
 
-# One export per case, checked every way: exports take seconds each.
+# One export per case, checked every way (the graph, onnxruntime, OpenVINO): exports take seconds each.
 @pytest.mark.parametrize("sampling_ratio,clockwise,dtype", CASES, ids=IDS)
-def test_exports_standard_ops_that_give_the_reference_in_onnxruntime(sampling_ratio, clockwise, dtype, tmp_path):
+def test_exports_standard_ops_that_give_the_reference_in_the_runtimes(sampling_ratio, clockwise, dtype, tmp_path):
     model = RotatedHead(sampling_ratio, clockwise).eval()
     path = export(model, (feature_map().to(dtype), ROIS.to(dtype)), tmp_path)
     graph = onnx.load(path).graph.node
@@ -123,6 +134,8 @@ def test_exports_standard_ops_that_give_the_reference_in_onnxruntime(sampling_ra
         assert got.dtype == dtype
         want = reference.forward(x, rois, SPATIAL_SCALE, *OUTPUT_SIZE, sampling_ratio, clockwise)
         cases.assert_close(got, want, TOLERANCE[dtype], f"onnxruntime {dtype}")
+        cases.assert_close(run_openvino(path, x, rois), want, max(TOLERANCE[dtype], OPENVINO_TOLERANCE),
+                           f"openvino {dtype}")
     # The comparison can fail: the other sense of rotation is not within the tolerance.
     other = reference.forward(feature_map().to(dtype), ROIS.to(dtype), SPATIAL_SCALE, *OUTPUT_SIZE, sampling_ratio,
                               not clockwise)
