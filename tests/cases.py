@@ -8,11 +8,12 @@ the ``cuda`` device, which is only part of the matrix on a machine with a GPU.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import pathlib
 
 import pytest
 import torch
 
-import impls
 from impls.core import tolerance as _tolerance
 from impls.core.registry import registered
 
@@ -24,13 +25,15 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 # not collect it at all (pytest turns an empty parameter list into a skipped test, which is not wanted here).
 CONTIGUITY = ("contiguous", "strided", "channels_last")
 PASSES = ("fwd", "bwd")
-# Image-gradient modes of the backends whose kernels have two (their record's ``image_grad_modes``),
-# (backend, device) -> modes: by default they add with atomics; torch.use_deterministic_algorithms(True) selects an
-# atomic-free path.
-BACKWARD_MODES = {
-    (name, device): backend.image_grad_modes
-    for name, backend in registered().items() if len(backend.image_grad_modes) > 1 for device in backend.devices
-}
+
+
+def backward_modes(backend: str, device: str, op: str):
+    """The image-gradient modes of ``op`` on ``backend`` where it has two (the record's ``grad_modes``), else None:
+    by default they add with atomics; torch.use_deterministic_algorithms(True) selects an atomic-free path."""
+    record = registered()[backend]
+    modes = record.grad_modes(op) if device in record.devices else ()
+    return modes if len(modes) > 1 else None
+
 
 # Allowed error relative to the largest magnitude of the oracle's result, per dtype: the one table, with its
 # reasons, that the benchmark's checks share (impls/_tolerance.py).
@@ -75,21 +78,6 @@ class OpCase:
     @property
     def params(self) -> dict:
         return dict(self.kwargs)
-
-
-OP_CASES = (
-    OpCase("crop_and_resize-bilinear", "crop_and_resize", (("crop_size", (4, 5)), ("extrapolation_value", -1.5))),
-    OpCase("crop_and_resize-nearest", "crop_and_resize", (("crop_size", (3, 4)), ("method", "nearest"))),
-    OpCase("roi_align-aligned_sr2", "roi_align",
-           (("aligned", True), ("output_size", (3, 4)), ("sampling_ratio", 2), ("spatial_scale", 0.5))),
-    OpCase("roi_align-unaligned_adaptive", "roi_align",
-           (("aligned", False), ("output_size", 3), ("sampling_ratio", 0), ("spatial_scale", 1.0))),
-    OpCase("crop_and_resize-interior", "crop_and_resize", (("crop_size", (4, 5)),), boxes="interior"),
-)
-
-
-# The keyword argument that gives each operator's output size.
-SIZE_ARGUMENT = {"crop_and_resize": "crop_size", "roi_align": "output_size"}
 
 
 def output_shape(case: OpCase, x: torch.Tensor, boxes: torch.Tensor) -> tuple[int, int, int, int]:
@@ -146,27 +134,6 @@ def with_layout(x: torch.Tensor, contiguity: str) -> torch.Tensor:
         assert not out.is_contiguous()
         return out
     raise ValueError(contiguity)
-
-
-def call(case: OpCase, backend: str, x: torch.Tensor, boxes: torch.Tensor, box_index=None) -> torch.Tensor:
-    if case.op == "crop_and_resize":
-        return impls.crop_and_resize(x, boxes, box_index, backend=backend, **case.params)
-    if case.op == "roi_align":
-        return impls.roi_align(x, boxes, backend=backend, **case.params)
-    raise ValueError(f"no call for op {case.op!r}")
-
-
-def inputs(case: OpCase, seed: int = 0):
-    """float64 (feature map, boxes, box_index or None) for ``case``."""
-    x = feature_map(seed)
-    if case.boxes == "interior":
-        return (x, *interior_crop_boxes(seed=seed + 1))
-    if case.op == "crop_and_resize":
-        boxes, box_index = crop_boxes(seed=seed + 1)
-        return x, boxes, box_index
-    if case.op == "roi_align":
-        return x, roi_boxes(seed=seed + 2, scale=case.params["spatial_scale"]), None
-    raise ValueError(f"no inputs for op {case.op!r}")
 
 
 def supports(backend: str, case: OpCase, device: str, dtype: torch.dtype) -> bool:
@@ -235,3 +202,32 @@ def backend_device_params(op: str, dtype: torch.dtype | None = None, exclude=(),
 def best_dtype(backend: str) -> torch.dtype:
     """float64 where the backend has it (the peers' tensorflow has only float32)."""
     return torch.float64 if torch.float64 in registered()[backend].dtypes else torch.float32
+
+
+# ------------------------------------------------------------------------------------------- the operators' cases
+
+
+def _op_case_modules():
+    """Every ``tests/ops/<op>/op_cases.py``, loaded under a name of its own (each is an ``op_cases.py``)."""
+    for path in sorted(pathlib.Path(__file__).parent.joinpath("ops").glob("*/op_cases.py")):
+        spec = importlib.util.spec_from_file_location(f"op_cases_{path.parent.name}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        yield module
+
+
+# Loaded last: each module builds its cases from OpCase and the box builders above. OPERATORS: op -> its module
+# (``OP``, ``SIZE_ARGUMENT``, ``CASES``, ``inputs(case, seed)``, ``call(case, backend, x, boxes, box_index)``).
+OPERATORS = {module.OP: module for module in _op_case_modules()}
+OP_CASES = tuple(case for module in OPERATORS.values() for case in module.CASES)
+# The keyword argument that gives each operator's output size.
+SIZE_ARGUMENT = {op: module.SIZE_ARGUMENT for op, module in OPERATORS.items()}
+
+
+def inputs(case: OpCase, seed: int = 0):
+    """float64 (feature map, boxes, box_index or None) for ``case``."""
+    return OPERATORS[case.op].inputs(case, seed)
+
+
+def call(case: OpCase, backend: str, x: torch.Tensor, boxes: torch.Tensor, box_index=None) -> torch.Tensor:
+    return OPERATORS[case.op].call(case, backend, x, boxes, box_index)

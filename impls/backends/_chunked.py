@@ -39,6 +39,9 @@ from typing import Callable, NamedTuple
 import torch
 
 from ..core import layout as _layout
+from ..core.layout import cells_last as _cells_last
+from ..core.layout import channel_rows as _rows
+from ..core.layout import compute_dtype as _compute_dtype
 from ..core.registry import OpKernels
 from ._masked_levels import multiscale_kernels
 from ._roi_geometry import adaptive_grid, roi_boxes
@@ -48,8 +51,6 @@ from ._roi_geometry import adaptive_grid, roi_boxes
 _CHUNK_ELEMENTS = 1 << 22
 
 
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 @dataclasses.dataclass
@@ -67,11 +68,6 @@ class _Axis:
         return cls(torch.stack([lo, hi], -1), torch.stack([w_lo, w_hi], -1), torch.stack([d_start, d_end], -1))
 
 
-def _rows(x: torch.Tensor) -> torch.Tensor:
-    """[N, C, H, W] -> [N*H*W, C], contiguous, in the compute dtype: a view of a channels_last float32/64 map,
-    else one copy."""
-    N, C, H, W = x.shape
-    return x.permute(0, 2, 3, 1).reshape(N * H * W, C).to(_compute_dtype(x.dtype)).contiguous()
 
 
 def _image_index(index: torch.Tensor, N: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -240,9 +236,6 @@ def crop_and_resize_forward(image, boxes, box_index, crop_height, crop_width, me
     return _layout.like(out.permute(0, 3, 1, 2).to(image.dtype), image)  # [K, C, ch, cw]
 
 
-def _cells_last(grad: torch.Tensor) -> torch.Tensor:
-    """An incoming gradient [K, C, PH, PW] as contiguous [K, PH, PW, C] in the compute dtype."""
-    return grad.permute(0, 2, 3, 1).to(_compute_dtype(grad.dtype)).contiguous()
 
 
 def crop_and_resize_backward_input(

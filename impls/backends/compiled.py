@@ -53,6 +53,7 @@ import torch._inductor.config
 from torch._prims_common import make_contiguous_strides_for
 
 from ..core.registry import FLOAT_DTYPES, Backend, register
+from ..ops.roi_align_rotated import vectorized as _rotated
 from . import _chunked
 
 
@@ -100,12 +101,13 @@ def _canonical(t: torch.Tensor) -> torch.Tensor:
     return t.as_strided(t.shape, stride)
 
 
-def _free_sizes(parameters: tuple, args: list) -> None:
-    """Marks the varying dimensions of the step's arguments (``_FREE_DIMS``) as unbacked, so that no graph is
-    specialized to a size of 1; a 0-d ``outside`` (roi_align's 0) has none."""
+def _free_sizes(parameters: tuple, args: list, free_dims: dict) -> None:
+    """Marks the varying dimensions of the step's arguments (``free_dims``: ``_FREE_DIMS`` for the separable
+    operators' steps, ``FREE_DIMS`` of roi_align_rotated's) as unbacked, so that no graph is specialized to a size
+    of 1; a 0-d ``outside`` (roi_align's 0) has none."""
     for name, arg in zip(parameters, args):
         if isinstance(arg, torch.Tensor) and arg.dim() > 0:
-            for dim in _FREE_DIMS.get(name, ()):
+            for dim in free_dims.get(name, ()):
                 torch._dynamo.decorators.mark_unbacked(arg, dim)
 
 
@@ -113,9 +115,10 @@ class _CompiledStep:
     """One step of ``_chunked`` (``sample_step``, ``scatter_step``, ``box_grad_step``), compiled on its first call
     with work to do."""
 
-    def __init__(self, step: Callable):
+    def __init__(self, step: Callable, free_dims: Optional[dict] = None):
         self.step = step
         self.parameters = tuple(inspect.signature(step).parameters)
+        self.free_dims = _FREE_DIMS if free_dims is None else free_dims
         self._compiled: Optional[Callable] = None
 
     def __call__(self, *args):
@@ -126,7 +129,7 @@ class _CompiledStep:
         # The steps compute no autograd (the Functions in impls/ops/<op>/spec.py do): a map that requires grad would be
         # a guard of its own, so it is passed detached (same storage; scatter's in-place add still lands).
         args = [_canonical(a.detach()) if isinstance(a, torch.Tensor) else a for a in args]
-        _free_sizes(self.parameters, args)
+        _free_sizes(self.parameters, args, self.free_dims)
         if self._compiled is None:
             self._compiled = torch.compile(self.step, fullgraph=True, dynamic=True, options=_INDUCTOR_OPTIONS)
         with torch._dynamo.config.patch(**_DYNAMO_SETTINGS):
@@ -136,6 +139,9 @@ class _CompiledStep:
 # The compiled steps, shared by every call in the process (each compiles on its first call).
 STEPS = _chunked.Steps("compiled", _CompiledStep(_chunked.sample_step), _CompiledStep(_chunked.scatter_step),
                        _CompiledStep(_chunked.box_grad_step))
+ROTATED_STEPS = _rotated.Steps("compiled", _CompiledStep(_rotated.sample_step, _rotated.FREE_DIMS),
+                               _CompiledStep(_rotated.scatter_step, _rotated.FREE_DIMS),
+                               _CompiledStep(_rotated.box_grad_step, _rotated.FREE_DIMS))
 
 
 # Decided once, at import: the registry asks on every call, and a call may be traced by torch.compile, where
@@ -150,7 +156,7 @@ BACKEND = register(
         summary="vectorized with its per-chunk steps compiled by torch.compile (Inductor: C++ on CPU, Triton on GPU)",
         devices=("cpu", "cuda"),
         dtypes=FLOAT_DTYPES,
-        kernels=_chunked.kernels_with(STEPS),
+        kernels={**_chunked.kernels_with(STEPS), "roi_align_rotated": _rotated.kernels(ROTATED_STEPS)},
         unavailable_reason=lambda: _UNAVAILABLE,
     )
 )

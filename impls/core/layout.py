@@ -18,3 +18,20 @@ def memory_format(x: torch.Tensor) -> torch.memory_format:
 def like(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """``t`` in ``x``'s memory format (a no-op when it already is)."""
     return t.contiguous(memory_format=memory_format(x))
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype a kernel computes in: float64 for float64, float32 for float32 and the half types (``at::opmath``)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def channel_rows(x: torch.Tensor) -> torch.Tensor:
+    """[N, C, H, W] -> [N*H*W, C], contiguous, in the compute dtype: the map as rows of channels, which the pure
+    torch kernels gather from (a view of a channels_last float32/64 map, else one copy)."""
+    N, C, H, W = x.shape
+    return x.permute(0, 2, 3, 1).reshape(N * H * W, C).to(compute_dtype(x.dtype)).contiguous()
+
+
+def cells_last(grad: torch.Tensor) -> torch.Tensor:
+    """An incoming gradient [K, C, PH, PW] as contiguous [K, PH, PW, C] in the compute dtype."""
+    return grad.permute(0, 2, 3, 1).to(compute_dtype(grad.dtype)).contiguous()

@@ -66,6 +66,8 @@ class OpKernels:
     differs: Optional[str] = None
     # The forward takes exactly one box per image, box k on image k (kornia's API), and raises otherwise.
     one_box_per_image: bool = False
+    # This operator's image-gradient modes where they are not the backend's (``Backend.image_grad_modes``).
+    image_grad_modes: Optional[tuple[str, ...]] = None
 
     @property
     def input_grad(self) -> bool:
@@ -99,6 +101,10 @@ class Backend:
     @property
     def available(self) -> bool:
         return self.unavailable_reason() is None
+
+    def grad_modes(self, op: str) -> tuple[str, ...]:
+        """The image-gradient modes of ``op`` on this backend: its kernels' own, else the backend's."""
+        return self.kernels[op].image_grad_modes or self.image_grad_modes
 
 
 _BACKENDS: dict[str, Backend] = {}

@@ -7,6 +7,6 @@ package defines every operator's schemas; the backends (``impls/backends/``) the
 optional there: a backend without it pools level by level through its roi_align.
 """
 
-from . import crop_and_resize, multiscale_roi_align, roi_align  # noqa: F401  (each defines its schemas)
+from . import crop_and_resize, multiscale_roi_align, roi_align, roi_align_rotated  # noqa: F401  (each defines its schemas)
 
-OPS = ("crop_and_resize", "roi_align", "multiscale_roi_align")
+OPS = ("crop_and_resize", "roi_align", "multiscale_roi_align", "roi_align_rotated")

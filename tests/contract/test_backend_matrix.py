@@ -36,7 +36,7 @@ def _matrix():
                         for pass_ in cases.passes(backend, case):
                             dt = str(dtype).replace("torch.", "")
                             base = f"{backend}-{device}-{dt}-{contiguity}-{case.id}-{pass_}"
-                            modes = cases.BACKWARD_MODES.get((backend, device)) if pass_ == "bwd" else None
+                            modes = cases.backward_modes(backend, device, case.op) if pass_ == "bwd" else None
                             for mode in modes or (None,):
                                 yield pytest.param(
                                     backend, device, dtype, contiguity, case, pass_, mode,

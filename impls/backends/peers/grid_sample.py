@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ...core.registry import Backend, OpKernels, register
+from . import grid_sample_rotated
 from ._autograd_peer import autograd_kernels
 
 
@@ -75,6 +76,8 @@ register(
         devices=("cpu", "cuda"),
         dtypes=(torch.float32, torch.float64),
         kernels={"crop_and_resize": OpKernels(_grid_sample_forward, *autograd_kernels(_grid_sample_forward),
-                                              differs="CONVENTIONS.md §8.3")},
+                                              differs="CONVENTIONS.md §8.3"),
+                 "roi_align_rotated": OpKernels(grid_sample_rotated.forward, grid_sample_rotated.backward_input,
+                                                grid_sample_rotated.backward_boxes, differs="CONVENTIONS.md §8.6")},
     )
 )

@@ -23,7 +23,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..._layout import like
+from ...core.layout import like
 
 
 def rotated_theta(rois: torch.Tensor, spatial_scale: float, height: int, width: int,

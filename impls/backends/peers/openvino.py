@@ -15,6 +15,7 @@ import functools
 import torch
 
 from ...core.registry import Backend, OpKernels, register
+from . import openvino_rotated
 from ._installed import missing
 from .onnxruntime import feeds
 
@@ -56,10 +57,12 @@ register(
     Backend(
         name="openvino",
         peer=True,
-        summary="peer: OpenVINO's ROIAlign-9 compiled for its CPU plugin (forward only, float32)",
+        summary="peer: OpenVINO's ROIAlign-9 and ROIAlignRotated-15 compiled for its CPU plugin (forward only, "
+        "float32)",
         devices=("cpu",),
         dtypes=(torch.float32,),
-        kernels={"roi_align": OpKernels(_openvino_forward)},
+        kernels={"roi_align": OpKernels(_openvino_forward),
+                 "roi_align_rotated": OpKernels(openvino_rotated.forward)},
         unavailable_reason=missing("openvino", "test"),
     )
 )

@@ -23,7 +23,7 @@ import math
 import numpy as np
 import torch
 
-from ..._layout import like
+from ...core.layout import like
 
 # degrees -> radians, in float64 before the one rounding to float32.
 _RADIANS_PER_DEGREE = math.pi / 180.0

@@ -405,13 +405,13 @@ def multiscale_roi_align_backward_boxes(grad, features, rois, levels, scales, po
 # ---------------------------------------------------------------------------------- torch.compile
 
 
-def _compilable(fn, tags=()):
+def _compilable(fn, tags=(), name=None):
     """``fn`` for eager calls; while ``torch.compile`` traces, the opaque operator ``impls::triton_<fn name>``
     (the schema and fake of ``impls::<fn name>``, ``core/operators.py``), which runs ``fn`` when the graph runs.
 
     Dynamo cannot trace this module's launch code: under the interpreter it fails inside triton, and on a GPU it
     would have to follow every kernel's launch arguments. Eager calls skip the operator's dispatch."""
-    name = fn.__name__
+    name = name or fn.__name__
     schema = operators.SCHEMAS[name]
     op = torch.library.custom_op(f"impls::triton_{name}", fn, mutates_args=(), schema=schema, tags=tags)
     op.register_fake(operators.FAKES[name])
@@ -421,6 +421,9 @@ def _compilable(fn, tags=()):
 
     return call
 
+
+# roi_align_rotated's kernels use this module's launch helpers above: imported here, once they exist.
+from . import roi_align_rotated_kernels as _rotated  # noqa: E402
 
 BACKEND = register(
     Backend(
@@ -448,6 +451,12 @@ BACKEND = register(
                 _compilable(multiscale_roi_align_forward),
                 _compilable(multiscale_roi_align_backward_input, tags=(torch.Tag.cudagraph_unsafe,)),
                 _compilable(multiscale_roi_align_backward_boxes),
+            ),
+            "roi_align_rotated": OpKernels(
+                _compilable(_rotated.forward, name="roi_align_rotated_forward"),
+                _compilable(_rotated.backward_input, name="roi_align_rotated_backward_input"),
+                _compilable(_rotated.backward_boxes, name="roi_align_rotated_backward_boxes"),
+                image_grad_modes=("atomic",),  # TODO(#30): the sorted-gather deterministic image gradient
             ),
         },
         unavailable_reason=_unavailable_reason,

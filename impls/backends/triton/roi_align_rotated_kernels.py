@@ -38,6 +38,7 @@ import torch
 import triton
 import triton.language as tl
 
+from impls.core import layout as _layout
 from impls.ops.roi_align_rotated.vectorized import box_geometry
 
 from .kernels import _div, _element, _roi_corner, _tile
@@ -283,11 +284,6 @@ def _geometry_table(rois, N, spatial_scale, pooled_height, pooled_width, samplin
     return torch.stack([rows[row] for row in range(ROWS)]).contiguous()  # [ROWS, K]
 
 
-def _memory_format(x: torch.Tensor) -> torch.memory_format:
-    """channels_last for a 4-D tensor laid out channels last (and not also NCHW, as when C = 1), else NCHW."""
-    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        return torch.channels_last
-    return torch.contiguous_format
 
 
 def _no_determinism_requested() -> None:
@@ -308,7 +304,7 @@ def forward(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ra
     N, C, H, W = input.shape
     K = rois.shape[0]
     out = torch.empty((K, C, pooled_height, pooled_width), dtype=input.dtype, device=input.device,
-                      memory_format=_memory_format(input))  # the feature map's layout
+                      memory_format=_layout.memory_format(input))  # the feature map's layout
     if out.numel() == 0:
         return out
     geometry = _geometry_table(rois, N, spatial_scale, pooled_height, pooled_width, sampling_ratio, clockwise)
@@ -331,7 +327,7 @@ def backward_input(grad, rois, spatial_scale, pooled_height, pooled_width, batch
     K = rois.shape[0]
     acc, compute = _compute(grad.dtype)
     grad_input = torch.zeros((N, C, H, W), dtype=acc, device=grad.device).contiguous(
-        memory_format=_memory_format(grad))  # the incoming gradient's layout; float32 while adding half types
+        memory_format=_layout.memory_format(grad))  # the incoming gradient's layout; float32 while adding half types
     if grad.numel() > 0 and grad_input.numel() > 0:
         geometry = _geometry_table(rois, N, spatial_scale, pooled_height, pooled_width, sampling_ratio, clockwise)
         block_k, block_e = _blocks(K, C * pooled_height * pooled_width)

@@ -22,26 +22,12 @@ import math
 
 import torch
 
+from ...core import layout as _layout
+from ...core.registry import OpKernels
+from ..roi_align.reference import _roi_corner, _roi_in_range, _roi_rows
+
 # d theta / d angle: the angle is in degrees.
 _RADIANS_PER_DEGREE = math.pi / 180.0
-
-
-def _like(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``t`` in ``x``'s memory format: channels_last when ``x`` is channels last (and not also NCHW, as with C = 1),
-    the choice ATen's ``suggest_memory_format`` makes in the C++ kernels."""
-    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        return t.contiguous(memory_format=torch.channels_last)
-    return t.contiguous()
-
-
-def _rows(rois, N: int) -> list[list[float]]:
-    """The rows of ``rois`` as Python floats, after checking that each batch column truncates to one of the ``N``
-    images (``-1 < b < N``; NaN is not)."""
-    rs = rois.double().tolist()
-    for k, roi in enumerate(rs):
-        if not -1.0 < roi[0] < N:
-            raise IndexError(f"rois[{k}, 0] = {roi[0]} is not a batch index in [0, {N})")
-    return rs
 
 
 def _geometry(roi, spatial_scale, pooled_height, pooled_width, sampling_ratio, clockwise):
@@ -80,27 +66,6 @@ def _box_fraction(p: int, i: int, grid: int, pooled: int) -> float:
     return (p + (i + 0.5) / grid) / pooled - 0.5
 
 
-def _in_range(y: float, x: float, H: int, W: int) -> bool:
-    return -1.0 <= y <= H and -1.0 <= x <= W  # NaN compares False: an out-of-range sample
-
-
-def _corner(v: float, size: int) -> tuple[int, int, float, bool]:
-    """torchvision's clamp of one in-range coordinate: (low, high, fraction, moves_with_v). ``moves_with_v`` is
-    False where the coordinate was clamped (v <= 0 or at/after the last pixel): it does not follow the box there."""
-    moves = True
-    if v <= 0:
-        v = 0.0
-        moves = False
-    low = int(v)
-    if low >= size - 1:
-        low = high = size - 1
-        v = float(low)
-        moves = False
-    else:
-        high = low + 1
-    return low, high, v - low, moves
-
-
 class _Sample:
     """One in-range sample: its four pixels and weights, whether each coordinate moves with the box, and the
     derivatives of its position (y, x) with respect to (w, h, angle); d y / d cy = d x / d cx = spatial_scale."""
@@ -127,10 +92,10 @@ def _box_samples(roi, H, W, spatial_scale, pooled_height, pooled_width, sampling
                     xx = _box_offset(start_w, pw, bin_w, ix, grid_w)
                     y = yy * cos_t - xx * sin_t + cy
                     x = yy * sin_t + xx * cos_t + cx
-                    if not _in_range(y, x, H, W):
+                    if not _roi_in_range(y, x, H, W):
                         continue
-                    y_low, y_high, ly, y_moves = _corner(y, H)
-                    x_low, x_high, lx, x_moves = _corner(x, W)
+                    y_low, y_high, ly, y_moves = _roi_corner(y, H)
+                    x_low, x_high, lx, x_moves = _roi_corner(x, W)
                     # yy = h_s * fy and xx = w_s * fx, with h_s = h * spatial_scale: d yy / d h = spatial_scale * fy.
                     sy = spatial_scale * _box_fraction(ph, iy, grid_h, pooled_height)
                     sx = spatial_scale * _box_fraction(pw, ix, grid_w, pooled_width)
@@ -146,7 +111,7 @@ def _box_samples(roi, H, W, spatial_scale, pooled_height, pooled_width, sampling
 def _bins(rois, grad, N, C, H, W, spatial_scale, pooled_height, pooled_width, sampling_ratio, clockwise):
     """Every (box, channel, bin) in the reference's order with the bin's incoming gradient:
     ``(k, n, c, g, count, samples)``."""
-    rs = _rows(rois, N)
+    rs = _roi_rows(rois, N)
     g_out = grad.double().tolist()
     for k in range(len(rs)):
         n, count, samples = _box_samples(
@@ -164,7 +129,7 @@ def forward(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ra
     N, C, H, W = input.shape
     K = rois.shape[0]
     img = input.double().tolist()
-    rs = _rows(rois, N)
+    rs = _roi_rows(rois, N)
     out = [[[[0.0] * pooled_width for _ in range(pooled_height)] for _ in range(C)] for _ in range(K)]
     for k in range(K):
         n, count, samples = _box_samples(
@@ -184,7 +149,7 @@ def forward(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ra
                             + w4 * plane[s.y_high][s.x_high]
                         )
                     out[k][c][ph][pw] = acc / count
-    return _like(torch.tensor(out, dtype=input.dtype).reshape(K, C, pooled_height, pooled_width), input)
+    return _layout.like(torch.tensor(out, dtype=input.dtype).reshape(K, C, pooled_height, pooled_width), input)
 
 
 def backward_input(
@@ -204,7 +169,7 @@ def backward_input(
             g_plane[s.y_low][s.x_high] += g * (s.hy * s.lx) / count
             g_plane[s.y_high][s.x_low] += g * (s.ly * s.hx) / count
             g_plane[s.y_high][s.x_high] += g * (s.ly * s.lx) / count
-    return _like(torch.tensor(g_img, dtype=grad.dtype).reshape(N, C, H, W), grad)
+    return _layout.like(torch.tensor(g_img, dtype=grad.dtype).reshape(N, C, H, W), grad)
 
 
 def backward_boxes(grad, input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, clockwise):
@@ -234,3 +199,6 @@ def backward_boxes(grad, input, rois, spatial_scale, pooled_height, pooled_width
                 d[4] += gx * s.dx_dh
                 d[5] += gx * s.dx_da
     return torch.tensor(g_roi, dtype=rois.dtype).reshape(-1, 6)
+
+
+KERNELS = OpKernels(forward, backward_input, backward_boxes)

@@ -41,41 +41,30 @@ three kernels in opaque custom operators for ``sampling_ratio <= 0`` while traci
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable, NamedTuple
 
 import torch
+
+from ...core import layout as _layout
+from ...core.layout import cells_last as _cells_last
+from ...core.layout import channel_rows as _rows
+from ...core.registry import OpKernels
 
 # Gathered values per tap tensor in one chunk: 2**22 elements = 16 MB in float32 (e.g. a 7x7 head, 2x2 samples,
 # 256 channels: 83 boxes per chunk).
 _CHUNK_ELEMENTS = 1 << 22
 
 
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _memory_format(x: torch.Tensor) -> torch.memory_format:
-    """channels_last for a 4-D tensor laid out channels last (and not also NCHW, as when C = 1), else NCHW."""
-    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        return torch.channels_last
-    return torch.contiguous_format
 
 
-def _like(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``t`` in ``x``'s memory format: channels_last in, channels_last out."""
-    return t.contiguous(memory_format=_memory_format(x))
 
 
-def _rows(x: torch.Tensor) -> torch.Tensor:
-    """[N, C, H, W] -> [N*H*W, C] in the compute dtype: a view of a channels_last float32/64 map, else one copy."""
-    N, C, H, W = x.shape
-    return x.permute(0, 2, 3, 1).reshape(N * H * W, C).to(_compute_dtype(x.dtype)).contiguous()
 
 
-def _cells_last(grad: torch.Tensor) -> torch.Tensor:
-    """An incoming gradient [K, C, PH, PW] as contiguous [K, PH, PW, C] in the compute dtype."""
-    return grad.permute(0, 2, 3, 1).to(_compute_dtype(grad.dtype)).contiguous()
 
 
 # ------------------------------------------------------------------------------------------------ geometry
@@ -293,6 +282,10 @@ class Steps(NamedTuple):
 
 
 EAGER = Steps("vectorized", sample_step, scatter_step, box_grad_step)
+# The dimensions of the steps' arguments that vary from call to call, by parameter name: the ``compiled`` backend
+# marks them unbacked so that no graph is specialized to a size of 1 (``impls/backends/compiled.py``).
+FREE_DIMS = {"rows": (1,), "grad_rows": (1,), "g": (0, 1, 2, 3), "count": (0,),
+             **{name: (0, 1, 2, 3, 4) for name in ("tap", "y_weight", "x_weight", "d_y", "d_x")}}
 
 
 # ------------------------------------------------------------------------------------------------ chunks
@@ -373,7 +366,7 @@ def forward(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ra
         sums.index_add_(0, chunk.idx, steps.sample(rows, s.tap, s.y_weight, s.x_weight))  # [Kc, PH, PW, C] added
     divisor = torch.where(b.valid, b.count, math.nan).to(rows.dtype)  # [K]; an invalid box's output is NaN
     sums = sums / divisor[:, None, None, None]  # [K, PH, PW, C]: the bin means
-    return _like(sums.permute(0, 3, 1, 2).to(input.dtype), input)  # [K, C, PH, PW]
+    return _layout.like(sums.permute(0, 3, 1, 2).to(input.dtype), input)  # [K, C, PH, PW]
 
 
 def backward_input(grad, rois, spatial_scale, pooled_height, pooled_width, batch_size, channels, height, width,
@@ -388,7 +381,7 @@ def backward_input(grad, rois, spatial_scale, pooled_height, pooled_width, batch
         s = _sample_geometry(_select(b, chunk.idx), H, W, pooled_height, pooled_width, chunk.piece, spatial_scale,
                              clockwise, grad_rows.dtype)
         steps.scatter(grad_rows, g_all[chunk.idx], s.tap, s.y_weight, s.x_weight, count[chunk.idx])
-    return _like(grad_rows.view(N, H, W, C).permute(0, 3, 1, 2).to(grad.dtype), grad)  # [N, C, H, W]
+    return _layout.like(grad_rows.view(N, H, W, C).permute(0, 3, 1, 2).to(grad.dtype), grad)  # [N, C, H, W]
 
 
 def backward_boxes(grad, input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, clockwise, *,
@@ -409,3 +402,9 @@ def backward_boxes(grad, input, rois, spatial_scale, pooled_height, pooled_width
                               count[chunk.idx])  # [Kc, 5]
         grad_boxes.index_add_(0, chunk.idx, part)
     return torch.cat([torch.zeros_like(grad_boxes[:, :1]), grad_boxes], dim=1).to(rois.dtype)  # [K, 6]
+
+
+def kernels(steps: Steps) -> OpKernels:
+    """The three kernels running ``steps``, for a backend record (``vectorized``: ``EAGER``; ``compiled``: the same
+    steps compiled)."""
+    return OpKernels(*(functools.partial(k, steps=steps) for k in (forward, backward_input, backward_boxes)))

@@ -25,11 +25,10 @@ Tolerances (relative to max(1, the largest |value|), ``cases.assert_close``):
   reference rounds its float64 result, so the two can land one float16 ulp apart (measured: 0 here).
 """
 
-import pytest
-import torch
-
 import cases
 import optional_deps
+import pytest
+import torch
 
 onnx = optional_deps.require("onnx")
 onnxruntime = optional_deps.require("onnxruntime")

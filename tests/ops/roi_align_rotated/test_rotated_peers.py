@@ -12,12 +12,12 @@
 
 import math
 
+import cases
+import optional_deps
 import pytest
 import torch
 import torch.nn.functional as F
 
-import cases
-import optional_deps
 from impls.backends.peers import grid_sample_rotated
 from impls.ops.roi_align_rotated import reference
 

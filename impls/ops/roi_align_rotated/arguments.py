@@ -1,0 +1,87 @@
+"""Rotated roi_align's arguments, checked once in Python before any backend runs (``core/checks.py`` for what every
+operator shares).
+
+The values read: every box finite, every batch index whole and in ``[0, N)``, widths and heights >= 0 (detectron2
+asserts the same; a negative side has no meaning for a centre-size box), the boxes still finite once scaled to the
+map; one device-to-host copy per call. Under ``torch.compile`` the graph computes the same statistics and hands
+them to the opaque operator ``impls::checked_rotated_rois``, which raises the eager exception when the graph runs
+and returns a copy of the boxes that the kernels then read (``crop_and_resize/arguments.py`` says why).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+
+from ...core import checks
+
+
+def arguments(input, rois, output_size, spatial_scale, sampling_ratio, clockwise):
+    """Validate; returns ``(rois Tensor[K, 6], pooled_height, pooled_width, spatial_scale, sampling_ratio)``."""
+    checks.feature_map("input", input)
+    if not isinstance(rois, torch.Tensor) or rois.dim() != 2 or rois.shape[1] != 6:
+        got = tuple(rois.shape) if isinstance(rois, torch.Tensor) else type(rois).__name__
+        raise ValueError(f"rois must be a Tensor[K, 6] of (batch_index, cx, cy, w, h, angle in degrees), got {got}")
+    checks.like("rois", rois, "input", input)
+    pooled_height, pooled_width = checks.pair("output_size", output_size)
+    if (not isinstance(spatial_scale, numbers.Real) or isinstance(spatial_scale, bool)
+            or not 0 < spatial_scale < math.inf):
+        raise ValueError(
+            f"spatial_scale must be a positive number, and finite (e.g. 0.25 for stride 4), got {spatial_scale!r}"
+        )
+    if rois.numel():
+        stats = _rotated_stats(rois, float(spatial_scale))
+        if torch.compiler.is_compiling():
+            rois = checked_rotated_rois(rois, stats, input.shape[0], float(spatial_scale))
+        else:
+            _raise_for_rotated_rois(checks.read(stats), input.shape[0], float(spatial_scale))
+    if not isinstance(sampling_ratio, numbers.Integral) or isinstance(sampling_ratio, bool):
+        raise TypeError(f"sampling_ratio must be an int (<= 0 for adaptive), got {sampling_ratio!r}")
+    if not isinstance(clockwise, bool):
+        raise TypeError(f"clockwise must be a bool, got {clockwise!r}")
+    return rois, pooled_height, pooled_width, float(spatial_scale), int(sampling_ratio)
+
+
+def _rotated_stats(rois: torch.Tensor, spatial_scale: float) -> torch.Tensor:
+    """[6]: all finite, all batch indices whole, the smallest and the largest, all still finite on the map, the
+    smallest width or height."""
+    batch = rois[:, 0]
+    scaled = rois[:, 1:5].to(torch.float64) * spatial_scale  # [K, 4] (cx, cy, w, h) on the map
+    return checks.stats(torch.isfinite(rois).all(), (batch == batch.floor()).all(), batch.min(), batch.max(),
+                        torch.isfinite(scaled).all(), rois[:, 3:5].min())
+
+
+def _raise_for_rotated_rois(stats: list, n: int, spatial_scale: float) -> None:
+    finite, whole, lo, hi, finite_scaled, smallest_side = stats
+    if not finite:
+        raise ValueError("rois must be finite; found NaN or inf")
+    if not whole:
+        raise ValueError("rois[:, 0] (the batch index) must hold whole numbers")
+    if lo < 0 or hi >= n:
+        raise IndexError(f"rois[:, 0] (the batch index) must be in [0, {n}), found values in [{lo:.0f}, {hi:.0f}]")
+    if not finite_scaled:
+        raise ValueError(
+            f"rois * spatial_scale ({spatial_scale!r}) overflows to inf: the boxes are too large for this scale"
+        )
+    if smallest_side < 0:
+        raise ValueError(
+            f"rois[:, 3:5] (width, height) must be >= 0, found {smallest_side!r}; a box turned the other way is a "
+            f"rotation of its angle by 180 degrees, not a negative size"
+        )
+
+
+@torch.library.custom_op("impls::checked_rotated_rois", mutates_args=(), tags=(torch.Tag.cudagraph_unsafe,))
+def checked_rotated_rois(rois: torch.Tensor, stats: torch.Tensor, batch_size: int,
+                         spatial_scale: float) -> torch.Tensor:
+    _raise_for_rotated_rois(checks.read(stats), batch_size, spatial_scale)
+    return rois.clone()
+
+
+@checked_rotated_rois.register_fake
+def _(rois, stats, batch_size, spatial_scale):
+    return torch.empty_like(rois)
+
+
+checked_rotated_rois.register_autograd(lambda ctx, grad: (grad, None, None, None))
