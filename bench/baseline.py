@@ -5,7 +5,7 @@ against the baseline (``results_json.py``); a peer's own row label is timed nati
 
 The benchmark also times ``multiscale_roi_align`` (``impls.MultiScaleRoIAlign``), which the records do not list as
 an op of every backend: a backend without a multi-level kernel pools each level with its ``roi_align``
-(``impls/_registry.py``), so every backend with ``roi_align`` runs it, and its peers are ``roi_align``'s
+(``impls/core/registry.py``), so every backend with ``roi_align`` runs it, and its peers are ``roi_align``'s
 (``torchvision``, timed as ``torchvision.ops.MultiScaleRoIAlign``).
 """
 

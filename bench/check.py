@@ -39,7 +39,7 @@ from impls.core.registry import registered
 # these of ours.
 OURS_IN_CHECK_ORDER = ("cpp", "vectorized", ORACLE)
 
-# Allowed max |result - peer| over max |peer|, by the case's dtype: the tests' table (impls/_tolerance.py, with
+# Allowed max |result - peer| over max |peer|, by the case's dtype: the tests' table (impls/core/tolerance.py, with
 # its reasons), seen to hold on the default matrix (float32: up to 3.5e-5, outputs and gradients alike; bfloat16:
 # 3.2e-3). float64 alone is scaled: its bound is a few ulps per term summed, and a box gradient here sums up to
 # BENCH_TERMS terms (a P2 case), 100 times the tests' maps (_tolerance.TERMS).

@@ -34,7 +34,7 @@ from impls.core import tolerance as _tolerance
 from impls.core.determinism import deterministic_algorithms
 
 DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
-# Relative to the largest magnitude (at least 1): the tests' table (impls/_tolerance.py, with its reasons). The
+# Relative to the largest magnitude (at least 1): the tests' table (impls/core/tolerance.py, with its reasons). The
 # tour's calls are the test matrix's on a map of the same size (N, C, H, W below; a few boxes), so its bounds hold:
 # half types compute and add their atomics in float32 and round once (CONVENTIONS.md section 6).
 TOLERANCE = _tolerance.TOLERANCE

@@ -36,7 +36,7 @@ def backward_modes(backend: str, device: str, op: str):
 
 
 # Allowed error relative to the largest magnitude of the oracle's result, per dtype: the one table, with its
-# reasons, that the benchmark's checks share (impls/_tolerance.py).
+# reasons, that the benchmark's checks share (impls/core/tolerance.py).
 TOLERANCE = _tolerance.TOLERANCE
 # torchvision computes float16 in float16 (coordinates included): a sample ~10 px from the origin is misplaced by
 # up to 10 * 2**-11 = 5e-3 px, and its value by that times the map's slope (~2 here).

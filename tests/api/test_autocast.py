@@ -1,7 +1,7 @@
 """Mixed precision: a detector's training step under ``torch.autocast`` runs through every backend, as through
 torchvision, and under ``torch.compile`` too.
 
-The rule (``impls/_autocast.py``): under autocast both ops compute in float32 and return the feature map's dtype.
+The rule (``impls/core/autocast.py``): under autocast both ops compute in float32 and return the feature map's dtype.
 The oracle is torchvision's own autocast behaviour for ``roi_align`` (the same rule), and the float32 computation
 cast to the map's dtype for ``crop_and_resize`` (TensorFlow has no autocast).
 """

@@ -19,20 +19,27 @@ def test_backends_lists_every_backend_with_its_support():
     assert set(rows) == {"reference", "vectorized", "compiled", "cpp", "cuda", "torchvision", "tensorflow", "triton",
                          "onnxruntime", "openvino", "grid_sample", "kornia"}
     assert rows["torchvision"]["ops"] == ("roi_align",) and rows["torchvision"]["boxes_grad"] == ()
-    # The inference runtimes: roi_align forward only.
+    # The inference runtimes: forward only; OpenVINO has a rotated op of its own (ROIAlignRotated-15).
+    assert rows["onnxruntime"]["ops"] == ("roi_align",)
+    assert rows["openvino"]["ops"] == ("roi_align", "roi_align_rotated")
     for name in ("onnxruntime", "openvino"):
-        assert rows[name]["ops"] == ("roi_align",) and rows[name]["input_grad"] == rows[name]["boxes_grad"] == ()
-    for name in ("grid_sample", "kornia"):  # pure PyTorch, autograd's gradients; other border (CONVENTIONS.md §8.3)
-        assert rows[name]["ops"] == rows[name]["input_grad"] == rows[name]["boxes_grad"] == ("crop_and_resize",)
-        assert rows[name]["differs"] == ("crop_and_resize",)
+        assert rows[name]["input_grad"] == rows[name]["boxes_grad"] == ()
+    # Pure PyTorch, autograd's gradients; another border (CONVENTIONS.md §8.3, §8.6).
+    assert rows["kornia"]["ops"] == rows["kornia"]["input_grad"] == rows["kornia"]["boxes_grad"] == ("crop_and_resize",)
+    both = ("crop_and_resize", "roi_align_rotated")
+    assert rows["grid_sample"]["ops"] == rows["grid_sample"]["input_grad"] == rows["grid_sample"]["boxes_grad"] == both
+    assert rows["grid_sample"]["differs"] == both and rows["kornia"]["differs"] == ("crop_and_resize",)
     assert {name for name, row in rows.items() if row["differs"]} == {"grid_sample", "kornia"}
     assert rows["tensorflow"]["ops"] == ("crop_and_resize",) and rows["tensorflow"]["dtypes"] == ("float32",)
-    assert set(rows["reference"]["ops"]) == set(rows["reference"]["boxes_grad"]) == {"crop_and_resize", "roi_align"}
+    single_map = {"crop_and_resize", "roi_align", "roi_align_rotated"}
+    assert set(rows["reference"]["ops"]) == set(rows["reference"]["boxes_grad"]) == single_map
     # Every other backend of ours has a multi-level kernel (cpp, cuda and triton: one call for every level);
     # reference pools multi-level roi_align level by level with its roi_align.
     for name in ("vectorized", "compiled", "cpp", "cuda", "triton"):
-        assert set(rows[name]["ops"]) == set(rows[name]["boxes_grad"]) == {
-            "crop_and_resize", "roi_align", "multiscale_roi_align"}, name
+        assert set(rows[name]["ops"]) == set(rows[name]["boxes_grad"]) == single_map | {"multiscale_roi_align"}, name
+    # The capabilities the tests and benchmarks read from the records.
+    assert rows["cpp"]["bit_exact_dtypes"] == ("float64",)
+    assert rows["cuda"]["image_grad_modes"] == rows["triton"]["image_grad_modes"] == ("atomic", "deterministic")
     for row in rows.values():
         assert row["available"] == (row["reason"] is None), row
 

@@ -78,3 +78,22 @@ def test_public_ops_are_leaves_only_while_tracing(op):
 
     torch.fx.symbolic_trace(Head())
     assert getattr(impls, op) is getattr(getattr(impls.ops, op), op)
+
+
+def test_leaf_modules_give_the_pooler_torchvisions_node_name():
+    # torchvision's feature extraction makes its own ops' modules leaves: its MultiScaleRoIAlign is the node
+    # "pyramid". Ours is "pyramid.pool_pyramid" unless the caller names it a leaf too (README, "Use").
+    import torchvision
+
+    theirs = Head()
+    theirs.pyramid = torchvision.ops.MultiScaleRoIAlign(["p2", "p3"], 3, 2)
+    assert "pyramid" in get_graph_node_names(theirs)[1]
+    model = Head()
+    leaves = {"leaf_modules": [impls.MultiScaleRoIAlign]}
+    assert "pyramid" in get_graph_node_names(model, tracer_kwargs=leaves)[1]
+    extractor = create_feature_extractor(model, return_nodes={"pyramid": "fpn"}, tracer_kwargs=leaves)
+    image, rois, *_ = inputs()
+    x = model.conv(image)
+    fpn = {"p2": x, "p3": torch.nn.functional.avg_pool2d(x, 2)}
+    torch.testing.assert_close(extractor(*inputs())["fpn"], model.pyramid(fpn, [rois[:, 1:]], [(32, 40)]),
+                               rtol=0, atol=0)

@@ -5,7 +5,7 @@ The public ops check every argument before any kernel runs (``tests/api/test_bad
 kernel is either valid or comes from a caller that bypasses them:
 
 * valid but empty: no boxes (K = 0), no channels (C = 0), no images and no boxes (N = K = 0). Every backend's
-  kernels return the shapes and dtype of the contract (``impls/_registry.py``), and zero gradients;
+  kernels return the shapes and dtype of the contract (``impls/core/registry.py``), and zero gradients;
 * a box whose image index is not an image of the batch (-1, N, far beyond, NaN): a kernel must not read another
   image. What it does instead is what its backend states (``NOT_AN_IMAGE``): the box's output is NaN and it adds
   nothing to either gradient (the other boxes' results are as without it), or the kernel raises.

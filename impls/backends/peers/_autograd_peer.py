@@ -1,8 +1,8 @@
 """What the pure-PyTorch peers share: their gradients are torch autograd's through their own forward.
 
 ``grid_sample`` and ``kornia`` are differentiable torch code, not kernels with a backward of their own; the
-registry wants plain gradient kernels (``_registry.py``), so each gradient kernel re-runs the peer's forward under
-autograd and asks ``torch.autograd.grad`` for the one gradient it returns. Their image gradient does not read the
+registry wants plain gradient kernels (``impls/core/registry.py``), so each gradient kernel re-runs the peer's forward
+under autograd and asks ``torch.autograd.grad`` for the one gradient it returns. Their image gradient does not read the
 image (``grid_sample`` is linear in it), so it is taken at a zero image of the right shape.
 """
 

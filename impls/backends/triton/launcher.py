@@ -16,7 +16,7 @@ kernel called on the other device raises instead of falling back.
 
 Cost. The feature map is read in place through its strides (contiguous, strided or channels_last: no copy), and
 so is the incoming gradient; boxes and box_index are made contiguous (``K x 4``, ``K``). Outputs are written in
-place in the layout the project's rule asks (``impls/_layout.py``): the forward in the feature map's, the image
+place in the layout the project's rule asks (``impls/core/layout.py``): the forward in the feature map's, the image
 gradient in the incoming gradient's (channels_last or NCHW). No ``K x C x H x W`` buffer exists anywhere: the
 outputs are ``K x C x PH x PW``, the image gradient ``N x C x H x W`` (float32 while accumulating half types,
 rounded once). roi_align's per-box geometry (starts, bin sizes, sample grid) is computed on the host in float64

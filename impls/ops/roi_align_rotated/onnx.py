@@ -143,5 +143,15 @@ def roi_align_rotated(input, rois, spatial_scale: float, pooled_height: int, poo
     return op.Cast(out, to=out_type) if out_type in _HALF_TYPES else out
 
 
-TRANSLATIONS = {"roi_align_rotated_forward": roi_align_rotated}
+def checked_rotated_rois(rois, stats, batch_size: int, spatial_scale: float):
+    """The compiled-graph value check (``impls::checked_rotated_rois``): ONNX cannot raise, so the boxes pass
+    unchecked."""
+    return op.Identity(rois)
+
+
+TRANSLATIONS = {
+    "roi_align_rotated_forward": roi_align_rotated,
+    "triton_roi_align_rotated_forward": roi_align_rotated,
+    "checked_rotated_rois": checked_rotated_rois,
+}
 """``{operator name in torch.ops.impls: translation}``, for ``impls/onnx_export.py``'s table."""

@@ -4,9 +4,8 @@ unrolled bin sum; ONNX has no rotated RoiAlign), and onnxruntime gives the refer
 the same file, gives them to float32's precision. The adaptive grid
 does not export: the translation raises, naming ``sampling_ratio`` and the fix.
 
-The model calls ``impls_test::roi_align_rotated_forward``, an operator defined here with the schema of
-``impls::roi_align_rotated_forward`` (SPEC) and the reference as its kernel, so that the translation is tested on
-exactly the schema it serves without the compiled extension.
+The model calls ``impls.roi_align_rotated(..., backend="cpp")``, which exports as ``impls::roi_align_rotated_forward``
+behind its value check ``impls::checked_rotated_rois`` (exported as ``Identity``: ONNX cannot raise).
 
 Oracle: ``impls/ops/roi_align_rotated/reference.py`` (float64 Python loops). The boxes cover a box inside the map,
 one partly and one wholly outside, one across a corner, a zero-width box, boxes at 180 degrees and at 0 degrees
@@ -35,7 +34,8 @@ onnxruntime = optional_deps.require("onnxruntime")
 openvino = optional_deps.require("openvino")
 optional_deps.require("onnxscript")
 
-from impls.ops.roi_align_rotated import onnx as rotated_onnx  # noqa: E402  (after the optional imports)
+import impls  # noqa: E402  (after the optional imports)
+from impls.ops.roi_align_rotated import onnx as rotated_onnx  # noqa: E402
 from impls.ops.roi_align_rotated import reference  # noqa: E402
 
 TOLERANCE = {torch.float64: 1e-13, torch.float32: 1e-6, torch.float16: 1e-3}
@@ -44,18 +44,7 @@ SPATIAL_SCALE = 0.5
 OUTPUT_SIZE = (3, 4)
 
 
-@torch.library.custom_op("impls_test::roi_align_rotated_forward", mutates_args=())
-def _forward_op(input: torch.Tensor, rois: torch.Tensor, spatial_scale: float, pooled_height: int,
-                pooled_width: int, sampling_ratio: int, clockwise: bool) -> torch.Tensor:
-    return reference.forward(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, clockwise)
-
-
-@_forward_op.register_fake
-def _(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, clockwise):
-    return input.new_empty((rois.shape[0], input.shape[1], pooled_height, pooled_width))
-
-
-TRANSLATION_TABLE = {torch.ops.impls_test.roi_align_rotated_forward.default: rotated_onnx.roi_align_rotated}
+TRANSLATION_TABLE = impls.onnx_translation_table()
 
 # (batch, cx, cy, w, h, degrees) in image pixels; spatial_scale 0.5 on a 10 x 12 map (a 20 x 24 image). With
 # h = 6 (3 map px), PH = 3 and sampling_ratio 2 the samples sit at cy_s + {-1.25, -0.75, ..., 1.25}.
@@ -91,8 +80,8 @@ class RotatedHead(torch.nn.Module):
         self.sampling_ratio, self.clockwise = sampling_ratio, clockwise
 
     def forward(self, x, rois):
-        return torch.ops.impls_test.roi_align_rotated_forward(x, rois, SPATIAL_SCALE, *OUTPUT_SIZE,
-                                                              self.sampling_ratio, self.clockwise)
+        return impls.roi_align_rotated(x, rois, OUTPUT_SIZE, SPATIAL_SCALE, self.sampling_ratio,
+                                       clockwise=self.clockwise, backend="cpp")
 
 
 def export(model, args, tmp_path) -> str:
