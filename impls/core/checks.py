@@ -9,6 +9,7 @@ operator (``impls::checked_boxes``, ``impls::checked_rois``), which raises the e
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Sequence
 
@@ -65,3 +66,15 @@ def pair(name: str, value) -> tuple[int, int]:
                 return int(h), int(w)
             raise ValueError(f"{name} must be positive, got ({h}, {w})")
     raise TypeError(f"{name} must be an int or a pair of ints (height, width), got {value!r}")
+
+
+def spatial_scale(value) -> None:
+    """A feature map's scale: a positive finite number (e.g. 0.25 for stride 4)."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not 0 < value < math.inf:
+        raise ValueError(f"spatial_scale must be a positive number, and finite (e.g. 0.25 for stride 4), got {value!r}")
+
+
+def sampling_ratio(value) -> None:
+    """Samples per bin side: an int, ``<= 0`` for the adaptive grid."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+        raise TypeError(f"sampling_ratio must be an int (<= 0 for adaptive), got {value!r}")

@@ -9,8 +9,6 @@ returns a copy of the boxes that the kernels then read (``crop_and_resize/argume
 
 from __future__ import annotations
 
-import math
-import numbers
 from typing import Sequence, Union
 
 import torch
@@ -47,19 +45,14 @@ def arguments(input, boxes: BoxesArg, output_size, spatial_scale, sampling_ratio
     else:
         raise TypeError(f"boxes must be a Tensor[K, 5] or a list of Tensor[L, 4], got {type(boxes).__name__}")
     pooled_height, pooled_width = checks.pair("output_size", output_size)
-    if (not isinstance(spatial_scale, numbers.Real) or isinstance(spatial_scale, bool)
-            or not 0 < spatial_scale < math.inf):
-        raise ValueError(
-            f"spatial_scale must be a positive number, and finite (e.g. 0.25 for stride 4), got {spatial_scale!r}"
-        )
+    checks.spatial_scale(spatial_scale)
     if rois.numel():
         stats = _roi_stats(rois, float(spatial_scale))
         if torch.compiler.is_compiling():
             rois = checked_rois(rois, stats, input.shape[0], float(spatial_scale))
         else:
             _raise_for_rois(checks.read(stats), input.shape[0], float(spatial_scale))
-    if not isinstance(sampling_ratio, numbers.Integral) or isinstance(sampling_ratio, bool):
-        raise TypeError(f"sampling_ratio must be an int (<= 0 for adaptive), got {sampling_ratio!r}")
+    checks.sampling_ratio(sampling_ratio)
     if not isinstance(aligned, bool):
         raise TypeError(f"aligned must be a bool, got {aligned!r}")
     return rois, pooled_height, pooled_width, float(spatial_scale), int(sampling_ratio)

@@ -132,14 +132,15 @@ def _roi_samples(roi, H, W, spatial_scale, pooled_height, pooled_width, sampling
     return n, count, samples
 
 
-def _roi_bins(rois, grad, N, C, H, W, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):
+def bins(samples_of, rois, grad, N, C, H, W, spatial_scale, pooled_height, pooled_width, sampling_ratio, flag):
     """Every (box, channel, bin) in the reference's order, with the bin's incoming gradient:
-    ``(k, n, c, g, count, samples)``, ``samples`` the bin's in-range samples."""
+    ``(k, n, c, g, count, samples)``, ``samples`` the bin's in-range samples as ``samples_of`` lists them
+    (``_roi_samples`` here; roi_align_rotated's reference lists its rotated samples, ``flag`` its ``clockwise``)."""
     rs = _roi_rows(rois, N)
     g_out = grad.double().tolist()
     for k in range(len(rs)):
-        n, count, samples = _roi_samples(
-            rs[k], H, W, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned
+        n, count, samples = samples_of(
+            rs[k], H, W, spatial_scale, pooled_height, pooled_width, sampling_ratio, flag
         )
         for c in range(C):
             for ph in range(pooled_height):
@@ -147,15 +148,16 @@ def _roi_bins(rois, grad, N, C, H, W, spatial_scale, pooled_height, pooled_width
                     yield k, n, c, g_out[k][c][ph][pw], count, samples[ph][pw]
 
 
-def forward(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):
+def pooled_forward(samples_of, input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, flag):
+    """Each bin's mean of its samples as ``samples_of`` lists them (see ``bins``)."""
     N, C, H, W = input.shape
     K = rois.shape[0]
     img = input.double().tolist()
     rs = _roi_rows(rois, N)
     out = [[[[0.0] * pooled_width for _ in range(pooled_height)] for _ in range(C)] for _ in range(K)]
     for k in range(K):
-        n, count, samples = _roi_samples(
-            rs[k], H, W, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned
+        n, count, samples = samples_of(
+            rs[k], H, W, spatial_scale, pooled_height, pooled_width, sampling_ratio, flag
         )
         for c in range(C):
             plane = img[n][c]
@@ -174,14 +176,13 @@ def forward(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ra
     return _layout.like(torch.tensor(out, dtype=input.dtype).reshape(K, C, pooled_height, pooled_width), input)
 
 
-def backward_input(
-    grad, rois, spatial_scale, pooled_height, pooled_width, batch_size, channels, height, width, sampling_ratio,
-    aligned,
-):
+def pooled_backward_input(samples_of, grad, rois, spatial_scale, pooled_height, pooled_width, batch_size, channels,
+                          height, width, sampling_ratio, flag):
+    """The transpose of ``pooled_forward``: each sample's four taps get ``g * weight / count``."""
     N, C, H, W = batch_size, channels, height, width
     g_img = [[[[0.0] * W for _ in range(H)] for _ in range(C)] for _ in range(N)]
-    for _, n, c, g, count, samples in _roi_bins(
-        rois, grad, N, C, H, W, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned
+    for _, n, c, g, count, samples in bins(
+        samples_of, rois, grad, N, C, H, W, spatial_scale, pooled_height, pooled_width, sampling_ratio, flag
     ):
         g_plane = g_img[n][c]
         for s in samples:
@@ -192,14 +193,27 @@ def backward_input(
     return _layout.like(torch.tensor(g_img, dtype=grad.dtype).reshape(N, C, H, W), grad)
 
 
+def forward(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):
+    return pooled_forward(_roi_samples, input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio,
+                          aligned)
+
+
+def backward_input(
+    grad, rois, spatial_scale, pooled_height, pooled_width, batch_size, channels, height, width, sampling_ratio,
+    aligned,
+):
+    return pooled_backward_input(_roi_samples, grad, rois, spatial_scale, pooled_height, pooled_width, batch_size,
+                                 channels, height, width, sampling_ratio, aligned)
+
+
 def backward_boxes(
     grad, input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned
 ):
     N, C, H, W = input.shape
     img = input.double().tolist()
     g_roi = [[0.0] * 5 for _ in range(rois.shape[0])]
-    for k, n, c, g, count, samples in _roi_bins(
-        rois, grad, N, C, H, W, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned
+    for k, n, c, g, count, samples in bins(
+        _roi_samples, rois, grad, N, C, H, W, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned
     ):
         plane = img[n][c]
         for s in samples:

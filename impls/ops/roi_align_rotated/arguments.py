@@ -10,9 +10,6 @@ and returns a copy of the boxes that the kernels then read (``crop_and_resize/ar
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import torch
 
 from ...core import checks
@@ -26,19 +23,14 @@ def arguments(input, rois, output_size, spatial_scale, sampling_ratio, clockwise
         raise ValueError(f"rois must be a Tensor[K, 6] of (batch_index, cx, cy, w, h, angle in degrees), got {got}")
     checks.like("rois", rois, "input", input)
     pooled_height, pooled_width = checks.pair("output_size", output_size)
-    if (not isinstance(spatial_scale, numbers.Real) or isinstance(spatial_scale, bool)
-            or not 0 < spatial_scale < math.inf):
-        raise ValueError(
-            f"spatial_scale must be a positive number, and finite (e.g. 0.25 for stride 4), got {spatial_scale!r}"
-        )
+    checks.spatial_scale(spatial_scale)
     if rois.numel():
         stats = _rotated_stats(rois, float(spatial_scale))
         if torch.compiler.is_compiling():
             rois = checked_rotated_rois(rois, stats, input.shape[0], float(spatial_scale))
         else:
             _raise_for_rotated_rois(checks.read(stats), input.shape[0], float(spatial_scale))
-    if not isinstance(sampling_ratio, numbers.Integral) or isinstance(sampling_ratio, bool):
-        raise TypeError(f"sampling_ratio must be an int (<= 0 for adaptive), got {sampling_ratio!r}")
+    checks.sampling_ratio(sampling_ratio)
     if not isinstance(clockwise, bool):
         raise TypeError(f"clockwise must be a bool, got {clockwise!r}")
     return rois, pooled_height, pooled_width, float(spatial_scale), int(sampling_ratio)

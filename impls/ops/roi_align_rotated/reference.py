@@ -22,9 +22,9 @@ import math
 
 import torch
 
-from ...core import layout as _layout
 from ...core.registry import OpKernels
-from ..roi_align.reference import _roi_corner, _roi_in_range, _roi_rows
+from ..roi_align import reference as roi_reference
+from ..roi_align.reference import _roi_corner, _roi_in_range
 
 # d theta / d angle: the angle is in degrees.
 _RADIANS_PER_DEGREE = math.pi / 180.0
@@ -108,48 +108,11 @@ def _box_samples(roi, H, W, spatial_scale, pooled_height, pooled_width, sampling
     return n, count, samples
 
 
-def _bins(rois, grad, N, C, H, W, spatial_scale, pooled_height, pooled_width, sampling_ratio, clockwise):
-    """Every (box, channel, bin) in the reference's order with the bin's incoming gradient:
-    ``(k, n, c, g, count, samples)``."""
-    rs = _roi_rows(rois, N)
-    g_out = grad.double().tolist()
-    for k in range(len(rs)):
-        n, count, samples = _box_samples(
-            rs[k], H, W, spatial_scale, pooled_height, pooled_width, sampling_ratio, clockwise
-        )
-        for c in range(C):
-            for ph in range(pooled_height):
-                for pw in range(pooled_width):
-                    yield k, n, c, g_out[k][c][ph][pw], count, samples[ph][pw]
-
-
 def forward(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, clockwise):
     """``input (Tensor[N, C, H, W])``, ``rois (Tensor[K, 6])`` rows ``(batch_index, cx, cy, w, h, angle_degrees)``.
     Returns ``Tensor[K, C, PH, PW]`` in the input's dtype and memory format."""
-    N, C, H, W = input.shape
-    K = rois.shape[0]
-    img = input.double().tolist()
-    rs = _roi_rows(rois, N)
-    out = [[[[0.0] * pooled_width for _ in range(pooled_height)] for _ in range(C)] for _ in range(K)]
-    for k in range(K):
-        n, count, samples = _box_samples(
-            rs[k], H, W, spatial_scale, pooled_height, pooled_width, sampling_ratio, clockwise
-        )
-        for c in range(C):
-            plane = img[n][c]
-            for ph in range(pooled_height):
-                for pw in range(pooled_width):
-                    acc = 0.0
-                    for s in samples[ph][pw]:
-                        w1, w2, w3, w4 = s.hy * s.hx, s.hy * s.lx, s.ly * s.hx, s.ly * s.lx
-                        acc += (
-                            w1 * plane[s.y_low][s.x_low]
-                            + w2 * plane[s.y_low][s.x_high]
-                            + w3 * plane[s.y_high][s.x_low]
-                            + w4 * plane[s.y_high][s.x_high]
-                        )
-                    out[k][c][ph][pw] = acc / count
-    return _layout.like(torch.tensor(out, dtype=input.dtype).reshape(K, C, pooled_height, pooled_width), input)
+    return roi_reference.pooled_forward(_box_samples, input, rois, spatial_scale, pooled_height, pooled_width,
+                                        sampling_ratio, clockwise)
 
 
 def backward_input(
@@ -158,18 +121,8 @@ def backward_input(
 ):
     """The input gradient, ``Tensor[N, C, H, W]`` in ``grad``'s dtype and memory format: each in-range sample's
     four taps get ``g * weight / count``."""
-    N, C, H, W = batch_size, channels, height, width
-    g_img = [[[[0.0] * W for _ in range(H)] for _ in range(C)] for _ in range(N)]
-    for _, n, c, g, count, samples in _bins(
-        rois, grad, N, C, H, W, spatial_scale, pooled_height, pooled_width, sampling_ratio, clockwise
-    ):
-        g_plane = g_img[n][c]
-        for s in samples:
-            g_plane[s.y_low][s.x_low] += g * (s.hy * s.hx) / count
-            g_plane[s.y_low][s.x_high] += g * (s.hy * s.lx) / count
-            g_plane[s.y_high][s.x_low] += g * (s.ly * s.hx) / count
-            g_plane[s.y_high][s.x_high] += g * (s.ly * s.lx) / count
-    return _layout.like(torch.tensor(g_img, dtype=grad.dtype).reshape(N, C, H, W), grad)
+    return roi_reference.pooled_backward_input(_box_samples, grad, rois, spatial_scale, pooled_height, pooled_width,
+                                               batch_size, channels, height, width, sampling_ratio, clockwise)
 
 
 def backward_boxes(grad, input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, clockwise):
@@ -178,8 +131,8 @@ def backward_boxes(grad, input, rois, spatial_scale, pooled_height, pooled_width
     N, C, H, W = input.shape
     img = input.double().tolist()
     g_roi = [[0.0] * 6 for _ in range(rois.shape[0])]
-    for k, n, c, g, count, samples in _bins(
-        rois, grad, N, C, H, W, spatial_scale, pooled_height, pooled_width, sampling_ratio, clockwise
+    for k, n, c, g, count, samples in roi_reference.bins(
+        _box_samples, rois, grad, N, C, H, W, spatial_scale, pooled_height, pooled_width, sampling_ratio, clockwise
     ):
         plane = img[n][c]
         d = g_roi[k]
