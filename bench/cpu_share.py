@@ -20,21 +20,27 @@ class CpuShare:
     machine reads ``neighbour`` ~0. On a 2-core machine a neighbour using one core slows a call that synchronizes
     its two threads often (``vectorized``: ~1400 torch ops per P2 call, each a parallel region) several times over
     (bench/results/vm-2026-11-26-vectorized-stability.md), so the report flags cases that ran beside one. None
-    where ``/proc/stat`` cannot be read."""
+    where ``/proc/stat`` cannot be read. ``children=True`` counts this process's finished child processes as its own
+    (``notebooks/execute.py``: the notebook's kernel is a child, shut down before the block ends)."""
 
     TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
-    @staticmethod
-    def _snapshot():
+    def __init__(self, children: bool = False):
+        self.children = children
+
+    def _snapshot(self):
         try:
             with open("/proc/stat") as stat:
                 fields = [int(x) for x in stat.readline().split()[1:]]  # user nice system idle iowait irq softirq steal
         except (OSError, ValueError):
             return None
-        own = resource.getrusage(resource.RUSAGE_SELF)
+        usages = [resource.getrusage(resource.RUSAGE_SELF)]
+        if self.children:
+            usages.append(resource.getrusage(resource.RUSAGE_CHILDREN))
         busy = fields[0] + fields[1] + fields[2] + fields[5] + fields[6]
         steal = fields[7] if len(fields) > 7 else 0
-        return time.perf_counter(), busy / CpuShare.TICK, steal / CpuShare.TICK, own.ru_utime + own.ru_stime
+        own = sum(u.ru_utime + u.ru_stime for u in usages)
+        return time.perf_counter(), busy / CpuShare.TICK, steal / CpuShare.TICK, own
 
     def __enter__(self):
         self.start = self._snapshot()

@@ -3,6 +3,7 @@ notebook's own assertion of its claim, fails the test. The committed files are n
 written to the test's temporary folder for inspection."""
 
 import importlib.util
+import re
 from pathlib import Path
 
 import optional_deps
@@ -35,3 +36,37 @@ def test_notebook_runs(name, tmp_path):
     nbformat.write(notebook, tmp_path / name)
     code_cells = [cell for cell in notebook.cells if cell.cell_type == "code"]
     assert code_cells and all(cell.execution_count for cell in code_cells), "a code cell did not run"
+    # No log line of torch's (``W1205 18:05:39.18 ... file.py:183] ...``) saved in an output.
+    logged = [line for cell in code_cells for out in cell.outputs if out.output_type == "stream"
+              for line in out.text.splitlines() if re.match(r"[WE]\d{4} \d\d:\d\d:", line)]
+    assert not logged, logged
+
+
+@pytest.mark.parametrize("neighbour,saved", [(0.05, True), (0.6, False)])
+def test_a_notebook_run_beside_a_busy_neighbour_is_not_saved(neighbour, saved, tmp_path, monkeypatch):
+    # ``make notebooks`` keeps the committed outputs when other processes took more than the report's quiet limit
+    # (0.2 cores) while a notebook ran, and fails saying so; a quiet run is saved.
+    runner = _load_runner()
+    path = tmp_path / "00_probe.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1 + 1")]), path)
+    before = path.read_text()
+
+    class Share:
+        def __init__(self, children):
+            assert children, "the kernel is a child process: its CPU is the notebook's own"
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.neighbour = neighbour
+            return False
+
+    monkeypatch.setattr(runner, "CpuShare", Share)
+    if saved:
+        runner.main([str(path)])
+        assert nbformat.read(path, as_version=4).cells[0].outputs, "the quiet run was not saved"
+    else:
+        with pytest.raises(SystemExit, match="busy"):
+            runner.main([str(path)])
+        assert path.read_text() == before, "a busy run overwrote the notebook"
