@@ -18,7 +18,7 @@ NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 # Listed by name, not globbed, so that a missing notebook fails instead of vanishing from the test.
 NOTEBOOKS = ("01_bilinear_sampling.ipynb", "02_box_conventions.ipynb", "03_backends_compared.ipynb",
              "04_box_gradients_and_porting.ipynb", "05_how_the_fast_kernels_are_made.ipynb",
-             "06_benchmarking_fairly.ipynb")
+             "06_benchmarking_fairly.ipynb", "07_rotated_roi_align.ipynb")
 
 
 def _load_runner():
