@@ -72,7 +72,8 @@ register(
     Backend(
         name="grid_sample",
         peer=True,
-        summary="peer: crop_and_resize in pure PyTorch, F.affine_grid + F.grid_sample(align_corners=True)",
+        summary="peer: pure PyTorch as users write it: crop_and_resize with F.affine_grid + F.grid_sample("
+        "align_corners=True); roi_align_rotated with a rotated affine_grid, grid_sample and avg_pool2d",
         devices=("cpu", "cuda"),
         dtypes=(torch.float32, torch.float64),
         kernels={"crop_and_resize": OpKernels(_grid_sample_forward, *autograd_kernels(_grid_sample_forward),
