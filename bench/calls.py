@@ -145,9 +145,6 @@ def make_inputs(case: Case) -> AnyInputs:
     return _cpu_inputs(case.op, case.workload).to(case.device, case.torch_dtype, case.variant.layout)
 
 
-# Consecutive cases share a workload (matrix order): drawing a P2 map and its upstream gradient is more CPU work
-# than timing a GPU case. ``make_inputs`` copies them to the case's device and dtype (a CPU float32 case
-# gets the cached tensors themselves, which the calls only read).
 def _without_index(inputs: Callable) -> Callable:
     """A workload's ``(rois, kwargs)`` maker as ``(rois, None, kwargs)``: rois carry their batch index."""
     def made(workload: Workload) -> tuple:
@@ -166,6 +163,9 @@ OP_INPUTS = {
 }
 
 
+# Consecutive cases share a workload (matrix order): drawing a P2 map and its upstream gradient is more CPU work
+# than timing a GPU case. ``make_inputs`` copies them to the case's device and dtype (a CPU float32 case
+# gets the cached tensors themselves, which the calls only read).
 @functools.lru_cache(maxsize=2)
 def _cpu_inputs(op: str, workload: Workload | PyramidWorkload) -> AnyInputs:
     if op == MULTISCALE:
