@@ -6,10 +6,10 @@ made before the timer starts: tensors in the row's layout, TensorFlow's NHWC cop
 ``Call``: ``run`` is the timed region, ``to_torch`` turns what it returned into NCHW torch tensors for the check
 against a peer (``check.py``), outside the timer.
 
-* Ours (``reference``, ``vectorized``, ``cpp``, ``cuda``, ...): ``impls.roi_align`` / ``impls.crop_and_resize``
-  exactly as a user calls them (validation and the autograd Function included) on NCHW tensors, or on
-  ``torch.channels_last`` ones for ``cpp_nhwc`` / ``cuda_nhwc`` (feature map and upstream gradient; the output
-  comes back channels_last). Gradients come from ``torch.autograd.grad``, so no ``.grad`` accumulates between
+* Ours (``reference``, ``vectorized``, ``cpp``, ``cuda``, ...): ``impls.roi_align`` / ``impls.crop_and_resize`` /
+  ``impls.roi_align_rotated`` exactly as a user calls them (validation and the autograd Function included) on NCHW
+  tensors, or on ``torch.channels_last`` ones for ``cpp_nhwc`` / ``cuda_nhwc`` (feature map and upstream gradient;
+  the output comes back channels_last). Gradients come from ``torch.autograd.grad``, so no ``.grad`` accumulates between
   rounds. ``tensorflow+convert`` is this path with ``backend="tensorflow"``: our wrapper, NCHW <-> NHWC through
   numpy inside every call, the price a PyTorch user of that wrapper pays.
 * ``torchvision``: ``torchvision.ops.roi_align`` called directly on its NCHW tensors (no ``impls`` validation), its
@@ -26,8 +26,12 @@ against a peer (``check.py``), outside the timer.
   RoiAlign-16 model and numpy feeds, both made before the timer (``impls/backends/peers/onnxruntime.py``).
 * ``openvino`` (roi_align, forward only): ``request.infer(feeds, share_inputs=True, share_outputs=True)`` on an infer
   request of a compiled one-node ROIAlign-9 model, made before the timer with its numpy feeds: no copy in or out.
+  For roi_align_rotated the same on a ROIAlignRotated-15 model, its feeds (``openvino_rotated.feeds``: the angle in
+  radians, the batch indices apart) made before the timer too.
 * ``grid_sample`` (crop_and_resize): the user's pure-PyTorch code (``impls/backends/peers/grid_sample.py``:
-  ``F.affine_grid`` + ``F.grid_sample``) on torch tensors, its gradients through torch autograd.
+  ``F.affine_grid`` + ``F.grid_sample``) on torch tensors, its gradients through torch autograd. roi_align_rotated:
+  the same user's rotated version (``impls/backends/peers/grid_sample_rotated.py``: a rotated ``F.affine_grid`` per
+  box, ``F.grid_sample``, ``F.avg_pool2d``), fixed ``sampling_ratio`` only.
 * ``kornia`` (crop_and_resize, one box per image): ``kornia.geometry.transform.crop_and_resize`` on corner points
   made before the timer, its gradients through torch autograd (the corners' gradient is taken to our boxes' after).
 * ``tensorflow``: TensorFlow's own ops on NHWC ``tf.Tensor``s made outside the timer (image, boxes, box indices,
@@ -69,6 +73,7 @@ from workloads import (
     pyramid_boxes,
     pyramid_maps,
     roi_align_inputs,
+    rotated_rois,
 )
 
 import impls
@@ -77,8 +82,9 @@ from impls.core.determinism import deterministic_algorithms
 
 @dataclasses.dataclass(frozen=True)
 class Inputs:
-    """The tensors of one call: ``image`` [N, C, H, W], ``boxes`` ([K, 5] rois or [K, 4] normalized), ``box_index``
-    [K] (crop_and_resize only), the op's other keyword arguments, and the upstream gradient [K, C, PH, PW]."""
+    """The tensors of one call: ``image`` [N, C, H, W], ``boxes`` ([K, 5] rois, [K, 6] rotated rois or [K, 4]
+    normalized), ``box_index`` [K] (crop_and_resize only), the op's other keyword arguments, and the upstream
+    gradient [K, C, PH, PW]."""
 
     op: str
     image: torch.Tensor
@@ -139,6 +145,24 @@ def make_inputs(case: Case) -> AnyInputs:
     return _cpu_inputs(case.op, case.workload).to(case.device, case.torch_dtype, case.variant.layout)
 
 
+def _without_index(inputs: Callable) -> Callable:
+    """A workload's ``(rois, kwargs)`` maker as ``(rois, None, kwargs)``: rois carry their batch index."""
+    def made(workload: Workload) -> tuple:
+        rois, kwargs = inputs(workload)
+        return rois, None, kwargs
+
+    return made
+
+
+# op -> a workload's boxes (float64: [K, 5] rois, [K, 6] rotated rois, [K, 4] normalized), box indices ([K] int64, or
+# None where the boxes carry them) and the op's keyword arguments.
+OP_INPUTS = {
+    "roi_align": _without_index(roi_align_inputs),
+    "crop_and_resize": crop_and_resize_inputs,
+    "roi_align_rotated": _without_index(rotated_rois),
+}
+
+
 # Consecutive cases share a workload (matrix order): drawing a P2 map and its upstream gradient is more CPU work
 # than timing a GPU case. ``make_inputs`` copies them to the case's device and dtype (a CPU float32 case
 # gets the cached tensors themselves, which the calls only read).
@@ -147,13 +171,8 @@ def _cpu_inputs(op: str, workload: Workload | PyramidWorkload) -> AnyInputs:
     if op == MULTISCALE:
         return _cpu_pyramid_inputs(workload)
     image = feature_map(workload)  # [N, C, H, W] float32
-    if op == "roi_align":
-        boxes, kwargs = roi_align_inputs(workload)  # [K, 5] float64
-        box_index = None
-        out_h, out_w = kwargs["output_size"]
-    else:
-        boxes, box_index, kwargs = crop_and_resize_inputs(workload)  # [K, 4] float64, [K] int64
-        out_h, out_w = kwargs["crop_size"]
+    boxes, box_index, kwargs = OP_INPUTS[op](workload)
+    out_h, out_w = kwargs["crop_size"] if "crop_size" in kwargs else kwargs["output_size"]
     g = torch.Generator().manual_seed(SEED + 1)
     grad_output = torch.randn(workload.boxes, image.shape[1], out_h, out_w, generator=g)  # [K, C, PH, PW]
     return Inputs(op, image, boxes, box_index, kwargs, grad_output)
@@ -208,9 +227,11 @@ def make_call(label: str, pass_: str, inputs: AnyInputs) -> Call:
 
 
 def _impls_forward(backend: str, inputs: Inputs) -> Callable:
-    if inputs.op == "roi_align":
-        return lambda image, boxes: impls.roi_align(image, boxes, backend=backend, **inputs.kwargs)
-    return lambda image, boxes: impls.crop_and_resize(image, boxes, inputs.box_index, backend=backend, **inputs.kwargs)
+    """The public op of ``inputs.op``'s name (``impls.roi_align``, ``impls.crop_and_resize``, ...), box indices
+    after the boxes where the op takes them apart."""
+    op = getattr(impls, inputs.op)
+    index = () if inputs.box_index is None else (inputs.box_index,)
+    return lambda image, boxes: op(image, boxes, *index, backend=backend, **inputs.kwargs)
 
 
 def _torchvision_forward(inputs: Inputs) -> Callable:
@@ -222,11 +243,19 @@ def _torchvision_forward(inputs: Inputs) -> Callable:
 
 
 def _grid_sample_forward(inputs: Inputs) -> Callable:
-    from impls.backends.peers import grid_sample
+    """The user's pure-PyTorch function of ``inputs.op`` (``impls/backends/peers/grid_sample*.py``)."""
+    from impls.backends.peers import grid_sample, grid_sample_rotated
 
-    assert inputs.op == "crop_and_resize", "grid_sample has no roi_align"
-    crop_size = inputs.kwargs["crop_size"]
-    return lambda image, boxes: grid_sample.crop_and_resize(image, boxes, inputs.box_index, crop_size)
+    k = inputs.kwargs
+    forwards = {  # op -> the function on (image, boxes), made when asked for
+        "crop_and_resize": lambda: functools.partial(grid_sample.crop_and_resize, box_index=inputs.box_index,
+                                                     crop_size=k["crop_size"]),
+        "roi_align_rotated": lambda: functools.partial(
+            grid_sample_rotated.roi_align_rotated, output_size=k["output_size"], spatial_scale=k["spatial_scale"],
+            sampling_ratio=k["sampling_ratio"], clockwise=k["clockwise"]),
+    }
+    assert inputs.op in forwards, f"grid_sample has no {inputs.op}"
+    return forwards[inputs.op]()
 
 
 def _kornia_call(pass_: str, inputs: Inputs) -> Call:
@@ -266,15 +295,29 @@ def _onnxruntime_call(pass_: str, inputs: Inputs) -> Call:
     return Call(lambda: session.run(None, feeds), lambda out: (torch.from_numpy(out[0]),))
 
 
+def _openvino_model(op: str) -> tuple[Callable, Callable, str]:
+    """OpenVINO's model of ``op``: (infer request for our arguments, numpy feeds from our tensors, the name of our
+    argument the request takes last)."""
+    from impls.backends.peers import onnxruntime, openvino, openvino_rotated
+
+    models = {
+        # ROIAlign-9 takes onnxruntime's three inputs, by the same names.
+        "roi_align": (openvino.infer_request, onnxruntime.feeds, "aligned"),
+        # ROIAlignRotated-15: rois [K, 5] with the angle in radians, the batch indices apart.
+        "roi_align_rotated": (openvino_rotated.infer_request, openvino_rotated.feeds, "clockwise"),
+    }
+    assert op in models, f"openvino has no {op}"
+    return models[op]
+
+
 def _openvino_call(pass_: str, inputs: Inputs) -> Call:
     """``request.infer(feeds, share_inputs=True, share_outputs=True)`` on an infer request of a compiled model and
     numpy feeds made before the timer: OpenVINO reads the arrays in place and returns its output tensor's memory."""
-    from impls.backends.peers import onnxruntime, openvino
-
-    assert inputs.op == "roi_align" and pass_ == "fwd", "openvino: roi_align forward only"
+    assert pass_ == "fwd", "openvino: forward only"
+    infer_request, make_feeds, last = _openvino_model(inputs.op)
     k = inputs.kwargs
-    request = openvino.infer_request(k["spatial_scale"], *k["output_size"], k["sampling_ratio"], k["aligned"])
-    feeds = onnxruntime.feeds(inputs.image, inputs.boxes)  # the same three inputs, by name
+    request = infer_request(k["spatial_scale"], *k["output_size"], k["sampling_ratio"], k[last])
+    feeds = make_feeds(inputs.image, inputs.boxes)
     # The output's memory is the request's, overwritten by its next call: copied out, outside the timer.
     return Call(lambda: request.infer(feeds, share_inputs=True, share_outputs=True),
                 lambda out: (torch.from_numpy(out[0].copy()),))
@@ -430,6 +473,8 @@ def timed_region(label: str, op: str) -> str:
     v = variant(label)
     if op == MULTISCALE:
         return _pyramid_timed_region(v)
+    if v.native and (v.backend, op) in PEER_TIMED:
+        return PEER_TIMED[v.backend, op]
     if v.native and v.backend == "torchvision":
         return ("`torchvision.ops.roi_align(x, rois, ...)` on its own NCHW tensors (no impls validation); backward: "
                 "`torch.autograd.grad` through torchvision's autograd kernel (`_roi_align_backward`)")
@@ -459,7 +504,7 @@ def timed_region(label: str, op: str) -> str:
                 "gradient, TF's registered gradient always does, and costs the +boxes time); +boxes: "
                 "`tf.GradientTape.gradient(out, [image, boxes], output_gradients=...)`. Synchronous on the CPU, op "
                 "determinism on; no conversion, no copy out")
-    fn = "impls.roi_align" if op == "roi_align" else "impls.crop_and_resize"
+    fn = f"impls.{op}"
     layout = "channels_last (feature map and upstream gradient, made before the timer)" if (
         v.layout == "channels_last") else "NCHW"
     text = (f"`{fn}(..., backend=\"{v.backend}\")` on {layout} torch tensors: validation, autograd Function, "
@@ -469,6 +514,21 @@ def timed_region(label: str, op: str) -> str:
                  "(forward, then each gradient op) and copies back: the peer's time plus the conversions")
     return text
 
+
+# What a peer's timer holds on an op other than the one ``timed_region`` describes for it.
+PEER_TIMED = {
+    ("openvino", "roi_align_rotated"): (
+        "`request.infer(feeds, share_inputs=True, share_outputs=True)`: an infer request of a one-node "
+        "ROIAlignRotated-15 model compiled for OpenVINO's CPU plugin, both made before the timer, with numpy feeds "
+        "made before it (`openvino_rotated.feeds`: rois [K, 5] with the angle in radians, int64 batch indices) and "
+        "read in place; the output stays in the request's memory (copied out after). Forward only"),
+    ("grid_sample", "roi_align_rotated"): (
+        "`F.affine_grid` + `F.grid_sample(align_corners=False)` + `F.avg_pool2d` on NCHW torch tensors as a user "
+        "writes rotated RoIAlign (`impls/backends/peers/grid_sample_rotated.py`: a rotated theta per box from the "
+        "rois, one grid_sample per image over its boxes' grids, the s x s pool, the crops put back in box order), "
+        "nothing of impls inside; a fixed sampling_ratio only (one pool size for every box); backward: "
+        "`torch.autograd.grad` through it (to theta and the rois for +boxes)"),
+}
 
 LIMIT_TIMED = {
     "limit_fill": ("`buf.fill_(1.0)` on buffers of the sizes the pass writes (the crops, plus the image and box "

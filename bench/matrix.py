@@ -64,6 +64,15 @@ float64, half precision on the toy pyramid only (``PYRAMID_HALF_DTYPES``).
 Every backend that has ``roi_align`` runs it (``baseline.KERNEL_OP``: level by level where its record has no
 multi-level kernel); the peer is ``torchvision.ops.MultiScaleRoIAlign``. No box gradients: the peer has none, and
 a detector's pooler needs none (its boxes are proposals, detached).
+
+Rotated RoIAlign (op ``roi_align_rotated``, ``rotated_cases``): oriented boxes on the P2 level of a DOTA-like
+1024x1024 aerial image (256x256, C = 256; ``workloads.rotated_rois``), 512 boxes (training) and 2000 (inference),
+7x7, ``sampling_ratio`` 2 and 0, forward and forward + backward, box gradients on the headline case
+(``ROTATED_HEADLINE``) in float32 as for roi_align's; ``full`` adds P3 (128x128) and every dtype; ``smoke`` the tiny
+workload. Every backend with the op's kernels runs it, with its extra variants (``cpp_nhwc``, ``compiled_nhwc``),
+but ``reference`` (too slow past ``tiny``); the peers ``openvino`` (OpenVINO's ROIAlignRotated-15, forward only,
+float32) and ``grid_sample`` (the pure-PyTorch version, fixed sampling only: ``FIXED_SAMPLING_ONLY``, so no row in
+the adaptive cases) natively, as for the other ops.
 """
 
 from __future__ import annotations
@@ -152,6 +161,15 @@ def all_gpu_dtypes(name: str) -> bool:
 
 TINY = Workload("tiny", boxes=8, output=7, sampling_ratio=2)
 BOX_HEAD = Workload("p2", boxes=512, output=7, sampling_ratio=2)  # the headline case
+# Rotated RoIAlign (module docstring): the op, its headline case (box gradients), and its box counts: an oriented
+# detector's box head samples 512 RoIs per image in training and pools 2000 proposals at inference.
+ROTATED = "roi_align_rotated"
+ROTATED_HEADLINE = Workload("dota_p2", boxes=512, output=7, sampling_ratio=2)
+ROTATED_BOXES = (512, 2000)
+# Registered backends whose kernel of an op takes a fixed sampling_ratio only, so no adaptive (sampling_ratio <= 0)
+# case: grid_sample's rotated RoIAlign pools every box's samples with one avg_pool2d size
+# (impls/backends/peers/grid_sample_rotated.py), and the adaptive grid differs per box.
+FIXED_SAMPLING_ONLY = {ROTATED: ("grid_sample",)}
 # crop_and_resize on a batch, one box per image: the only call kornia's API takes (CONVENTIONS.md §8.4), every
 # crop_and_resize backend beside it. Its 32 P3 maps are 500 MB (a batch of P2 maps would be 2 GB).
 BATCH_CROPS = {"smoke": Workload("tiny", boxes=8, output=7, sampling_ratio=2, images=8),
@@ -263,23 +281,25 @@ def _dtypes(mode: str, label: str, backend_dtypes: tuple[torch.dtype, ...], work
     return [d for d in (["float32", "bfloat16"] if half else ["float32"]) if d in names]
 
 
-def _passes(mode: str, workload: Workload, dtype: str) -> tuple[str, ...]:
+def _passes(mode: str, workload: Workload, dtype: str, headline: Workload = BOX_HEAD) -> tuple[str, ...]:
     if mode == "gpu":
-        # Box gradients in float32 on P2 only: the kernels' other dtypes and levels add little but minutes.
-        return PASSES[:3] + (PASSES[3:] if dtype == "float32" and workload.level == "p2" else ())
+        # Box gradients in float32 on the headline's level (P2) only: the kernels' other dtypes and levels add
+        # little but minutes.
+        return PASSES[:3] + (PASSES[3:] if dtype == "float32" and workload.level == headline.level else ())
     # The deterministic and box-gradient passes once, on the headline case in float32, unless everything is
     # asked for.
-    if mode == "default" and (workload != BOX_HEAD or dtype != "float32"):
+    if mode == "default" and (workload != headline or dtype != "float32"):
         return PASSES[:2]
     return PASSES
 
 
-def _labels(mode: str, workload: Workload, head: bool) -> list[Variant]:
+def _labels(mode: str, workload: Workload, head: bool, headline: Workload = BOX_HEAD) -> list[Variant]:
     """The row labels that run ``workload``: every registered backend, plus the extra variants on head cases
-    (in ``gpu``: every backend and variant on the P2 head cases, only ``all_gpu_dtypes`` ones on the others)."""
-    extra = head and (mode != "gpu" or workload.level == "p2")
+    (in ``gpu``: every backend and variant on the head cases of the headline's level, P2, only ``all_gpu_dtypes``
+    ones on the others)."""
+    extra = head and (mode != "gpu" or workload.level == headline.level)
     labels = [v for name in registered() for v in variants(name) if extra or not v.extra]
-    if mode == "gpu" and not (head and workload.level == "p2"):
+    if mode == "gpu" and not (head and workload.level == headline.level):
         # Past the P2 head cases, only the kernels users compare (all_gpu_dtypes).
         labels = [v for v in labels if all_gpu_dtypes(v.backend)]
     return labels
@@ -292,11 +312,12 @@ def _batch_workloads(op: str, mode: str, batches: dict[str, Workload] = BATCH_CR
     return [batch] if op == "crop_and_resize" and batch is not None else []
 
 
-def _cases(op: str, workloads: list[Workload], mode: str, passes=None, head: bool = True) -> list[Case]:
+def _cases(op: str, workloads: list[Workload], mode: str, passes=None, head: bool = True,
+           headline: Workload = BOX_HEAD) -> list[Case]:
     # Ordered workload > dtype > pass > backend, so that consecutive cases share one peer result (check.py).
     cases = {}
     for workload in workloads:
-        labels = _labels(mode, workload, head)
+        labels = _labels(mode, workload, head, headline)
         # Every dtype some backend runs, in order, once.
         dtypes = dict.fromkeys(
             d for v in labels for d in _dtypes(mode, v.label, registered()[v.backend].dtypes, workload)
@@ -304,7 +325,7 @@ def _cases(op: str, workloads: list[Workload], mode: str, passes=None, head: boo
         for dtype, pass_ in itertools.product(dtypes, PASSES):
             for v in labels:
                 backend = registered()[v.backend]
-                if pass_ not in (passes or _passes(mode, workload, dtype)):
+                if pass_ not in (passes or _passes(mode, workload, dtype, headline)):
                     continue
                 if not _supports(v, op, dtype, workload, mode):
                     continue
@@ -329,6 +350,8 @@ def _supports(v: Variant, op: str, dtype: str, workload: Workload | PyramidWorkl
         return False
     if backend.kernels[kernel_op(op)].one_box_per_image and workload.images != workload.boxes:
         return False  # kornia: box k on image k only; a head's boxes share one image
+    if workload.sampling_ratio <= 0 and backend.name in FIXED_SAMPLING_ONLY.get(kernel_op(op), ()):
+        return False
     return dtype in _dtypes(mode, v.label, backend.dtypes, workload)
 
 
@@ -363,6 +386,22 @@ def sweep_cases(op: str, mode: str = MODE) -> list[Case]:
     if op == "crop_and_resize" and mode in ("default", "gpu"):
         return []
     return _cases(op, _sweep_workloads(mode), mode, passes=PASSES[:2], head=False)
+
+
+def _rotated_workloads(mode: str) -> list[Workload]:
+    """Rotated RoIAlign's workloads (module docstring): the tiny one in ``smoke``; else 512 and 2000 boxes, 7x7,
+    sampling_ratio 2 and 0, on P2 of the aerial image (and P3 in ``full``, with the tiny one)."""
+    if mode == "smoke":
+        return [TINY]
+    levels = ("dota_p2", "dota_p3") if mode == "full" else ("dota_p2",)
+    workloads = [Workload(level, boxes=k, output=ROTATED_HEADLINE.output, sampling_ratio=sr)
+                 for level, k, sr in itertools.product(levels, ROTATED_BOXES, (2, 0))]
+    return workloads + ([TINY] if mode == "full" else [])
+
+
+def rotated_cases(mode: str = MODE) -> list[Case]:
+    """Rotated RoIAlign's cases (module docstring), ordered workload > dtype > pass > backend as ``_cases``."""
+    return _cases(ROTATED, _rotated_workloads(mode), mode, headline=ROTATED_HEADLINE)
 
 
 # Mask R-CNN's poolers (issue 21): the box head at inference and in training, the mask head; and a toy pyramid.
@@ -426,7 +465,8 @@ def params(cases: list[Case]) -> list:
 def find(op: str, backend: str, device: str, dtype: str, case_id: str, pass_: str) -> Case:
     """The Case behind one set of pytest params (params are plain strings so that JSON and group-by read them)."""
     batch = _batch_workloads(op, MODE) + _batch_workloads(op, MODE, RGB_PATCHES)
-    for workload in _head_workloads(MODE) + batch + _sweep_workloads(MODE) + list(_pyramid_workloads(MODE)):
+    workloads = _head_workloads(MODE) + batch + _sweep_workloads(MODE) + list(_pyramid_workloads(MODE))
+    for workload in workloads + _rotated_workloads(MODE):
         case = Case(op, backend, device, dtype, workload, pass_)
         if case.case_id == case_id:
             return case

@@ -49,7 +49,7 @@ def cases_plot(rows: list[dict], op: str, path: Path) -> bool:
     ax.invert_yaxis()
     ax.set_xscale("log")
     ax.set_xlabel("median time per call (ms, log scale; shorter is faster)")
-    ax.set_title(f"{op}: Mask R-CNN head cases", fontsize=10)
+    ax.set_title(f"{op}: detector head cases", fontsize=10)
     ax.grid(axis="x", which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the bars, never over them
     fig.tight_layout()

@@ -3,6 +3,7 @@
     python bench/run.py                  # the default matrix (see matrix.py)
     BENCH=full python bench/run.py       # everything (see matrix.py)
     python bench/run.py -k cpp           # extra arguments go to pytest
+    python bench/run.py -k roi_align_rotated    # one operator's suite: -k on the test ids (``<op>-<backend>-...``)
 
 Exits with pytest's status when the suite fails (the report is then not regenerated). How long pytest took is
 added to the JSON (``wall_seconds``), and the report states it beside the machine: how long ``make bench`` takes is
