@@ -17,6 +17,11 @@ BACKEND_COLORS = {
     "torchvision": "#ff7f0e",
     "tensorflow": "#8c564b",
     "tensorflow+convert": "#e377c2",
+    # The other peers, apart from each other and from OTHER (rotated RoIAlign plots openvino beside grid_sample).
+    "onnxruntime": "#393b79",
+    "openvino": "#637939",
+    "grid_sample": "#8c6d31",
+    "kornia": "#e7ba52",
 }
 LAYOUT_MARKERS = {"NCHW": "o", "NHWC": "s"}
 OTHER = "#bcbd22"  # a label that is no backend (a copy, a bound)

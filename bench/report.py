@@ -380,7 +380,7 @@ def _goal_verdict(row: dict, peer: dict | None) -> tuple[float, str] | None:
     if goal is None:
         return None
     if peer is None:
-        return goal, _peer_absence(row["case"], row["pass"])
+        return goal, "not measurable: no peer"
     return goal, _goal_cell(goal, peer["median"] / row["median"])
 
 
