@@ -3,9 +3,9 @@
     compute-sanitizer --tool memcheck  python3 bench/cuda_kernel_tour.py              # everything
     compute-sanitizer --tool racecheck python3 bench/cuda_kernel_tour.py --boxes-only # the box-gradient kernels
 
-Only the public API (``impls.roi_align`` / ``impls.crop_and_resize`` / ``impls.multiscale_roi_align`` with
-``backend="cuda"`` and ``.backward()``), so that it survives changes to the extension's op names. Each call is one
-of:
+Only the public API (``impls.roi_align`` / ``impls.crop_and_resize`` / ``impls.multiscale_roi_align`` /
+``impls.roi_align_rotated`` with ``backend="cuda"`` and ``.backward()``), so that it survives changes to the
+extension's op names. Each call is one of:
 
 * op and options: crop_and_resize bilinear and nearest; roi_align aligned True/False x sampling_ratio 2 and 0
   (adaptive grid); multi-level roi_align on two levels (both boxes' levels in one call), sampling_ratio 2 and 0;
@@ -69,6 +69,11 @@ def inputs(op: str, k: int):
         [0, 12.47, -4.03, 20.11, 2.07],  # mostly outside
         [1, 0.03, 0.07, 10.91, 8.97],    # nearly the whole map (an adaptive grid of 3x3 at 3x4 output)
     ], dtype=torch.float64)[:k]
+    if op == "roi_align_rotated":  # (batch, cx, cy, w, h, angle in degrees): the same boxes, turned
+        centre = (rois[:, 1:3] + rois[:, 3:5]) / 2
+        size = rois[:, 3:5] - rois[:, 1:3]
+        angle = torch.tensor([0.0, 33.7, -71.3, 180.0, 91.1], dtype=torch.float64)[:k, None]
+        return image, torch.cat([rois[:, :1], centre, size, angle], dim=1), None
     if op == "multiscale_roi_align":  # in image pixels, on the maps of strides 4 and 8
         coarse = torch.randn(N, C, (H + 1) // 2, (W + 1) // 2, generator=g, dtype=torch.float64)
         return [image, coarse], torch.cat([rois[:, :1], rois[:, 1:] * STRIDE], dim=1), None
@@ -92,6 +97,8 @@ def run(op: str, options: dict, dtype: torch.dtype, grads: tuple, det: bool, k: 
         elif op == "multiscale_roi_align":
             shapes = [(H * STRIDE, W * STRIDE)] * N
             out = impls.multiscale_roi_align(maps, boxes, shapes, backend=backend, **MULTISCALE, **options)
+        elif op == "roi_align_rotated":
+            out = impls.roi_align_rotated(maps[0], boxes, backend=backend, **options)
         else:
             out = impls.roi_align(maps[0], boxes, backend=backend, **options)
         results = [("output", out.detach())]
@@ -114,6 +121,8 @@ def calls(boxes_only: bool):
     ops += [("roi_align", dict(output_size=(3, 4), spatial_scale=1.0, sampling_ratio=sr, aligned=aligned))
             for aligned, sr in itertools.product((True, False), (2, 0))]
     ops += [("multiscale_roi_align", dict(output_size=(3, 4), sampling_ratio=sr)) for sr in (2, 0)]
+    ops += [("roi_align_rotated", dict(output_size=(3, 4), spatial_scale=1.0, sampling_ratio=sr, clockwise=cw))
+            for sr, cw in ((2, False), (0, True))]
     for (op, options), dtype, grad_name, det, k in itertools.product(ops, DTYPES, GRADS, (False, True), (5, 0)):
         if boxes_only and "boxes" not in GRADS[grad_name]:
             continue

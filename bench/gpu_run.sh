@@ -26,7 +26,9 @@
 #   GPU_TIMEOUT_<STAGE>  one stage's own cap in seconds (CAP below), e.g. GPU_TIMEOUT_BUILD=900
 #   GPU_TESTS_ARGS  pytest arguments for the tests, default "-k 'not compiled-cpu'": the compiled backend's
 #                   CPU cases (Inductor C++ compiles, minutes from a cold cache) run in CI, its cuda ones here;
-#                   GPU_TESTS_ARGS="" runs everything. GPU_BENCH_ARGS: for the benchmarks, e.g. "-k p2"
+#                   GPU_TESTS_ARGS="" runs everything. GPU_BENCH_ARGS: for the benchmarks, e.g. "-k 'p2 and not
+#                   compiled'" (both are split as the shell splits words, quotes kept); GPU_BENCH_PATHS: the
+#                   benchmark files in the order they run (default bench: all, alphabetically)
 #   GPU_INITCHECK=1 also run compute-sanitizer --tool initcheck (uninitialized device memory reads)
 #   GPU_IGNORE_NO_GPU=1  run the GPU stages even where torch sees no GPU: only to test this script's own flow
 #                   (the stages then fail or skip)
@@ -205,7 +207,7 @@ tests_stage() {
   if "$PY" -c "import xdist" 2> /dev/null; then parallel=(-n 8); fi
   # 8 workers x 2 threads on 16 cores, instead of 8 x 16.
   local selection=(-k "not compiled-cpu")
-  if [[ -n ${GPU_TESTS_ARGS+x} ]]; then read -r -a selection <<< "$GPU_TESTS_ARGS"; fi
+  if [[ -n ${GPU_TESTS_ARGS+x} ]]; then eval "selection=($GPU_TESTS_ARGS)"; fi
   OMP_NUM_THREADS=2 limited "$PY" -m pytest tests "${parallel[@]}" -q -rs -p no:cacheprovider --durations=15 \
     --junitxml="$R/tests.xml" "${selection[@]}"
 }
@@ -247,17 +249,17 @@ racecheck_stage() { sanitizer racecheck --boxes-only --no-compare; }
 initcheck_stage() { sanitizer initcheck --no-compare; }
 
 bench_stage() {
-  local count
-  # shellcheck disable=SC2086
-  count=$(BENCH=gpu "$PY" -m pytest bench --collect-only -q -p no:cacheprovider ${GPU_BENCH_ARGS:-} \
+  local count paths=() selection=()
+  read -r -a paths <<< "${GPU_BENCH_PATHS:-bench}"
+  eval "selection=(${GPU_BENCH_ARGS:-})"
+  count=$(BENCH=gpu "$PY" -m pytest "${paths[@]}" --collect-only -q -p no:cacheprovider "${selection[@]}" \
           | grep -c '::' || true)
   echo "BENCH=gpu: $count cases; at ~0.15-0.3 s each (inputs, check against a peer, peak memory, <= 0.3 s of" \
        "rounds) about $(( count * 15 / 100 ))-$(( count * 3 / 10 )) s; timeout ${STAGE_TIMEOUT} s"
   echo "$count cases" > "$R/bench.note"
-  # shellcheck disable=SC2086
-  BENCH=gpu limited "$PY" -m pytest bench -q -p no:cacheprovider --benchmark-json="$R/bench-gpu.json" \
+  BENCH=gpu limited "$PY" -m pytest "${paths[@]}" -q -p no:cacheprovider --benchmark-json="$R/bench-gpu.json" \
     --benchmark-group-by=param:op,param:case,param:pass_ --benchmark-columns=median,iqr,min,rounds \
-    ${GPU_BENCH_ARGS:-}
+    "${selection[@]}"
   local rc=$?
   if (( rc == 124 )) && [[ -s $R/bench-gpu.json ]]; then  # cut by the deadline: pytest-benchmark still saved
     local timed
