@@ -41,6 +41,21 @@ inline void transpose8x8(__m256 r[8]) {
 }
 #endif
 
+// dst[i] = src[i] for i < n, for a dst written once and not read again soon: float values from the first 32-byte
+// aligned address on go out with non-temporal stores, whole lines in order (no read of each line before its write,
+// as a cached store does). The writer issues _mm_sfence before another thread may read them.
+template <typename scalar_t>
+void stream_copy(const scalar_t* src, scalar_t* dst, int64_t n) {
+  int64_t i = 0;
+#ifdef __AVX2__
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    for (; i < n && reinterpret_cast<uintptr_t>(dst + i) % 32 != 0; ++i) dst[i] = src[i];
+    for (; i + 8 <= n; i += 8) _mm256_stream_ps(dst + i, _mm256_loadu_ps(src + i));
+  }
+#endif
+  std::copy(src + i, src + n, dst + i);
+}
+
 inline void check_box_index(const int64_t* box_index, int64_t num_boxes, int64_t batch) {
   for (int64_t k = 0; k < num_boxes; ++k) {
     TORCH_CHECK(box_index[k] >= 0 && box_index[k] < batch, "box_index[", k, "] = ", box_index[k],

@@ -189,6 +189,7 @@ void crop_forward_blocks(const CropTables<scalar_t, T>& tab, const std::vector<i
   at::parallel_for(0, N * blocks, grain_for(K / std::max<int64_t>(N, 1) * cells * G),
                    [&](int64_t begin, int64_t end) {
     std::vector<T> block(G * plane_size), crop(G * cells);
+    std::vector<scalar_t> planes(G * cells);
     LerpRowCache<T> cache;
     for (auto& r : cache.rows) r.resize(crop_width * G);
     for (int64_t item = begin; item < end; ++item) {
@@ -199,10 +200,16 @@ void crop_forward_blocks(const CropTables<scalar_t, T>& tab, const std::vector<i
       for (int64_t j = start[n]; j < start[n + 1]; ++j) {
         const int64_t k = order[j];
         crop_forward_box(tab.ys.data() + k * crop_height, tab.xs.data() + k * crop_width, crop_height, crop_width,
-                         nearest, static_cast<T>(ext), block.data(), W, cb, cb, cache, crop.data(), cb);
-        deinterleave_planes(crop.data(), cb, cells, out + (k * C + c0) * cells);
+                         nearest, static_cast<T>(ext), block.data(), W, cb, cb, cache, crop.data(), cb,
+                         /*stream=*/false);
+        // Box k's planes c0 .. c0 + cb are one contiguous run of the output: transposed in cache, then streamed.
+        deinterleave_planes(crop.data(), cb, cells, planes.data());
+        stream_copy(planes.data(), out + (k * C + c0) * cells, cb * cells);
       }
     }
+#ifdef __AVX2__
+    _mm_sfence();  // stream_copy's stores are visible before the task ends
+#endif
   });
 }
 
