@@ -129,37 +129,44 @@ void crop_forward_box(const CropAxis<T>* yk, const CropAxis<T>* xk, int64_t crop
   }
 }
 
-// Image gradient of one box into a [H * W, slice_c] channels-last accumulator, from its gradient
-// gt [cells, slice_c], in the reference's order (cell, then corner). Each corner is its own loop over the channels:
-// two corners on the same pixel (an integer coordinate) then add in the reference's order, and the vectorizer has
-// no aliasing to rule out.
+// Image gradient of one box into the image rows [r0, r1) of a channels-last accumulator, from its gradient
+// gt [cells, slice_c], in the reference's order (cell, then corner); contributions to other rows are left out (they
+// belong to another band's task). Each corner is its own loop over the channels: two corners on the same pixel (an
+// integer coordinate) then add in the reference's order, and the vectorizer has no aliasing to rule out.
 // Cell (py, px)'s slice_c gradient values are at gt + cell * gt_step (G: the gradient's own type, or T after a
-// transposition); pixel p's accumulators at acc + p * acc_step.
+// transposition); pixel (r, x)'s accumulators at acc + ((r - r0) * W + x) * acc_step.
 template <typename G, typename T>
 void crop_image_grad_box(const CropAxis<T>* yk, const CropAxis<T>* xk, int64_t crop_height, int64_t crop_width,
-                         bool nearest, const G* gt, int64_t gt_step, int64_t slice_c, int64_t W, T* acc,
-                         int64_t acc_step) {
+                         bool nearest, const G* gt, int64_t gt_step, int64_t slice_c, int64_t W, int64_t r0,
+                         int64_t r1, T* acc, int64_t acc_step) {
+  auto in_band = [&](int64_t r) { return r >= r0 && r < r1; };
   for (int64_t py = 0; py < crop_height; ++py) {
     const CropAxis<T>& y = yk[py];
     if (!y.valid) continue;
+    const bool top = in_band(nearest ? y.nearest : y.lo), bottom = !nearest && in_band(y.hi);
+    if (!top && !bottom) continue;
     for (int64_t px = 0; px < crop_width; ++px) {
       const CropAxis<T>& x = xk[px];
       if (!x.valid) continue;
       const G* gv = gt + (py * crop_width + px) * gt_step;
       if (nearest) {
-        T* a = acc + (y.nearest * W + x.nearest) * acc_step;
+        T* a = acc + ((y.nearest - r0) * W + x.nearest) * acc_step;
         for (int64_t c = 0; c < slice_c; ++c) a[c] += static_cast<T>(gv[c]);
         continue;
       }
       const T yl = y.lerp, xl = x.lerp;
-      T* tl = acc + (y.lo * W + x.lo) * acc_step;
-      T* tr = acc + (y.lo * W + x.hi) * acc_step;
-      T* bl = acc + (y.hi * W + x.lo) * acc_step;
-      T* br = acc + (y.hi * W + x.hi) * acc_step;
-      for (int64_t c = 0; c < slice_c; ++c) tl[c] += (1 - xl) * ((1 - yl) * static_cast<T>(gv[c]));
-      for (int64_t c = 0; c < slice_c; ++c) tr[c] += xl * ((1 - yl) * static_cast<T>(gv[c]));
-      for (int64_t c = 0; c < slice_c; ++c) bl[c] += (1 - xl) * (yl * static_cast<T>(gv[c]));
-      for (int64_t c = 0; c < slice_c; ++c) br[c] += xl * (yl * static_cast<T>(gv[c]));
+      if (top) {
+        T* tl = acc + ((y.lo - r0) * W + x.lo) * acc_step;
+        T* tr = acc + ((y.lo - r0) * W + x.hi) * acc_step;
+        for (int64_t c = 0; c < slice_c; ++c) tl[c] += (1 - xl) * ((1 - yl) * static_cast<T>(gv[c]));
+        for (int64_t c = 0; c < slice_c; ++c) tr[c] += xl * ((1 - yl) * static_cast<T>(gv[c]));
+      }
+      if (bottom) {
+        T* bl = acc + ((y.hi - r0) * W + x.lo) * acc_step;
+        T* br = acc + ((y.hi - r0) * W + x.hi) * acc_step;
+        for (int64_t c = 0; c < slice_c; ++c) bl[c] += (1 - xl) * (yl * static_cast<T>(gv[c]));
+        for (int64_t c = 0; c < slice_c; ++c) br[c] += xl * (yl * static_cast<T>(gv[c]));
+      }
     }
   }
 }
@@ -221,7 +228,7 @@ void crop_box_grad_box(const CropAxis<T>* yk, const CropAxis<T>* xk, int64_t cro
 }
 
 // One call's image gradient, what every task reads: the sample tables, the incoming gradient (read through its
-// strides), and the boxes of each image in increasing k (order[start[n] .. start[n + 1])).
+// strides), the boxes of each image in increasing k (order[start[n] .. start[n + 1])), and each box's image rows.
 template <typename scalar_t, typename T>
 struct ImageGradCall {
   const CropTables<scalar_t, T>& tab;
@@ -232,7 +239,21 @@ struct ImageGradCall {
   bool grad_in_place;  // a dense channels_last gradient: each cell's channels are one contiguous run
   const std::vector<int64_t>& order;
   const std::vector<int64_t>& start;
+  const std::vector<std::array<int64_t, 2>>& rows;  // box k's gradient reaches image rows [rows[k][0], rows[k][1])
 };
+
+// Box k's image rows [first, last + 1) that its samples' corners touch ([0, 0) when none is valid).
+template <typename T>
+std::array<int64_t, 2> box_rows(const CropAxis<T>* yk, int64_t crop_height, bool nearest) {
+  int64_t first = INT64_MAX, last = -1;
+  for (int64_t py = 0; py < crop_height; ++py) {
+    const CropAxis<T>& y = yk[py];
+    if (!y.valid) continue;
+    first = std::min(first, nearest ? y.nearest : std::min(y.lo, y.hi));
+    last = std::max(last, nearest ? y.nearest : std::max(y.lo, y.hi));
+  }
+  return last < 0 ? std::array<int64_t, 2>{0, 0} : std::array<int64_t, 2>{first, last + 1};
+}
 
 // Box k's incoming gradient, channels [c0, c0 + slice_c) at gk, transposed into gt [cells, slice_c]: read channel by
 // channel, in the gradient's own order (a box's channels are contiguous runs).
@@ -247,24 +268,26 @@ void transpose_box_grad(const ImageGradCall<scalar_t, T>& call, const scalar_t* 
   }
 }
 
-// The image gradient of image n, channels [c0, c0 + slice_c): its boxes in increasing k, each added into acc
-// (pixel p's channels at acc + p * acc_step). gt: room for one box's transposed gradient, unless read in place.
+// The image gradient of image n, rows [r0, r1), channels [c0, c0 + slice_c): the boxes that reach those rows in
+// increasing k, each added into acc (pixel (r, x)'s channels at acc + ((r - r0) * W + x) * acc_step). gt: room for
+// one box's transposed gradient, unless read in place.
 template <typename scalar_t, typename T>
-void accumulate_image(const ImageGradCall<scalar_t, T>& call, int64_t n, int64_t c0, int64_t slice_c, T* gt, T* acc,
-                      int64_t acc_step) {
+void accumulate_image(const ImageGradCall<scalar_t, T>& call, int64_t n, int64_t r0, int64_t r1, int64_t c0,
+                      int64_t slice_c, T* gt, T* acc, int64_t acc_step) {
   for (int64_t j = call.start[n]; j < call.start[n + 1]; ++j) {
     const int64_t k = call.order[j];
+    if (call.rows[k][0] >= r1 || call.rows[k][1] <= r0) continue;
     const CropAxis<T>* yk = call.tab.ys.data() + k * call.crop_height;
     const CropAxis<T>* xk = call.tab.xs.data() + k * call.crop_width;
     const scalar_t* gk = call.g + k * call.gs_k + c0 * call.gs_c;
     if (call.grad_in_place) {
-      crop_image_grad_box(yk, xk, call.crop_height, call.crop_width, call.nearest, gk, call.C, slice_c, call.W, acc,
-                          acc_step);
+      crop_image_grad_box(yk, xk, call.crop_height, call.crop_width, call.nearest, gk, call.C, slice_c, call.W, r0,
+                          r1, acc, acc_step);
       continue;
     }
     transpose_box_grad(call, gk, slice_c, gt);
-    crop_image_grad_box(yk, xk, call.crop_height, call.crop_width, call.nearest, gt, slice_c, slice_c, call.W, acc,
-                        acc_step);
+    crop_image_grad_box(yk, xk, call.crop_height, call.crop_width, call.nearest, gt, slice_c, slice_c, call.W, r0,
+                        r1, acc, acc_step);
   }
 }
 
@@ -287,28 +310,37 @@ inline int64_t image_grad_chunk(int64_t N, int64_t C) {
   return std::clamp<int64_t>((per_task + kChannelBlock - 1) / kChannelBlock * kChannelBlock, kChannelBlock, kChunk);
 }
 
-// Image gradient into a channels_last gi [N, C, H, W], split over (image, channel slice): each task zeroes and
-// accumulates its channels of its image, walking the image's boxes in increasing k, straight into gi for
-// float/double, into a float scratch [H * W, slice] rounded once for half types.
+// Bytes of one image-gradient task's accumulator band: it stays in L2 (1-2 MB per core on current x86) while the
+// task's boxes add into it, where a whole map's channel slice (P2: 200 x 304 x 128 x 4 B = 31 MB) would not even fit
+// in L3 and every corner's add would miss.
+constexpr int64_t kBandBytes = int64_t{1} << 20;
+
+// Image gradient into a channels_last gi [N, C, H, W], split over (image, band of rows, channel slice): each task
+// zeroes and accumulates its rows and channels of its image, walking the boxes that reach its rows in increasing k
+// (so every element still receives its contributions in the reference's order), straight into gi for float/double,
+// into a float scratch [band, W, slice] rounded once for half types.
 template <typename scalar_t, typename T>
-void crop_image_grad_channels_last(const ImageGradCall<scalar_t, T>& call, int64_t N, int64_t K, scalar_t* gi) {
-  const int64_t C = call.C, cells = call.crop_height * call.crop_width, plane_size = call.plane_size;
+void crop_image_grad_channels_last(const ImageGradCall<scalar_t, T>& call, int64_t N, int64_t K, int64_t H,
+                                   scalar_t* gi) {
+  const int64_t C = call.C, W = call.W, cells = call.crop_height * call.crop_width, plane_size = call.plane_size;
   constexpr bool in_place = std::is_same_v<scalar_t, T>;
   const int64_t chunk = image_grad_chunk(N, C);
   const int64_t chunks = (C + chunk - 1) / chunk;
-  const int64_t work = K / std::max<int64_t>(N, 1) * cells * chunk;
-  at::parallel_for(0, N * chunks, grain_for(work), [&](int64_t begin, int64_t end) {
-    std::vector<T> scratch(in_place ? 0 : plane_size * std::min(chunk, C));
+  const int64_t band = std::clamp<int64_t>(kBandBytes / (W * std::min(chunk, C) * int64_t{sizeof(T)}), 1, H);
+  const int64_t bands = (H + band - 1) / band;
+  const int64_t work = K / std::max<int64_t>(N, 1) * cells * chunk / bands;
+  at::parallel_for(0, N * bands * chunks, grain_for(work), [&](int64_t begin, int64_t end) {
+    std::vector<T> scratch(in_place ? 0 : band * W * std::min(chunk, C));
     std::vector<T> gt(call.grad_in_place ? 0 : cells * std::min(chunk, C));
     for (int64_t item = begin; item < end; ++item) {
-      const int64_t n = item / chunks, c0 = item % chunks * chunk;
-      const int64_t slice_c = std::min(chunk, C - c0);
-      scalar_t* out0 = gi + n * plane_size * C + c0;
+      const int64_t n = item / (bands * chunks), r0 = item / chunks % bands * band, c0 = item % chunks * chunk;
+      const int64_t r1 = std::min(H, r0 + band), slice_c = std::min(chunk, C - c0), pixels = (r1 - r0) * W;
+      scalar_t* out0 = gi + (n * plane_size + r0 * W) * C + c0;
       T* acc = in_place ? reinterpret_cast<T*>(out0) : scratch.data();
       const int64_t acc_step = in_place ? C : slice_c;
-      for (int64_t p = 0; p < plane_size; ++p) std::fill(acc + p * acc_step, acc + p * acc_step + slice_c, T(0));
-      accumulate_image(call, n, c0, slice_c, gt.data(), acc, acc_step);
-      if (!in_place) store_channels_last(scratch.data(), plane_size, slice_c, C, out0);
+      for (int64_t p = 0; p < pixels; ++p) std::fill(acc + p * acc_step, acc + p * acc_step + slice_c, T(0));
+      accumulate_image(call, n, r0, r1, c0, slice_c, gt.data(), acc, acc_step);
+      if (!in_place) store_channels_last(scratch.data(), pixels, slice_c, C, out0);
     }
   });
 }
