@@ -91,11 +91,12 @@ inline int64_t block_start(int64_t b, int64_t C, bool& full) {
   return full ? b * kChannelBlock : full_blocks * kChannelBlock + (b - full_blocks);
 }
 
-// dst[c * rows + r] = src[r * cols + c], rounded to D: the transpose of a rows x cols matrix. For float, whole 8x8
-// tiles go through AVX2 registers (8 loads, 24 shuffles, 8 stores per 64 values) instead of 64 scalar strided
-// stores; the values are the same either way.
+// dst[c * rows + r] = src[r * src_stride + c], rounded to D: the transpose of a rows x cols matrix whose rows are
+// src_stride apart (cols when 0). For float, whole 8x8 tiles go through AVX2 registers (8 loads, 24 shuffles, 8
+// stores per 64 values) instead of 64 scalar strided stores; the values are the same either way.
 template <typename S, typename D>
-void transpose_matrix(const S* src, int64_t rows, int64_t cols, D* dst) {
+void transpose_matrix(const S* src, int64_t rows, int64_t cols, D* dst, int64_t src_stride = 0) {
+  if (src_stride == 0) src_stride = cols;
   int64_t r_tiled = 0, c_tiled = 0;  // rows and columns covered by whole tiles
 #ifdef __AVX2__
   if constexpr (std::is_same_v<S, float> && std::is_same_v<D, float>) {
@@ -104,7 +105,7 @@ void transpose_matrix(const S* src, int64_t rows, int64_t cols, D* dst) {
     for (int64_t r0 = 0; r0 < r_tiled; r0 += 8) {
       for (int64_t c0 = 0; c0 < c_tiled; c0 += 8) {
         __m256 t[8];
-        for (int i = 0; i < 8; ++i) t[i] = _mm256_loadu_ps(src + (r0 + i) * cols + c0);
+        for (int i = 0; i < 8; ++i) t[i] = _mm256_loadu_ps(src + (r0 + i) * src_stride + c0);
         transpose8x8(t);
         for (int i = 0; i < 8; ++i) _mm256_storeu_ps(dst + (c0 + i) * rows + r0, t[i]);
       }
@@ -112,7 +113,9 @@ void transpose_matrix(const S* src, int64_t rows, int64_t cols, D* dst) {
   }
 #endif
   for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t c = r < r_tiled ? c_tiled : 0; c < cols; ++c) dst[c * rows + r] = static_cast<D>(src[r * cols + c]);
+    for (int64_t c = r < r_tiled ? c_tiled : 0; c < cols; ++c) {
+      dst[c * rows + r] = static_cast<D>(src[r * src_stride + c]);
+    }
   }
 }
 

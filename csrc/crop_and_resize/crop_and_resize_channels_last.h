@@ -95,6 +95,11 @@ void crop_forward_box(const CropAxis<T>* yk, const CropAxis<T>* xk, int64_t crop
                       LerpRowCache<T>& cache, scalar_t* dst, int64_t step, bool stream) {
   cache.tag[0] = cache.tag[1] = -1;  // the cached rows belong to another box's columns
   auto fill = [&](int64_t r, T* h) { lerp_image_row(xk, crop_width, im + r * W * stride, stride, slice_c, h); };
+  // A crop row whose cells are contiguous in dst and all inside the map is one vertical lerp over the cached rows
+  // (and one streamed run), however few channels a cell has: RGB's 3 too.
+  const bool whole_rows = step == slice_c && std::all_of(xk, xk + crop_width, [](const CropAxis<T>& x) {
+    return x.valid;
+  });
   for (int64_t py = 0; py < crop_height; ++py) {
     const CropAxis<T>& y = yk[py];
     scalar_t* row = dst + py * crop_width * step;
@@ -117,6 +122,10 @@ void crop_forward_box(const CropAxis<T>* yk, const CropAxis<T>* xk, int64_t crop
       const T* top = cache.rows[st].data();
       const T* bottom = cache.rows[sb].data();
       const T yl = y.lerp;
+      if (whole_rows) {
+        vertical_lerp(top, bottom, yl, row, crop_width * slice_c, stream);
+        continue;
+      }
       for (int64_t px = 0; px < crop_width; ++px) {
         scalar_t* bp = row + px * step;
         if (!xk[px].valid) {

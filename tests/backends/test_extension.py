@@ -386,16 +386,23 @@ def test_kernels_reject_wrong_shapes_naming_the_argument():
 
 # The CPU kernels pick a path by the call's shape: an NCHW crop_and_resize whose boxes tap the maps more often than
 # they have pixels, with at least one full block of 8 channels, crops from interleaved 8-channel copies of the
-# planes (float32 through AVX2 8x8 tile transposes); fewer taps read the planes in place. roi_align interleaves
-# its copied channel blocks alike. The shared matrix runs C = 3 and tiny calls, which take neither blocked path:
-# these run both paths, on 19 channels (two full blocks and three single channels, the tail of every blocked loop).
-def _blocked_case(dense: bool):
-    g = torch.Generator().manual_seed(11 if dense else 12)
-    n, c, h, w = 2, 19, 7, 9
-    k = 12 if dense else 1  # 12 x 4x5 crops x 4 taps = 960 taps >= 126 pixels; 1 x 2x2 x 4 = 16 < 126
-    crop = (4, 5) if dense else (2, 2)
+# planes ("dense"; float32 through AVX2 8x8 tile transposes); fewer taps with C >= 8 crop from interleaved copies of
+# each box's window ("windows"); C < 8 reads the planes in place ("sparse"). roi_align interleaves its copied channel
+# blocks alike. The shared matrix runs C = 3 and tiny calls, which take only the sparse path: these run every path,
+# the blocked ones on 19 channels (two full blocks and three single channels, the tail of every blocked loop).
+PATHS = {  # path: (channels, boxes, crop size)
+    "dense": (19, 12, (4, 5)),   # 12 x 4x5 crops x 4 taps = 960 taps >= 126 pixels
+    "windows": (19, 3, (2, 2)),  # 3 x 2x2 x 4 = 48 < 126
+    "sparse": (3, 3, (2, 2)),
+}
+
+
+def _blocked_case(path: str):
+    c, k, crop = PATHS[path]
+    g = torch.Generator().manual_seed(len(path))
+    n, h, w = 2, 7, 9
     x = torch.randn(n, c, h, w, generator=g, dtype=torch.float64)
-    boxes = torch.rand(k, 4, generator=g, dtype=torch.float64) * 1.2 - 0.1  # some samples out of range
+    boxes = torch.rand(k, 4, generator=g, dtype=torch.float64) * 1.2 - 0.1  # some samples out of range, some flipped
     box_index = torch.randint(0, n, (k,), generator=g)
     grad = torch.randn(k, c, *crop, generator=g, dtype=torch.float64)
     return x, boxes, box_index, crop, grad
@@ -409,10 +416,10 @@ def _crop_pass(x, boxes, box_index, crop, grad, method, backend, layout=torch.co
     return (out, *torch.autograd.grad(out, wrt, grad.contiguous(memory_format=layout)))
 
 
-@pytest.mark.parametrize("dense", [True, False], ids=["dense", "sparse"])
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("method", ["bilinear", "nearest"])
-def test_cpp_crop_and_resize_nchw_paths_equal_reference(dense, method):
-    x, boxes, box_index, crop, grad = _blocked_case(dense)
+def test_cpp_crop_and_resize_nchw_paths_equal_reference(path, method):
+    x, boxes, box_index, crop, grad = _blocked_case(path)
     want = _crop_pass(x, boxes, box_index, crop, grad, method, "reference")
     got = _crop_pass(x, boxes, box_index, crop, grad, method, "cpp")
     for name, a, b in zip(("output", "image gradient", "box gradient"), got, want):
