@@ -13,6 +13,7 @@ sample positions; the sums run in another order, so float results agree to round
 from __future__ import annotations
 
 from ..core.registry import FLOAT_DTYPES, Backend, register
+from ..ops.roi_align_rotated import traced_adaptive as _rotated_traced_adaptive  # noqa: F401  (registers its ops)
 from ..ops.roi_align_rotated import vectorized as _rotated
 from . import _chunked
 

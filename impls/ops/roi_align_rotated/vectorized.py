@@ -35,8 +35,9 @@ tensors and ints with no Python control flow on values: ``sample_step``, ``scatt
 _CompiledStep(box_grad_step))`` and ``functools.partial(forward, steps=...)`` (likewise both backwards). The
 varying dimensions to mark unbacked, by parameter name: ``rows``/``grad_rows`` (1,); ``g`` (0, 1, 2, 3);
 ``tap``, ``y_weight``, ``x_weight``, ``d_y``, ``d_x`` (0, 1, 2, 3, 4); ``count`` (0,). The geometry stays eager,
-as roi_align's. Under ``torch.compile`` the adaptive grid's ``_plan`` cannot be traced (it reads values): wrap the
-three kernels in opaque custom operators for ``sampling_ratio <= 0`` while tracing, as ``_adaptive_ops.py`` does.
+as roi_align's. Under ``torch.compile`` the adaptive grid's ``_plan`` cannot be traced (it reads values): while
+tracing, the three kernels with ``sampling_ratio <= 0`` call opaque custom operators instead
+(``traced_adaptive.py``), which run these same kernels eagerly with the same steps (``STEPS``, by name).
 """
 
 from __future__ import annotations
@@ -282,6 +283,14 @@ class Steps(NamedTuple):
 
 
 EAGER = Steps("vectorized", sample_step, scatter_step, box_grad_step)
+# Every Steps that ``kernels`` gave a backend, by name: the traced adaptive operators are called with the name.
+STEPS: dict[str, Steps] = {}
+
+
+def _traced_adaptive(sampling_ratio: int) -> bool:
+    """Whether torch.compile is tracing a call with the adaptive grid, whose plan reads the boxes' values: the
+    kernel then calls its opaque operator (``traced_adaptive.py``)."""
+    return sampling_ratio <= 0 and torch.compiler.is_compiling()
 # The dimensions of the steps' arguments that vary from call to call, by parameter name: the ``compiled`` backend
 # marks them unbacked so that no graph is specialized to a size of 1 (``impls/backends/compiled.py``).
 FREE_DIMS = {"rows": (1,), "grad_rows": (1,), "g": (0, 1, 2, 3), "count": (0,),
@@ -355,6 +364,9 @@ def _plan(b: Boxes, C: int, pooled_height: int, pooled_width: int, sampling_rati
 
 def forward(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, clockwise, *, steps=EAGER):
     """out (Tensor[K, C, PH, PW]) in input's dtype and memory format: each bin's mean of its samples (SPEC.md)."""
+    if _traced_adaptive(sampling_ratio):
+        return torch.ops.impls.adaptive_roi_align_rotated_forward(input, rois, spatial_scale, pooled_height,
+                                                                  pooled_width, sampling_ratio, clockwise, steps.name)
     N, C, H, W = input.shape
     K = rois.shape[0]
     rows = _rows(input)  # [N*H*W, C]
@@ -372,6 +384,10 @@ def forward(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ra
 def backward_input(grad, rois, spatial_scale, pooled_height, pooled_width, batch_size, channels, height, width,
                    sampling_ratio, clockwise, *, steps=EAGER):
     """d loss / d input (Tensor[N, C, H, W]) in grad's dtype and memory format: the forward's transpose."""
+    if _traced_adaptive(sampling_ratio):
+        return torch.ops.impls.adaptive_roi_align_rotated_backward_input(
+            grad, rois, spatial_scale, pooled_height, pooled_width, batch_size, channels, height, width,
+            sampling_ratio, clockwise, steps.name)
     N, C, H, W = batch_size, channels, height, width
     g_all = _cells_last(grad)  # [K, PH, PW, C]
     grad_rows = g_all.new_zeros((N * H * W, C))  # [N*H*W, C]
@@ -388,6 +404,9 @@ def backward_boxes(grad, input, rois, spatial_scale, pooled_height, pooled_width
                    steps=EAGER):
     """d loss / d rois (Tensor[K, 6]) in rois' dtype: 0 for the batch column, then d / d (cx, cy, w, h, angle in
     degrees) with the grid sizes held fixed."""
+    if _traced_adaptive(sampling_ratio):
+        return torch.ops.impls.adaptive_roi_align_rotated_backward_boxes(
+            grad, input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, clockwise, steps.name)
     N, C, H, W = input.shape
     K = rois.shape[0]
     rows = _rows(input)  # [N*H*W, C]
@@ -406,5 +425,7 @@ def backward_boxes(grad, input, rois, spatial_scale, pooled_height, pooled_width
 
 def kernels(steps: Steps) -> OpKernels:
     """The three kernels running ``steps``, for a backend record (``vectorized``: ``EAGER``; ``compiled``: the same
-    steps compiled)."""
+    steps compiled); ``steps`` becomes known by its name."""
+    if STEPS.setdefault(steps.name, steps) is not steps:
+        raise ValueError(f"steps {steps.name!r} are registered twice")
     return OpKernels(*(functools.partial(k, steps=steps) for k in (forward, backward_input, backward_boxes)))
