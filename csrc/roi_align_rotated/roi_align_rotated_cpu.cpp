@@ -11,7 +11,8 @@
 // One code path serves NCHW and channels_last: element (n, c, pixel) sits at n * stride_n + c * stride_c +
 // pixel * stride_p, and the channel loop is innermost (contiguous for channels_last, one plane apart for NCHW).
 // Each output element still sums its samples in the reference's order, so both layouts give the same bits.
-// Forward: split over (box, channel slice of 64); a task's consecutive items of one box share its table.
+// Forward: split over (box, channel slice of 64); a task's consecutive items of one box share its table. NCHW
+// slices read the box's tap window copied interleaved (pixel-major) into a per-task buffer.
 // Image gradient: split over (image, channel slice); each task walks its image's boxes in increasing k and adds
 // every tap in the reference's order: deterministic for any thread count, no two threads write one element. NCHW
 // slices accumulate interleaved in a per-task buffer, transposed into their planes once.
@@ -27,6 +28,8 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <array>
+#include <cstdint>
 #include <cmath>
 #include <type_traits>
 #include <vector>
@@ -121,20 +124,55 @@ struct BoxTable {
   }
 };
 
+// The pixels [y0, y1) x [x0, x1) that a box's valid taps read (empty when none is valid).
+template <typename T>
+std::array<int64_t, 4> tap_window(const BoxTable<T>& table) {
+  int64_t y0 = INT64_MAX, y1 = -1, x0 = INT64_MAX, x1 = -1;
+  for (const RotatedTap<T>& t : table.taps) {
+    if (!t.valid) continue;
+    y0 = std::min(y0, t.y_low);
+    y1 = std::max(y1, t.y_high);
+    x0 = std::min(x0, t.x_low);
+    x1 = std::max(x1, t.x_high);
+  }
+  return y1 < 0 ? std::array<int64_t, 4>{0, 0, 0, 0} : std::array<int64_t, 4>{y0, y1 + 1, x0, x1 + 1};
+}
+
+// Forward: split over (box, channel slice). NCHW: the slice's planes are first copied, over the box's tap window
+// only, interleaved into a per-task buffer (each window row of a plane a contiguous read), so that each tap reads
+// one contiguous run of channels instead of one value per plane; the sums are the same, in the same order.
 template <typename scalar_t, typename T>
 void forward_kernel(const Boxes<scalar_t>& boxes, const Problem& p, const scalar_t* in, const Strides& s,
                     scalar_t* out, const Strides& os) {
   const int64_t K = static_cast<int64_t>(boxes.n.size());
   const int64_t slices = (p.C + kChannelSlice - 1) / kChannelSlice;
+  const bool interleave = s.c_ != 1;
   at::parallel_for(0, K * slices, 1, [&](int64_t begin, int64_t end) {
     BoxTable<T> table;
     std::vector<T> acc(kChannelSlice);
+    std::vector<scalar_t> window;
     for (int64_t item = begin; item < end; ++item) {
       const int64_t k = item / slices, c0 = item % slices * kChannelSlice;
       const int64_t cs = std::min(kChannelSlice, p.C - c0);
       table.build(k, boxes.geo[k], p, false);
       const T count = static_cast<T>(boxes.geo[k].count);
-      const scalar_t* image = in + boxes.n[k] * s.n_ + c0 * s.c_;
+      const scalar_t* planes = in + boxes.n[k] * s.n_ + c0 * s.c_;
+      // Pixel (y, x) of channel c at image[((y - y0) * row + x - x0) * p_step + c * c_step].
+      int64_t y0 = 0, x0 = 0, row = p.W, p_step = s.p_, c_step = s.c_;
+      const scalar_t* image = planes;
+      if (interleave) {
+        const auto [wy0, wy1, wx0, wx1] = tap_window(table);
+        y0 = wy0;
+        x0 = wx0;
+        row = wx1 - wx0;
+        p_step = cs;
+        c_step = 1;
+        window.resize((wy1 - wy0) * row * cs);
+        for (int64_t y = wy0; y < wy1; ++y) {
+          transpose_matrix(planes + y * p.W + wx0, cs, row, window.data() + (y - wy0) * row * cs, s.c_);
+        }
+        image = window.data();
+      }
       scalar_t* dst = out + k * os.n_ + c0 * os.c_;
       for (int64_t cell = 0; cell < p.cells(); ++cell) {
         std::fill(acc.begin(), acc.begin() + cs, T(0));
@@ -143,10 +181,11 @@ void forward_kernel(const Boxes<scalar_t>& boxes, const Problem& p, const scalar
           const RotatedTap<T>& t = taps[i];
           if (!t.valid) continue;
           const T w1 = t.hy * t.hx, w2 = t.hy * t.lx, w3 = t.ly * t.hx, w4 = t.ly * t.lx;
-          const int64_t o1 = (t.y_low * p.W + t.x_low) * s.p_, o2 = (t.y_low * p.W + t.x_high) * s.p_;
-          const int64_t o3 = (t.y_high * p.W + t.x_low) * s.p_, o4 = (t.y_high * p.W + t.x_high) * s.p_;
+          const int64_t yl = t.y_low - y0, yh = t.y_high - y0, xl = t.x_low - x0, xh = t.x_high - x0;
+          const int64_t o1 = (yl * row + xl) * p_step, o2 = (yl * row + xh) * p_step;
+          const int64_t o3 = (yh * row + xl) * p_step, o4 = (yh * row + xh) * p_step;
           for (int64_t c = 0; c < cs; ++c) {
-            const scalar_t* v = image + c * s.c_;
+            const scalar_t* v = image + c * c_step;
             acc[c] += w1 * static_cast<T>(v[o1]) + w2 * static_cast<T>(v[o2]) + w3 * static_cast<T>(v[o3]) +
                       w4 * static_cast<T>(v[o4]);
           }
