@@ -248,21 +248,9 @@ struct ImageGradCall {
   bool grad_in_place;  // a dense channels_last gradient: each cell's channels are one contiguous run
   const std::vector<int64_t>& order;
   const std::vector<int64_t>& start;
-  const std::vector<std::array<int64_t, 2>>& rows;  // box k's gradient reaches image rows [rows[k][0], rows[k][1])
+  // Box k's gradient reaches image rows [rows[k][0], rows[k][1]): axis_span of its row table.
+  const std::vector<std::array<int64_t, 2>>& rows;
 };
-
-// Box k's image rows [first, last + 1) that its samples' corners touch ([0, 0) when none is valid).
-template <typename T>
-std::array<int64_t, 2> box_rows(const CropAxis<T>* yk, int64_t crop_height, bool nearest) {
-  int64_t first = INT64_MAX, last = -1;
-  for (int64_t py = 0; py < crop_height; ++py) {
-    const CropAxis<T>& y = yk[py];
-    if (!y.valid) continue;
-    first = std::min(first, nearest ? y.nearest : std::min(y.lo, y.hi));
-    last = std::max(last, nearest ? y.nearest : std::max(y.lo, y.hi));
-  }
-  return last < 0 ? std::array<int64_t, 2>{0, 0} : std::array<int64_t, 2>{first, last + 1};
-}
 
 // Box k's incoming gradient, channels [c0, c0 + slice_c) at gk, transposed into gt [cells, slice_c]: read channel by
 // channel, in the gradient's own order (a box's channels are contiguous runs).
@@ -329,9 +317,9 @@ constexpr int64_t kBandBytes = int64_t{1} << 20;
 // (so every element still receives its contributions in the reference's order), straight into gi for float/double,
 // into a float scratch [band, W, slice] rounded once for half types.
 template <typename scalar_t, typename T>
-void crop_image_grad_channels_last(const ImageGradCall<scalar_t, T>& call, int64_t N, int64_t K, int64_t H,
-                                   scalar_t* gi) {
+void crop_image_grad_channels_last(const ImageGradCall<scalar_t, T>& call, int64_t N, int64_t K, scalar_t* gi) {
   const int64_t C = call.C, W = call.W, cells = call.crop_height * call.crop_width, plane_size = call.plane_size;
+  const int64_t H = plane_size / W;  // W > 0: an empty map returns before any kernel
   constexpr bool in_place = std::is_same_v<scalar_t, T>;
   const int64_t chunk = image_grad_chunk(N, C);
   const int64_t chunks = (C + chunk - 1) / chunk;

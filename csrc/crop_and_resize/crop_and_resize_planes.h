@@ -248,25 +248,19 @@ void crop_forward_sparse_planes(const CropTables<scalar_t, T>& tab, const int64_
   });
 }
 
-// Box k's sample table on one axis, shifted to a window that starts at pixel `origin` (tab[i].lo - origin, ...),
-// and the window [first, last + 1) of the pixels its valid samples read (empty when none is valid).
+// The window [first, last + 1) of the pixels that a box side's valid samples read (axis_span), and its sample table
+// shifted to start there (lo - first, hi - first, nearest - first).
 template <typename T>
 std::array<int64_t, 2> window_of(const CropAxis<T>* tab, int64_t count, bool nearest,
                                  std::vector<CropAxis<T>>& shifted) {
-  int64_t first = INT64_MAX, last = -1;
-  for (int64_t i = 0; i < count; ++i) {
-    if (!tab[i].valid) continue;
-    first = std::min(first, nearest ? tab[i].nearest : std::min(tab[i].lo, tab[i].hi));
-    last = std::max(last, nearest ? tab[i].nearest : std::max(tab[i].lo, tab[i].hi));
-  }
-  if (last < 0) first = last = 0;
+  const std::array<int64_t, 2> span = axis_span(tab, count, nearest);
   shifted.assign(tab, tab + count);
   for (CropAxis<T>& a : shifted) {
-    a.lo -= first;
-    a.hi -= first;
-    a.nearest -= first;
+    a.lo -= span[0];
+    a.hi -= span[0];
+    a.nearest -= span[0];
   }
-  return {first, last < 0 ? first : last + 1};
+  return span;
 }
 
 // Forward where the boxes read little of each map and C >= kChannelBlock (32 P3 maps with one 14x14 box each):

@@ -4,6 +4,8 @@
 // needs about row py (or column px) of box k is computed once per call into a table and reused for every channel.
 #pragma once
 
+#include <algorithm>
+#include <array>
 #include <cstdint>
 #include <vector>
 
@@ -22,6 +24,19 @@ struct CropAxis {
   T d_lo;  // d coordinate / d box side start (y1 or x1)
   T d_hi;  // d coordinate / d box side end (y2 or x2)
 };
+
+// The pixels [first, last + 1) that the valid samples of one box side read (its `count` table entries: lo and hi,
+// or nearest), [0, 0) when none is valid.
+template <typename T>
+std::array<int64_t, 2> axis_span(const CropAxis<T>* tab, int64_t count, bool nearest) {
+  int64_t first = INT64_MAX, last = -1;
+  for (int64_t i = 0; i < count; ++i) {
+    if (!tab[i].valid) continue;
+    first = std::min(first, nearest ? tab[i].nearest : std::min(tab[i].lo, tab[i].hi));
+    last = std::max(last, nearest ? tab[i].nearest : std::max(tab[i].lo, tab[i].hi));
+  }
+  return last < 0 ? std::array<int64_t, 2>{0, 0} : std::array<int64_t, 2>{first, last + 1};
+}
 
 // tables[k * crop + i] for box side [lo_col, hi_col] of every box.
 template <typename scalar_t, typename T>
