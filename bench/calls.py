@@ -10,8 +10,10 @@ against a peer (``check.py``), outside the timer.
   ``impls.roi_align_rotated`` exactly as a user calls them (validation and the autograd Function included) on NCHW
   tensors, or on ``torch.channels_last`` ones for ``cpp_nhwc`` / ``cuda_nhwc`` (feature map and upstream gradient;
   the output comes back channels_last). Gradients come from ``torch.autograd.grad``, so no ``.grad`` accumulates between
-  rounds. ``tensorflow+convert`` is this path with ``backend="tensorflow"``: our wrapper, NCHW <-> NHWC through
-  numpy inside every call, the price a PyTorch user of that wrapper pays.
+  rounds. ``cpp_nhwc+convert``: ``cpp`` on NCHW tensors, the feature map converted to channels_last and the output
+  back to NCHW inside every call (``_converting``). ``tensorflow+convert`` is this path with
+  ``backend="tensorflow"``: our wrapper, NCHW <-> NHWC through numpy inside every call, the price a PyTorch user of
+  that wrapper pays.
 * ``torchvision``: ``torchvision.ops.roi_align`` called directly on its NCHW tensors (no ``impls`` validation), its
   backward through torch autograd (torchvision's own autograd kernel, then ``_roi_align_backward``).
 * Multi-level pooling (``multiscale_roi_align``): each row's pooler module, made before the timer, called as a
@@ -223,7 +225,16 @@ def make_call(label: str, pass_: str, inputs: AnyInputs) -> Call:
     }
     if v.native and v.backend in native:
         return native[v.backend](pass_, inputs)
-    return _torch_call(pass_, inputs, _impls_forward(v.backend, inputs))
+    forward = _impls_forward(v.backend, inputs)
+    if v.converts_to is not None:
+        forward = _converting(forward, getattr(torch, v.converts_to))
+    return _torch_call(pass_, inputs, forward)
+
+
+def _converting(forward: Callable, memory_format: torch.memory_format) -> Callable:
+    """``forward`` on the feature map converted to ``memory_format``, its output converted back to NCHW: what a user
+    with NCHW tensors writes to run a channels_last kernel (autograd takes the gradients through both copies)."""
+    return lambda image, boxes: forward(image.contiguous(memory_format=memory_format), boxes).contiguous()
 
 
 def _impls_forward(backend: str, inputs: Inputs) -> Callable:
@@ -509,6 +520,10 @@ def timed_region(label: str, op: str) -> str:
         v.layout == "channels_last") else "NCHW"
     text = (f"`{fn}(..., backend=\"{v.backend}\")` on {layout} torch tensors: validation, autograd Function, "
             "kernels; backward: `torch.autograd.grad`")
+    if v.converts_to is not None:
+        text += (f"; inside every call the feature map is converted to {v.converts_to} first and the output back to "
+                 "NCHW after (`x.contiguous(memory_format=...)`, then `.contiguous()`), and the backward copies "
+                 "the gradients through both: what a user with NCHW tensors pays for the channels_last kernel")
     if v.backend == "tensorflow":
         text += ("; inside every call the wrapper copies NCHW torch -> NHWC numpy -> `tf.constant`, runs TF's op "
                  "(forward, then each gradient op) and copies back: the peer's time plus the conversions")

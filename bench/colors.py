@@ -17,6 +17,7 @@ BACKEND_COLORS = {
     "torchvision": "#ff7f0e",
     "tensorflow": "#8c564b",
     "tensorflow+convert": "#e377c2",
+    "cpp_nhwc+convert": "#ff9896",
     # The other peers, apart from each other and from OTHER (rotated RoIAlign plots openvino beside grid_sample).
     "onnxruntime": "#393b79",
     "openvino": "#637939",
@@ -33,8 +34,9 @@ def backend_of(label: str) -> str:
 
 
 def color(label: str) -> str:
-    """The colour of a backend or row label (``OTHER`` for anything else)."""
-    return BACKEND_COLORS.get(backend_of(label), OTHER)
+    """The colour of a backend or row label (``OTHER`` for anything else); a row label with a colour of its own
+    (``cpp_nhwc+convert``) keeps it."""
+    return BACKEND_COLORS.get(label, BACKEND_COLORS.get(backend_of(label), OTHER))
 
 
 def layout(label: str) -> str:

@@ -31,6 +31,10 @@ of these, which run a registered backend another way (head cases only, not the s
 * ``cpp_nhwc`` / ``cuda_nhwc`` / ``compiled_nhwc``: ``cpp`` / ``cuda`` / ``compiled`` on a ``torch.channels_last``
   feature map and upstream gradient (made so outside the timer); the output is channels_last too (CONVENTIONS.md
   §6). ``compiled`` reads a channels_last map in place and copies an NCHW one, so both rows say what it costs.
+* ``cpp_nhwc+convert``: ``cpp_nhwc`` for a user whose tensors are NCHW: the feature map is converted to
+  channels_last and the output back to NCHW inside every call (their backward copies too), so the row is set
+  against an NCHW peer (torchvision) on the same tensors. Single-map ops only (a multi-level pooler would copy the
+  whole pyramid per call).
 * ``tensorflow+convert``: ``impls.crop_and_resize(backend="tensorflow")``, what a PyTorch user of our wrapper pays:
   NCHW torch -> NHWC numpy -> TensorFlow and back inside every call.
 
@@ -124,6 +128,9 @@ class Variant:
     backend: str  # the registered backend that computes
     layout: str = "contiguous"  # of the feature map and upstream gradient: "contiguous" (NCHW) or "channels_last"
     native: bool = False  # a peer called through its own API on its own tensors (no impls, no conversion inside)
+    # Memory format the call converts the feature map to inside the timer ("channels_last"), or None: the row of a
+    # user whose tensors are NCHW and who runs the channels_last kernel anyway (``cpp_nhwc+convert``).
+    converts_to: str | None = None
 
     @property
     def extra(self) -> bool:
@@ -133,7 +140,8 @@ class Variant:
 
 # Registered backend -> its extra row labels.
 EXTRA_VARIANTS = {
-    "cpp": (Variant("cpp_nhwc", "cpp", layout="channels_last"),),
+    "cpp": (Variant("cpp_nhwc", "cpp", layout="channels_last"),
+            Variant("cpp_nhwc+convert", "cpp", converts_to="channels_last")),
     "compiled": (Variant("compiled_nhwc", "compiled", layout="channels_last"),),
     "cuda": (Variant("cuda_nhwc", "cuda", layout="channels_last"),),
     "tensorflow": (Variant("tensorflow+convert", "tensorflow"),),
@@ -277,7 +285,8 @@ def _dtypes(mode: str, label: str, backend_dtypes: tuple[torch.dtype, ...], work
     # Half precision once, on the headline case, by the backend ``auto`` picks (cpp on the CPU, cuda on a GPU), in
     # both layouts: what a user gets by default, without doubling the run.
     auto = {resolve_backend("auto", "roi_align", device) for device in DEVICES}
-    half = mode == "default" and workload == BOX_HEAD and variant(label).backend in auto
+    half = (mode == "default" and workload == BOX_HEAD and variant(label).backend in auto
+            and variant(label).converts_to is None)
     return [d for d in (["float32", "bfloat16"] if half else ["float32"]) if d in names]
 
 
@@ -439,7 +448,7 @@ def multiscale_cases(mode: str = MODE) -> list[Case]:
     """The multi-level pooler cases (module docstring), ordered workload > dtype > pass > backend as ``_cases``."""
     skip = PYRAMID_FULL_ONLY.get(mode, ())
     labels = [v for name in registered() if name not in skip for v in variants(name)
-              if not v.native or v.backend in PYRAMID_PEERS]
+              if (not v.native or v.backend in PYRAMID_PEERS) and v.converts_to is None]
     cases = []
     for workload, passes in _pyramid_workloads(mode).items():
         dtypes = dict.fromkeys(

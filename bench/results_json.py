@@ -20,9 +20,9 @@ from baseline import BASELINE  # op -> the peer speed-ups are measured against (
 # then the peer through our wrapper).
 DISPLAY_ORDER = ("cuda", "triton", "cpp", "compiled", "vectorized", "torchvision", "tensorflow", "onnxruntime",
                  "openvino", "grid_sample", "kornia", "reference")
-LABEL_ORDER = ("cuda", "cuda_nhwc", "triton", "cpp", "cpp_nhwc", "compiled", "compiled_nhwc", "vectorized",
-               "torchvision", "tensorflow", "tensorflow+convert", "onnxruntime", "openvino", "grid_sample", "kornia",
-               "reference")
+LABEL_ORDER = ("cuda", "cuda_nhwc", "triton", "cpp", "cpp_nhwc", "cpp_nhwc+convert", "compiled", "compiled_nhwc",
+               "vectorized", "torchvision", "tensorflow", "tensorflow+convert", "onnxruntime", "openvino",
+               "grid_sample", "kornia", "reference")
 DTYPE_ORDER = ("float32", "bfloat16", "float16", "float64")
 PASS_LABELS = {"fwd": "fwd", "fwdbwd": "fwd+bwd", "fwdbwd_det": "fwd+bwd (deterministic)",
                "fwdbwd_boxes": "fwd+bwd (+boxes)"}
