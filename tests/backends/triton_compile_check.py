@@ -29,6 +29,7 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
 from impls.backends.triton import kernels  # noqa: E402
+from impls.backends.triton import roi_align_rotated_kernels as rotated  # noqa: E402
 from impls.backends.triton.launcher import LAUNCH_OPTIONS  # noqa: E402
 
 # Pointer arguments by name: the element type given the storage dtype and the compute dtype.
@@ -60,6 +61,9 @@ KERNELS = [
     (kernels.gather_taps_kernel, dict(ROI=False, CHANNELS_LAST=False, LEVELS=1, BLOCK=128)),
     (kernels.gather_taps_kernel, dict(ROI=True, CHANNELS_LAST=True, LEVELS=1, BLOCK=128)),
     (kernels.gather_taps_kernel, dict(ROI=True, CHANNELS_LAST=False, LEVELS=LEVELS, BLOCK=128)),
+    *((kernel, dict(BLOCK_K=2, BLOCK_E=64)) for kernel in (
+        rotated.roi_align_rotated_forward_kernel, rotated.roi_align_rotated_image_grad_atomic_kernel,
+        rotated.roi_align_rotated_taps_kernel, rotated.roi_align_rotated_boxes_grad_kernel)),
 ]
 
 

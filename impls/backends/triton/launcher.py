@@ -454,9 +454,10 @@ BACKEND = register(
             ),
             "roi_align_rotated": OpKernels(
                 _compilable(_rotated.forward, name="roi_align_rotated_forward"),
-                _compilable(_rotated.backward_input, name="roi_align_rotated_backward_input"),
+                # As roi_align's: the deterministic image gradient reads a length back with the adaptive grid.
+                _compilable(_rotated.backward_input, tags=(torch.Tag.cudagraph_unsafe,),
+                            name="roi_align_rotated_backward_input"),
                 _compilable(_rotated.backward_boxes, name="roi_align_rotated_backward_boxes"),
-                image_grad_modes=("atomic",),  # TODO(#30): the sorted-gather deterministic image gradient
             ),
         },
         unavailable_reason=_unavailable_reason,

@@ -12,12 +12,16 @@ The passes (lanes: ``[BLOCK_K, BLOCK_E]`` tiles of boxes x output elements ``e =
 
 * forward: one output element per lane, the loop over the box's ``grid_h x grid_w`` samples; a tile's loops run to
   its largest grid and a lane masks the samples beyond its own box's grid;
-* image gradient: the forward's loops, each in-range sample adding its four taps with ``tl.atomic_add`` into a
-  zeroed buffer of the compute dtype (float32 for half types, rounded once at the end). The order of the adds is
-  not fixed, so the last bits may change from run to run; there is no deterministic variant yet (TODO(#30): the
-  sorted gather of roi_align's ``taps``/``gather_taps`` kernels), and under
-  ``torch.use_deterministic_algorithms(True)`` the launch raises (warns with ``warn_only=True``), as torch's own
-  nondeterministic kernels do, instead of silently running atomics;
+* image gradient, by default: the forward's loops, each in-range sample adding its four taps with
+  ``tl.atomic_add`` into a zeroed buffer of the compute dtype (float32 for half types, rounded once at the end).
+  The order of the adds is not fixed, so the last bits may change from run to run;
+* image gradient under ``torch.use_deterministic_algorithms(True)``: roi_align's sorted gather with a rotated
+  first step. ``roi_align_rotated_taps_kernel`` lists every sample's four taps once, without the channel, in the
+  reference's order (box, cell, iy, ix, corner); ``launcher._gather`` sorts the list by pixel, stably, and its
+  ``gather_taps_kernel`` sums each gradient element's entries in that order (contribution ``(g * (hy * hx)) /
+  count``, the atomic kernel's expression): the same bits every run, float64 the reference's bits. A fixed
+  sampling_ratio gives every box ``cells * ratio^2`` slots; the adaptive grid's total is read back to the host
+  once (no CUDA graph may hold that pass);
 * box gradient: ``BLOCK_K`` boxes per program, each lane accumulating over a loop of tiles, then one ``tl.sum`` per
   row and column: a fixed reduction, deterministic.
 
@@ -32,8 +36,6 @@ GPU Triton (float64 arithmetic, float64 ``tl.atomic_add``) is not checked here.
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 import triton
 import triton.language as tl
@@ -42,7 +44,7 @@ from impls.core import layout as _layout
 from impls.ops.roi_align_rotated.vectorized import box_geometry
 
 from .kernels import _div, _element, _roi_corner, _tile
-from .launcher import _blocks, _check_device, _compute, _launch, _strides
+from .launcher import _blocks, _check_device, _compute, _gather, _launch, _strides, _tap_entries
 
 # Rows of the geometry table (float64 [ROWS, K], one column per box).
 BATCH = 0  # image index as a float; -1 for a box that may not be read
@@ -190,6 +192,48 @@ def roi_align_rotated_image_grad_atomic_kernel(
             tl.atomic_add(high_row + x_high * b_w, _div(g * (ly * lx), count), mask=take, sem="relaxed")
 
 
+@triton.jit(do_not_specialize=("K", "N", "H", "W", "PH", "PW"))
+def roi_align_rotated_taps_kernel(
+    geometry, first_sample, pixel, cell_of, weight_a, weight_b,
+    K, N, H, W, PH, PW,
+    COMPUTE: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_E: tl.constexpr,
+):
+    """Deterministic image gradient, step 1 (``kernels.roi_align_taps_kernel`` with the rotated sampling): the
+    four taps of every sample of every box, without the channel. Box k's samples are numbered from
+    first_sample[k] in the reference's order (cell, iy, ix); entry 4 * sample + corner, corners (low, low),
+    (low, high), (high, low), (high, high) in (y, x); a tap's pixel is n*H*W + y*W + x, -1 for a sample out of
+    range. Here e is the cell."""
+    cells = PH * PW
+    k, e, rows, lanes = _tile(K, 1, cells, BLOCK_K, BLOCK_E)
+    ph = e // PW
+    pw = e % PW
+    n, ok, cx_s, cy_s, start_h, start_w, bin_h, bin_w, cos, sin, grid_h, grid_w, count = _box(
+        geometry, k, rows, K, N, COMPUTE)
+    first = tl.load(first_sample + k, mask=rows, other=0)  # [BLOCK_K, 1] int64
+    out_cell = k.to(tl.int64) * cells + e
+    base = n * H * W
+    for iy in range(0, tl.max(grid_h)):
+        yy = _offset(start_h, ph, bin_h, iy, grid_h)
+        for ix in range(0, tl.max(grid_w)):
+            xx = _offset(start_w, pw, bin_w, ix, grid_w)
+            y = yy * cos - xx * sin + cy_s
+            x = yy * sin + xx * cos + cx_s
+            exists = lanes & ok & (iy < grid_h) & (ix < grid_w)  # the sample is in the box's grid: write it
+            take = exists & (y >= -1) & (y <= H) & (x >= -1) & (x <= W)  # and it is in range: it has taps
+            y_low, y_high, ly, hy, _ = _roi_corner(y, take, H, COMPUTE)
+            x_low, x_high, lx, hx, _ = _roi_corner(x, take, W, COMPUTE)
+            entry = (first + (e * grid_h + iy) * grid_w + ix) * 4
+            for corner in tl.static_range(4):  # unrolled: corner 0 (low, low), 1 (low, high), 2 (high, low), 3
+                row = y_high if corner >= 2 else y_low
+                col = x_high if corner % 2 == 1 else x_low
+                wy = ly if corner >= 2 else hy
+                wx = lx if corner % 2 == 1 else hx
+                tl.store(pixel + entry + corner, tl.where(take, base + row * W + col, -1), mask=exists)
+                tl.store(cell_of + entry + corner, out_cell, mask=exists)
+                tl.store(weight_a + entry + corner, wy * wx, mask=exists)
+                tl.store(weight_b + entry + corner, tl.zeros([BLOCK_K, BLOCK_E], COMPUTE) + count, mask=exists)
+
+
 @triton.jit(do_not_specialize=SIZES)
 def roi_align_rotated_boxes_grad_kernel(
     grad, input, geometry, grad_rois,
@@ -284,21 +328,6 @@ def _geometry_table(rois, N, spatial_scale, pooled_height, pooled_width, samplin
     return torch.stack([rows[row] for row in range(ROWS)]).contiguous()  # [ROWS, K]
 
 
-
-
-def _no_determinism_requested() -> None:
-    """The atomic image gradient is the only one: under torch.use_deterministic_algorithms(True) raise (or warn
-    with warn_only=True), as torch's nondeterministic kernels do, rather than run atomics silently."""
-    if not torch.are_deterministic_algorithms_enabled():
-        return
-    message = ("roi_align_rotated's triton image gradient adds with atomics and has no deterministic variant yet "
-               "(#30); use backend='vectorized' or turn off torch.use_deterministic_algorithms")
-    if torch.is_deterministic_algorithms_warn_only_enabled():
-        warnings.warn(message, stacklevel=3)
-    else:
-        raise RuntimeError(message)
-
-
 def forward(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, clockwise):
     _check_device(input, rois)
     N, C, H, W = input.shape
@@ -322,10 +351,12 @@ def forward(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ra
 def backward_input(grad, rois, spatial_scale, pooled_height, pooled_width, batch_size, channels, height, width,
                    sampling_ratio, clockwise):
     _check_device(grad, rois)
-    _no_determinism_requested()
     N, C, H, W = batch_size, channels, height, width
     K = rois.shape[0]
     acc, compute = _compute(grad.dtype)
+    if torch.are_deterministic_algorithms_enabled():
+        geometry = _geometry_table(rois, N, spatial_scale, pooled_height, pooled_width, sampling_ratio, clockwise)
+        return _deterministic_image_grad(grad, geometry, N, C, H, W, pooled_height, pooled_width, sampling_ratio)
     grad_input = torch.zeros((N, C, H, W), dtype=acc, device=grad.device).contiguous(
         memory_format=_layout.memory_format(grad))  # the incoming gradient's layout; float32 while adding half types
     if grad.numel() > 0 and grad_input.numel() > 0:
@@ -338,6 +369,30 @@ def backward_input(grad, rois, spatial_scale, pooled_height, pooled_width, batch
             *_strides(grad_input), COMPUTE=compute, BLOCK_K=block_k, BLOCK_E=block_e,
         )
     return grad_input.to(grad.dtype)  # half types: the one rounding (.to keeps the layout)
+
+
+def _deterministic_image_grad(grad, geometry, N, C, H, W, pooled_height, pooled_width, sampling_ratio):
+    """The sorted gather (module docstring): the tap list, then ``launcher._gather``; [N, C, H, W] in grad's dtype
+    and layout."""
+    K = geometry.shape[1]
+    cells = pooled_height * pooled_width
+    _, compute = _compute(grad.dtype)
+    if sampling_ratio > 0:  # every box has its cells * ratio^2 slots (a box not read leaves them without taps)
+        per_box = torch.full((K,), cells * sampling_ratio**2, dtype=torch.int64, device=grad.device)  # [K]
+        total = K * cells * sampling_ratio**2
+    else:  # [K]; 0 for a box not read (its grid is 0 in the table) or without samples
+        per_box = (cells * geometry[GRID_H].clamp(min=0) * geometry[GRID_W].clamp(min=0)).to(torch.int64)
+        total = int(per_box.sum()) if K else 0  # the one device-to-host read
+    first_sample = torch.cumsum(per_box, 0) - per_box
+    entries = _tap_entries(total * 4, grad.dtype, grad.device)
+    if total > 0:
+        block_k, block_e = _blocks(K, cells)
+        _launch(
+            roi_align_rotated_taps_kernel, (triton.cdiv(K, block_k), triton.cdiv(cells, block_e)),
+            geometry, first_sample, *entries, K, N, H, W, pooled_height, pooled_width,
+            COMPUTE=compute, BLOCK_K=block_k, BLOCK_E=block_e,
+        )
+    return _gather(entries, grad, N, C, [H], [W], cells, pooled_width, roi=True)[0]
 
 
 def backward_boxes(grad, input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, clockwise):

@@ -15,7 +15,8 @@
   output and no gradient, never another image's values), half types (computed in float32, rounded once);
 * ``torch.compile(fullgraph=True)`` of the vectorized forward (fixed grid) and of the three per-chunk steps (what
   the ``compiled`` backend will compile) with an adaptive, padded chunk;
-* the Triton image gradient refuses ``torch.use_deterministic_algorithms(True)`` (it only has atomics).
+* the Triton image gradient under ``torch.use_deterministic_algorithms(True)`` (the sorted gather): float64 the
+  reference's bits, the same bits on a second run.
 
 The Triton kernels run where ``impls.backends.triton.launcher`` says they run: on the CPU under
 ``TRITON_INTERPRET=1`` (set in the environment before triton is imported, as ``make test`` does), else on a CUDA GPU;
@@ -29,6 +30,7 @@ import torch
 
 import impls
 from impls.backends.triton import launcher as triton_launcher
+from impls.core.determinism import deterministic_algorithms
 from impls.ops.roi_align_rotated import reference, vectorized
 
 SCALE = 0.5  # image pixels -> map pixels
@@ -431,18 +433,24 @@ def test_steps_compile_on_a_padded_adaptive_chunk():
 # ---------------------------------------------------------------------------------------------- determinism
 
 
-def test_triton_image_gradient_refuses_deterministic_mode():
-    """Only an atomic image gradient exists (#30): under torch.use_deterministic_algorithms(True) it raises, as
-    torch's own nondeterministic kernels do, instead of running atomics silently."""
+@pytest.mark.parametrize("clockwise", [False, True], ids=["ccw", "cw"])
+@pytest.mark.parametrize("sampling_ratio", [2, 0], ids=["ratio2", "adaptive"])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+def test_triton_deterministic_image_gradient_is_the_references_bit_for_bit(channels_last, sampling_ratio, clockwise):
+    """Under torch.use_deterministic_algorithms(True) the Triton image gradient is the sorted gather: each element
+    sums its taps in the reference's order, so float64 gives the reference's bits (every box of ROIS: partly and
+    wholly outside, zero size with no sample, the adaptive 4 x 4 grid) and a second run the same bits."""
     reason = triton_launcher._unavailable_reason()
     if reason is not None:
         pytest.fail(f"triton is unavailable: {reason}")
-    _, rois, grad = _inputs()
+    _, rois, grad = _inputs(channels_last=channels_last)
     d = _Triton.device
-    previous = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    try:
-        with pytest.raises(RuntimeError, match="deterministic"):
-            _Triton.backward_input(grad.to(d), rois.to(d), SCALE, PH, PW, N, C, H, W, 2, False)
-    finally:
-        torch.use_deterministic_algorithms(previous)
+    with deterministic_algorithms():
+        got = [_Triton.backward_input(grad.to(d), rois.to(d), SCALE, PH, PW, N, C, H, W, sampling_ratio, clockwise)
+               for _ in range(2)]
+    want = reference.backward_input(grad, rois, SCALE, PH, PW, N, C, H, W, sampling_ratio, clockwise)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    assert got[0].is_contiguous(memory_format=layout), "image gradient: the incoming gradient's memory format"
+    assert torch.equal(got[0].cpu(), want), "float64 deterministic image gradient is not the reference's bits"
+    assert torch.equal(got[0], got[1]), "the deterministic image gradient changed between two runs"
+    assert want.abs().sum() > 0
