@@ -467,6 +467,24 @@ def roi_align_image_grad_atomic_kernel(
             tl.atomic_add(high_row + x_high * m_w, _div(g * (ly * lx), count), mask=take, sem="relaxed")
 
 
+@triton.jit
+def _store_taps(pixel, cell_of, weight_a, weight_b, entry, exists, take, base, W, y_low, y_high, ly, hy, x_low, x_high,
+                lx, hx, out_cell, count, COMPUTE: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_E: tl.constexpr):
+    """One sample's four tap entries, entry + 0..3, corners (low, low), (low, high), (high, low), (high, high) in
+    (y, x): the pixel base + y*W + x (-1 where the sample has no taps, ``take`` false), the output cell, the weight
+    ``wy * wx`` and the divisor ``count``; lanes where the sample does not exist write nothing. The deterministic
+    image gradient's step 1 of roi_align and of roi_align_rotated."""
+    for corner in tl.static_range(4):  # unrolled
+        row = y_high if corner >= 2 else y_low
+        col = x_high if corner % 2 == 1 else x_low
+        wy = ly if corner >= 2 else hy
+        wx = lx if corner % 2 == 1 else hx
+        tl.store(pixel + entry + corner, tl.where(take, base + row * W + col, -1), mask=exists)
+        tl.store(cell_of + entry + corner, out_cell, mask=exists)
+        tl.store(weight_a + entry + corner, wy * wx, mask=exists)
+        tl.store(weight_b + entry + corner, tl.zeros([BLOCK_K, BLOCK_E], COMPUTE) + count, mask=exists)
+
+
 @triton.jit(do_not_specialize=("K", "N", "PH", "PW"))
 def roi_align_taps_kernel(
     geometry, first_sample, pixel, cell_of, weight_a, weight_b,
@@ -502,15 +520,8 @@ def roi_align_taps_kernel(
             exists = lanes & ok & (iy < grid_h) & (ix < grid_w)  # the sample is in the box's grid: write it
             take = exists & y_ok & x_ok  # and it is in range: it has taps
             entry = (first + (e * grid_h + iy) * grid_w + ix) * 4
-            for corner in tl.static_range(4):  # unrolled: corner 0 (low, low), 1 (low, high), 2 (high, low), 3
-                row = y_high if corner >= 2 else y_low
-                col = x_high if corner % 2 == 1 else x_low
-                wy = ly if corner >= 2 else hy
-                wx = lx if corner % 2 == 1 else hx
-                tl.store(pixel + entry + corner, tl.where(take, base + row * W + col, -1), mask=exists)
-                tl.store(cell_of + entry + corner, out_cell, mask=exists)
-                tl.store(weight_a + entry + corner, wy * wx, mask=exists)
-                tl.store(weight_b + entry + corner, tl.zeros([BLOCK_K, BLOCK_E], COMPUTE) + count, mask=exists)
+            _store_taps(pixel, cell_of, weight_a, weight_b, entry, exists, take, base, W, y_low, y_high, ly, hy,
+                        x_low, x_high, lx, hx, out_cell, count, COMPUTE, BLOCK_K, BLOCK_E)
 
 
 @triton.jit(do_not_specialize=ROI_SIZES)

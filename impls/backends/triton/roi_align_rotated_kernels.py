@@ -43,7 +43,7 @@ import triton.language as tl
 from impls.core import layout as _layout
 from impls.ops.roi_align_rotated.vectorized import box_geometry
 
-from .kernels import _div, _element, _roi_corner, _tile
+from .kernels import _div, _element, _roi_corner, _store_taps, _tile
 from .launcher import _blocks, _check_device, _compute, _gather, _launch, _strides, _tap_entries
 
 # Rows of the geometry table (float64 [ROWS, K], one column per box).
@@ -223,15 +223,8 @@ def roi_align_rotated_taps_kernel(
             y_low, y_high, ly, hy, _ = _roi_corner(y, take, H, COMPUTE)
             x_low, x_high, lx, hx, _ = _roi_corner(x, take, W, COMPUTE)
             entry = (first + (e * grid_h + iy) * grid_w + ix) * 4
-            for corner in tl.static_range(4):  # unrolled: corner 0 (low, low), 1 (low, high), 2 (high, low), 3
-                row = y_high if corner >= 2 else y_low
-                col = x_high if corner % 2 == 1 else x_low
-                wy = ly if corner >= 2 else hy
-                wx = lx if corner % 2 == 1 else hx
-                tl.store(pixel + entry + corner, tl.where(take, base + row * W + col, -1), mask=exists)
-                tl.store(cell_of + entry + corner, out_cell, mask=exists)
-                tl.store(weight_a + entry + corner, wy * wx, mask=exists)
-                tl.store(weight_b + entry + corner, tl.zeros([BLOCK_K, BLOCK_E], COMPUTE) + count, mask=exists)
+            _store_taps(pixel, cell_of, weight_a, weight_b, entry, exists, take, base, W, y_low, y_high, ly, hy,
+                        x_low, x_high, lx, hx, out_cell, count, COMPUTE, BLOCK_K, BLOCK_E)
 
 
 @triton.jit(do_not_specialize=SIZES)
