@@ -180,6 +180,22 @@ def _gather(entries, grad: torch.Tensor, N: int, C: int, heights, widths, cells:
     return grad_images
 
 
+def _sample_slots(grid_h: torch.Tensor, grid_w: torch.Tensor, cells: int, sampling_ratio: int):
+    """(first_sample [K] int64, total): where box k's samples start in the deterministic image gradient's tap list,
+    and the list's length in samples, from the boxes' grids (float64 [K] rows of a geometry table, 0 for a box not
+    read). With a fixed sampling_ratio every box has its cells * ratio^2 slots (a box not read leaves them without
+    taps), so the length is known on the host; the adaptive grids make it data-dependent, read back once (one
+    synchronization on a GPU). A negative adaptive grid (a flipped aligned box) has no samples."""
+    K = grid_h.shape[0]
+    if sampling_ratio > 0:
+        per_box = torch.full((K,), cells * sampling_ratio**2, dtype=torch.int64, device=grid_h.device)  # [K]
+        total = K * cells * sampling_ratio**2
+    else:  # [K]; 0 for a box not read
+        per_box = (cells * grid_h.clamp(min=0) * grid_w.clamp(min=0)).to(torch.int64)
+        total = int(per_box.sum()) if K else 0
+    return torch.cumsum(per_box, 0) - per_box, total
+
+
 def _tap_entries(count: int, dtype: torch.dtype, device):
     """(pixel, cell, weight a, weight b) arrays for ``count`` tap entries, pixel -1 (no tap) until a kernel writes
     an entry: an entry left unwritten is never read."""
@@ -308,16 +324,7 @@ def _pyramid_backward_input(grad, rois, levels, scales, pooled_height, pooled_wi
     geometry = roi_geometry_table(rois, N, scales, levels, pooled_height, pooled_width, sampling_ratio, aligned)
     acc, compute = _compute(grad.dtype)
     if torch.are_deterministic_algorithms_enabled():
-        # Box k's samples are numbered from first_sample[k]. With a fixed sampling_ratio every box has its
-        # cells * ratio^2 slots (a box not read leaves its slots without taps), so the list's length is known here;
-        # the adaptive grids make it data-dependent, read back once (one synchronization on a GPU).
-        if sampling_ratio > 0:
-            per_box = torch.full((K,), cells * sampling_ratio**2, dtype=torch.int64, device=grad.device)  # [K]
-            total = K * cells * sampling_ratio**2
-        else:  # [K]; 0 for a box not read. A negative adaptive grid (flipped aligned box) has no samples.
-            per_box = (cells * geometry[GRID_H].clamp(min=0) * geometry[GRID_W].clamp(min=0)).to(torch.int64)
-            total = int(per_box.sum()) if K else 0
-        first_sample = torch.cumsum(per_box, 0) - per_box
+        first_sample, total = _sample_slots(geometry[GRID_H], geometry[GRID_W], cells, sampling_ratio)
         entries = _tap_entries(total * 4, grad.dtype, grad.device)
         if total > 0:
             block_k, block_e = _blocks(K, cells)

@@ -44,7 +44,7 @@ from impls.core import layout as _layout
 from impls.ops.roi_align_rotated.vectorized import box_geometry
 
 from .kernels import _div, _element, _roi_corner, _store_taps, _tile
-from .launcher import _blocks, _check_device, _compute, _gather, _launch, _strides, _tap_entries
+from .launcher import _blocks, _check_device, _compute, _gather, _launch, _sample_slots, _strides, _tap_entries
 
 # Rows of the geometry table (float64 [ROWS, K], one column per box).
 BATCH = 0  # image index as a float; -1 for a box that may not be read
@@ -370,13 +370,7 @@ def _deterministic_image_grad(grad, geometry, N, C, H, W, pooled_height, pooled_
     K = geometry.shape[1]
     cells = pooled_height * pooled_width
     _, compute = _compute(grad.dtype)
-    if sampling_ratio > 0:  # every box has its cells * ratio^2 slots (a box not read leaves them without taps)
-        per_box = torch.full((K,), cells * sampling_ratio**2, dtype=torch.int64, device=grad.device)  # [K]
-        total = K * cells * sampling_ratio**2
-    else:  # [K]; 0 for a box not read (its grid is 0 in the table) or without samples
-        per_box = (cells * geometry[GRID_H].clamp(min=0) * geometry[GRID_W].clamp(min=0)).to(torch.int64)
-        total = int(per_box.sum()) if K else 0  # the one device-to-host read
-    first_sample = torch.cumsum(per_box, 0) - per_box
+    first_sample, total = _sample_slots(geometry[GRID_H], geometry[GRID_W], cells, sampling_ratio)
     entries = _tap_entries(total * 4, grad.dtype, grad.device)
     if total > 0:
         block_k, block_e = _blocks(K, cells)

@@ -291,6 +291,8 @@ def _traced_adaptive(sampling_ratio: int) -> bool:
     """Whether torch.compile is tracing a call with the adaptive grid, whose plan reads the boxes' values: the
     kernel then calls its opaque operator (``traced_adaptive.py``)."""
     return sampling_ratio <= 0 and torch.compiler.is_compiling()
+
+
 # The dimensions of the steps' arguments that vary from call to call, by parameter name: the ``compiled`` backend
 # marks them unbacked so that no graph is specialized to a size of 1 (``impls/backends/compiled.py``).
 FREE_DIMS = {"rows": (1,), "grad_rows": (1,), "g": (0, 1, 2, 3), "count": (0,),
