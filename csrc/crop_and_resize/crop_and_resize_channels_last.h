@@ -138,44 +138,41 @@ void crop_forward_box(const CropAxis<T>* yk, const CropAxis<T>* xk, int64_t crop
   }
 }
 
-// Image gradient of one box into the image rows [r0, r1) of a channels-last accumulator, from its gradient
-// gt [cells, slice_c], in the reference's order (cell, then corner); contributions to other rows are left out (they
-// belong to another band's task). Each corner is its own loop over the channels: two corners on the same pixel (an
-// integer coordinate) then add in the reference's order, and the vectorizer has no aliasing to rule out.
-// Cell (py, px)'s slice_c gradient values are at gt + cell * gt_step (G: the gradient's own type, or T after a
+// Image gradient of crop row y of one box into the image rows [r0, r1) of a channels-last accumulator, from its
+// gradient gt [crop_width, slice_c], in the reference's order (cell, then corner); contributions to other rows are
+// left out (they belong to another band's task). Each corner is its own loop over the channels: two corners on the
+// same pixel (an integer coordinate) then add in the reference's order, and the vectorizer has no aliasing to rule
+// out. Cell px's slice_c gradient values are at gt + px * gt_step (G: the gradient's own type, or T after a
 // transposition); pixel (r, x)'s accumulators at acc + ((r - r0) * W + x) * acc_step.
 template <typename G, typename T>
-void crop_image_grad_box(const CropAxis<T>* yk, const CropAxis<T>* xk, int64_t crop_height, int64_t crop_width,
-                         bool nearest, const G* gt, int64_t gt_step, int64_t slice_c, int64_t W, int64_t r0,
-                         int64_t r1, T* acc, int64_t acc_step) {
+void crop_image_grad_row(const CropAxis<T>& y, const CropAxis<T>* xk, int64_t crop_width, bool nearest, const G* gt,
+                         int64_t gt_step, int64_t slice_c, int64_t W, int64_t r0, int64_t r1, T* acc,
+                         int64_t acc_step) {
   auto in_band = [&](int64_t r) { return r >= r0 && r < r1; };
-  for (int64_t py = 0; py < crop_height; ++py) {
-    const CropAxis<T>& y = yk[py];
-    if (!y.valid) continue;
-    const bool top = in_band(nearest ? y.nearest : y.lo), bottom = !nearest && in_band(y.hi);
-    if (!top && !bottom) continue;
-    for (int64_t px = 0; px < crop_width; ++px) {
-      const CropAxis<T>& x = xk[px];
-      if (!x.valid) continue;
-      const G* gv = gt + (py * crop_width + px) * gt_step;
-      if (nearest) {
-        T* a = acc + ((y.nearest - r0) * W + x.nearest) * acc_step;
-        for (int64_t c = 0; c < slice_c; ++c) a[c] += static_cast<T>(gv[c]);
-        continue;
-      }
-      const T yl = y.lerp, xl = x.lerp;
-      if (top) {
-        T* tl = acc + ((y.lo - r0) * W + x.lo) * acc_step;
-        T* tr = acc + ((y.lo - r0) * W + x.hi) * acc_step;
-        for (int64_t c = 0; c < slice_c; ++c) tl[c] += (1 - xl) * ((1 - yl) * static_cast<T>(gv[c]));
-        for (int64_t c = 0; c < slice_c; ++c) tr[c] += xl * ((1 - yl) * static_cast<T>(gv[c]));
-      }
-      if (bottom) {
-        T* bl = acc + ((y.hi - r0) * W + x.lo) * acc_step;
-        T* br = acc + ((y.hi - r0) * W + x.hi) * acc_step;
-        for (int64_t c = 0; c < slice_c; ++c) bl[c] += (1 - xl) * (yl * static_cast<T>(gv[c]));
-        for (int64_t c = 0; c < slice_c; ++c) br[c] += xl * (yl * static_cast<T>(gv[c]));
-      }
+  if (!y.valid) return;
+  const bool top = in_band(nearest ? y.nearest : y.lo), bottom = !nearest && in_band(y.hi);
+  if (!top && !bottom) return;
+  for (int64_t px = 0; px < crop_width; ++px) {
+    const CropAxis<T>& x = xk[px];
+    if (!x.valid) continue;
+    const G* gv = gt + px * gt_step;
+    if (nearest) {
+      T* a = acc + ((y.nearest - r0) * W + x.nearest) * acc_step;
+      for (int64_t c = 0; c < slice_c; ++c) a[c] += static_cast<T>(gv[c]);
+      continue;
+    }
+    const T yl = y.lerp, xl = x.lerp;
+    if (top) {
+      T* tl = acc + ((y.lo - r0) * W + x.lo) * acc_step;
+      T* tr = acc + ((y.lo - r0) * W + x.hi) * acc_step;
+      for (int64_t c = 0; c < slice_c; ++c) tl[c] += (1 - xl) * ((1 - yl) * static_cast<T>(gv[c]));
+      for (int64_t c = 0; c < slice_c; ++c) tr[c] += xl * ((1 - yl) * static_cast<T>(gv[c]));
+    }
+    if (bottom) {
+      T* bl = acc + ((y.hi - r0) * W + x.lo) * acc_step;
+      T* br = acc + ((y.hi - r0) * W + x.hi) * acc_step;
+      for (int64_t c = 0; c < slice_c; ++c) bl[c] += (1 - xl) * (yl * static_cast<T>(gv[c]));
+      for (int64_t c = 0; c < slice_c; ++c) br[c] += xl * (yl * static_cast<T>(gv[c]));
     }
   }
 }
@@ -252,39 +249,51 @@ struct ImageGradCall {
   const std::vector<std::array<int64_t, 2>>& rows;
 };
 
-// Box k's incoming gradient, channels [c0, c0 + slice_c) at gk, transposed into gt [cells, slice_c]: read channel by
-// channel, in the gradient's own order (a box's channels are contiguous runs).
+// Crop row py of box k's incoming gradient, channels [c0, c0 + slice_c) at gk, transposed into gt [crop_width,
+// slice_c]. A row of each channel is one contiguous run in an NCHW gradient: whole 8x8 tiles then go through AVX2
+// (transpose_matrix); other strides (an expanded gradient's 0s) are read value by value.
 template <typename scalar_t, typename T>
-void transpose_box_grad(const ImageGradCall<scalar_t, T>& call, const scalar_t* gk, int64_t slice_c, T* gt) {
+void transpose_grad_row(const ImageGradCall<scalar_t, T>& call, const scalar_t* gk, int64_t py, int64_t slice_c,
+                        T* gt) {
+  const scalar_t* row = gk + py * call.gs_y;
+  if (call.gs_x == 1 && call.gs_c != 0) {
+    transpose_matrix(row, slice_c, call.crop_width, gt, call.gs_c);
+    return;
+  }
   for (int64_t c = 0; c < slice_c; ++c) {
-    for (int64_t py = 0; py < call.crop_height; ++py) {
-      const scalar_t* gr = gk + c * call.gs_c + py * call.gs_y;
-      T* dst = gt + py * call.crop_width * slice_c + c;
-      for (int64_t px = 0; px < call.crop_width; ++px) dst[px * slice_c] = static_cast<T>(gr[px * call.gs_x]);
-    }
+    for (int64_t px = 0; px < call.crop_width; ++px) gt[px * slice_c + c] = static_cast<T>(row[c * call.gs_c + px * call.gs_x]);
   }
 }
 
 // The image gradient of image n, rows [r0, r1), channels [c0, c0 + slice_c): the boxes that reach those rows in
-// increasing k, each added into acc (pixel (r, x)'s channels at acc + ((r - r0) * W + x) * acc_step). gt: room for
-// one box's transposed gradient, unless read in place.
+// increasing k, each crop row in increasing py, added into acc (pixel (r, x)'s channels at acc + ((r - r0) * W + x)
+// * acc_step). gt: room for one crop row's transposed gradient, unless the gradient is read in place; only the
+// crop rows that reach the band are transposed (each at most twice in a call: its top and its bottom image row).
 template <typename scalar_t, typename T>
 void accumulate_image(const ImageGradCall<scalar_t, T>& call, int64_t n, int64_t r0, int64_t r1, int64_t c0,
                       int64_t slice_c, T* gt, T* acc, int64_t acc_step) {
+  auto reaches_band = [&](const CropAxis<T>& y) {
+    if (!y.valid) return false;
+    const int64_t top = call.nearest ? y.nearest : y.lo, bottom = call.nearest ? y.nearest : y.hi;
+    return (top >= r0 && top < r1) || (bottom >= r0 && bottom < r1);
+  };
   for (int64_t j = call.start[n]; j < call.start[n + 1]; ++j) {
     const int64_t k = call.order[j];
     if (call.rows[k][0] >= r1 || call.rows[k][1] <= r0) continue;
     const CropAxis<T>* yk = call.tab.ys.data() + k * call.crop_height;
     const CropAxis<T>* xk = call.tab.xs.data() + k * call.crop_width;
     const scalar_t* gk = call.g + k * call.gs_k + c0 * call.gs_c;
-    if (call.grad_in_place) {
-      crop_image_grad_box(yk, xk, call.crop_height, call.crop_width, call.nearest, gk, call.C, slice_c, call.W, r0,
-                          r1, acc, acc_step);
-      continue;
+    for (int64_t py = 0; py < call.crop_height; ++py) {
+      if (!reaches_band(yk[py])) continue;
+      if (call.grad_in_place) {
+        crop_image_grad_row(yk[py], xk, call.crop_width, call.nearest, gk + py * call.gs_y, call.C, slice_c, call.W,
+                            r0, r1, acc, acc_step);
+        continue;
+      }
+      transpose_grad_row(call, gk, py, slice_c, gt);
+      crop_image_grad_row(yk[py], xk, call.crop_width, call.nearest, gt, slice_c, slice_c, call.W, r0, r1, acc,
+                          acc_step);
     }
-    transpose_box_grad(call, gk, slice_c, gt);
-    crop_image_grad_box(yk, xk, call.crop_height, call.crop_width, call.nearest, gt, slice_c, slice_c, call.W, r0,
-                        r1, acc, acc_step);
   }
 }
 
@@ -296,6 +305,16 @@ void store_channels_last(const T* acc, int64_t plane_size, int64_t slice_c, int6
     scalar_t* dst = out0 + p * C;
     for (int64_t c = 0; c < slice_c; ++c) dst[c] = static_cast<scalar_t>(src[c]);
   }
+}
+
+// The same accumulator rounded into slice_c planes of an NCHW output, plane j's run of plane_size values at
+// out0 + j * plane_stride: transposed in cache into `planes` [slice_c, plane_size], then each run streamed (the
+// gradient is written once and not read again by the call).
+template <typename scalar_t, typename T>
+void store_planes(const T* acc, int64_t plane_size, int64_t slice_c, int64_t plane_stride, scalar_t* planes,
+                  scalar_t* out0) {
+  transpose_matrix(acc, plane_size, slice_c, planes);
+  for (int64_t j = 0; j < slice_c; ++j) stream_copy(planes + j * plane_size, out0 + j * plane_stride, plane_size);
 }
 
 // Channels per task of the image gradient: at most kChunk, narrower when there would be fewer tasks than threads
@@ -312,15 +331,18 @@ inline int64_t image_grad_chunk(int64_t N, int64_t C) {
 // in L3 and every corner's add would miss.
 constexpr int64_t kBandBytes = int64_t{1} << 20;
 
-// Image gradient into a channels_last gi [N, C, H, W], split over (image, band of rows, channel slice): each task
-// zeroes and accumulates its rows and channels of its image, walking the boxes that reach its rows in increasing k
-// (so every element still receives its contributions in the reference's order), straight into gi for float/double,
-// into a float scratch [band, W, slice] rounded once for half types.
+// Image gradient into gi [N, C, H, W], channels_last or NCHW (`planes`), split over (image, band of rows, channel
+// slice): each task zeroes and accumulates its rows and channels of its image, walking the boxes that reach its rows
+// in increasing k (so every element still receives its contributions in the reference's order), channels last:
+// straight into a channels_last gi for float/double; else into a scratch [band, W, slice] in T that stays in L2,
+// rounded once into gi (half types) or transposed into its planes (NCHW: each tap's slice values are one contiguous
+// run of the scratch, where NCHW planes would take one scattered read-modify-write per channel).
 template <typename scalar_t, typename T>
-void crop_image_grad_channels_last(const ImageGradCall<scalar_t, T>& call, int64_t N, int64_t K, scalar_t* gi) {
+void crop_image_grad_banded(const ImageGradCall<scalar_t, T>& call, int64_t N, int64_t K, bool planes,
+                            scalar_t* gi) {
   const int64_t C = call.C, W = call.W, cells = call.crop_height * call.crop_width, plane_size = call.plane_size;
   const int64_t H = plane_size / W;  // W > 0: an empty map returns before any kernel
-  constexpr bool in_place = std::is_same_v<scalar_t, T>;
+  const bool in_place = std::is_same_v<scalar_t, T> && !planes;
   const int64_t chunk = image_grad_chunk(N, C);
   const int64_t chunks = (C + chunk - 1) / chunk;
   const int64_t band = std::clamp<int64_t>(kBandBytes / (W * std::min(chunk, C) * int64_t{sizeof(T)}), 1, H);
@@ -328,17 +350,25 @@ void crop_image_grad_channels_last(const ImageGradCall<scalar_t, T>& call, int64
   const int64_t work = K / std::max<int64_t>(N, 1) * cells * chunk / bands;
   at::parallel_for(0, N * bands * chunks, grain_for(work), [&](int64_t begin, int64_t end) {
     std::vector<T> scratch(in_place ? 0 : band * W * std::min(chunk, C));
-    std::vector<T> gt(call.grad_in_place ? 0 : cells * std::min(chunk, C));
+    std::vector<T> gt(call.grad_in_place ? 0 : call.crop_width * std::min(chunk, C));
+    std::vector<scalar_t> transposed(planes ? band * W * std::min(chunk, C) : 0);
     for (int64_t item = begin; item < end; ++item) {
       const int64_t n = item / (bands * chunks), r0 = item / chunks % bands * band, c0 = item % chunks * chunk;
       const int64_t r1 = std::min(H, r0 + band), slice_c = std::min(chunk, C - c0), pixels = (r1 - r0) * W;
-      scalar_t* out0 = gi + (n * plane_size + r0 * W) * C + c0;
+      scalar_t* out0 = planes ? gi + (n * C + c0) * plane_size + r0 * W : gi + (n * plane_size + r0 * W) * C + c0;
       T* acc = in_place ? reinterpret_cast<T*>(out0) : scratch.data();
       const int64_t acc_step = in_place ? C : slice_c;
       for (int64_t p = 0; p < pixels; ++p) std::fill(acc + p * acc_step, acc + p * acc_step + slice_c, T(0));
       accumulate_image(call, n, r0, r1, c0, slice_c, gt.data(), acc, acc_step);
-      if (!in_place) store_channels_last(scratch.data(), pixels, slice_c, C, out0);
+      if (planes) {
+        store_planes(scratch.data(), pixels, slice_c, plane_size, transposed.data(), out0);
+      } else if (!in_place) {
+        store_channels_last(scratch.data(), pixels, slice_c, C, out0);
+      }
     }
+#ifdef __AVX2__
+    _mm_sfence();  // store_planes' streamed stores are visible before the task ends
+#endif
   });
 }
 

@@ -92,17 +92,18 @@ at::Tensor crop_and_resize_backward_input_cpu(const at::Tensor& grad, const at::
     const scalar_t* g = grad.const_data_ptr<scalar_t>();
     scalar_t* gi = grad_image.mutable_data_ptr<scalar_t>();
     const bool nearest = method == "nearest";
-    if (channels_last) {
-      std::vector<std::array<int64_t, 2>> rows(K);
-      for (int64_t k = 0; k < K; ++k) rows[k] = axis_span(tab.ys.data() + k * crop_height, crop_height, nearest);
-      const ImageGradCall<scalar_t, T> call{tab, g, grad.stride(0), grad.stride(1), grad.stride(2), grad.stride(3),
-                                            crop_height, crop_width, C, W, H * W, nearest,
-                                            grad.is_contiguous(at::MemoryFormat::ChannelsLast), order, start, rows};
-      crop_image_grad_channels_last(call, N, K, gi);
-    } else {
+    // NCHW: banded through a channels-last scratch where the taps outnumber the pixels (crop_and_resize_planes.h).
+    if (!channels_last && !dense_taps(K, crop_height, crop_width, N, C, H, W)) {
       crop_image_grad_planes(tab, order, start, g, strides_of(grad), N, C, H, W, crop_height, crop_width, nearest,
                              gi);
+      return;
     }
+    std::vector<std::array<int64_t, 2>> rows(K);
+    for (int64_t k = 0; k < K; ++k) rows[k] = axis_span(tab.ys.data() + k * crop_height, crop_height, nearest);
+    const ImageGradCall<scalar_t, T> call{tab, g, grad.stride(0), grad.stride(1), grad.stride(2), grad.stride(3),
+                                          crop_height, crop_width, C, W, H * W, nearest,
+                                          grad.is_contiguous(at::MemoryFormat::ChannelsLast), order, start, rows};
+    crop_image_grad_banded(call, N, K, /*planes=*/!channels_last, gi);
   });
   return grad_image;
 }

@@ -386,7 +386,8 @@ def test_kernels_reject_wrong_shapes_naming_the_argument():
 
 # The CPU kernels pick a path by the call's shape: an NCHW crop_and_resize whose boxes tap the maps more often than
 # they have pixels, with at least one full block of 8 channels, crops from interleaved 8-channel copies of the
-# planes ("dense"; float32 through AVX2 8x8 tile transposes); fewer taps with C >= 8 crop from interleaved copies of
+# planes and accumulates its image gradient in a channels-last band ("dense"; float32 through AVX2 8x8 tile
+# transposes); fewer taps with C >= 8 crop from interleaved copies of
 # each box's window ("windows"); C < 8 reads the planes in place ("sparse"). roi_align interleaves its copied channel
 # blocks alike. The shared matrix runs C = 3 and tiny calls, which take only the sparse path: these run every path,
 # the blocked ones on 19 channels (two full blocks and three single channels, the tail of every blocked loop).
@@ -431,6 +432,20 @@ def test_cpp_crop_and_resize_nchw_paths_equal_reference(path, method):
     nhwc = _crop_pass(as32[0], as32[1], box_index, crop, grad.float(), method, "cpp", torch.channels_last)
     for name, a, b in zip(("output", "image gradient", "box gradient"), nchw, nhwc):
         assert torch.equal(a, b), f"float32 {name}: NCHW and channels_last differ"
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_cpp_crop_and_resize_nchw_image_gradient_reads_an_expanded_gradient(path):
+    # Autograd hands expanded gradients (out.sum()'s is all 0 strides; here only the channel stride is 0, each row
+    # still a contiguous run): the NCHW image gradient reads them through their strides (the dense path transposes
+    # each crop row, whole 8x8 tiles only where the rows are contiguous runs of distinct channels).
+    x, boxes, box_index, crop, grad = _blocked_case(path)
+    for expanded in (grad[:, :1].expand(grad.shape), torch.ones(1, 1, 1, 1, dtype=x.dtype).expand(grad.shape)):
+        got, want = (OPS.crop_and_resize_backward_input(g, boxes, box_index, *crop, *x.shape, "bilinear")
+                     for g in (expanded, expanded.contiguous()))
+        assert torch.equal(got, want), "an expanded gradient gives another image gradient than its contiguous copy"
+        reference = _crop_pass(x, boxes, box_index, crop, expanded.contiguous(), "bilinear", "reference")[1]
+        assert torch.equal(want, reference), "differs from reference (float64 must be bit-exact)"
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
