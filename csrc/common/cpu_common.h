@@ -56,6 +56,21 @@ void stream_copy(const scalar_t* src, scalar_t* dst, int64_t n) {
   std::copy(src + i, src + n, dst + i);
 }
 
+// Asks for the cache line of p ahead of its use, into L2 (prefetcht1): L2 keeps more misses in flight than L1, and
+// crop_and_resize's NCHW kernels ask for hundreds of scattered lines at a time (32 P3 maps, one box each: 16 planes x 20 rows x 2
+// lines per task). Measured on 2 Zen 4 cores: the window path took 3.7 ms with no prefetch, 3.8 ms with prefetcht0,
+// 2.0 ms with prefetcht1, 3.4 ms with prefetchnta.
+// NB: an asm statement, not __builtin_prefetch: GCC 12 dropped every __builtin_prefetch (and _mm_prefetch) of
+// these loops once inlined into the OpenMP-outlined task (no prefetch instruction in the built library).
+template <typename scalar_t>
+inline void prefetch_line(const scalar_t* p) {
+#if defined(__x86_64__) || defined(__i386__)
+  asm volatile("prefetcht1 %0" : : "m"(*p));
+#else
+  __builtin_prefetch(p, 0, 2);
+#endif
+}
+
 inline void check_box_index(const int64_t* box_index, int64_t num_boxes, int64_t batch) {
   for (int64_t k = 0; k < num_boxes; ++k) {
     TORCH_CHECK(box_index[k] >= 0 && box_index[k] < batch, "box_index[", k, "] = ", box_index[k],

@@ -265,6 +265,26 @@ void transpose_grad_row(const ImageGradCall<scalar_t, T>& call, const scalar_t* 
   }
 }
 
+// Crop row py of box k's incoming gradient, channels [c0, c0 + slice_c) at gk, asked of memory ahead of its use: the
+// gradient is read once from memory (P2, 512 boxes of 14x14: 103 MB), and without it every crop row's first corner
+// waits on its loads (the channels_last image gradient, P2 512 x 14x14: 17 -> 12 ms on 2 cores). An expanded
+// gradient (0 strides) is small and not prefetched.
+template <typename scalar_t, typename T>
+void prefetch_grad_row(const ImageGradCall<scalar_t, T>& call, const scalar_t* gk, int64_t py, int64_t slice_c) {
+  constexpr int64_t kLine = 64 / sizeof(scalar_t);
+  const scalar_t* row = gk + py * call.gs_y;
+  if (call.grad_in_place) {  // cell px's slice_c channels are one contiguous run
+    for (int64_t px = 0; px < call.crop_width; ++px) {
+      for (int64_t c = 0; c < slice_c; c += kLine) prefetch_line(row + px * call.C + c);
+    }
+  } else if (call.gs_x == 1 && call.gs_c != 0) {  // each channel's row is one contiguous run (NCHW)
+    for (int64_t c = 0; c < slice_c; ++c) {
+      for (int64_t px = 0; px < call.crop_width; px += kLine) prefetch_line(row + c * call.gs_c + px);
+      prefetch_line(row + c * call.gs_c + call.crop_width - 1);
+    }
+  }
+}
+
 // The image gradient of image n, rows [r0, r1), channels [c0, c0 + slice_c): the boxes that reach those rows in
 // increasing k, each crop row in increasing py, added into acc (pixel (r, x)'s channels at acc + ((r - r0) * W + x)
 // * acc_step). gt: room for one crop row's transposed gradient, unless the gradient is read in place; only the
@@ -285,6 +305,7 @@ void accumulate_image(const ImageGradCall<scalar_t, T>& call, int64_t n, int64_t
     const scalar_t* gk = call.g + k * call.gs_k + c0 * call.gs_c;
     for (int64_t py = 0; py < call.crop_height; ++py) {
       if (!reaches_band(yk[py])) continue;
+      if (py + 1 < call.crop_height) prefetch_grad_row(call, gk, py + 1, slice_c);
       if (call.grad_in_place) {
         crop_image_grad_row(yk[py], xk, call.crop_width, call.nearest, gk + py * call.gs_y, call.C, slice_c, call.W,
                             r0, r1, acc, acc_step);

@@ -120,21 +120,6 @@ void crop_forward_plane(const CropAxis<T>* yk, const PlaneColumns<T>& cols, int6
   }
 }
 
-// Asks for the cache line of p ahead of its use, into L2 (prefetcht1): L2 keeps more misses in flight than L1, and
-// the NCHW kernels ask for hundreds of scattered lines at a time (32 P3 maps, one box each: 16 planes x 20 rows x 2
-// lines per task). Measured on 2 Zen 4 cores: the window path took 3.7 ms with no prefetch, 3.8 ms with prefetcht0,
-// 2.0 ms with prefetcht1, 3.4 ms with prefetchnta.
-// NB: an asm statement, not __builtin_prefetch: GCC 12 dropped every __builtin_prefetch (and _mm_prefetch) of
-// these loops once inlined into the OpenMP-outlined task (no prefetch instruction in the built library).
-template <typename scalar_t>
-inline void prefetch_line(const scalar_t* p) {
-#if defined(__x86_64__) || defined(__i386__)
-  asm volatile("prefetcht1 %0" : : "m"(*p));
-#else
-  __builtin_prefetch(p, 0, 2);
-#endif
-}
-
 // The cache lines each image's boxes read, as offsets in one of its planes: lines[line_start[n] ..
 // line_start[n + 1]) for image n, row by row, each row from the leftmost to the rightmost column its boxes read
 // there. A task prefetches them in the next plane while it computes the current one, so the plane's lines arrive
