@@ -87,8 +87,31 @@ inline void vertical_lerp(const T* t, const T* b, T w, scalar_t* dst, int64_t n,
   for (; c < n; ++c) dst[c] = static_cast<scalar_t>(t[c] + (b[c] - t[c]) * w);
 }
 
+// The taps of the image rows that crop row `next` reads and crop row `y` does not, asked of memory ahead of their
+// use: the channels_last forward reads the map from memory, and a new image row's taps otherwise arrive one miss at a
+// time as lerp_image_row reaches them (P2, 512 boxes of 14x14, 2 cores, jemalloc: 7.5 -> 6.5 ms, alternated in one
+// process).
+template <typename scalar_t, typename T>
+void prefetch_next_rows(const CropAxis<T>& y, const CropAxis<T>& next, const CropAxis<T>* xk, int64_t crop_width,
+                        const scalar_t* im, int64_t W, int64_t stride, int64_t slice_c) {
+  if (!next.valid) return;
+  for (const int64_t r : {next.lo, next.hi}) {
+    if (r == y.lo || r == y.hi) continue;
+    const scalar_t* row = im + r * W * stride;
+    for (int64_t px = 0; px < crop_width; ++px) {
+      if (!xk[px].valid) continue;
+      for (int64_t c = 0; c < slice_c; c += 64 / sizeof(scalar_t)) {
+        prefetch_line(row + xk[px].lo * stride + c);
+        prefetch_line(row + xk[px].hi * stride + c);
+      }
+    }
+  }
+}
+
 // One crop, channels [c0, c0 + slice_c), channels last: cell (py, px) into dst + (py * crop_width + px) * step,
-// slice_c contiguous values (dst = &out[k][c0][0][0], step = C); `stream`: see vertical_lerp.
+// slice_c contiguous values (dst = &out[k][c0][0][0], step = C). `stream`: the call's own tensors, read and written
+// in memory (the channels_last forward), not a copy in cache: the output is streamed (vertical_lerp) and the next
+// crop row's image rows are prefetched (prefetch_next_rows).
 template <typename scalar_t, typename T>
 void crop_forward_box(const CropAxis<T>* yk, const CropAxis<T>* xk, int64_t crop_height, int64_t crop_width,
                       bool nearest, scalar_t ext, const scalar_t* im, int64_t W, int64_t stride, int64_t slice_c,
@@ -117,6 +140,7 @@ void crop_forward_box(const CropAxis<T>* yk, const CropAxis<T>* xk, int64_t crop
         }
       }
     } else {
+      if (stream && py + 1 < crop_height) prefetch_next_rows(y, yk[py + 1], xk, crop_width, im, W, stride, slice_c);
       const int st = cache.get(y.lo, -1, fill);
       const int sb = cache.get(y.hi, st, fill);
       const T* top = cache.rows[st].data();
