@@ -100,10 +100,8 @@ void prefetch_next_rows(const CropAxis<T>& y, const CropAxis<T>& next, const Cro
     const scalar_t* row = im + r * W * stride;
     for (int64_t px = 0; px < crop_width; ++px) {
       if (!xk[px].valid) continue;
-      for (int64_t c = 0; c < slice_c; c += 64 / sizeof(scalar_t)) {
-        prefetch_line(row + xk[px].lo * stride + c);
-        prefetch_line(row + xk[px].hi * stride + c);
-      }
+      prefetch_run(row + xk[px].lo * stride, slice_c);
+      prefetch_run(row + xk[px].hi * stride, slice_c);
     }
   }
 }
@@ -168,13 +166,19 @@ void crop_forward_box(const CropAxis<T>* yk, const CropAxis<T>* xk, int64_t crop
 // same pixel (an integer coordinate) then add in the reference's order, and the vectorizer has no aliasing to rule
 // out. Cell px's slice_c gradient values are at gt + px * gt_step (G: the gradient's own type, or T after a
 // transposition); pixel (r, x)'s accumulators at acc + ((r - r0) * W + x) * acc_step.
+// Whether crop row y's top and bottom taps fall in the band of image rows [r0, r1) (nearest: its one tap, as top).
+template <typename T>
+std::array<bool, 2> taps_in_band(const CropAxis<T>& y, bool nearest, int64_t r0, int64_t r1) {
+  auto in_band = [&](int64_t r) { return r >= r0 && r < r1; };
+  if (!y.valid) return {false, false};
+  return {in_band(nearest ? y.nearest : y.lo), !nearest && in_band(y.hi)};
+}
+
 template <typename G, typename T>
 void crop_image_grad_row(const CropAxis<T>& y, const CropAxis<T>* xk, int64_t crop_width, bool nearest, const G* gt,
                          int64_t gt_step, int64_t slice_c, int64_t W, int64_t r0, int64_t r1, T* acc,
                          int64_t acc_step) {
-  auto in_band = [&](int64_t r) { return r >= r0 && r < r1; };
-  if (!y.valid) return;
-  const bool top = in_band(nearest ? y.nearest : y.lo), bottom = !nearest && in_band(y.hi);
+  const auto [top, bottom] = taps_in_band(y, nearest, r0, r1);
   if (!top && !bottom) return;
   for (int64_t px = 0; px < crop_width; ++px) {
     const CropAxis<T>& x = xk[px];
@@ -285,7 +289,9 @@ void transpose_grad_row(const ImageGradCall<scalar_t, T>& call, const scalar_t* 
     return;
   }
   for (int64_t c = 0; c < slice_c; ++c) {
-    for (int64_t px = 0; px < call.crop_width; ++px) gt[px * slice_c + c] = static_cast<T>(row[c * call.gs_c + px * call.gs_x]);
+    for (int64_t px = 0; px < call.crop_width; ++px) {
+      gt[px * slice_c + c] = static_cast<T>(row[c * call.gs_c + px * call.gs_x]);
+    }
   }
 }
 
@@ -295,17 +301,11 @@ void transpose_grad_row(const ImageGradCall<scalar_t, T>& call, const scalar_t* 
 // gradient (0 strides) is small and not prefetched.
 template <typename scalar_t, typename T>
 void prefetch_grad_row(const ImageGradCall<scalar_t, T>& call, const scalar_t* gk, int64_t py, int64_t slice_c) {
-  constexpr int64_t kLine = 64 / sizeof(scalar_t);
   const scalar_t* row = gk + py * call.gs_y;
   if (call.grad_in_place) {  // cell px's slice_c channels are one contiguous run
-    for (int64_t px = 0; px < call.crop_width; ++px) {
-      for (int64_t c = 0; c < slice_c; c += kLine) prefetch_line(row + px * call.C + c);
-    }
+    for (int64_t px = 0; px < call.crop_width; ++px) prefetch_run(row + px * call.C, slice_c);
   } else if (call.gs_x == 1 && call.gs_c != 0) {  // each channel's row is one contiguous run (NCHW)
-    for (int64_t c = 0; c < slice_c; ++c) {
-      for (int64_t px = 0; px < call.crop_width; px += kLine) prefetch_line(row + c * call.gs_c + px);
-      prefetch_line(row + c * call.gs_c + call.crop_width - 1);
-    }
+    for (int64_t c = 0; c < slice_c; ++c) prefetch_run(row + c * call.gs_c, call.crop_width);
   }
 }
 
@@ -317,9 +317,8 @@ template <typename scalar_t, typename T>
 void accumulate_image(const ImageGradCall<scalar_t, T>& call, int64_t n, int64_t r0, int64_t r1, int64_t c0,
                       int64_t slice_c, T* gt, T* acc, int64_t acc_step) {
   auto reaches_band = [&](const CropAxis<T>& y) {
-    if (!y.valid) return false;
-    const int64_t top = call.nearest ? y.nearest : y.lo, bottom = call.nearest ? y.nearest : y.hi;
-    return (top >= r0 && top < r1) || (bottom >= r0 && bottom < r1);
+    const auto [top, bottom] = taps_in_band(y, call.nearest, r0, r1);
+    return top || bottom;
   };
   for (int64_t j = call.start[n]; j < call.start[n + 1]; ++j) {
     const int64_t k = call.order[j];

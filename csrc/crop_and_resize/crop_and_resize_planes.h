@@ -245,25 +245,22 @@ void crop_forward_sparse_planes(const CropTables<scalar_t, T>& tab, const int64_
   });
 }
 
-// The window [first, last + 1) of the pixels that a box side's valid samples read (axis_span), and its sample table
-// shifted to start there (lo - first, hi - first, nearest - first).
+// A box side's sample table shifted to start at pixel `first` (lo - first, hi - first, nearest - first): its
+// samples read from a copy of the window that starts there.
 template <typename T>
-std::array<int64_t, 2> window_of(const CropAxis<T>* tab, int64_t count, bool nearest,
-                                 std::vector<CropAxis<T>>& shifted) {
-  const std::array<int64_t, 2> span = axis_span(tab, count, nearest);
+void shift_table(const CropAxis<T>* tab, int64_t count, int64_t first, std::vector<CropAxis<T>>& shifted) {
   shifted.assign(tab, tab + count);
   for (CropAxis<T>& a : shifted) {
-    a.lo -= span[0];
-    a.hi -= span[0];
-    a.nearest -= span[0];
+    a.lo -= first;
+    a.hi -= first;
+    a.nearest -= first;
   }
-  return span;
 }
 
 // Planes per task of the window path: 16 x a 20x20 window x 4 B = 26 KB, in L1 while it is cropped.
 constexpr int64_t kWindowPlanes = 16;
 
-// Forward where the boxes read little of each map and C >= kWindowPlanes (32 P3 maps with one 14x14 box each):
+// Forward where the boxes read little of each map and C >= kChannelBlock (32 P3 maps with one 14x14 box each):
 // split over (box, block of kWindowPlanes planes). A task copies the box's window of the block's planes, row
 // segment by row segment (each a contiguous run of its plane), interleaved into a per-thread buffer, crops it with
 // the channels_last kernel, and streams the crop back as the block's planes of out[k]. What it reads is the box's
@@ -271,7 +268,6 @@ constexpr int64_t kWindowPlanes = 16;
 // scattered (one per plane and row, 2-3 lines each), so each task prefetches the windows of the task two ahead: the
 // segments then arrive in parallel instead of one miss at a time (3.7 -> 2.0 ms on 32 P3 maps, 2 cores), and the
 // output streams past the cache, which keeps the maps' windows there for the next call.
-
 template <typename scalar_t, typename T>
 void crop_forward_windows(const CropTables<scalar_t, T>& tab, const int64_t* idx, const scalar_t* image, int64_t K,
                           int64_t C, int64_t H, int64_t W, int64_t crop_height, int64_t crop_width, bool nearest,
@@ -279,7 +275,8 @@ void crop_forward_windows(const CropTables<scalar_t, T>& tab, const int64_t* idx
   const int64_t cells = crop_height * crop_width, plane_size = H * W;
   constexpr int64_t G = kWindowPlanes;
   const int64_t blocks = (C + G - 1) / G;
-  // Each box's window, rows [y0, y1) x columns [x0, x1): spans[k] = {y0, y1, x0, x1}.
+  // Each box's window, the pixels its valid samples read (axis_span): rows [y0, y1) x columns [x0, x1),
+  // spans[k] = {y0, y1, x0, x1}.
   std::vector<std::array<int64_t, 4>> spans(K);
   for (int64_t k = 0; k < K; ++k) {
     const auto ry = axis_span(tab.ys.data() + k * crop_height, crop_height, nearest);
@@ -290,28 +287,28 @@ void crop_forward_windows(const CropTables<scalar_t, T>& tab, const int64_t* idx
   auto prefetch_item = [&](int64_t item) {
     const int64_t k = item / blocks, c0 = item % blocks * G, cb = std::min(G, C - c0);
     const auto [y0, y1, x0, x1] = spans[k];
-    constexpr int64_t kLine = 64 / sizeof(scalar_t);
     const scalar_t* planes = image + (idx[k] * C + c0) * plane_size;
     for (int64_t j = 0; j < cb; ++j) {
-      for (int64_t r = y0; r < y1; ++r) {
-        const scalar_t* row = planes + j * plane_size + r * W;
-        for (int64_t x = x0; x < x1; x += kLine) prefetch_line(row + x);
-        if (x1 > x0) prefetch_line(row + x1 - 1);
-      }
+      for (int64_t r = y0; r < y1; ++r) prefetch_run(planes + j * plane_size + r * W + x0, x1 - x0);
     }
   };
   at::parallel_for(0, K * blocks, grain_for(cells * G), [&](int64_t begin, int64_t end) {
     std::vector<T> window, crop(G * cells);
     std::vector<scalar_t> planes_out(G * cells);
-    std::vector<CropAxis<T>> ys, xs;
+    std::vector<CropAxis<T>> ys, xs;  // box `shifted_for`'s tables, shifted to its window
+    int64_t shifted_for = -1;
     LerpRowCache<T> cache;
     for (auto& r : cache.rows) r.resize(crop_width * G);
     for (int64_t item = begin; item < std::min(end, begin + 2); ++item) prefetch_item(item);
     for (int64_t item = begin; item < end; ++item) {
       if (item + 2 < end) prefetch_item(item + 2);
       const int64_t k = item / blocks, c0 = item % blocks * G, cb = std::min(G, C - c0);
-      const auto [y0, y1] = window_of(tab.ys.data() + k * crop_height, crop_height, nearest, ys);
-      const auto [x0, x1] = window_of(tab.xs.data() + k * crop_width, crop_width, nearest, xs);
+      const auto [y0, y1, x0, x1] = spans[k];
+      if (k != shifted_for) {  // a box's blocks are consecutive items: its tables are shifted once per task
+        shift_table(tab.ys.data() + k * crop_height, crop_height, y0, ys);
+        shift_table(tab.xs.data() + k * crop_width, crop_width, x0, xs);
+        shifted_for = k;
+      }
       const int64_t ww = x1 - x0;
       window.resize((y1 - y0) * ww * cb);
       const scalar_t* planes = image + (idx[k] * C + c0) * plane_size;
