@@ -116,6 +116,19 @@ def _offset(start, p, bin_size, i, grid):
 
 
 @triton.jit
+def _position(yy, xx, cos, sin, cy_s, cx_s):
+    """The image position (y, x) of the sample at box-frame offset (yy, xx): rotated by the box's angle about its
+    centre, in float64."""
+    return yy * cos - xx * sin + cy_s, yy * sin + xx * cos + cx_s
+
+
+@triton.jit
+def _in_map(y, x, H, W):
+    """Whether a sample at (y, x) reads the map: inside [-1, H] x [-1, W] (NaN: False)."""
+    return (y >= -1) & (y <= H) & (x >= -1) & (x <= W)
+
+
+@triton.jit
 def _fraction(p, i, grid, P):
     """a_y (a_x): the sample's offset over the box's side, ``(p + (i + 0.5)/grid)/P - 0.5``, in float64."""
     along = tl.cast(p, tl.float64) + (tl.cast(i, tl.float64) + 0.5) / tl.cast(tl.maximum(grid, 1), tl.float64)
@@ -142,9 +155,8 @@ def roi_align_rotated_forward_kernel(
         yy = _offset(start_h, ph, bin_h, iy, grid_h)  # float64 [BLOCK_K, BLOCK_E]
         for ix in range(0, tl.max(grid_w)):
             xx = _offset(start_w, pw, bin_w, ix, grid_w)
-            y = yy * cos - xx * sin + cy_s
-            x = yy * sin + xx * cos + cx_s
-            inside = (iy < grid_h) & (ix < grid_w) & (y >= -1) & (y <= H) & (x >= -1) & (x <= W)  # NaN: False
+            y, x = _position(yy, xx, cos, sin, cy_s, cx_s)
+            inside = (iy < grid_h) & (ix < grid_w) & _in_map(y, x, H, W)
             y_low, y_high, ly, hy, _ = _roi_corner(y, inside, H, COMPUTE)
             x_low, x_high, lx, hx, _ = _roi_corner(x, inside, W, COMPUTE)
             take = lanes & ok & inside
@@ -178,9 +190,8 @@ def roi_align_rotated_image_grad_atomic_kernel(
         yy = _offset(start_h, ph, bin_h, iy, grid_h)
         for ix in range(0, tl.max(grid_w)):
             xx = _offset(start_w, pw, bin_w, ix, grid_w)
-            y = yy * cos - xx * sin + cy_s
-            x = yy * sin + xx * cos + cx_s
-            inside = (iy < grid_h) & (ix < grid_w) & (y >= -1) & (y <= H) & (x >= -1) & (x <= W)
+            y, x = _position(yy, xx, cos, sin, cy_s, cx_s)
+            inside = (iy < grid_h) & (ix < grid_w) & _in_map(y, x, H, W)
             y_low, y_high, ly, hy, _ = _roi_corner(y, inside, H, COMPUTE)
             x_low, x_high, lx, hx, _ = _roi_corner(x, inside, W, COMPUTE)
             take = lanes & ok & inside
@@ -216,10 +227,9 @@ def roi_align_rotated_taps_kernel(
         yy = _offset(start_h, ph, bin_h, iy, grid_h)
         for ix in range(0, tl.max(grid_w)):
             xx = _offset(start_w, pw, bin_w, ix, grid_w)
-            y = yy * cos - xx * sin + cy_s
-            x = yy * sin + xx * cos + cx_s
+            y, x = _position(yy, xx, cos, sin, cy_s, cx_s)
             exists = lanes & ok & (iy < grid_h) & (ix < grid_w)  # the sample is in the box's grid: write it
-            take = exists & (y >= -1) & (y <= H) & (x >= -1) & (x <= W)  # and it is in range: it has taps
+            take = exists & _in_map(y, x, H, W)  # and it is in range: it has taps
             y_low, y_high, ly, hy, _ = _roi_corner(y, take, H, COMPUTE)
             x_low, x_high, lx, hx, _ = _roi_corner(x, take, W, COMPUTE)
             entry = (first + (e * grid_h + iy) * grid_w + ix) * 4
@@ -263,9 +273,8 @@ def roi_align_rotated_boxes_grad_kernel(
             for ix in range(0, tl.max(grid_w)):
                 xx = _offset(start_w, pw, bin_w, ix, grid_w)
                 a_x = _fraction(pw, ix, grid_w, PW)
-                y = yy * cos - xx * sin + cy_s
-                x = yy * sin + xx * cos + cx_s
-                inside = (iy < grid_h) & (ix < grid_w) & (y >= -1) & (y <= H) & (x >= -1) & (x <= W)
+                y, x = _position(yy, xx, cos, sin, cy_s, cx_s)
+                inside = (iy < grid_h) & (ix < grid_w) & _in_map(y, x, H, W)
                 y_low, y_high, ly, hy, y_moves = _roi_corner(y, inside, H, COMPUTE)
                 x_low, x_high, lx, hx, x_moves = _roi_corner(x, inside, W, COMPUTE)
                 take = lanes & inside
