@@ -56,6 +56,30 @@ void stream_copy(const scalar_t* src, scalar_t* dst, int64_t n) {
   std::copy(src + i, src + n, dst + i);
 }
 
+// dst[i] = 0 for i < n, for a dst that is written once before few of its elements are read again (a sparse
+// gradient's planes): float and double from the first 32-byte aligned address on go out with non-temporal stores,
+// which write whole lines without first reading them, as a cached store does. 32 P3 maps' image gradient (498 MB,
+// 2.6% of it then receives taps): fwd+bwd 18.5 -> 12 ms on 2 Zen 4 cores. The writer issues _mm_sfence before
+// another thread may read them.
+template <typename scalar_t>
+void stream_zero(scalar_t* dst, int64_t n) {
+  int64_t i = 0;
+#ifdef __AVX2__
+  if constexpr (std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, double>) {
+    for (; i < n && reinterpret_cast<uintptr_t>(dst + i) % 32 != 0; ++i) dst[i] = 0;
+    constexpr int64_t kLanes = 32 / sizeof(scalar_t);
+    for (; i + kLanes <= n; i += kLanes) {
+      if constexpr (std::is_same_v<scalar_t, float>) {
+        _mm256_stream_ps(dst + i, _mm256_setzero_ps());
+      } else {
+        _mm256_stream_pd(dst + i, _mm256_setzero_pd());
+      }
+    }
+  }
+#endif
+  std::fill(dst + i, dst + n, scalar_t(0));
+}
+
 // Asks for the cache line of p ahead of its use, into L2 (prefetcht1): L2 keeps more misses in flight than L1, and
 // crop_and_resize's NCHW kernels ask for hundreds of scattered lines at a time (32 P3 maps, one box each: 16 planes
 // x 20 rows x 2 lines per task). Measured on 2 Zen 4 cores: the window path took 3.7 ms with no prefetch, 3.8 ms
@@ -136,10 +160,14 @@ void transpose_matrix(const S* src, int64_t rows, int64_t cols, D* dst, int64_t 
     }
   }
 #endif
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t c = r < r_tiled ? c_tiled : 0; c < cols; ++c) {
-      dst[c * rows + r] = static_cast<D>(src[r * src_stride + c]);
+  // What the tiles left: the columns right of them in the tiled rows, then the rows below them.
+  if (c_tiled < cols) {
+    for (int64_t r = 0; r < r_tiled; ++r) {
+      for (int64_t c = c_tiled; c < cols; ++c) dst[c * rows + r] = static_cast<D>(src[r * src_stride + c]);
     }
+  }
+  for (int64_t r = r_tiled; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c) dst[c * rows + r] = static_cast<D>(src[r * src_stride + c]);
   }
 }
 

@@ -404,7 +404,11 @@ void crop_image_grad_planes(const CropTables<scalar_t, T>& tab, const std::vecto
       const int64_t cb = full ? kChannelBlock : 1;
       scalar_t* planes = gi + (n * C + c0) * plane_size;
       T* acc = direct ? reinterpret_cast<T*>(planes) : scratch.data();
-      std::fill(acc, acc + cb * plane_size, T(0));
+      if constexpr (direct) {
+        stream_zero(acc, cb * plane_size);  // few of its lines receive taps: no need to read them first
+      } else {
+        std::fill(acc, acc + cb * plane_size, T(0));
+      }
       for (int64_t j = start[n]; j < start[n + 1]; ++j) {
         const int64_t k = order[j];
         const CropAxis<T>* yk = tab.ys.data() + k * crop_height;
@@ -420,6 +424,9 @@ void crop_image_grad_planes(const CropTables<scalar_t, T>& tab, const std::vecto
       }
       if (!direct) std::transform(acc, acc + cb * plane_size, planes, [](T v) { return static_cast<scalar_t>(v); });
     }
+#ifdef __AVX2__
+    _mm_sfence();  // stream_zero's stores are visible before the task ends
+#endif
   });
 }
 
