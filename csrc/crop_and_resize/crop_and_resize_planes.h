@@ -13,8 +13,8 @@
 //   16 planes (32 P3 maps, 2 cores: 1.8x faster than the sparse path, then 3.7 -> 2.0 ms with the prefetch).
 // - Forward, dense (more taps than pixels: P2 heads): per (image, block of 16 planes), the block is copied
 //   interleaved into a per-thread buffer that stays in cache (read once where the boxes would read it several
-//   times), cropped by the channels_last kernel, and each crop transposed back into 16 planes in cache and
-//   streamed into out[k] (non-temporal stores).
+//   times), cropped by the channels_last kernel, and each crop transposed back into 16 planes and streamed into
+//   out[k] (non-temporal stores, store_planes).
 // - Image gradient, dense (more taps than pixels, C >= 8: P2 heads): crop_image_grad_banded
 //   (crop_and_resize_channels_last.h) with planes = true. Per (image, band of rows, channel slice), the taps add
 //   channels-last into a scratch band that stays in L2 (each tap's channels one contiguous run, where planes take
@@ -203,13 +203,12 @@ void crop_forward_blocks(const CropTables<scalar_t, T>& tab, const std::vector<i
         crop_forward_box(tab.ys.data() + k * crop_height, tab.xs.data() + k * crop_width, crop_height, crop_width,
                          nearest, static_cast<T>(ext), block.data(), W, cb, cb, cache, crop.data(), cb,
                          /*stream=*/false);
-        // Box k's planes c0 .. c0 + cb are one contiguous run of the output: transposed in cache, then streamed.
-        deinterleave_planes(crop.data(), cb, cells, planes.data());
-        stream_copy(planes.data(), out + (k * C + c0) * cells, cb * cells);
+        // Box k's planes c0 .. c0 + cb, one contiguous run of the output, transposed and streamed.
+        store_planes(crop.data(), cells, cb, cells, planes.data(), out + (k * C + c0) * cells);
       }
     }
 #ifdef __AVX2__
-    _mm_sfence();  // stream_copy's stores are visible before the task ends
+    _mm_sfence();  // store_planes' streamed stores are visible before the task ends
 #endif
   });
 }
@@ -317,11 +316,10 @@ void crop_forward_windows(const CropTables<scalar_t, T>& tab, const int64_t* idx
       }
       crop_forward_box(ys.data(), xs.data(), crop_height, crop_width, nearest, static_cast<T>(ext), window.data(),
                        ww, cb, cb, cache, crop.data(), cb, /*stream=*/false);
-      deinterleave_planes(crop.data(), cb, cells, planes_out.data());
-      stream_copy(planes_out.data(), out + (k * C + c0) * cells, cb * cells);
+      store_planes(crop.data(), cells, cb, cells, planes_out.data(), out + (k * C + c0) * cells);
     }
 #ifdef __AVX2__
-    _mm_sfence();  // stream_copy's stores are visible before the task ends
+    _mm_sfence();  // store_planes' streamed stores are visible before the task ends
 #endif
   });
 }

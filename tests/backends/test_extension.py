@@ -391,17 +391,21 @@ def test_kernels_reject_wrong_shapes_naming_the_argument():
 # each box's window ("windows"); C < 8 reads the planes in place ("sparse"). roi_align interleaves its copied channel
 # blocks alike. The shared matrix runs C = 3 and tiny calls, which take only the sparse path: these run every path,
 # the blocked ones on 19 channels (two full blocks and three single channels, the tail of every blocked loop).
-PATHS = {  # path: (channels, boxes, crop size)
-    "dense": (19, 12, (4, 5)),   # 12 x 4x5 crops x 4 taps = 960 taps >= 126 pixels
-    "windows": (19, 3, (2, 2)),  # 3 x 2x2 x 4 = 48 < 126
-    "sparse": (3, 3, (2, 2)),
+# "dense_lines": every crop plane and every gradient band row of 16 columns is whole 64-byte lines, so float32
+# planes go out as transposed tiles straight from registers (store_planes), where 4x5 crops of a 9-column map take
+# the transpose in cache.
+PATHS = {  # path: (channels, boxes, crop size, map width)
+    "dense": (19, 12, (4, 5), 9),   # 12 x 4x5 crops x 4 taps = 960 taps >= 2 x 7x9 = 126 pixels
+    "dense_lines": (19, 12, (4, 4), 16),  # 12 x 4x4 x 4 = 768 >= 2 x 7x16 = 224
+    "windows": (19, 3, (2, 2), 9),  # 3 x 2x2 x 4 = 48 < 126
+    "sparse": (3, 3, (2, 2), 9),
 }
 
 
 def _blocked_case(path: str):
-    c, k, crop = PATHS[path]
+    c, k, crop, w = PATHS[path]
     g = torch.Generator().manual_seed(len(path))
-    n, h, w = 2, 7, 9
+    n, h = 2, 7
     x = torch.randn(n, c, h, w, generator=g, dtype=torch.float64)
     boxes = torch.rand(k, 4, generator=g, dtype=torch.float64) * 1.2 - 0.1  # some samples out of range, some flipped
     box_index = torch.randint(0, n, (k,), generator=g)
