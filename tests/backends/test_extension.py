@@ -393,10 +393,12 @@ def test_kernels_reject_wrong_shapes_naming_the_argument():
 # the blocked ones on 19 channels (two full blocks and three single channels, the tail of every blocked loop).
 # "dense_lines": every crop plane and every gradient band row of 16 columns is whole 64-byte lines, so float32
 # planes go out as transposed tiles straight from registers (store_planes), where 4x5 crops of a 9-column map take
-# the transpose in cache.
+# the transpose in cache. "dense_32": 32 channels, so a channels_last gradient's pixel runs are whole lines too, and
+# its band streams out (store_channels_last).
 PATHS = {  # path: (channels, boxes, crop size, map width)
     "dense": (19, 12, (4, 5), 9),   # 12 x 4x5 crops x 4 taps = 960 taps >= 2 x 7x9 = 126 pixels
     "dense_lines": (19, 12, (4, 4), 16),  # 12 x 4x4 x 4 = 768 >= 2 x 7x16 = 224
+    "dense_32": (32, 12, (4, 4), 16),
     "windows": (19, 3, (2, 2), 9),  # 3 x 2x2 x 4 = 48 < 126
     "sparse": (3, 3, (2, 2), 9),
 }
