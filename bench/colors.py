@@ -21,7 +21,7 @@ BACKEND_COLORS = {
     # The other peers, apart from each other and from OTHER (rotated RoIAlign plots openvino beside grid_sample).
     "onnxruntime": "#393b79",
     "openvino": "#637939",
-    "grid_sample": "#8c6d31",
+    "grid_sample": "#222222",
     "kornia": "#e7ba52",
 }
 LAYOUT_MARKERS = {"NCHW": "o", "NHWC": "s"}
