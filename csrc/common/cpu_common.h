@@ -146,6 +146,14 @@ inline int64_t block_start(int64_t b, int64_t C, bool& full) {
   return full ? b * kChannelBlock : full_blocks * kChannelBlock + (b - full_blocks);
 }
 
+#ifdef __AVX2__
+// The 8x8 float tile whose rows start at src + i * stride, transposed in registers: t[i] holds its column i.
+inline void load_transposed_tile(const float* src, int64_t stride, __m256* t) {
+  for (int i = 0; i < 8; ++i) t[i] = _mm256_loadu_ps(src + i * stride);
+  transpose8x8(t);
+}
+#endif
+
 // dst[c * rows + r] = src[r * src_stride + c], rounded to D: the transpose of a rows x cols matrix whose rows are
 // src_stride apart (cols when 0). For float, 8x8 tiles go through AVX2 registers (8 loads, 24 shuffles, 8 stores
 // per 64 values) instead of 64 scalar strided stores, the columns right of the whole tiles included (P2, 512 NCHW
@@ -161,8 +169,7 @@ void transpose_matrix(const S* src, int64_t rows, int64_t cols, D* dst, int64_t 
     for (int64_t r0 = 0; r0 < r_tiled; r0 += 8) {
       for (int64_t c0 = 0; c0 < c_tiled; c0 += 8) {
         __m256 t[8];
-        for (int i = 0; i < 8; ++i) t[i] = _mm256_loadu_ps(src + (r0 + i) * src_stride + c0);
-        transpose8x8(t);
+        load_transposed_tile(src + r0 * src_stride + c0, src_stride, t);
         for (int i = 0; i < 8; ++i) _mm256_storeu_ps(dst + (c0 + i) * rows + r0, t[i]);
       }
     }

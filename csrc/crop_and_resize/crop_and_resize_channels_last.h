@@ -377,8 +377,7 @@ void store_planes(const T* acc, int64_t plane_size, int64_t slice_c, int64_t pla
       for (int64_t c0 = 0; c0 < slice_c; c0 += 8) {
         for (int64_t r0 = 0; r0 < plane_size; r0 += 8) {
           __m256 t[8];
-          for (int i = 0; i < 8; ++i) t[i] = _mm256_loadu_ps(acc + (r0 + i) * slice_c + c0);
-          transpose8x8(t);
+          load_transposed_tile(acc + r0 * slice_c + c0, slice_c, t);
           for (int i = 0; i < 8; ++i) _mm256_stream_ps(out0 + (c0 + i) * plane_stride + r0, t[i]);
         }
       }
