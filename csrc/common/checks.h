@@ -51,16 +51,12 @@ inline void check_crop_and_resize(const at::Tensor& map, const char* map_name, c
               std::string(method), "'");
 }
 
+// rois [K, columns]: roi_align's rows (batch_index, x1, y1, x2, y2) by default; an operator pooling other boxes
+// passes its own row length.
 inline void check_roi_align(const at::Tensor& map, const char* map_name, const at::Tensor& rois,
-                            int64_t pooled_height, int64_t pooled_width, c10::DeviceType device) {
-  check_map_and_boxes(map, rois, 5, device, map_name, "rois");
-  check_sizes(pooled_height, pooled_width, "output size");
-}
-
-// Rotated roi_align: rois [K, 6] of rows (batch_index, cx, cy, w, h, angle).
-inline void check_roi_align_rotated(const at::Tensor& map, const char* map_name, const at::Tensor& rois,
-                                    int64_t pooled_height, int64_t pooled_width, c10::DeviceType device) {
-  check_map_and_boxes(map, rois, 6, device, map_name, "rois");
+                            int64_t pooled_height, int64_t pooled_width, c10::DeviceType device,
+                            int64_t columns = 5) {
+  check_map_and_boxes(map, rois, columns, device, map_name, "rois");
   check_sizes(pooled_height, pooled_width, "output size");
 }
 

@@ -318,7 +318,7 @@ void boxes_grad_kernel(const Boxes<scalar_t>& boxes, const Problem& p, const sca
 at::Tensor roi_align_rotated_forward_cpu(const at::Tensor& input_, const at::Tensor& rois_, double spatial_scale,
                                          int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio,
                                          bool clockwise) {
-  check_roi_align_rotated(input_, "input", rois_, pooled_height, pooled_width, c10::DeviceType::CPU);
+  check_roi_align(input_, "input", rois_, pooled_height, pooled_width, c10::DeviceType::CPU, kRoiColumns);
   // The input's layout (a strided input is copied once to it); the output takes the same.
   const at::MemoryFormat layout = input_.suggest_memory_format();
   const at::Tensor input = input_.contiguous(layout);
@@ -342,7 +342,7 @@ at::Tensor roi_align_rotated_backward_input_cpu(const at::Tensor& grad_, const a
                                                 double spatial_scale, int64_t pooled_height, int64_t pooled_width,
                                                 int64_t batch_size, int64_t channels, int64_t height, int64_t width,
                                                 int64_t sampling_ratio, bool clockwise) {
-  check_roi_align_rotated(grad_, "grad", rois_, pooled_height, pooled_width, c10::DeviceType::CPU);
+  check_roi_align(grad_, "grad", rois_, pooled_height, pooled_width, c10::DeviceType::CPU, kRoiColumns);
   check_grad(grad_, rois_.size(0), channels, pooled_height, pooled_width);
   check_input_sizes(batch_size, channels, height, width);
   // The incoming gradient's layout: channels_last in a channels_last network.
@@ -372,7 +372,7 @@ at::Tensor roi_align_rotated_backward_input_cpu(const at::Tensor& grad_, const a
 at::Tensor roi_align_rotated_backward_boxes_cpu(const at::Tensor& grad_, const at::Tensor& input_,
                                                 const at::Tensor& rois_, double spatial_scale, int64_t pooled_height,
                                                 int64_t pooled_width, int64_t sampling_ratio, bool clockwise) {
-  check_roi_align_rotated(input_, "input", rois_, pooled_height, pooled_width, c10::DeviceType::CPU);
+  check_roi_align(input_, "input", rois_, pooled_height, pooled_width, c10::DeviceType::CPU, kRoiColumns);
   check_same(grad_, input_, "grad", "input");
   check_grad(grad_, rois_.size(0), input_.size(1), pooled_height, pooled_width);
   // Both read in the input's layout.

@@ -242,7 +242,7 @@ __global__ void rotated_boxes_grad_kernel(RotatedShape s, const scalar_t* __rest
 at::Tensor roi_align_rotated_forward_cuda(const at::Tensor& input_, const at::Tensor& rois_, double spatial_scale,
                                           int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio,
                                           bool clockwise) {
-  check_roi_align_rotated(input_, "input", rois_, pooled_height, pooled_width, c10::DeviceType::CUDA);
+  check_roi_align(input_, "input", rois_, pooled_height, pooled_width, c10::DeviceType::CUDA, kRoiColumns);
   const c10::cuda::CUDAGuard guard(input_.device());
   // The kernels index NCHW: a channels_last or strided input is copied once.
   const at::Tensor input = input_.contiguous();
@@ -268,7 +268,7 @@ at::Tensor roi_align_rotated_backward_input_cuda(const at::Tensor& grad_, const 
                                                  double spatial_scale, int64_t pooled_height, int64_t pooled_width,
                                                  int64_t batch_size, int64_t channels, int64_t height, int64_t width,
                                                  int64_t sampling_ratio, bool clockwise) {
-  check_roi_align_rotated(grad_, "grad", rois_, pooled_height, pooled_width, c10::DeviceType::CUDA);
+  check_roi_align(grad_, "grad", rois_, pooled_height, pooled_width, c10::DeviceType::CUDA, kRoiColumns);
   check_grad(grad_, rois_.size(0), channels, pooled_height, pooled_width);
   check_input_sizes(batch_size, channels, height, width);
   const c10::cuda::CUDAGuard guard(grad_.device());
@@ -326,7 +326,7 @@ at::Tensor roi_align_rotated_backward_boxes_cuda(const at::Tensor& grad_, const 
                                                  const at::Tensor& rois_, double spatial_scale,
                                                  int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio,
                                                  bool clockwise) {
-  check_roi_align_rotated(input_, "input", rois_, pooled_height, pooled_width, c10::DeviceType::CUDA);
+  check_roi_align(input_, "input", rois_, pooled_height, pooled_width, c10::DeviceType::CUDA, kRoiColumns);
   check_same(grad_, input_, "grad", "input");
   check_grad(grad_, rois_.size(0), input_.size(1), pooled_height, pooled_width);
   const c10::cuda::CUDAGuard guard(input_.device());

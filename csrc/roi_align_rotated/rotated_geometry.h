@@ -23,6 +23,9 @@ IMPLS_HOST_DEVICE double cos_(double v) { return cos(v); }
 IMPLS_HOST_DEVICE float sin_(float v) { return sinf(v); }
 IMPLS_HOST_DEVICE double sin_(double v) { return sin(v); }
 
+// A rotated roi's row: (batch_index, cx, cy, w, h, angle).
+constexpr int64_t kRoiColumns = 6;
+
 // pi as a double literal (math.pi): M_PI is not standard C++ and is missing from device code on some toolchains.
 constexpr double kRotatedPi = 3.14159265358979323846;
 

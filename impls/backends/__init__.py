@@ -8,8 +8,12 @@
 * ``triton/``: hand-written Triton kernels (``kernels``), their launcher and the geometry table they read;
 * ``peers/``: other projects' kernels wrapped for comparison, one module per peer.
 
-Importing this package registers every backend (``impls/core/registry.py``).
+Importing this package registers every backend (``impls/core/registry.py``), then imports each operator's
+``backends.py`` where it has one: an operator whose kernels live in its own folder adds them to these records there.
 """
+
+import importlib
+import importlib.util
 
 # The registration order is the order impls.backends() lists them in.
 # isort: off
@@ -17,3 +21,8 @@ from . import reference, vectorized, compiled, _adaptive_ops, extension  # noqa:
 from .triton import launcher  # noqa: F401  (registers "triton": cuda, or cpu under TRITON_INTERPRET=1)
 from . import peers  # noqa: F401
 # isort: on
+from ..ops import OPS  # noqa: E402
+
+for _op in OPS:
+    if importlib.util.find_spec(f"impls.ops.{_op}.backends") is not None:
+        importlib.import_module(f"impls.ops.{_op}.backends")

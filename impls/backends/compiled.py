@@ -53,7 +53,6 @@ import torch._inductor.config
 from torch._prims_common import make_contiguous_strides_for
 
 from ..core.registry import FLOAT_DTYPES, Backend, register
-from ..ops.roi_align_rotated import vectorized as _rotated
 from . import _chunked
 
 
@@ -103,7 +102,7 @@ def _canonical(t: torch.Tensor) -> torch.Tensor:
 
 def _free_sizes(parameters: tuple, args: list, free_dims: dict) -> None:
     """Marks the varying dimensions of the step's arguments (``free_dims``: ``_FREE_DIMS`` for the separable
-    operators' steps, ``FREE_DIMS`` of roi_align_rotated's) as unbacked, so that no graph is specialized to a size
+    operators' steps, an operator's own for its steps) as unbacked, so that no graph is specialized to a size
     of 1; a 0-d ``outside`` (roi_align's 0) has none."""
     for name, arg in zip(parameters, args):
         if isinstance(arg, torch.Tensor) and arg.dim() > 0:
@@ -111,7 +110,7 @@ def _free_sizes(parameters: tuple, args: list, free_dims: dict) -> None:
                 torch._dynamo.decorators.mark_unbacked(arg, dim)
 
 
-class _CompiledStep:
+class CompiledStep:
     """One step of ``_chunked`` (``sample_step``, ``scatter_step``, ``box_grad_step``), compiled on its first call
     with work to do."""
 
@@ -137,11 +136,8 @@ class _CompiledStep:
 
 
 # The compiled steps, shared by every call in the process (each compiles on its first call).
-STEPS = _chunked.Steps("compiled", _CompiledStep(_chunked.sample_step), _CompiledStep(_chunked.scatter_step),
-                       _CompiledStep(_chunked.box_grad_step))
-ROTATED_STEPS = _rotated.Steps("compiled", _CompiledStep(_rotated.sample_step, _rotated.FREE_DIMS),
-                               _CompiledStep(_rotated.scatter_step, _rotated.FREE_DIMS),
-                               _CompiledStep(_rotated.box_grad_step, _rotated.FREE_DIMS))
+STEPS = _chunked.Steps("compiled", CompiledStep(_chunked.sample_step), CompiledStep(_chunked.scatter_step),
+                       CompiledStep(_chunked.box_grad_step))
 
 
 # Decided once, at import: the registry asks on every call, and a call may be traced by torch.compile, where
@@ -156,7 +152,7 @@ BACKEND = register(
         summary="vectorized with its per-chunk steps compiled by torch.compile (Inductor: C++ on CPU, Triton on GPU)",
         devices=("cpu", "cuda"),
         dtypes=FLOAT_DTYPES,
-        kernels={**_chunked.kernels_with(STEPS), "roi_align_rotated": _rotated.kernels(ROTATED_STEPS)},
+        kernels=_chunked.kernels_with(STEPS),
         unavailable_reason=lambda: _UNAVAILABLE,
     )
 )

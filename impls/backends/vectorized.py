@@ -13,8 +13,6 @@ sample positions; the sums run in another order, so float results agree to round
 from __future__ import annotations
 
 from ..core.registry import FLOAT_DTYPES, Backend, register
-from ..ops.roi_align_rotated import traced_adaptive as _rotated_traced_adaptive  # noqa: F401  (registers its ops)
-from ..ops.roi_align_rotated import vectorized as _rotated
 from . import _chunked
 
 EAGER = _chunked.Steps("vectorized", _chunked.sample_step, _chunked.scatter_step, _chunked.box_grad_step)
@@ -25,6 +23,6 @@ BACKEND = register(
         summary="pure torch gathers and index_put_, chunked over boxes; any torch device",
         devices=("cpu", "cuda"),
         dtypes=FLOAT_DTYPES,
-        kernels={**_chunked.kernels_with(EAGER), "roi_align_rotated": _rotated.kernels(_rotated.EAGER)},
+        kernels=_chunked.kernels_with(EAGER),
     )
 )

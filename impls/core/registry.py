@@ -117,6 +117,15 @@ def register(backend: Backend) -> Backend:
     return backend
 
 
+def add_kernels(backend: str, op: str, kernels: OpKernels) -> None:
+    """Gives the registered backend ``backend`` kernels for ``op``: how an operator whose kernels live in its own
+    folder (``impls/ops/<op>/backends.py``) joins a backend record that other operators share."""
+    record = _BACKENDS[backend]
+    if op in record.kernels:
+        raise ValueError(f"backend {backend!r} already has kernels for {op}")
+    record.kernels[op] = kernels
+
+
 def registered() -> dict[str, Backend]:
     return dict(_BACKENDS)
 

@@ -148,32 +148,12 @@ def test_compiles_as_one_graph_with_the_eager_results(case, deterministic, runs_
 
 
 def _operator_args(name):
-    """Arguments of the triton operator ``name`` on a small float64 case: two boxes, one flipped (crop) or
-    reaching over the border (roi, rotated), adaptive grid."""
+    """Arguments of the triton operator ``name`` (``<op>_<pass>``) on a small float64 case: its operator's
+    ``operator_args`` (``tests/ops/<op>/op_cases.py``) on a [2, 3, 9, 11] map and a [2, 3, 2, 2] gradient."""
+    op = max((op for op in cases.OPERATORS if name.startswith(op + "_")), key=len)
     x = cases.feature_map().to(DEVICE)  # [2, 3, 9, 11]
     grad = torch.randn(2, 3, 2, 2, dtype=torch.float64, device=DEVICE)
-    if name.startswith("crop_and_resize"):
-        boxes = torch.tensor([[0.1, 0.2, 0.7, 0.9], [0.9, 0.0, 0.2, 1.1]], dtype=torch.float64, device=DEVICE)
-        index = torch.tensor([0, 1], device=DEVICE)
-        return {
-            "crop_and_resize_forward": (x, boxes, index, 2, 2, "bilinear", 0.5),
-            "crop_and_resize_backward_input": (grad, boxes, index, 2, 2, *x.shape, "bilinear"),
-            "crop_and_resize_backward_boxes": (grad, x, boxes, index, 2, 2, "bilinear"),
-        }[name]
-    if name.startswith("roi_align_rotated"):  # (batch, cx, cy, w, h, degrees): one box crossing the border
-        rotated = torch.tensor([[0, 4.0, 3.5, 6.0, 3.0, 30.0], [1, 9.0, 2.0, 5.0, 4.0, -120.0]], dtype=torch.float64,
-                               device=DEVICE)
-        return {
-            "roi_align_rotated_forward": (x, rotated, 0.5, 2, 2, 0, False),
-            "roi_align_rotated_backward_input": (grad, rotated, 0.5, 2, 2, *x.shape, 0, True),
-            "roi_align_rotated_backward_boxes": (grad, x, rotated, 0.5, 2, 2, 0, False),
-        }[name]
-    rois = torch.tensor([[0, 1.0, 1.5, 6.0, 7.0], [1, 2.0, 0.5, 9.0, 5.0]], dtype=torch.float64, device=DEVICE)
-    return {
-        "roi_align_forward": (x, rois, 0.5, 2, 2, 0, True),
-        "roi_align_backward_input": (grad, rois, 0.5, 2, 2, *x.shape, 0, True),
-        "roi_align_backward_boxes": (grad, x, rois, 0.5, 2, 2, 0, True),
-    }[name]
+    return cases.OPERATORS[op].operator_args(name[len(op) + 1:], x, grad)
 
 
 @pytest.mark.parametrize("name", [n for n in operators.SCHEMAS if not n.startswith("multiscale_")])

@@ -15,7 +15,9 @@ Prints one line per failure and exits 1 if there was one.
 
 from __future__ import annotations
 
+import importlib
 import os
+import pathlib
 import re
 import sys
 
@@ -29,7 +31,6 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
 from impls.backends.triton import kernels  # noqa: E402
-from impls.backends.triton import roi_align_rotated_kernels as rotated  # noqa: E402
 from impls.backends.triton.launcher import LAUNCH_OPTIONS  # noqa: E402
 
 # Pointer arguments by name: the element type given the storage dtype and the compute dtype.
@@ -61,10 +62,23 @@ KERNELS = [
     (kernels.gather_taps_kernel, dict(ROI=False, CHANNELS_LAST=False, LEVELS=1, BLOCK=128)),
     (kernels.gather_taps_kernel, dict(ROI=True, CHANNELS_LAST=True, LEVELS=1, BLOCK=128)),
     (kernels.gather_taps_kernel, dict(ROI=True, CHANNELS_LAST=False, LEVELS=LEVELS, BLOCK=128)),
-    *((kernel, dict(BLOCK_K=2, BLOCK_E=64)) for kernel in (
-        rotated.roi_align_rotated_forward_kernel, rotated.roi_align_rotated_image_grad_atomic_kernel,
-        rotated.roi_align_rotated_taps_kernel, rotated.roi_align_rotated_boxes_grad_kernel)),
 ]
+
+
+def _operator_kernels() -> list:
+    """Every ``*_kernel`` of an operator's own kernel module (``impls/backends/triton/<op>_kernels.py``), whose
+    only constexprs are the tile's block sizes."""
+    found = []
+    for path in sorted(pathlib.Path(kernels.__file__).parent.glob("*_kernels.py")):
+        module = importlib.import_module(f"impls.backends.triton.{path.stem}")
+        found += [(fn, dict(BLOCK_K=2, BLOCK_E=64)) for name, fn in vars(module).items()
+                  if name.endswith("_kernel") and isinstance(fn, triton.runtime.JITFunction)
+                  and fn.fn.__module__ == module.__name__]
+    assert found, "no operator kernel module found next to kernels.py"
+    return found
+
+
+KERNELS += _operator_kernels()
 
 
 def compile_kernel(fn, store: str, compute, constexprs: dict, ones: bool, sm: int) -> str:

@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 
 from ...core.registry import Backend, OpKernels, register
-from . import grid_sample_rotated
 from ._autograd_peer import autograd_kernels
 
 
@@ -72,13 +71,10 @@ register(
     Backend(
         name="grid_sample",
         peer=True,
-        summary="peer: pure PyTorch as users write it: crop_and_resize with F.affine_grid + F.grid_sample("
-        "align_corners=True); roi_align_rotated with a rotated affine_grid, grid_sample and avg_pool2d",
+        summary="peer: pure PyTorch as users write it: F.affine_grid + F.grid_sample(align_corners=True)",
         devices=("cpu", "cuda"),
         dtypes=(torch.float32, torch.float64),
         kernels={"crop_and_resize": OpKernels(_grid_sample_forward, *autograd_kernels(_grid_sample_forward),
-                                              differs="CONVENTIONS.md §8.3"),
-                 "roi_align_rotated": OpKernels(grid_sample_rotated.forward, grid_sample_rotated.backward_input,
-                                                grid_sample_rotated.backward_boxes, differs="CONVENTIONS.md §8.6")},
+                                              differs="CONVENTIONS.md §8.3")},
     )
 )

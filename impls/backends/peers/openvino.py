@@ -15,7 +15,6 @@ import functools
 import torch
 
 from ...core.registry import Backend, OpKernels, register
-from . import openvino_rotated
 from ._installed import missing
 from .onnxruntime import feeds
 
@@ -57,12 +56,10 @@ register(
     Backend(
         name="openvino",
         peer=True,
-        summary="peer: OpenVINO's ROIAlign-9 and ROIAlignRotated-15 compiled for its CPU plugin (forward only, "
-        "float32)",
+        summary="peer: OpenVINO's own operators compiled for its CPU plugin (forward only, float32)",
         devices=("cpu",),
         dtypes=(torch.float32,),
-        kernels={"roi_align": OpKernels(_openvino_forward),
-                 "roi_align_rotated": OpKernels(openvino_rotated.forward)},
+        kernels={"roi_align": OpKernels(_openvino_forward)},
         unavailable_reason=missing("openvino", "test"),
     )
 )

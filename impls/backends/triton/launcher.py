@@ -33,7 +33,7 @@ program runs in Python: milliseconds per kernel on the tests' inputs, far too sl
 check, not to compute).
 
 Under ``torch.compile`` each of the nine kernels is one opaque custom operator, ``impls::triton_<name>``
-(``_compilable`` below, schemas and fakes in ``impls/ops/<op>/spec.py``): the graph calls this module's launch code
+(``compilable`` below, schemas and fakes in ``impls/ops/<op>/spec.py``): the graph calls this module's launch code
 at run time, so compiled and eager calls run the same kernels; eager calls skip the operator.
 
 Not checked without a GPU (this module was written and tested on a CPU, under the interpreter): compilation of
@@ -412,7 +412,7 @@ def multiscale_roi_align_backward_boxes(grad, features, rois, levels, scales, po
 # ---------------------------------------------------------------------------------- torch.compile
 
 
-def _compilable(fn, tags=(), name=None):
+def compilable(fn, tags=(), name=None):
     """``fn`` for eager calls; while ``torch.compile`` traces, the opaque operator ``impls::triton_<fn name>``
     (the schema and fake of ``impls::<fn name>``, ``core/operators.py``), which runs ``fn`` when the graph runs.
 
@@ -429,9 +429,6 @@ def _compilable(fn, tags=(), name=None):
     return call
 
 
-# roi_align_rotated's kernels use this module's launch helpers above: imported here, once they exist.
-from . import roi_align_rotated_kernels as _rotated  # noqa: E402
-
 BACKEND = register(
     Backend(
         name="triton",
@@ -444,27 +441,20 @@ BACKEND = register(
         image_grad_modes=("atomic", "deterministic"),
         kernels={
             "crop_and_resize": OpKernels(
-                _compilable(crop_and_resize_forward), _compilable(crop_and_resize_backward_input),
-                _compilable(crop_and_resize_backward_boxes),
+                compilable(crop_and_resize_forward), compilable(crop_and_resize_backward_input),
+                compilable(crop_and_resize_backward_boxes),
             ),
             "roi_align": OpKernels(
-                _compilable(roi_align_forward),
+                compilable(roi_align_forward),
                 # The deterministic image gradient reads a length back to the host with the adaptive grid: no CUDA
                 # graph may hold it.
-                _compilable(roi_align_backward_input, tags=(torch.Tag.cudagraph_unsafe,)),
-                _compilable(roi_align_backward_boxes),
+                compilable(roi_align_backward_input, tags=(torch.Tag.cudagraph_unsafe,)),
+                compilable(roi_align_backward_boxes),
             ),
             "multiscale_roi_align": OpKernels(
-                _compilable(multiscale_roi_align_forward),
-                _compilable(multiscale_roi_align_backward_input, tags=(torch.Tag.cudagraph_unsafe,)),
-                _compilable(multiscale_roi_align_backward_boxes),
-            ),
-            "roi_align_rotated": OpKernels(
-                _compilable(_rotated.forward, name="roi_align_rotated_forward"),
-                # As roi_align's: the deterministic image gradient reads a length back with the adaptive grid.
-                _compilable(_rotated.backward_input, tags=(torch.Tag.cudagraph_unsafe,),
-                            name="roi_align_rotated_backward_input"),
-                _compilable(_rotated.backward_boxes, name="roi_align_rotated_backward_boxes"),
+                compilable(multiscale_roi_align_forward),
+                compilable(multiscale_roi_align_backward_input, tags=(torch.Tag.cudagraph_unsafe,)),
+                compilable(multiscale_roi_align_backward_boxes),
             ),
         },
         unavailable_reason=_unavailable_reason,

@@ -28,11 +28,11 @@ once to the host (one synchronization on a GPU), sorts the boxes by grid area so
 grids (little padding), and cuts chunks by the memory bound. With a fixed ``sampling_ratio`` nothing is read: the
 chunks are consecutive slices of the boxes, and ``torch.compile(fullgraph=True)`` takes a whole call as one graph.
 
-Building ``compiled`` from this module (as ``impls/backends/compiled.py`` does for roi_align). The kernels take a
-keyword ``steps`` (a ``Steps``; default ``EAGER``, these functions as they are). Each step is a function of
-tensors and ints with no Python control flow on values: ``sample_step``, ``scatter_step`` (in place) and
-``box_grad_step``. For ``compiled``: ``Steps("compiled", _CompiledStep(sample_step), _CompiledStep(scatter_step),
-_CompiledStep(box_grad_step))`` and ``functools.partial(forward, steps=...)`` (likewise both backwards). The
+Building ``compiled`` from this module (``backends.py``, as ``impls/backends/compiled.py`` does for roi_align). The
+kernels take a keyword ``steps`` (a ``Steps``; default ``EAGER``, these functions as they are). Each step is a
+function of tensors and ints with no Python control flow on values: ``sample_step``, ``scatter_step`` (in place)
+and ``box_grad_step``. For ``compiled``: ``Steps("compiled", CompiledStep(sample_step), CompiledStep(scatter_step),
+CompiledStep(box_grad_step))`` and ``functools.partial(forward, steps=...)`` (likewise both backwards). The
 varying dimensions to mark unbacked, by parameter name: ``rows``/``grad_rows`` (1,); ``g`` (0, 1, 2, 3);
 ``tap``, ``y_weight``, ``x_weight``, ``d_y``, ``d_x`` (0, 1, 2, 3, 4); ``count`` (0,). The geometry stays eager,
 as roi_align's. Under ``torch.compile`` the adaptive grid's ``_plan`` cannot be traced (it reads values): while

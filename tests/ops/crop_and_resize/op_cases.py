@@ -2,6 +2,7 @@
 its configurations, its inputs and how the public op is called."""
 
 import cases
+import torch
 
 import impls
 
@@ -24,3 +25,15 @@ def inputs(case, seed: int):
 
 def call(case, backend, x, boxes, box_index):
     return impls.crop_and_resize(x, boxes, box_index, backend=backend, **case.params)
+
+
+def operator_args(pass_: str, x: torch.Tensor, grad: torch.Tensor) -> tuple:
+    """The raw operator's arguments, ``impls::crop_and_resize_<pass_>``, on ``x`` [2, 3, 9, 11] and ``grad``
+    [2, 3, 2, 2] (float64, one device): two boxes, the second flipped and crossing the border."""
+    boxes = torch.tensor([[0.1, 0.2, 0.7, 0.9], [0.9, 0.0, 0.2, 1.1]], dtype=x.dtype, device=x.device)
+    index = torch.tensor([0, 1], device=x.device)
+    return {
+        "forward": (x, boxes, index, 2, 2, "bilinear", 0.5),
+        "backward_input": (grad, boxes, index, 2, 2, *x.shape, "bilinear"),
+        "backward_boxes": (grad, x, boxes, index, 2, 2, "bilinear"),
+    }[pass_]

@@ -2,6 +2,7 @@
 configurations, its inputs and how the public op is called."""
 
 import cases
+import torch
 
 import impls
 
@@ -22,3 +23,14 @@ def inputs(case, seed: int):
 
 def call(case, backend, x, boxes, box_index):
     return impls.roi_align(x, boxes, backend=backend, **case.params)
+
+
+def operator_args(pass_: str, x: torch.Tensor, grad: torch.Tensor) -> tuple:
+    """The raw operator's arguments, ``impls::roi_align_<pass_>``, on ``x`` [2, 3, 9, 11] and ``grad``
+    [2, 3, 2, 2] (float64, one device): two boxes, one reaching over the border, adaptive grid."""
+    rois = torch.tensor([[0, 1.0, 1.5, 6.0, 7.0], [1, 2.0, 0.5, 9.0, 5.0]], dtype=x.dtype, device=x.device)
+    return {
+        "forward": (x, rois, 0.5, 2, 2, 0, True),
+        "backward_input": (grad, rois, 0.5, 2, 2, *x.shape, 0, True),
+        "backward_boxes": (grad, x, rois, 0.5, 2, 2, 0, True),
+    }[pass_]

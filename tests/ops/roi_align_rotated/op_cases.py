@@ -56,3 +56,16 @@ def inputs(case, seed: int):
 
 def call(case, backend, x, boxes, box_index):
     return impls.roi_align_rotated(x, boxes, backend=backend, **case.params)
+
+
+def operator_args(pass_: str, x: torch.Tensor, grad: torch.Tensor) -> tuple:
+    """The raw operator's arguments, ``impls::roi_align_rotated_<pass_>``, on ``x`` [2, 3, 9, 11] and ``grad``
+    [2, 3, 2, 2] (float64, one device): two boxes (batch, cx, cy, w, h, degrees), one crossing the border, adaptive
+    grid."""
+    rois = torch.tensor([[0, 4.0, 3.5, 6.0, 3.0, 30.0], [1, 9.0, 2.0, 5.0, 4.0, -120.0]], dtype=x.dtype,
+                        device=x.device)
+    return {
+        "forward": (x, rois, 0.5, 2, 2, 0, False),
+        "backward_input": (grad, rois, 0.5, 2, 2, *x.shape, 0, True),
+        "backward_boxes": (grad, x, rois, 0.5, 2, 2, 0, False),
+    }[pass_]
