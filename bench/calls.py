@@ -7,7 +7,7 @@ made before the timer starts: tensors in the row's layout, TensorFlow's NHWC cop
 against a peer (``check.py``), outside the timer.
 
 * Ours (``reference``, ``vectorized``, ``cpp``, ``cuda``, ...): ``impls.roi_align`` / ``impls.crop_and_resize`` /
-  ``impls.roi_align_rotated`` exactly as a user calls them (validation and the autograd Function included) on NCHW
+  ... (``impls.<op>``) exactly as a user calls them (validation and the autograd Function included) on NCHW
   tensors, or on ``torch.channels_last`` ones for ``cpp_nhwc`` / ``cuda_nhwc`` (feature map and upstream gradient;
   the output comes back channels_last). Gradients come from ``torch.autograd.grad``, so no ``.grad`` accumulates between
   rounds. ``cpp_nhwc+convert``: ``cpp`` on NCHW tensors, the feature map converted to channels_last and the output
@@ -28,12 +28,10 @@ against a peer (``check.py``), outside the timer.
   RoiAlign-16 model and numpy feeds, both made before the timer (``impls/backends/peers/onnxruntime.py``).
 * ``openvino`` (roi_align, forward only): ``request.infer(feeds, share_inputs=True, share_outputs=True)`` on an infer
   request of a compiled one-node ROIAlign-9 model, made before the timer with its numpy feeds: no copy in or out.
-  For roi_align_rotated the same on a ROIAlignRotated-15 model, its feeds (``openvino_rotated.feeds``: the angle in
-  radians, the batch indices apart) made before the timer too.
+  Another op's model the same way (its ``openvino_model``, ``bench/operators/<op>.py``).
 * ``grid_sample`` (crop_and_resize): the user's pure-PyTorch code (``impls/backends/peers/grid_sample.py``:
-  ``F.affine_grid`` + ``F.grid_sample``) on torch tensors, its gradients through torch autograd. roi_align_rotated:
-  the same user's rotated version (``impls/backends/peers/grid_sample_rotated.py``: a rotated ``F.affine_grid`` per
-  box, ``F.grid_sample``, ``F.avg_pool2d``), fixed ``sampling_ratio`` only.
+  ``F.affine_grid`` + ``F.grid_sample``) on torch tensors, its gradients through torch autograd; another op's
+  version is its ``grid_sample_forward``.
 * ``kornia`` (crop_and_resize, one box per image): ``kornia.geometry.transform.crop_and_resize`` on corner points
   made before the timer, its gradients through torch autograd (the corners' gradient is taken to our boxes' after).
 * ``tensorflow``: TensorFlow's own ops on NHWC ``tf.Tensor``s made outside the timer (image, boxes, box indices,
@@ -64,19 +62,10 @@ import dataclasses
 import functools
 from typing import Callable, Optional, Union
 
+import operators
 import torch
 from matrix import LIMIT_LABELS, MULTISCALE, Case, Variant, variant
-from workloads import (
-    SEED,
-    PyramidWorkload,
-    Workload,
-    crop_and_resize_inputs,
-    feature_map,
-    pyramid_boxes,
-    pyramid_maps,
-    roi_align_inputs,
-    rotated_rois,
-)
+from workloads import SEED, PyramidWorkload, Workload, feature_map, pyramid_boxes, pyramid_maps
 
 import impls
 from impls.core.determinism import deterministic_algorithms
@@ -84,8 +73,8 @@ from impls.core.determinism import deterministic_algorithms
 
 @dataclasses.dataclass(frozen=True)
 class Inputs:
-    """The tensors of one call: ``image`` [N, C, H, W], ``boxes`` ([K, 5] rois, [K, 6] rotated rois or [K, 4]
-    normalized), ``box_index`` [K] (crop_and_resize only), the op's other keyword arguments, and the upstream
+    """The tensors of one call: ``image`` [N, C, H, W], ``boxes`` (the op's: [K, 5] rois, [K, 4] normalized, ...),
+    ``box_index`` [K] (crop_and_resize only), the op's other keyword arguments, and the upstream
     gradient [K, C, PH, PW]."""
 
     op: str
@@ -147,24 +136,6 @@ def make_inputs(case: Case) -> AnyInputs:
     return _cpu_inputs(case.op, case.workload).to(case.device, case.torch_dtype, case.variant.layout)
 
 
-def _without_index(inputs: Callable) -> Callable:
-    """A workload's ``(rois, kwargs)`` maker as ``(rois, None, kwargs)``: rois carry their batch index."""
-    def made(workload: Workload) -> tuple:
-        rois, kwargs = inputs(workload)
-        return rois, None, kwargs
-
-    return made
-
-
-# op -> a workload's boxes (float64: [K, 5] rois, [K, 6] rotated rois, [K, 4] normalized), box indices ([K] int64, or
-# None where the boxes carry them) and the op's keyword arguments.
-OP_INPUTS = {
-    "roi_align": _without_index(roi_align_inputs),
-    "crop_and_resize": crop_and_resize_inputs,
-    "roi_align_rotated": _without_index(rotated_rois),
-}
-
-
 # Consecutive cases share a workload (matrix order): drawing a P2 map and its upstream gradient is more CPU work
 # than timing a GPU case. ``make_inputs`` copies them to the case's device and dtype (a CPU float32 case
 # gets the cached tensors themselves, which the calls only read).
@@ -173,7 +144,7 @@ def _cpu_inputs(op: str, workload: Workload | PyramidWorkload) -> AnyInputs:
     if op == MULTISCALE:
         return _cpu_pyramid_inputs(workload)
     image = feature_map(workload)  # [N, C, H, W] float32
-    boxes, box_index, kwargs = OP_INPUTS[op](workload)
+    boxes, box_index, kwargs = operators.fact(op, "inputs")(workload)  # float64 boxes
     out_h, out_w = kwargs["crop_size"] if "crop_size" in kwargs else kwargs["output_size"]
     g = torch.Generator().manual_seed(SEED + 1)
     grad_output = torch.randn(workload.boxes, image.shape[1], out_h, out_w, generator=g)  # [K, C, PH, PW]
@@ -254,19 +225,10 @@ def _torchvision_forward(inputs: Inputs) -> Callable:
 
 
 def _grid_sample_forward(inputs: Inputs) -> Callable:
-    """The user's pure-PyTorch function of ``inputs.op`` (``impls/backends/peers/grid_sample*.py``)."""
-    from impls.backends.peers import grid_sample, grid_sample_rotated
-
-    k = inputs.kwargs
-    forwards = {  # op -> the function on (image, boxes), made when asked for
-        "crop_and_resize": lambda: functools.partial(grid_sample.crop_and_resize, box_index=inputs.box_index,
-                                                     crop_size=k["crop_size"]),
-        "roi_align_rotated": lambda: functools.partial(
-            grid_sample_rotated.roi_align_rotated, output_size=k["output_size"], spatial_scale=k["spatial_scale"],
-            sampling_ratio=k["sampling_ratio"], clockwise=k["clockwise"]),
-    }
-    assert inputs.op in forwards, f"grid_sample has no {inputs.op}"
-    return forwards[inputs.op]()
+    """The user's pure-PyTorch function of ``inputs.op`` on (image, boxes): its ``grid_sample_forward``."""
+    forward = operators.fact(inputs.op, "grid_sample_forward")
+    assert forward is not None, f"grid_sample has no {inputs.op}"
+    return forward(inputs)
 
 
 def _kornia_call(pass_: str, inputs: Inputs) -> Call:
@@ -307,18 +269,11 @@ def _onnxruntime_call(pass_: str, inputs: Inputs) -> Call:
 
 
 def _openvino_model(op: str) -> tuple[Callable, Callable, str]:
-    """OpenVINO's model of ``op``: (infer request for our arguments, numpy feeds from our tensors, the name of our
-    argument the request takes last)."""
-    from impls.backends.peers import onnxruntime, openvino, openvino_rotated
-
-    models = {
-        # ROIAlign-9 takes onnxruntime's three inputs, by the same names.
-        "roi_align": (openvino.infer_request, onnxruntime.feeds, "aligned"),
-        # ROIAlignRotated-15: rois [K, 5] with the angle in radians, the batch indices apart.
-        "roi_align_rotated": (openvino_rotated.infer_request, openvino_rotated.feeds, "clockwise"),
-    }
-    assert op in models, f"openvino has no {op}"
-    return models[op]
+    """OpenVINO's model of ``op`` (its ``openvino_model``): (infer request for our arguments, numpy feeds from our
+    tensors, the name of our argument the request takes last)."""
+    model = operators.fact(op, "openvino_model")
+    assert model is not None, f"openvino has no {op}"
+    return model()
 
 
 def _openvino_call(pass_: str, inputs: Inputs) -> Call:
@@ -484,8 +439,8 @@ def timed_region(label: str, op: str) -> str:
     v = variant(label)
     if op == MULTISCALE:
         return _pyramid_timed_region(v)
-    if v.native and (v.backend, op) in PEER_TIMED:
-        return PEER_TIMED[v.backend, op]
+    if v.native and v.backend in operators.fact(op, "PEER_TIMED", {}):
+        return operators.fact(op, "PEER_TIMED")[v.backend]
     if v.native and v.backend == "torchvision":
         return ("`torchvision.ops.roi_align(x, rois, ...)` on its own NCHW tensors (no impls validation); backward: "
                 "`torch.autograd.grad` through torchvision's autograd kernel (`_roi_align_backward`)")
@@ -529,21 +484,6 @@ def timed_region(label: str, op: str) -> str:
                  "(forward, then each gradient op) and copies back: the peer's time plus the conversions")
     return text
 
-
-# What a peer's timer holds on an op other than the one ``timed_region`` describes for it.
-PEER_TIMED = {
-    ("openvino", "roi_align_rotated"): (
-        "`request.infer(feeds, share_inputs=True, share_outputs=True)`: an infer request of a one-node "
-        "ROIAlignRotated-15 model compiled for OpenVINO's CPU plugin, both made before the timer, with numpy feeds "
-        "made before it (`openvino_rotated.feeds`: rois [K, 5] with the angle in radians, int64 batch indices) and "
-        "read in place; the output stays in the request's memory (copied out after). Forward only"),
-    ("grid_sample", "roi_align_rotated"): (
-        "`F.affine_grid` + `F.grid_sample(align_corners=False)` + `F.avg_pool2d` on NCHW torch tensors as a user "
-        "writes rotated RoIAlign (`impls/backends/peers/grid_sample_rotated.py`: a rotated theta per box from the "
-        "rois, one grid_sample per image over its boxes' grids, the s x s pool, the crops put back in box order), "
-        "nothing of impls inside; a fixed sampling_ratio only (one pool size for every box); backward: "
-        "`torch.autograd.grad` through it (to theta and the rois for +boxes)"),
-}
 
 LIMIT_TIMED = {
     "limit_fill": ("`buf.fill_(1.0)` on buffers of the sizes the pass writes (the crops, plus the image and box "

@@ -19,7 +19,7 @@ checked against ``cpp``, not against ``tensorflow``); ``cpp_nhwc``'s channels_la
 Only a peer with our semantics on every input serves as the reference (not ``grid_sample`` or ``kornia``), and only
 for the passes it computes (the inference runtimes: forward). ``grid_sample`` and ``kornia`` themselves, which blend
 at the border where TensorFlow extrapolates (CONVENTIONS.md §8.3), are checked on the workload's boxes that lie
-inside the image (roi_align_rotated: whose four corners lie inside the map, so every sample and tap does).
+inside the image (the op's ``inside``, ``bench/operators/<op>.py``: every sample and tap inside the map).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 
 import matrix
+import operators
 import torch
 from baseline import kernel_op, peers
 from calls import AnyInputs, Inputs, make_call
@@ -64,15 +65,6 @@ TOLERANCE = {
 # crop), at float32's 1e-4.
 PEER_TOLERANCE = {("torchvision", torch.float16): 0.5, ("grid_sample", torch.float32): 3e-4,
                   ("kornia", torch.float32): 3e-4}
-
-# (row's backend, op, dtype) -> the share of boxes whose box gradient may miss the tolerance; every other box, the
-# output and the image gradient must meet it. grid_sample's rotated version in float32 places its samples through
-# affine_grid's normalized grid, scaled back by grid_sample, ~1e-5 map px from ours (cpp and vectorized compute
-# positions in float64; grid_sample in float64 agrees with them to 2e-14). A sample that close to a pixel row or
-# column takes the other bilinear slope: the box gradient jumps there (the output and the image gradient do not).
-# Seen on the interior boxes: 2 of 439 (dota_p2_k512, up to 6.6% of the largest box gradient), 3 of 1719
-# (dota_p2_k2000, 2.1%), the rest within 3e-4. A wrong kernel moves most boxes, not 1% of them.
-BOX_GRADIENT_OUTLIERS = {("grid_sample", "roi_align_rotated", torch.float32): 0.01}
 
 # The pass whose result a peer computes for a case's pass.
 PEER_PASS = {"fwdbwd_det": "fwdbwd"}
@@ -176,36 +168,11 @@ def _differs(case: Case) -> bool:
     return registered()[case.variant.backend].kernels[kernel_op(case.op)].differs is not None
 
 
-def _normalized_inside(inputs: Inputs) -> torch.Tensor:
-    """crop_and_resize: the boxes whose corners lie in [0, 1], bool [K]."""
-    return ((inputs.boxes >= 0) & (inputs.boxes <= 1)).all(1)
-
-
-def _rotated_inside(inputs: Inputs) -> torch.Tensor:
-    """roi_align_rotated: the boxes whose four corners lie in [0, W - 1] x [0, H - 1] on the map (after the -0.5
-    pixel shift, CONVENTIONS.md §3b), bool [K]: each sample is inside its box, so inside the map with all four taps,
-    where grid_sample's zero padding reads nothing (``impls/backends/peers/grid_sample_rotated.py``)."""
-    _, _, height, width = inputs.image.shape
-    k = inputs.kwargs
-    _, cx, cy, w, h, angle = (inputs.boxes.detach().cpu().to(torch.float64) * torch.tensor(
-        [1, k["spatial_scale"], k["spatial_scale"], k["spatial_scale"], k["spatial_scale"], 1],
-        dtype=torch.float64)).unbind(1)  # [K] each
-    theta = torch.deg2rad(angle)
-    half_x = (w * theta.cos()).abs() / 2 + (h * theta.sin()).abs() / 2  # [K]: the corners' reach from the centre
-    half_y = (w * theta.sin()).abs() / 2 + (h * theta.cos()).abs() / 2
-    cx, cy = cx - 0.5, cy - 0.5
-    inside = (cx - half_x >= 0) & (cx + half_x <= width - 1) & (cy - half_y >= 0) & (cy + half_y <= height - 1)
-    return inside.to(inputs.boxes.device)
-
-
-# op -> its boxes that lie inside the map, where a peer that ``differs`` at the border computes our op.
-INSIDE = {"crop_and_resize": _normalized_inside, "roi_align_rotated": _rotated_inside}
-
-
 def interior(inputs: Inputs) -> Inputs:
-    """``inputs`` with only the boxes that lie inside the image (``INSIDE``: every sample inside, where the peers
-    that differ at the border compute our op); in a batch of one box per image, their images too."""
-    inside = INSIDE[inputs.op](inputs)  # [K]
+    """``inputs`` with only the boxes that lie inside the image (the op's ``inside``, ``bench/operators/<op>.py``:
+    every sample inside, where the peers that differ at the border compute our op); in a batch of one box per image,
+    their images too."""
+    inside = operators.fact(inputs.op, "inside")(inputs)  # [K]
     assert inside.any(), "no box of the workload lies inside the image"
     if inputs.box_index is None:  # the rois carry their batch index
         return dataclasses.replace(inputs, boxes=inputs.boxes[inside], grad_output=inputs.grad_output[inside])
@@ -234,13 +201,13 @@ def check_against_peer(case: Case, inputs: AnyInputs, results: tuple[torch.Tenso
     errors = {name: relative_error(r, e) for name, r, e in zip(names, results, expected)}
     limit = tolerance(case, peer)
     checked = {}
-    share = BOX_GRADIENT_OUTLIERS.get((case.variant.backend, case.op, case.torch_dtype))
+    share = operators.fact(case.op, "BOX_GRADIENT_OUTLIERS", {}).get((case.variant.backend, case.torch_dtype))
     if share is not None and "grad_boxes" in names:
         per_box = _box_errors(results[names.index("grad_boxes")], expected[names.index("grad_boxes")])  # [K]
         outliers = per_box > limit
         assert outliers.sum() <= share * per_box.numel(), (
             f"{case.id}: the box gradient of {int(outliers.sum())} of {per_box.numel()} boxes misses {limit:g} "
-            f"against {peer} (at most {share:.0%} may: BOX_GRADIENT_OUTLIERS)"
+            f"against {peer} (at most {share:.0%} may: the op's BOX_GRADIENT_OUTLIERS)"
         )
         errors["grad_boxes"] = float(per_box[~outliers].max()) if (~outliers).any() else 0.0
         checked["check_outlier_boxes"] = int(outliers.sum())

@@ -18,7 +18,7 @@ BACKEND_COLORS = {
     "tensorflow": "#8c564b",
     "tensorflow+convert": "#e377c2",
     "cpp_nhwc+convert": "#ff9896",
-    # The other peers, apart from each other and from OTHER (rotated RoIAlign plots openvino beside grid_sample).
+    # The other peers, apart from each other and from OTHER (one op's plot may hold several of them).
     "onnxruntime": "#393b79",
     "openvino": "#637939",
     "grid_sample": "#222222",

@@ -69,14 +69,9 @@ Every backend that has ``roi_align`` runs it (``baseline.KERNEL_OP``: level by l
 multi-level kernel); the peer is ``torchvision.ops.MultiScaleRoIAlign``. No box gradients: the peer has none, and
 a detector's pooler needs none (its boxes are proposals, detached).
 
-Rotated RoIAlign (op ``roi_align_rotated``, ``rotated_cases``): oriented boxes on the P2 level of a DOTA-like
-1024x1024 aerial image (256x256, C = 256; ``workloads.rotated_rois``), 512 boxes (training) and 2000 (inference),
-7x7, ``sampling_ratio`` 2 and 0, forward and forward + backward, box gradients on the headline case
-(``ROTATED_HEADLINE``) in float32 as for roi_align's; ``full`` adds P3 (128x128) and every dtype; ``smoke`` the tiny
-workload. Every backend with the op's kernels runs it, with its extra variants (``cpp_nhwc``, ``compiled_nhwc``),
-but ``reference`` (too slow past ``tiny``); the peers ``openvino`` (OpenVINO's ROIAlignRotated-15, forward only,
-float32) and ``grid_sample`` (the pure-PyTorch version, fixed sampling only: ``FIXED_SAMPLING_ONLY``, so no row in
-the adaptive cases) natively, as for the other ops.
+An operator whose benchmark module (``bench/operators/<op>.py``) has ``workloads`` runs those instead of the head
+cases (``own_cases``, in its own suite ``bench/test_<op>.py``), box gradients on its ``HEADLINE``, its peers'
+``FIXED_SAMPLING_ONLY`` kept out of the adaptive cases; the module's docstring says which and why.
 """
 
 from __future__ import annotations
@@ -85,6 +80,7 @@ import dataclasses
 import itertools
 import os
 
+import operators
 import pytest
 import torch
 from baseline import kernel_op
@@ -169,15 +165,6 @@ def all_gpu_dtypes(name: str) -> bool:
 
 TINY = Workload("tiny", boxes=8, output=7, sampling_ratio=2)
 BOX_HEAD = Workload("p2", boxes=512, output=7, sampling_ratio=2)  # the headline case
-# Rotated RoIAlign (module docstring): the op, its headline case (box gradients), and its box counts: an oriented
-# detector's box head samples 512 RoIs per image in training and pools 2000 proposals at inference.
-ROTATED = "roi_align_rotated"
-ROTATED_HEADLINE = Workload("dota_p2", boxes=512, output=7, sampling_ratio=2)
-ROTATED_BOXES = (512, 2000)
-# Registered backends whose kernel of an op takes a fixed sampling_ratio only, so no adaptive (sampling_ratio <= 0)
-# case: grid_sample's rotated RoIAlign pools every box's samples with one avg_pool2d size
-# (impls/backends/peers/grid_sample_rotated.py), and the adaptive grid differs per box.
-FIXED_SAMPLING_ONLY = {ROTATED: ("grid_sample",)}
 # crop_and_resize on a batch, one box per image: the only call kornia's API takes (CONVENTIONS.md §8.4), every
 # crop_and_resize backend beside it. Its 32 P3 maps are 500 MB (a batch of P2 maps would be 2 GB).
 BATCH_CROPS = {"smoke": Workload("tiny", boxes=8, output=7, sampling_ratio=2, images=8),
@@ -359,7 +346,7 @@ def _supports(v: Variant, op: str, dtype: str, workload: Workload | PyramidWorkl
         return False
     if backend.kernels[kernel_op(op)].one_box_per_image and workload.images != workload.boxes:
         return False  # kornia: box k on image k only; a head's boxes share one image
-    if workload.sampling_ratio <= 0 and backend.name in FIXED_SAMPLING_ONLY.get(kernel_op(op), ()):
+    if workload.sampling_ratio <= 0 and backend.name in operators.fact(kernel_op(op), "FIXED_SAMPLING_ONLY", ()):
         return False
     return dtype in _dtypes(mode, v.label, backend.dtypes, workload)
 
@@ -397,20 +384,10 @@ def sweep_cases(op: str, mode: str = MODE) -> list[Case]:
     return _cases(op, _sweep_workloads(mode), mode, passes=PASSES[:2], head=False)
 
 
-def _rotated_workloads(mode: str) -> list[Workload]:
-    """Rotated RoIAlign's workloads (module docstring): the tiny one in ``smoke``; else 512 and 2000 boxes, 7x7,
-    sampling_ratio 2 and 0, on P2 of the aerial image (and P3 in ``full``, with the tiny one)."""
-    if mode == "smoke":
-        return [TINY]
-    levels = ("dota_p2", "dota_p3") if mode == "full" else ("dota_p2",)
-    workloads = [Workload(level, boxes=k, output=ROTATED_HEADLINE.output, sampling_ratio=sr)
-                 for level, k, sr in itertools.product(levels, ROTATED_BOXES, (2, 0))]
-    return workloads + ([TINY] if mode == "full" else [])
-
-
-def rotated_cases(mode: str = MODE) -> list[Case]:
-    """Rotated RoIAlign's cases (module docstring), ordered workload > dtype > pass > backend as ``_cases``."""
-    return _cases(ROTATED, _rotated_workloads(mode), mode, headline=ROTATED_HEADLINE)
+def own_cases(op: str, mode: str = MODE) -> list[Case]:
+    """The cases of an operator with workloads of its own (``bench/operators/<op>.py``: ``workloads``, ``HEADLINE``),
+    ordered workload > dtype > pass > backend as ``_cases``."""
+    return _cases(op, operators.fact(op, "workloads")(mode), mode, headline=operators.fact(op, "HEADLINE"))
 
 
 # Mask R-CNN's poolers (issue 21): the box head at inference and in training, the mask head; and a toy pyramid.
@@ -475,7 +452,8 @@ def find(op: str, backend: str, device: str, dtype: str, case_id: str, pass_: st
     """The Case behind one set of pytest params (params are plain strings so that JSON and group-by read them)."""
     batch = _batch_workloads(op, MODE) + _batch_workloads(op, MODE, RGB_PATCHES)
     workloads = _head_workloads(MODE) + batch + _sweep_workloads(MODE) + list(_pyramid_workloads(MODE))
-    for workload in workloads + _rotated_workloads(MODE):
+    own = operators.fact(op, "workloads")
+    for workload in workloads + (own(MODE) if own else []):
         case = Case(op, backend, device, dtype, workload, pass_)
         if case.case_id == case_id:
             return case

@@ -8,8 +8,8 @@ against (``torchvision`` for roi_align, ``tensorflow`` for crop_and_resize, each
 it): peer median / backend median, same run, case and pass, peer in float32. The multi-level pooler
 (``multiscale_roi_align``, against ``torchvision.ops.MultiScaleRoIAlign``) has a section of its own: one line per
 case and backend, median with IQR, the speed-up with its quartile range, and issue 21's goals beside them. So does
-rotated RoIAlign (``roi_align_rotated``, against OpenVINO's ROIAlignRotated and the pure-PyTorch ``grid_sample``
-version): each row's speed-up over the faster of its peers' rows, and its issue's goals marked met or missed. Then:
+every operator whose benchmark module (``bench/operators/<op>.py``) writes a section of its own
+(``report_section``) instead of a head table. Then:
 what each backend's timer holds, the bytes each case must move and the share of the machine's measured copy
 bandwidth each backend reaches, and the spread of the timings (``vectorized``'s in particular). The README's text
 between ``<!-- bench-table:start -->`` and ``<!-- bench-table:end -->`` is replaced with the head-case tables, the
@@ -34,10 +34,11 @@ import os
 import sys
 from pathlib import Path
 
+import operators
 import plots
 import work
 from allocator import HOW_TO_GET
-from baseline import BASELINE, peers
+from baseline import BASELINE
 from cpu_share import QUIET_LIMIT
 from results_json import PASS_LABELS, backend_key, baseline_median, baseline_row, impl, load, newest, side_row
 
@@ -48,18 +49,17 @@ MARKERS = ("<!-- bench-table:start -->", "<!-- bench-table:end -->")
 
 METHOD = """\
 Method: each benchmark is one call of one backend, timed as its users run it (the table of timed regions above):
-ours through the public op (`impls.roi_align` / `impls.crop_and_resize` / `impls.MultiScaleRoIAlign` /
-`impls.roi_align_rotated`, validation and autograd included) on NCHW tensors, or channels_last ones (`cpp_nhwc`);
+ours through the public op (`impls.roi_align` / `impls.crop_and_resize` / `impls.MultiScaleRoIAlign` / ..., validation
+and autograd included) on NCHW tensors, or channels_last ones (`cpp_nhwc`);
 the peers through their own API on their own tensors (`torchvision.ops.roi_align`,
 `torchvision.ops.MultiScaleRoIAlign`; TensorFlow's ops on NHWC `tf.Tensor`s made before the timer; onnxruntime's
-`InferenceSession` and OpenVINO's infer request, built before the timer with their numpy feeds, forward only (rotated
-boxes: OpenVINO's ROIAlignRotated-15, the angle converted to radians in the feeds, before the timer); `F.affine_grid`
-+ `F.grid_sample` (+ `F.avg_pool2d` for rotated boxes, a fixed sampling ratio only) and kornia's `crop_and_resize` on
-torch tensors, kornia on a batch with one box per image, the only call its API takes), and the TensorFlow peer
+`InferenceSession` and OpenVINO's infer request, built before the timer with their numpy feeds, forward only;
+`F.affine_grid` + `F.grid_sample` and kornia's `crop_and_resize` on torch tensors, kornia on a batch with one box per
+image, the only call its API takes), and the TensorFlow peer
 through our wrapper as its own row (`tensorflow+convert`). Inputs are fixed-seed Mask R-CNN ones
 (`bench/workloads.py`: FPN level, K boxes, PxP head, sampling ratio; crop_and_resize gets the same boxes with a
-2Px2P crop; the multi-level pooler two images' P2-P5 maps; rotated RoIAlign oriented boxes on the P2 map of a
-DOTA-like 1024x1024 aerial image). Before timing, the result (output, or gradients) is
+2Px2P crop; the multi-level pooler two images' P2-P5 maps; an operator with a section of its own says there what it
+runs on and against which peers). Before timing, the result (output, or gradients) is
 asserted equal to a peer's within a stated tolerance (`bench/check.py`; native results converted to NCHW outside the
 timer); that call and a peak-memory call are the warm-up. pytest-benchmark then times whole calls, one per round, for
 ~1.5 s (at least 5 rounds); CUDA calls end with `torch.cuda.synchronize()`, TensorFlow's eager CPU ops are synchronous.
@@ -77,7 +77,7 @@ OLD_TENSORFLOW = ("; for `tensorflow` that includes the NCHW -> NHWC numpy copie
                   "every call (today's `tensorflow+convert` row, not the peer's own time)")
 
 
-def _time(seconds: float) -> str:
+def format_time(seconds: float) -> str:
     """3 significant digits: ``0.089 ms``, ``49.3 ms``, ``1.22 s``."""
     if seconds >= 1:
         return f"{seconds:.3g} s"
@@ -98,7 +98,7 @@ def _fraction(value: float | None) -> str:
 def _cell(rows: list[dict], row: dict) -> str:
     baseline = baseline_median(rows, row)
     speedup = f" ({baseline / row['median']:.2f}x)" if baseline else ""
-    return _time(row["median"]) + speedup
+    return format_time(row["median"]) + speedup
 
 
 def _column(row: dict, runs: list[dict]) -> str:
@@ -201,7 +201,7 @@ def write_limit_table(every: list[dict], runs: list[dict], op: str) -> str:
         speedup = f"{peer / row['median']:.2f}x; " if peer else ""
         shares = " / ".join(f"{bound['median'] / row['median']:.0%}" if bound else "-"
                             for bound in (limit(row, "limit_fill"), limit(row, "limit_copy")))
-        return f"{_time(row['median'])} ({speedup}{shares})"
+        return f"{format_time(row['median'])} ({speedup}{shares})"
 
     def per_run(line: list[dict]) -> list[dict]:
         """A row of ``line`` for each of its runs and devices: where the line's float32 limits are read."""
@@ -213,7 +213,7 @@ def write_limit_table(every: list[dict], runs: list[dict], op: str) -> str:
 
     def bounds(line: list[dict]) -> str:
         pairs = [(limit(r, "limit_fill", "float32"), limit(r, "limit_copy", "float32")) for r in per_run(line)]
-        return "; ".join(f"{_time(fill['median'])} / {_time(copy['median'])}" for fill, copy in pairs
+        return "; ".join(f"{format_time(fill['median'])} / {format_time(copy['median'])}" for fill, copy in pairs
                          if fill and copy) or "-"
 
     def first_touch(line: list[dict]) -> str:
@@ -224,7 +224,8 @@ def write_limit_table(every: list[dict], runs: list[dict], op: str) -> str:
                     and r["dtype"] == "float32" and impl(r) == OURS.get(r["device"])]
             if fresh and fill:
                 touch = fresh["median"] - fill["median"]
-                texts.append(_time(touch) + "".join(f", {touch / r['median']:.0%} of {r['backend']}" for r in ours))
+                texts.append(format_time(touch)
+                             + "".join(f", {touch / r['median']:.0%} of {r['backend']}" for r in ours))
         return "; ".join(texts) or "-"
 
     columns = list(dict.fromkeys(_column(r, runs) for r in sorted(rows, key=lambda r: (r["run"], backend_key(r)))))
@@ -258,13 +259,18 @@ def op_table(rows: list[dict], every: list[dict], runs: list[dict], op: str) -> 
 MULTISCALE = "multiscale_roi_align"
 
 
-ROTATED = "roi_align_rotated"
-
-
 def head_ops() -> list[str]:
-    """The ops with a wide head-case table: every op with a baseline but the multi-level pooler and rotated
-    RoIAlign (a table each)."""
-    return [op for op in BASELINE if op not in (MULTISCALE, ROTATED)]
+    """The ops with a wide head-case table: every op with a baseline but the multi-level pooler and those with a
+    section of their own (``own_sections``)."""
+    return [op for op in BASELINE if op != MULTISCALE and op not in operators.with_fact("report_section")]
+
+
+def own_sections(rows: list[dict], runs: list[dict]) -> list[tuple[str, str]]:
+    """(title, text) of each operator's own section (``bench/operators/<op>.py``: ``REPORT_TITLE``,
+    ``report_section``) that has rows in the results."""
+    sections = [(operators.fact(op, "REPORT_TITLE"), operators.fact(op, "report_section")(rows, runs))
+                for op in operators.with_fact("report_section")]
+    return [(title, text) for title, text in sections if text]
 
 
 # Issue 21's goals for the multi-level pooler, stated beside the measurements and not asserted: (device, row
@@ -295,7 +301,7 @@ def _goal(row: dict) -> float | None:
     return None
 
 
-def _goal_cell(goal: float | None, speedup: float | None) -> str:
+def goal_cell(goal: float | None, speedup: float | None) -> str:
     if goal is None or speedup is None:
         return "-"
     if speedup >= goal:
@@ -331,111 +337,9 @@ def multiscale_table(rows: list[dict], runs: list[dict]) -> str:
             ratio = f"{speedup:.2f}x ({peer['q1'] / r['q3']:.2f}-{peer['q3'] / r['q1']:.2f}x)"
         backend = r["backend"] + (f" ({runs[r['run']]['machine_info']['node']})" if len(runs) > 1 else "")
         lines.append(f"| {r['case']} | {PASS_LABELS[r['pass']]} | {backend} | {r['device']} | {r['dtype']} "
-                     f"| {_time(r['median'])} | {_time(r['iqr'])} | {ratio} | {_goal_cell(_goal(r), speedup)} |")
+                     f"| {format_time(r['median'])} | {format_time(r['iqr'])} | {ratio} "
+                     f"| {goal_cell(_goal(r), speedup)} |")
     return "\n".join(lines)
-
-
-# Rotated RoIAlign's goals (its issue), stated beside the measurements and not asserted: (row label, pass) -> the
-# speed-up over the faster of the op's peers that have a row in the case (fwd: OpenVINO and grid_sample;
-# fwd+bwd: grid_sample, OpenVINO has no backward), in each layout of the feature map.
-ROTATED_GOALS = {
-    ("cpp", "fwd"): 3.0,
-    ("cpp_nhwc", "fwd"): 3.0,
-    ("cpp", "fwdbwd"): 3.0,
-    ("cpp_nhwc", "fwdbwd"): 3.0,
-}
-
-ROTATED_INTRO = """\
-Rotated RoIAlign (detectron2's ROIAlignRotated, with box gradients) on oriented boxes of a DOTA-like aerial image
-(`bench/workloads.py`: the P2 map of a 1024x1024 image, 256x256 with C = 256; 512 boxes as an oriented detector's box
-head samples in training, 2000 proposals at inference; 7x7, sampling ratio 2 and 0 = adaptive). A case names the
-level, boxes, head and sampling ratio (`dota_p2_k512_7x7_sr2`). The peers, each timed as its users run it (the
-table of timed regions): OpenVINO's ROIAlignRotated-15 (forward only, float32, its feeds made before the timer) and
-rotated RoIAlign in pure PyTorch (`grid_sample`: `F.affine_grid` + `F.grid_sample` + `F.avg_pool2d`, differentiable
-by autograd). `grid_sample` has **no row in the adaptive cases** (`sr0`): its one `avg_pool2d` takes one sampling
-ratio for every box, and the adaptive grid differs per box; there, forward is compared with OpenVINO alone, and
-fwd+bwd with no peer. Median and IQR of the per-call times; speed-up = the faster peer's median / the row's, and in
-brackets its range over the middle half of both timings (peer q1 / row q3 to peer q3 / row q1)."""
-
-
-def _faster_peer(rows: list[dict], row: dict) -> dict | None:
-    """The fastest float32 row of the op's peers in ``row``'s run, case, pass and device (None when none has one)."""
-    candidates = [r for r in rows if r["backend"] in peers(row["op"]) and r["dtype"] == "float32"
-                  and (r["run"], r["op"], r["case"], r["pass"], r["device"])
-                  == (row["run"], row["op"], row["case"], row["pass"], row["device"])]
-    return min(candidates, key=lambda r: r["median"], default=None)
-
-
-def _peer_absence(case: str, pass_: str) -> str:
-    """Why a rotated case and pass has no peer row, in words."""
-    reasons = ["OpenVINO has no backward"] if pass_ != "fwd" else []
-    if case.endswith("_sr0"):
-        reasons.insert(0, "grid_sample has no adaptive grid")
-    return "no peer (" + "; ".join(reasons or ["not run"]) + ")"
-
-
-def _goal_verdict(row: dict, peer: dict | None) -> tuple[float, str] | None:
-    """(goal, verdict) for a row ``ROTATED_GOALS`` sets a goal for, else None."""
-    goal = ROTATED_GOALS.get((row["backend"], row["pass"]))
-    if goal is None:
-        return None
-    if peer is None:
-        return goal, "not measurable: no peer"
-    return goal, _goal_cell(goal, peer["median"] / row["median"])
-
-
-def rotated_goal_lines(rows: list[dict]) -> str:
-    """One line per goal: the cases where it is met and where it is missed, with the speed-ups."""
-    mine = [r for r in rows if r["op"] == ROTATED and r["dtype"] == "float32"]
-    lines = []
-    for (label, pass_), goal in ROTATED_GOALS.items():
-        met, missed, absent = [], [], []
-        for r in (r for r in mine if (r["backend"], r["pass"]) == (label, pass_)):
-            peer = _faster_peer(rows, r)
-            if peer is None:
-                absent.append(r["case"])
-                continue
-            speedup = peer["median"] / r["median"]
-            (met if speedup >= goal else missed).append(f"{r['case']} {speedup:.2f}x over {peer['backend']}")
-        if not (met or missed or absent):
-            continue
-        layout = "channels_last" if label.endswith("_nhwc") else "NCHW"
-        verdict = "**missed**" if missed else "**met**" if met else "not measured"
-        text = (f"- `{label}` ({layout}) {PASS_LABELS[pass_]} >= {goal:g}x the faster peer: {verdict} "
-                f"({len(met)} of {len(met) + len(missed)} cases with a peer)")
-        text += "".join(f"; {name}: {', '.join(cases)}" for name, cases in (("met", met), ("missed", missed)) if cases)
-        if absent:
-            text += f"; no peer in {', '.join(absent)}"
-        lines.append(text + ".")
-    return "\n".join(lines)
-
-
-def rotated_table(rows: list[dict], runs: list[dict]) -> str:
-    """Rotated RoIAlign's rows: median, IQR, speed-up over the faster peer with its quartile range, goal; then the
-    goal lines."""
-    mine = [r for r in rows if r["op"] == ROTATED]
-    if not mine:
-        return ""
-    lines = [ROTATED_INTRO, "",
-             "| case | pass | backend | device | dtype | median | IQR | speed-up over the faster peer | goal |",
-             "|---|---|---|---|---|---:|---:|---|---|"]
-    cases = list(dict.fromkeys((r["run"], r["case"], r["pass"]) for r in mine))
-    for r in sorted(mine, key=lambda r: (cases.index((r["run"], r["case"], r["pass"])), backend_key(r))):
-        peer = _faster_peer(rows, r)
-        if peer is r:
-            ratio = "1 (the faster peer)"
-        elif peer is None:
-            ratio = _peer_absence(r["case"], r["pass"])
-        else:
-            ratio = (f"{peer['median'] / r['median']:.2f}x over {peer['backend']} "
-                     f"({peer['q1'] / r['q3']:.2f}-{peer['q3'] / r['q1']:.2f}x)")
-        verdict = _goal_verdict(r, peer)
-        backend = r["backend"] + (f" ({runs[r['run']]['machine_info']['node']})" if len(runs) > 1 else "")
-        lines.append(f"| {r['case']} | {PASS_LABELS[r['pass']]} | {backend} | {r['device']} | {r['dtype']} "
-                     f"| {_time(r['median'])} | {_time(r['iqr'])} | {ratio} | {verdict[1] if verdict else '-'} |")
-    goals = rotated_goal_lines(rows)
-    return "\n".join(lines) + (f"\n\nGoals (its issue), stated beside the measurements, not asserted:\n\n{goals}"
-                               if goals else "")
 
 
 def timed_table(rows: list[dict]) -> str:
@@ -461,10 +365,11 @@ def compile_table(rows: list[dict], full: bool = True) -> str:
         return ""
     extra = {id(r): max(r["first_call_s"] - r["median"], 0.0) for r in mine}
     slowest = max(mine, key=lambda r: extra[id(r)])
-    summary = (f"**`compiled`: compile time.** Its first calls took {_time(sum(extra.values()))} beyond the steady "
-               f"state, summed over the run's {len(mine)} `compiled` cases (Inductor's on-disk cache emptied before "
-               f"the run, so the compiles are cold: what a new user waits once per process); the largest, "
-               f"{_time(extra[id(slowest)])}, on {slowest['op']} {slowest['case']} {PASS_LABELS[slowest['pass']]}, "
+    summary = (f"**`compiled`: compile time.** Its first calls took {format_time(sum(extra.values()))} beyond the "
+               f"steady state, summed over the run's {len(mine)} `compiled` cases (Inductor's on-disk cache emptied "
+               f"before the run, so the compiles are cold: what a new user waits once per process); the largest, "
+               f"{format_time(extra[id(slowest)])}, on {slowest['op']} {slowest['case']} "
+               f"{PASS_LABELS[slowest['pass']]}, "
                f"the first case to compile its graphs. Graphs are shared between cases, so most cases compile "
                f"nothing.")
     if not full:
@@ -473,7 +378,7 @@ def compile_table(rows: list[dict], full: bool = True) -> str:
              "|---|---|---|---|---|---:|---:|---:|"]
     for r in mine:
         lines.append(f"| {r['op']} | {r['case']} | {r['backend']} | {r['dtype']} | {PASS_LABELS[r['pass']]} | "
-                     f"{_time(r['first_call_s'])} | {_time(r['median'])} | {_time(extra[id(r)])} |")
+                     f"{format_time(r['first_call_s'])} | {format_time(r['median'])} | {format_time(extra[id(r)])} |")
     return "\n".join(lines)
 
 
@@ -637,7 +542,7 @@ def detail_table(rows: list[dict], runs: list[dict]) -> str:
         speedup = f"{baseline / r['median']:.2f}x" if baseline else "-"
         lines.append(
             f"| {r['op']} | {r['case']} | {PASS_LABELS[r['pass']]} | {r['backend']} | {r['device']} | {r['dtype']} "
-            f"| {_allocator(r, runs)} | {_time(r['median'])} | {_time(r['iqr'])} | {r['rounds']} "
+            f"| {_allocator(r, runs)} | {format_time(r['median'])} | {format_time(r['iqr'])} | {r['rounds']} "
             f"| {speedup} "
             f"| {r['samples'] / r['median'] / 1e6:.3g} | {r['bytes_moved'] / r['median'] / 1e9:.3g} "
             f"| {_fraction(r.get('bandwidth_fraction'))} | {_fraction(r.get('peak_bandwidth_fraction'))} "
@@ -658,8 +563,9 @@ def limit_detail_table(every: list[dict], runs: list[dict]) -> str:
              "| page faults per call |", "|---|---|---|---|---|---|---|---:|---:|---:|---:|---:|"]
     for r in sorted(mine, key=lambda r: (r["run"], _keeping(r, runs))):
         lines.append(f"| {r['op']} | {r['case']} | {PASS_LABELS[r['pass']]} | {r['backend']} | {r['device']} "
-                     f"| {r['dtype']} | {_allocator(r, runs)} | {r['written_bytes'] / 1e6:.3g} | {_time(r['median'])} "
-                     f"| {_time(r['iqr'])} | {r['rounds']} "
+                     f"| {r['dtype']} | {_allocator(r, runs)} | {r['written_bytes'] / 1e6:.3g} "
+                     f"| {format_time(r['median'])} "
+                     f"| {format_time(r['iqr'])} | {r['rounds']} "
                      f"| {'-' if r.get('minor_faults') is None else r['minor_faults']} |")
     return "\n".join(lines)
 
@@ -705,8 +611,8 @@ def report_markdown(rows: list[dict], every: list[dict], runs: list[dict], image
     parts += ["", METHOD, ""]
     multiscale = multiscale_table(rows, runs)
     parts += ["## Multi-level RoIAlign: the FPN pooler", "", multiscale, ""] if multiscale else []
-    rotated = rotated_table(rows, runs)
-    parts += ["## Rotated RoIAlign: oriented boxes on an aerial image", "", rotated, ""] if rotated else []
+    for title, text in own_sections(rows, runs):
+        parts += [f"## {title}", "", text, ""]
     parts += ["## Memory bandwidth: the machine's limit", "",
               "Measured copy bandwidth (`bench/work.py`, once per session):", "", bandwidth_header(runs), "",
               "The bytes are a lower bound (real kernels read corners more than once, partly from cache), so a "
@@ -733,8 +639,8 @@ def readme_section(rows: list[dict], every: list[dict], runs: list[dict], images
     parts += [op_table(rows, every, runs, op) + "\n" for op in head_ops() if op_table(rows, every, runs, op)]
     multiscale = multiscale_table(rows, runs)
     parts += ["**Multi-level RoIAlign: the FPN pooler**", "", multiscale, ""] if multiscale else []
-    rotated = rotated_table(rows, runs)
-    parts += ["**Rotated RoIAlign: oriented boxes on an aerial image**", "", rotated, ""] if rotated else []
+    for title, text in own_sections(rows, runs):
+        parts += [f"**{title}**", "", text, ""]
     compiled = compile_table(rows, full=False)
     parts += [timed_table(rows), "", quiet_note(rows), ""] + ([compiled, ""] if compiled else [])
     parts += [f"![{name}](bench/results/{name})" for name in images if name.startswith("scaling_boxes")]

@@ -2,14 +2,14 @@
 
 * Samples: per channel, per forward call. roi_align: ``C * PH * PW * sum over boxes of gh * gw`` with the grid of
   CONVENTIONS.md §3 (``sampling_ratio``, or adaptive ``ceil(roi_size / output_size)`` per box); the P2 box
-  head is 512 * 256 * 49 * 4 = 25.7M. roi_align_rotated: the same, its adaptive grid ``ceil(h * scale / PH) *
-  ceil(w * scale / PW)`` per box (CONVENTIONS.md §3b). crop_and_resize: ``K * C * crop_height * crop_width``.
+  head is 512 * 256 * 49 * 4 = 25.7M; another op of RoIs the same, with the box sides its ``adaptive_sides``
+  gives. crop_and_resize: ``K * C * crop_height * crop_width``.
   multiscale_roi_align: as roi_align over every image's boxes (its workloads have a fixed grid). A ``fwdbwd`` call
   is credited with the same samples (its backward revisits each one).
 * Bytes moved: the compulsory traffic, each tensor read or written once: the pixels of the feature map that some
   sample's bilinear taps read (``touched_pixels``: all C channels of each; a P2 box head's 512 boxes read about half
-  of a 200x304 map, 128 boxes far less; rotated boxes: the pixels under each sample's four taps, counted from the
-  samples themselves; multi-level: every pooled map, whole), the boxes and the output (plus, with
+  of a 200x304 map, 128 boxes far less; an op whose samples lie on no grid counts the pixels under each sample's
+  four taps itself; multi-level: every pooled map, whole), the boxes and the output (plus, with
   a backward, the upstream gradient read and the whole image gradient and the box gradient written). Real kernels
   move more (four corners per sample, partly from cache; whole cache lines; a plane copied whole), so this is a
   lower bound: bytes / time is an achieved bandwidth to set against the memory's peak, not a measurement of it.
@@ -34,6 +34,7 @@ import statistics
 import time
 from pathlib import Path
 
+import operators
 import torch
 from calls import AnyInputs, PyramidInputs
 from workloads import Workload, crop_and_resize_inputs, roi_align_inputs
@@ -59,23 +60,10 @@ def samples(inputs: AnyInputs) -> int:
     if ratio > 0:
         return inputs.boxes.shape[0] * channels * out_h * out_w * ratio * ratio
     rois = inputs.boxes.detach().cpu().to(torch.float64) * inputs.kwargs["spatial_scale"]  # [K, 5] or [K, 6]
-    box_height, box_width = ADAPTIVE_SIDES[inputs.op](rois, inputs.kwargs)  # [K] each, map pixels
+    box_height, box_width = operators.fact(inputs.op, "adaptive_sides")(rois, inputs.kwargs)  # [K] each, map px
     grid_h = torch.ceil(box_height / out_h)  # [K]
     grid_w = torch.ceil(box_width / out_w)  # [K]
     return int((grid_h * grid_w).sum()) * channels * out_h * out_w
-
-
-def _roi_align_sides(rois: torch.Tensor, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    # aligned=True (every workload): the box sides are not clamped to 1 before the adaptive grid is chosen.
-    assert kwargs["aligned"], "the adaptive grid below assumes aligned=True"
-    return rois[:, 4] - rois[:, 2], rois[:, 3] - rois[:, 1]
-
-
-# op -> (box height, box width) [K] each on the map, from its scaled rois: what its adaptive grid divides.
-ADAPTIVE_SIDES = {
-    "roi_align": _roi_align_sides,
-    "roi_align_rotated": lambda rois, kwargs: (rois[:, 4], rois[:, 3]),  # (cx, cy, w, h, angle): never clamped
-}
 
 
 def _tap_lines(position: torch.Tensor, size: int, low: float) -> torch.Tensor:
@@ -93,9 +81,11 @@ def touched_pixels(op: str, map_shape: tuple[int, ...], boxes: torch.Tensor, kwa
                    box_index: torch.Tensor | None = None) -> int:
     """How many pixels (per channel) of the ``[N, C, H, W]`` map(s) some sample's four taps read: the union over
     boxes of the rows x columns their samples fall between (CONVENTIONS.md §1.2 and §3). Needs no map values.
-    Rotated boxes' samples lie on no rows x columns grid: ``TOUCHED_BY_SAMPLE`` counts them sample by sample."""
-    if op in TOUCHED_BY_SAMPLE:
-        return TOUCHED_BY_SAMPLE[op](map_shape, boxes, kwargs)
+    An op whose samples lie on no rows x columns grid counts them itself (its ``touched_pixels``,
+    ``bench/operators/<op>.py``)."""
+    own = operators.fact(op, "touched_pixels")
+    if own is not None:
+        return own(map_shape, boxes, kwargs)
     n, _, height, width = map_shape
     touched = torch.zeros(n, height, width, dtype=torch.bool)
     b = boxes.detach().cpu().to(torch.float64)
@@ -127,39 +117,6 @@ def touched_pixels(op: str, map_shape: tuple[int, ...], boxes: torch.Tensor, kwa
         rows, columns = lines
         touched[image][rows[:, None], columns[None, :]] = True
     return int(touched.sum())
-
-
-def _rotated_touched(map_shape: tuple[int, ...], rois: torch.Tensor, kwargs: dict) -> int:
-    """roi_align_rotated's ``touched_pixels``: each box's samples (CONVENTIONS.md §3b.2, bin-major and evenly spaced
-    along each box axis), rotated onto the map, the four taps of every one in range (roi_align's border rule)."""
-    n, _, height, width = map_shape
-    touched = torch.zeros(n, height, width, dtype=torch.bool)
-    scale, (out_h, out_w), ratio = kwargs["spatial_scale"], kwargs["output_size"], kwargs["sampling_ratio"]
-    sign = -1.0 if kwargs.get("clockwise") else 1.0
-    for roi in rois.detach().cpu().to(torch.float64).tolist():
-        image, cx, cy, w, h, angle = roi
-        cx, cy, w, h = cx * scale - 0.5, cy * scale - 0.5, w * scale, h * scale
-        theta = sign * math.radians(angle)
-        cos, sin = math.cos(theta), math.sin(theta)
-        grid_h = ratio if ratio > 0 else math.ceil(h / out_h)
-        grid_w = ratio if ratio > 0 else math.ceil(w / out_w)
-        if grid_h <= 0 or grid_w <= 0:
-            continue
-        yy = ((torch.arange(out_h * grid_h, dtype=torch.float64) + 0.5) / (out_h * grid_h) - 0.5) * h  # [PH*gh]
-        xx = ((torch.arange(out_w * grid_w, dtype=torch.float64) + 0.5) / (out_w * grid_w) - 0.5) * w  # [PW*gw]
-        y = cy + yy[:, None] * cos - xx[None, :] * sin  # [PH*gh, PW*gw]
-        x = cx + yy[:, None] * sin + xx[None, :] * cos  # [PH*gh, PW*gw]
-        in_range = (y >= -1) & (y <= height) & (x >= -1) & (x <= width)
-        y_low = y[in_range].clamp(min=0).floor().long().clamp(max=height - 1)  # [S]
-        x_low = x[in_range].clamp(min=0).floor().long().clamp(max=width - 1)  # [S]
-        y_high, x_high = (y_low + 1).clamp(max=height - 1), (x_low + 1).clamp(max=width - 1)
-        for rows, columns in ((y_low, x_low), (y_low, x_high), (y_high, x_low), (y_high, x_high)):
-            touched[int(image), rows, columns] = True
-    return int(touched.sum())
-
-
-# op -> its ``touched_pixels`` where the rows x columns count does not apply.
-TOUCHED_BY_SAMPLE = {"roi_align_rotated": _rotated_touched}
 
 
 def bytes_moved(inputs: AnyInputs, pass_: str) -> int:

@@ -18,13 +18,9 @@ the maps of a ``Pyramid`` (P2-P5 pooled, plus the ``pool`` map torchvision's FPN
 each image's proposals drawn from one range of sizes that spans every level, so that the level assignment sends
 about half of them to P2 and the rest over P3-P5.
 
-Rotated RoIAlign (``roi_align_rotated``) runs on an aerial image instead (``rotated_rois``): a DOTA-like
-1024x1024 image split as oriented detectors train on it, C = 256, and oriented proposals of a two-stage detector's
-box head (512 sampled in training, 2000 kept at inference) pooled into 7x7 with ``sampling_ratio`` 2 (mmrotate's
-setting) or 0 (adaptive, detectron2's). The level is P2 (``dota_p2``, 256x256, stride 4): rotated detectors assign
-levels as Mask R-CNN does (``sqrt(w * h)`` under 112 px goes to P2), and the objects of aerial images are mostly
-small (vehicles, ships, storage tanks: tens of pixels), so P2 is where most oriented boxes are pooled from. ``full``
-adds P3 (``dota_p3``, 128x128, 112-224 px). ``tiny`` serves the smoke run.
+``dota_p2`` and ``dota_p3`` are the P2 and P3 levels (256x256 and 128x128, C = 256) of a DOTA-like 1024x1024 aerial
+image split as oriented detectors train on it; the operator that runs on them draws its own boxes
+(``bench/operators/<op>.py``).
 """
 
 from __future__ import annotations
@@ -164,46 +160,6 @@ def roi_align_inputs(workload: Workload) -> tuple[torch.Tensor, dict]:
         spatial_scale=workload.level_spec.spatial_scale,
         sampling_ratio=workload.sampling_ratio,
         aligned=True,
-    )
-    return rois, kwargs
-
-
-# Oriented boxes' elongation, longer side over shorter, log-uniform over this range: aerial objects are long and thin
-# more often than a detector's upright proposals are (a car about 2:1, a ship or a truck up to 4-5:1).
-ROTATED_ELONGATION = (1.0, 5.0)
-
-
-def rotated_boxes(level: Level, count: int, seed: int = SEED) -> torch.Tensor:
-    """``count`` oriented proposals of one level, ``(cx, cy, w, h, angle)`` in image pixels and degrees, float64
-    [K, 5].
-
-    Side ``sqrt(w * h)`` log-uniform over the level's range, elongation ``ROTATED_ELONGATION``, the long side along
-    ``w``, angle uniform in [-90, 90) (every orientation of a box once), centre uniform over the image. Not clipped:
-    a rotated proposal may hang over the image's edge (the op's border rule, CONVENTIONS.md §3b, reads 0 there).
-    """
-    g = torch.Generator().manual_seed(seed)
-    low, high = (math.log(side) for side in level.box_sides)
-    side = torch.exp(low + (high - low) * torch.rand(count, generator=g, dtype=torch.float64))  # [K]
-    lo, hi = (math.log(r) for r in ROTATED_ELONGATION)
-    elongation = torch.exp(lo + (hi - lo) * torch.rand(count, generator=g, dtype=torch.float64))  # [K]
-    w, h = side * elongation.sqrt(), side / elongation.sqrt()  # [K] each
-    angle = 180 * torch.rand(count, generator=g, dtype=torch.float64) - 90  # [K]
-    height, width = level.image_size
-    cx = width * torch.rand(count, generator=g, dtype=torch.float64)  # [K]
-    cy = height * torch.rand(count, generator=g, dtype=torch.float64)  # [K]
-    return torch.stack([cx, cy, w, h, angle], dim=1)  # [K, 5]
-
-
-def rotated_rois(workload: Workload) -> tuple[torch.Tensor, dict]:
-    """``rois`` [K, 6] float64 (batch index, cx, cy, w, h, angle in degrees; image pixels) and the keyword arguments
-    of ``impls.roi_align_rotated`` (detectron2's, counter-clockwise)."""
-    boxes = rotated_boxes(workload.level_spec, workload.boxes)  # [K, 5]
-    rois = torch.cat([workload.box_index[:, None].to(torch.float64), boxes], dim=1)  # [K, 6]
-    kwargs = dict(
-        output_size=(workload.output, workload.output),
-        spatial_scale=workload.level_spec.spatial_scale,
-        sampling_ratio=workload.sampling_ratio,
-        clockwise=False,
     )
     return rois, kwargs
 

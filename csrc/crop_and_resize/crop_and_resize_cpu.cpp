@@ -1,4 +1,5 @@
-// crop_and_resize on the CPU: TensorFlow's sampling rule (csrc/bilinear.h), mirroring impls/backends/reference.py.
+// crop_and_resize on the CPU: TensorFlow's sampling rule (csrc/common/bilinear.h), mirroring
+// impls/ops/crop_and_resize/reference.py.
 //
 // The entry points: argument checks, the output in the input's layout, and the sample tables (one row per crop row
 // and column of every box, crop_and_resize_tables.h), then the kernels of that layout, each reading the tensors in

@@ -1,4 +1,4 @@
-// crop_and_resize on CUDA: the same sampling math as the CPU kernels (csrc/bilinear.h).
+// crop_and_resize on CUDA: the same sampling math as the CPU kernels (csrc/common/bilinear.h).
 //
 // Sample coordinates are computed in T (float for half/bfloat16/float32), as TensorFlow and the CPU kernel do.
 // Forward: one thread per output element (k, c, y, x), grid-stride.

@@ -1,4 +1,5 @@
-// roi_align on the CPU: torchvision's sampling rule (csrc/bilinear.h), mirroring impls/backends/reference.py.
+// roi_align on the CPU: torchvision's sampling rule (csrc/common/bilinear.h), mirroring
+// impls/ops/roi_align/reference.py.
 // Multi-level (FPN) pooling is the same kernels over a pyramid: each box carries its level, and reads that level's
 // map at that level's scale; roi_align is the one-level case (every box on level 0).
 //

@@ -1,4 +1,4 @@
-// roi_align on CUDA: the same sampling math as the CPU kernels (csrc/bilinear.h), in the same precision.
+// roi_align on CUDA: the same sampling math as the CPU kernels (csrc/common/bilinear.h), in the same precision.
 // Multi-level (FPN) pooling is the same kernels over a pyramid: each box reads its level (from the `levels`
 // tensor, on the device) and that level's map, size and scale; roi_align is the one-level case (no levels
 // tensor, every box on level 0). The pyramid, at most kMaxLevels (8) maps, reaches the kernels as a small
@@ -93,7 +93,7 @@ __device__ __forceinline__ RoiBox roi_box(const scalar_t* rois, const int64_t* l
 
 // One sample (iy, ix) of bin (ph, pw): its corners, its weights in T, and for the box gradient the derivative of
 // each coordinate with respect to the box start and end (spatial_scale * (1 - position), spatial_scale * position).
-// The same values as RoiAxis in csrc/cpu/roi_align_kernel.cpp.
+// The same values as RoiAxis in csrc/roi_align/roi_align_cpu.cpp.
 template <typename T>
 struct RoiTap {
   bool valid;  // inside [-1, size] on both axes and the map is not empty

@@ -118,7 +118,7 @@ def _strides(t: torch.Tensor) -> tuple[int, ...]:
 
 
 # Compiler options of every launch. enable_fp_fusion=False: no fused multiply-add on a GPU, so that every
-# expression rounds as the reference's does (tests/triton_compile_check.py reads the PTX for it).
+# expression rounds as the reference's does (tests/backends/triton_compile_check.py reads the PTX for it).
 LAUNCH_OPTIONS = {"enable_fp_fusion": False}
 
 

@@ -2,9 +2,9 @@
 ``torch.onnx.export(..., dynamo=True, custom_translation_table=...)`` (CONVENTIONS.md §7).
 
 ONNX has no rotated RoiAlign (its ``RoiAlign`` takes axis-aligned boxes), so the translation writes the op out as
-``impls/onnx_export.py`` writes crop_and_resize: every sample's position (CONVENTIONS.md §3b.2), roi_align's range
-test and clamp (§3.3), ``Gather`` of the four taps from the map, and the bin sum, in the order the reference and the
-kernels evaluate them (``impls/ops/roi_align_rotated/reference.py``):
+``impls/ops/crop_and_resize/onnx.py`` writes crop_and_resize: every sample's position (CONVENTIONS.md §3b.2),
+roi_align's range test and clamp (§3.3), ``Gather`` of the four taps from the map, and the bin sum, in the order the
+reference and the kernels evaluate them (``impls/ops/roi_align_rotated/reference.py``):
 
 * the geometry (centre, size, ``cos``/``sin``, positions, tap fractions) in float64 for every dtype, as our kernels
   compute it (§3b.5), then the four weights rounded to the compute dtype (float32 for float16/bfloat16/float32);
@@ -154,4 +154,4 @@ TRANSLATIONS = {
     "triton_roi_align_rotated_forward": roi_align_rotated,
     "checked_rotated_rois": checked_rotated_rois,
 }
-"""``{operator name in torch.ops.impls: translation}``, for ``impls/onnx_export.py``'s table."""
+"""``{operator name in torch.ops.impls: translation}``, for ``impls/core/onnx_export.py``'s table."""

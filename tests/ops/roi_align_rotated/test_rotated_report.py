@@ -1,11 +1,12 @@
-"""The report's rotated RoIAlign section (``bench/report.py``): each row's speed-up over the faster of the op's peers
-in its case and pass, the goals marked met or missed, and the adaptive cases said to have no grid_sample row."""
+"""The report's rotated RoIAlign section (``bench/operators/roi_align_rotated.py``, in ``bench/report.py``): each
+row's speed-up over the faster of the op's peers in its case and pass, the goals marked met or missed, and the
+adaptive cases said to have no grid_sample row."""
 
 import json
 import sys
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
+BENCH = Path(__file__).resolve().parents[3] / "bench"
 sys.path.insert(0, str(BENCH))
 
 
@@ -28,6 +29,7 @@ def _rows(tmp_path, times: dict[tuple[str, str, str], float]):
 
 def test_rotated_section_compares_with_the_faster_peer_and_marks_the_goals(tmp_path):
     import report
+    from operators import roi_align_rotated as rotated
 
     sr2, sr0 = "dota_p2_k512_7x7_sr2", "dota_p2_k512_7x7_sr0"
     rows, runs = _rows(tmp_path, {
@@ -37,7 +39,7 @@ def test_rotated_section_compares_with_the_faster_peer_and_marks_the_goals(tmp_p
         ("cpp", sr0, "fwd"): 0.010, ("openvino", sr0, "fwd"): 0.020,
         ("cpp", sr0, "fwdbwd"): 0.030,
     })
-    table = report.rotated_table(rows, runs)
+    table = rotated.report_section(rows, runs)
     # fwd: OpenVINO is the faster peer (40 ms against grid_sample's 50 ms).
     assert "| 4.00x over openvino (3.62-4.42x) | >= 3x: met |" in table
     assert "| 2.00x over openvino (1.81-2.21x) | >= 3x: missed by 1.50x (67% of it) |" in table  # cpp_nhwc
@@ -47,7 +49,7 @@ def test_rotated_section_compares_with_the_faster_peer_and_marks_the_goals(tmp_p
     assert "| 4.00x over grid_sample" in table
     assert ("| 30 ms | 3 ms | no peer (grid_sample has no adaptive grid; OpenVINO has no backward) "
             "| not measurable: no peer |") in table
-    lines = report.rotated_goal_lines(rows)
+    lines = rotated.goal_lines(rows)
     assert ("- `cpp` (NCHW) fwd >= 3x the faster peer: **missed** (1 of 2 cases with a peer); "
             f"met: {sr2} 4.00x over openvino; missed: {sr0} 2.00x over openvino.") in lines
     assert ("- `cpp_nhwc` (channels_last) fwd >= 3x the faster peer: **missed** (0 of 1 cases with a peer); "
