@@ -495,8 +495,11 @@ void roi_input_grad_box(const RoiTables<scalar_t, T>& tab, const RoiBox& box, co
 }
 
 // NCHW input gradient: split over (level, image, channel block), each walking its level's and image's boxes in
-// increasing k, so contributions arrive in the reference's order (deterministic, no races). half/bfloat16
-// accumulate a block's planes in float (as the reference does in double) and round once.
+// increasing k, so contributions arrive in the reference's order (deterministic, no races). Each task accumulates
+// its block's planes in a zeroed per-thread scratch (in T: float for half/bfloat16, as the reference sums in double,
+// rounded once) and writes them out once, float and double with non-temporal stores (stream_copy): the gradient's
+// lines are written whole, never zeroed first and then read back for each tap's add. Every element of `grads` is
+// written (an image with no box at a level gets its zeros the same way), so they need no zeroing beforehand.
 template <typename scalar_t, typename T>
 void roi_input_grad_planes(const RoiTables<scalar_t, T>& tab, const Levels& lv, const scalar_t* g, int64_t N,
                            int64_t C, int64_t PH, int64_t PW, const std::vector<scalar_t*>& grads) {
@@ -507,8 +510,7 @@ void roi_input_grad_planes(const RoiTables<scalar_t, T>& tab, const Levels& lv, 
   const int64_t blocks = channel_blocks(C);
   const int64_t work = K / std::max<int64_t>(L * N, 1) * cells * 4 * kChannelBlock;
   at::parallel_for(0, L * N * blocks, grain_for(work), [&](int64_t begin, int64_t end) {
-    constexpr bool direct = std::is_same_v<scalar_t, T>;
-    std::vector<T> scratch(direct ? 0 : lv.largest_plane() * kChannelBlock);
+    std::vector<T> scratch(lv.largest_plane() * kChannelBlock);
     for (int64_t item = begin; item < end; ++item) {
       const int64_t group = item / blocks, level = group / N, n = group % N;
       const int64_t plane_size = lv.plane(level);
@@ -516,8 +518,8 @@ void roi_input_grad_planes(const RoiTables<scalar_t, T>& tab, const Levels& lv, 
       const int64_t c0 = block_start(item % blocks, C, full);
       const int64_t cb = full ? kChannelBlock : 1;
       scalar_t* out0 = grads[level] + (n * C + c0) * plane_size;
-      T* acc0 = direct ? reinterpret_cast<T*>(out0) : scratch.data();
-      if (!direct) std::fill(scratch.begin(), scratch.begin() + cb * plane_size, T(0));
+      T* acc0 = scratch.data();
+      std::fill(scratch.begin(), scratch.begin() + cb * plane_size, T(0));
       for (int64_t j = start[group]; j < start[group + 1]; ++j) {
         const int64_t k = order[j];
         const scalar_t* g0 = g + (k * C + c0) * cells;
@@ -527,8 +529,15 @@ void roi_input_grad_planes(const RoiTables<scalar_t, T>& tab, const Levels& lv, 
           roi_input_grad_box<1>(tab, tab.boxes[k], g0, cells, PH, PW, acc0);
         }
       }
-      if (!direct) std::copy(scratch.begin(), scratch.begin() + cb * plane_size, out0);
+      if constexpr (std::is_same_v<scalar_t, T>) {
+        stream_copy(acc0, out0, cb * plane_size);
+      } else {
+        std::copy(scratch.begin(), scratch.begin() + cb * plane_size, out0);
+      }
     }
+#ifdef __AVX2__
+    _mm_sfence();  // stream_copy's stores are visible before the task ends
+#endif
   });
 }
 
@@ -555,11 +564,13 @@ std::vector<at::Tensor> pyramid_backward_input(const at::Tensor& grad_, const at
   const at::Tensor grad = grad_.contiguous(layout);
   const int64_t K = rois.size(0), PH = pooled_height, PW = pooled_width;
   std::vector<at::Tensor> grads;
-  // (at::zeros takes no memory format: empty in the layout, advised huge pages before its first touch, zeroed.)
+  // Empty in the layout, advised huge pages before its first touch (at::zeros takes no memory format); zeroed here
+  // unless roi_input_grad_planes writes every element.
+  const bool planes = layout != at::MemoryFormat::ChannelsLast && K > 0 && C > 0;
   for (int64_t l = 0; l < lv.count(); ++l) {
     at::Tensor g = at::empty({N, C, lv.H[l], lv.W[l]}, grad.options().memory_format(layout));
     advise_huge_pages(g);
-    grads.push_back(g.zero_());
+    grads.push_back(planes ? g : g.zero_());
   }
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "roi_align_backward_input_cpu", [&] {
