@@ -1,6 +1,6 @@
 """Benchmark results JSON -> ``bench/results/report.md``, PNG plots, and the README's benchmark section.
 
-    python bench/report.py                          # the newest bench/results/*.json
+    python bench/report.py                          # the newest whole run in bench/results/
     python bench/report.py cpu.json gpu.json        # several runs (machines) side by side
 
 The tables give pytest-benchmark's median per call and, in brackets, the speed-up over the peer users compare

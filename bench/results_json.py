@@ -11,6 +11,7 @@ speed-up or ranking takes a limit for a backend or mixes two allocators' timings
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from baseline import BASELINE  # op -> the peer speed-ups are measured against (from the backend records)
@@ -113,10 +114,18 @@ def baseline_median(rows: list[dict], row: dict) -> float | None:
 # --- For the report and the notebooks: the newest results file, its rows with quartiles, speed-ups with spread. ---
 
 
+# A whole run's file, as bench/run.py names it: <host>-<YYYY-MM-DD>.json. One suite run alone is saved with the suite
+# after the date (vm-2026-12-06-multiscale.json) and is never taken for the whole run.
+WHOLE_RUN = re.compile(r".+-\d{4}-\d{2}-\d{2}\.json")
+
+
 def newest(directory: Path) -> Path | None:
-    """The pytest-benchmark JSON in ``directory`` with the latest ``datetime`` (file time breaks ties); None if none."""
+    """The whole run (``WHOLE_RUN``) in ``directory`` with the latest ``datetime`` (file time breaks ties); None if
+    none."""
     best = None
     for path in Path(directory).glob("*.json"):
+        if not WHOLE_RUN.fullmatch(path.name):
+            continue
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError):
