@@ -151,17 +151,19 @@ def feature_map(workload: Workload, seed: int = SEED) -> torch.Tensor:
     return torch.randn(workload.map_shape, generator=g, dtype=torch.float32)
 
 
+def rois_and_kwargs(workload: Workload, boxes: torch.Tensor, **flags) -> tuple[torch.Tensor, dict]:
+    """``boxes`` [K, B] float64 in image pixels as ``rois`` [K, 1 + B] (each box's batch index first), and the keyword
+    arguments of a RoIAlign call on ``workload`` (its head, level scale and sampling ratio, then ``flags``)."""
+    rois = torch.cat([workload.box_index[:, None].to(torch.float64), boxes], dim=1)
+    kwargs = dict(output_size=(workload.output, workload.output), spatial_scale=workload.level_spec.spatial_scale,
+                  sampling_ratio=workload.sampling_ratio, **flags)
+    return rois, kwargs
+
+
 def roi_align_inputs(workload: Workload) -> tuple[torch.Tensor, dict]:
     """``rois`` [K, 5] float64 (batch index, image-pixel boxes) and the op's keyword arguments."""
     boxes = image_boxes(workload.level_spec, workload.boxes, workload.map_scale)  # [K, 4]
-    rois = torch.cat([workload.box_index[:, None].to(torch.float64), boxes], dim=1)  # [K, 5]
-    kwargs = dict(
-        output_size=(workload.output, workload.output),
-        spatial_scale=workload.level_spec.spatial_scale,
-        sampling_ratio=workload.sampling_ratio,
-        aligned=True,
-    )
-    return rois, kwargs
+    return rois_and_kwargs(workload, boxes, aligned=True)
 
 
 def crop_and_resize_inputs(workload: Workload) -> tuple[torch.Tensor, torch.Tensor, dict]:

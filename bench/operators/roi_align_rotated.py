@@ -24,7 +24,7 @@ from typing import Callable
 import torch
 from baseline import peers
 from results_json import PASS_LABELS, backend_key
-from workloads import SEED, Level, Workload
+from workloads import SEED, Level, Workload, rois_and_kwargs
 
 OP = "roi_align_rotated"
 # The headline case (box gradients), and the box counts: an oriented detector's box head samples 512 RoIs per image
@@ -79,14 +79,7 @@ def rotated_boxes(level: Level, count: int, seed: int = SEED) -> torch.Tensor:
 def inputs(workload: Workload) -> tuple:
     """``rois`` [K, 6] float64 (batch index, cx, cy, w, h, angle in degrees; image pixels), no box_index (the rois
     carry it) and the keyword arguments of ``impls.roi_align_rotated`` (detectron2's, counter-clockwise)."""
-    boxes = rotated_boxes(workload.level_spec, workload.boxes)  # [K, 5]
-    rois = torch.cat([workload.box_index[:, None].to(torch.float64), boxes], dim=1)  # [K, 6]
-    kwargs = dict(
-        output_size=(workload.output, workload.output),
-        spatial_scale=workload.level_spec.spatial_scale,
-        sampling_ratio=workload.sampling_ratio,
-        clockwise=False,
-    )
+    rois, kwargs = rois_and_kwargs(workload, rotated_boxes(workload.level_spec, workload.boxes), clockwise=False)
     return rois, None, kwargs
 
 
