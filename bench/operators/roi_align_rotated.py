@@ -94,9 +94,9 @@ BOX_GRADIENT_OUTLIERS = {("grid_sample", torch.float32): 0.01}
 
 
 def inside(call_inputs) -> torch.Tensor:
-    """The boxes whose four corners lie in [0, W - 1] x [0, H - 1] on the map (after the -0.5
-    pixel shift, CONVENTIONS.md §3b), bool [K]: each sample is inside its box, so inside the map with all four taps,
-    where grid_sample's zero padding reads nothing (``impls/backends/peers/grid_sample_rotated.py``)."""
+    """The boxes of ``call_inputs`` (``calls.Inputs``) whose four corners lie in [0, W - 1] x [0, H - 1] on the map
+    (after the -0.5 pixel shift, CONVENTIONS.md §3b), bool [K]: each sample is inside its box, so inside the map with
+    all four taps, where grid_sample's zero padding reads nothing (``impls/backends/peers/grid_sample_rotated.py``)."""
     _, _, height, width = call_inputs.image.shape
     k = call_inputs.kwargs
     _, cx, cy, w, h, angle = (call_inputs.boxes.detach().cpu().to(torch.float64) * torch.tensor(
