@@ -251,14 +251,16 @@ void roi_forward_channels_last(const RoiTables<scalar_t, T>& tab, const std::vec
   });
 }
 
-// One box's input gradient into a channels-last accumulator acc (pixel p's cs channels at acc + p * step) from its
-// incoming gradient gk ([PH, PW, C], channels c0 .. c0 + cs): each tap adds (g * w) / count, as the reference; with
-// a power-of-two count (sampling_ratio 2: 4) a multiplication by the exact reciprocal gives the same bits without a
+// One box's input gradient into a channels-last accumulator of the map's rows [r0, r1) (pixel (y, x)'s cs channels
+// at acc + ((y - r0) * W + x) * cs) from its incoming gradient gk ([PH, PW, C], channels c0 .. c0 + cs): each tap on
+// those rows adds (g * w) / count, as the reference, and the taps on other rows are left to their band; with a
+// power-of-two count (sampling_ratio 2: 4) a multiplication by the exact reciprocal gives the same bits without a
 // division.
 template <bool kPow2, typename scalar_t, typename T>
 void roi_input_grad_box_channels_last(const RoiTables<scalar_t, T>& tab, const RoiBox& box, const scalar_t* gk,
-                                      int64_t C, int64_t cs, int64_t PH, int64_t PW, T* acc, int64_t step) {
-  const int64_t W = box.W;
+                                      int64_t C, int64_t cs, int64_t PH, int64_t PW, int64_t r0, int64_t r1,
+                                      T* acc) {
+  const int64_t W = box.W, step = cs;
   const T count = static_cast<T>(box.geo.count);
   const T inv = static_cast<T>(1) / count;
   const auto share = [&](T gw) { return kPow2 ? gw * inv : gw / count; };
@@ -269,69 +271,105 @@ void roi_input_grad_box_channels_last(const RoiTables<scalar_t, T>& tab, const R
       const scalar_t* gv = gk + (ph * PW + pw) * C;
       for (int64_t iy = 0; iy < box.grid_h; ++iy) {
         const RoiAxis<T>& y = yrow[iy];
-        if (!y.valid) continue;
+        const bool low_in = y.low >= r0 && y.low < r1, high_in = y.high >= r0 && y.high < r1;
+        if (!y.valid || !(low_in || high_in)) continue;
         for (int64_t ix = 0; ix < box.grid_w; ++ix) {
           const RoiAxis<T>& x = xrow[ix];
           if (!x.valid) continue;
           const T w1 = y.h * x.h, w2 = y.h * x.l, w3 = y.l * x.h, w4 = y.l * x.l;
-          T* a1 = acc + (y.low * W + x.low) * step;
-          T* a2 = acc + (y.low * W + x.high) * step;
-          T* a3 = acc + (y.high * W + x.low) * step;
-          T* a4 = acc + (y.high * W + x.high) * step;
+          T* a1 = acc + ((y.low - r0) * W + x.low) * step;
+          T* a2 = acc + ((y.low - r0) * W + x.high) * step;
+          T* a3 = acc + ((y.high - r0) * W + x.low) * step;
+          T* a4 = acc + ((y.high - r0) * W + x.high) * step;
           // One loop per corner: two corners on the same pixel then add in the reference's order.
-          for (int64_t c = 0; c < cs; ++c) a1[c] += share(static_cast<T>(gv[c]) * w1);
-          for (int64_t c = 0; c < cs; ++c) a2[c] += share(static_cast<T>(gv[c]) * w2);
-          for (int64_t c = 0; c < cs; ++c) a3[c] += share(static_cast<T>(gv[c]) * w3);
-          for (int64_t c = 0; c < cs; ++c) a4[c] += share(static_cast<T>(gv[c]) * w4);
+          if (low_in) {
+            for (int64_t c = 0; c < cs; ++c) a1[c] += share(static_cast<T>(gv[c]) * w1);
+            for (int64_t c = 0; c < cs; ++c) a2[c] += share(static_cast<T>(gv[c]) * w2);
+          }
+          if (high_in) {
+            for (int64_t c = 0; c < cs; ++c) a3[c] += share(static_cast<T>(gv[c]) * w3);
+            for (int64_t c = 0; c < cs; ++c) a4[c] += share(static_cast<T>(gv[c]) * w4);
+          }
         }
       }
     }
   }
 }
 
-// Channels-last input gradient: split over (level, image, channel slice); each task walks its level's and image's
-// boxes in increasing k and adds every tap in the reference's order (deterministic, no two threads write the same
-// element): straight into the zeroed gradient for float/double, into a float [H * W, slice] accumulator rounded
-// once for half types. g is the incoming gradient, channels last too ([K, PH, PW, C]); grads[l] is level l's.
+// The map rows [first, last] that box k's valid samples tap (first > last: none).
+template <typename scalar_t, typename T>
+std::array<int64_t, 2> tapped_rows(const RoiTables<scalar_t, T>& tab, const RoiBox& box, int64_t PH) {
+  std::array<int64_t, 2> rows{box.H, -1};
+  const RoiAxis<T>* ys = tab.ys.data() + box.y_offset;
+  for (int64_t i = 0; i < PH * box.grid_h; ++i) {
+    if (!ys[i].valid) continue;
+    rows[0] = std::min(rows[0], ys[i].low);
+    rows[1] = std::max(rows[1], ys[i].high);
+  }
+  return rows;
+}
+
+// Bytes of a band's channels-last accumulator: it stays in L2 while the band's taps add into it.
+constexpr int64_t kBandBytes = 512 << 10;
+
+// Channels-last input gradient: split over (level, image, channel slice, band of rows). Each task accumulates its
+// band's [rows, W, slice] in a zeroed per-thread scratch that stays in L2, walking its level's and image's boxes
+// that tap the band in increasing k and adding their taps on its rows in the reference's order (deterministic, no
+// two threads write the same element), then writes the band's channels once, float and double with non-temporal
+// stores (a slice of a pixel is whole cache lines when C and c0 are multiples of 16): the gradient is never zeroed
+// first and then read back for every add. Half types accumulate in float and are rounded once. Every element of
+// `grads` is written. g is the incoming gradient, channels last too ([K, PH, PW, C]); grads[l] is level l's.
 template <typename scalar_t, typename T>
 void roi_input_grad_channels_last(const RoiTables<scalar_t, T>& tab, const Levels& lv, const scalar_t* g,
                                   int64_t N, int64_t C, int64_t PH, int64_t PW,
                                   const std::vector<scalar_t*>& grads) {
-  const int64_t L = lv.count();
+  const int64_t L = lv.count(), K = static_cast<int64_t>(tab.boxes.size());
   std::vector<int64_t> order, start;
   tab.by_level_and_image(N, L, order, start);
-  // Slices of at most 64 channels, narrower when there would be fewer tasks than threads.
-  const int64_t tasks_per_image = (at::get_num_threads() + N - 1) / N;
-  const int64_t slice = std::clamp<int64_t>((C + tasks_per_image - 1) / tasks_per_image, 1, 64);
-  const int64_t slices = (C + slice - 1) / slice;
-  constexpr bool direct = std::is_same_v<scalar_t, T>;
-  at::parallel_for(0, L * N * slices, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> scratch(direct ? 0 : lv.largest_plane() * slice);
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t group = item / slices, c0 = item % slices * slice;
-      const int64_t level = group / N, n = group % N;
-      const int64_t plane_size = lv.plane(level);
-      const int64_t cs = std::min(slice, C - c0);
-      scalar_t* out0 = grads[level] + n * plane_size * C + c0;
-      T* acc = direct ? reinterpret_cast<T*>(out0) : scratch.data();
-      const int64_t step = direct ? C : cs;
-      if (!direct) std::fill(scratch.begin(), scratch.begin() + plane_size * cs, T(0));
+  std::vector<std::array<int64_t, 2>> rows(K);
+  for (int64_t k = 0; k < K; ++k) rows[k] = tapped_rows(tab, tab.boxes[k], PH);
+  const int64_t slice = std::min<int64_t>(C, 64), slices = (C + slice - 1) / slice;
+  // Tasks: (level, image, slice, band), bands of `band_rows[l]` rows, level l's first task at first_task[l].
+  std::vector<int64_t> band_rows(L), bands(L), first_task(L + 1, 0);
+  for (int64_t l = 0; l < L; ++l) {
+    const int64_t row_bytes = lv.W[l] * slice * static_cast<int64_t>(sizeof(T));
+    band_rows[l] = std::max<int64_t>(1, kBandBytes / std::max<int64_t>(1, row_bytes));
+    bands[l] = (lv.H[l] + band_rows[l] - 1) / band_rows[l];
+    first_task[l + 1] = first_task[l] + N * slices * bands[l];
+  }
+  at::parallel_for(0, first_task[L], 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> scratch;
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t level = std::upper_bound(first_task.begin(), first_task.end(), task) - first_task.begin() - 1;
+      const int64_t local = task - first_task[level];
+      const int64_t n = local / (slices * bands[level]), c0 = local / bands[level] % slices * slice;
+      const int64_t r0 = local % bands[level] * band_rows[level], r1 = std::min(lv.H[level], r0 + band_rows[level]);
+      const int64_t W = lv.W[level], cs = std::min(slice, C - c0), group = level * N + n;
+      scratch.assign((r1 - r0) * W * cs, T(0));
       for (int64_t j = start[group]; j < start[group + 1]; ++j) {
         const int64_t k = order[j];
+        if (rows[k][1] < r0 || rows[k][0] >= r1) continue;  // no tap on the band's rows
         const RoiBox& box = tab.boxes[k];
         const int64_t count = box.geo.count;
         const scalar_t* gk = g + k * PH * PW * C + c0;
         if ((count & (count - 1)) == 0) {
-          roi_input_grad_box_channels_last<true>(tab, box, gk, C, cs, PH, PW, acc, step);
+          roi_input_grad_box_channels_last<true>(tab, box, gk, C, cs, PH, PW, r0, r1, scratch.data());
         } else {
-          roi_input_grad_box_channels_last<false>(tab, box, gk, C, cs, PH, PW, acc, step);
+          roi_input_grad_box_channels_last<false>(tab, box, gk, C, cs, PH, PW, r0, r1, scratch.data());
         }
       }
-      if (direct) continue;
-      for (int64_t p = 0; p < plane_size; ++p) {
-        for (int64_t c = 0; c < cs; ++c) out0[p * C + c] = static_cast<scalar_t>(scratch[p * cs + c]);
+      scalar_t* out0 = grads[level] + (n * lv.H[level] + r0) * W * C + c0;
+      for (int64_t p = 0; p < (r1 - r0) * W; ++p) {
+        if constexpr (std::is_same_v<scalar_t, T>) {
+          stream_copy(scratch.data() + p * cs, out0 + p * C, cs);
+        } else {
+          for (int64_t c = 0; c < cs; ++c) out0[p * C + c] = static_cast<scalar_t>(scratch[p * cs + c]);
+        }
       }
     }
+#ifdef __AVX2__
+    _mm_sfence();  // stream_copy's stores are visible before the task ends
+#endif
   });
 }
 
@@ -565,12 +603,12 @@ std::vector<at::Tensor> pyramid_backward_input(const at::Tensor& grad_, const at
   const int64_t K = rois.size(0), PH = pooled_height, PW = pooled_width;
   std::vector<at::Tensor> grads;
   // Empty in the layout, advised huge pages before its first touch (at::zeros takes no memory format); zeroed here
-  // unless roi_input_grad_planes writes every element.
-  const bool planes = layout != at::MemoryFormat::ChannelsLast && K > 0 && C > 0;
+  // only when there is nothing to compute: roi_input_grad_planes and roi_input_grad_channels_last write every element.
+  const bool written = K > 0 && C > 0;
   for (int64_t l = 0; l < lv.count(); ++l) {
     at::Tensor g = at::empty({N, C, lv.H[l], lv.W[l]}, grad.options().memory_format(layout));
     advise_huge_pages(g);
-    grads.push_back(planes ? g : g.zero_());
+    grads.push_back(written ? g : g.zero_());
   }
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "roi_align_backward_input_cpu", [&] {
