@@ -63,6 +63,27 @@ void stream_copy(const scalar_t* src, scalar_t* dst, int64_t n) {
   std::copy(src + i, src + n, dst + i);
 }
 
+// A channels-last accumulator [plane_size, slice_c] rounded into slice_c of a channels_last output's C channels.
+// Where the accumulator's type is the output's and every pixel's run is whole cache lines (float P2 gradients of
+// crop_and_resize and roi_align), the runs are streamed (stream_copy): the gradient is written once, and a cached
+// store would read each line first (on 2 cores, crop_and_resize channels_last fwd+bwd P2 128 x 28x28 16.6 -> 14.3
+// ms, where the band was zeroed and accumulated in place).
+template <typename scalar_t, typename T>
+void store_channels_last(const T* acc, int64_t plane_size, int64_t slice_c, int64_t C, scalar_t* out0) {
+  if constexpr (std::is_same_v<T, scalar_t>) {
+    constexpr int64_t kLine = 64 / sizeof(scalar_t);
+    if (reinterpret_cast<uintptr_t>(out0) % 64 == 0 && C % kLine == 0 && slice_c % kLine == 0) {
+      for (int64_t p = 0; p < plane_size; ++p) stream_copy(acc + p * slice_c, out0 + p * C, slice_c);
+      return;
+    }
+  }
+  for (int64_t p = 0; p < plane_size; ++p) {
+    const T* src = acc + p * slice_c;
+    scalar_t* dst = out0 + p * C;
+    for (int64_t c = 0; c < slice_c; ++c) dst[c] = static_cast<scalar_t>(src[c]);
+  }
+}
+
 // dst[i] = 0 for i < n, for a dst that is written once before few of its elements are read again (a sparse
 // gradient's planes): float and double from the first 32-byte aligned address on go out with non-temporal stores,
 // which write whole lines without first reading them, as a cached store does. 32 P3 maps' image gradient (498 MB,

@@ -339,33 +339,14 @@ void accumulate_image(const ImageGradCall<scalar_t, T>& call, int64_t n, int64_t
   }
 }
 
-// A channels-last accumulator [plane_size, slice_c] rounded into slice_c of a channels_last output's C channels.
-// Where the accumulator's type is the output's and every pixel's run is whole cache lines (float P2 gradients), the
-// runs are streamed (stream_copy): the gradient is written once, and a cached store would read each line first (on 2
-// cores, channels_last fwd+bwd P2 128 x 28x28 16.6 -> 14.3 ms, where the band was zeroed and accumulated in place).
-template <typename scalar_t, typename T>
-void store_channels_last(const T* acc, int64_t plane_size, int64_t slice_c, int64_t C, scalar_t* out0) {
-  if constexpr (std::is_same_v<T, scalar_t>) {
-    constexpr int64_t kLine = 64 / sizeof(scalar_t);
-    if (reinterpret_cast<uintptr_t>(out0) % 64 == 0 && C % kLine == 0 && slice_c % kLine == 0) {
-      for (int64_t p = 0; p < plane_size; ++p) stream_copy(acc + p * slice_c, out0 + p * C, slice_c);
-      return;
-    }
-  }
-  for (int64_t p = 0; p < plane_size; ++p) {
-    const T* src = acc + p * slice_c;
-    scalar_t* dst = out0 + p * C;
-    for (int64_t c = 0; c < slice_c; ++c) dst[c] = static_cast<scalar_t>(src[c]);
-  }
-}
-
-// The same accumulator rounded into slice_c planes of an NCHW output, plane j's run of plane_size values at
-// out0 + j * plane_stride, streamed (the output is written once and not read again by the call). float, where every
-// run is whole cache lines (28x28 crops, P2 gradient bands) and slice_c whole tiles: 8x8 tiles transposed in
-// registers go straight out as non-temporal stores, 8 planes at a time, each run in order; on 2 cores, P2 forward
-// 128 x 28x28 7.6 -> 6.7 ms, P2 512 x 14x14 fwd+bwd 22.5 -> 21.5 ms. Else (a run that shares a line with the next:
-// 14x14 crops) transposed in cache into `planes` [slice_c, plane_size], then streamed, one run when the planes are
-// contiguous: a line split between two non-temporal writes costs more than the transpose saves (14x14: 9 -> 16 ms).
+// store_channels_last's accumulator (cpu_common.h) rounded into slice_c planes of an NCHW output instead, plane j's
+// run of plane_size values at out0 + j * plane_stride, streamed (the output is written once and not read again by
+// the call). float, where every run is whole cache lines (28x28 crops, P2 gradient bands) and slice_c whole tiles:
+// 8x8 tiles transposed in registers go straight out as non-temporal stores, 8 planes at a time, each run in order;
+// on 2 cores, P2 forward 128 x 28x28 7.6 -> 6.7 ms, P2 512 x 14x14 fwd+bwd 22.5 -> 21.5 ms. Else (a run that
+// shares a line with the next: 14x14 crops) transposed in cache into `planes` [slice_c, plane_size], then streamed,
+// one run when the planes are contiguous: a line split between two non-temporal writes costs more than the
+// transpose saves (14x14: 9 -> 16 ms).
 template <typename scalar_t, typename T>
 void store_planes(const T* acc, int64_t plane_size, int64_t slice_c, int64_t plane_stride, scalar_t* planes,
                   scalar_t* out0) {

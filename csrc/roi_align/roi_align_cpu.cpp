@@ -315,10 +315,10 @@ constexpr int64_t kBandBytes = 512 << 10;
 // Channels-last input gradient: split over (level, image, channel slice, band of rows). Each task accumulates its
 // band's [rows, W, slice] in a zeroed per-thread scratch that stays in L2, walking its level's and image's boxes
 // that tap the band in increasing k and adding their taps on its rows in the reference's order (deterministic, no
-// two threads write the same element), then writes the band's channels once, float and double with non-temporal
-// stores (a slice of a pixel is whole cache lines when C and c0 are multiples of 16): the gradient is never zeroed
-// first and then read back for every add. Half types accumulate in float and are rounded once. Every element of
-// `grads` is written. g is the incoming gradient, channels last too ([K, PH, PW, C]); grads[l] is level l's.
+// two threads write the same element), then writes the band's channels once (store_channels_last: non-temporal
+// stores where each pixel's slice is whole cache lines): the gradient is never zeroed first and then read back for
+// every add. Half types accumulate in float and are rounded once. Every element of `grads` is written. g is the
+// incoming gradient, channels last too ([K, PH, PW, C]); grads[l] is level l's.
 template <typename scalar_t, typename T>
 void roi_input_grad_channels_last(const RoiTables<scalar_t, T>& tab, const Levels& lv, const scalar_t* g,
                                   int64_t N, int64_t C, int64_t PH, int64_t PW,
@@ -358,17 +358,10 @@ void roi_input_grad_channels_last(const RoiTables<scalar_t, T>& tab, const Level
           roi_input_grad_box_channels_last<false>(tab, box, gk, C, cs, PH, PW, r0, r1, scratch.data());
         }
       }
-      scalar_t* out0 = grads[level] + (n * lv.H[level] + r0) * W * C + c0;
-      for (int64_t p = 0; p < (r1 - r0) * W; ++p) {
-        if constexpr (std::is_same_v<scalar_t, T>) {
-          stream_copy(scratch.data() + p * cs, out0 + p * C, cs);
-        } else {
-          for (int64_t c = 0; c < cs; ++c) out0[p * C + c] = static_cast<scalar_t>(scratch[p * cs + c]);
-        }
-      }
+      store_channels_last(scratch.data(), (r1 - r0) * W, cs, C, grads[level] + (n * lv.H[level] + r0) * W * C + c0);
     }
 #ifdef __AVX2__
-    _mm_sfence();  // stream_copy's stores are visible before the task ends
+    _mm_sfence();  // store_channels_last's streamed stores are visible before the task ends
 #endif
   });
 }
