@@ -17,6 +17,7 @@ modules through ``of(op)``; an operator's module has what applies to it, and not
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 from types import ModuleType
@@ -24,8 +25,10 @@ from types import ModuleType
 from impls.ops import OPS
 
 
+@functools.cache
 def of(op: str) -> ModuleType | None:
-    """``op``'s module, or None where it has none (``multiscale_roi_align``: its facts are the pyramid's)."""
+    """``op``'s module, or None where it has none (``multiscale_roi_align``: its facts are the pyramid's). Looked up
+    once per op: the matrix asks for every case it builds."""
     name = f"{__name__}.{op}"
     return importlib.import_module(name) if importlib.util.find_spec(name) is not None else None
 
