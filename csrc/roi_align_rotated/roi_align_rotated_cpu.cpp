@@ -357,10 +357,14 @@ at::Tensor roi_align_rotated_backward_input_cpu(const at::Tensor& grad_, const a
                                   "roi_align_rotated_backward_input_cpu", [&] {
     using T = at::opmath_type<scalar_t>;
     const Boxes<scalar_t> boxes(rois.const_data_ptr<scalar_t>(), K, p);
-    // float/double accumulate straight into the result; half types into a float buffer rounded once.
-    at::Tensor acc = at::zeros({p.N, p.C, p.H, p.W}, grad.options().dtype(c10::CppTypeToScalarType<T>::value))
-                         .contiguous(layout);
-    if (K > 0 && p.C > 0 && p.H > 0 && p.W > 0) {
+    // float/double accumulate straight into the result; half types into a float buffer rounded once. With any tap
+    // to add, an NCHW task writes every plane of its slice whole (input_grad_kernel's interleaved buffer): the
+    // result needs no zeroing first; channels_last adds in place, into zeros made in that layout.
+    const bool taps = K > 0 && p.C > 0 && p.H > 0 && p.W > 0;
+    at::Tensor acc = at::empty({p.N, p.C, p.H, p.W},
+                               grad.options().dtype(c10::CppTypeToScalarType<T>::value).memory_format(layout));
+    if (!taps || layout == at::MemoryFormat::ChannelsLast) acc.zero_();
+    if (taps) {
       input_grad_kernel<scalar_t, T>(boxes, p, grad.const_data_ptr<scalar_t>(), Strides(layout, p.C, p.cells()),
                                      acc.mutable_data_ptr<T>(), Strides(layout, p.C, p.H * p.W));
     }

@@ -270,6 +270,25 @@ def test_cpp_float64_bit_exact(layout, sampling_ratio, clockwise, channels):
     assert got[1].is_contiguous(memory_format=LAYOUTS[layout])
 
 
+@pytest.mark.parametrize("layout", LAYOUTS, ids=list(LAYOUTS))
+def test_cpp_image_without_boxes_gets_zero_gradient(layout):
+    """An image that no box samples gets an exactly zero input gradient beside images that do. The NCHW result is
+    not zeroed beforehand (each task writes its channel slice of its image whole), so a task that skipped the image
+    would leave whatever the memory held: freed NaN-filled tensors of the result's size are offered to the allocator
+    first, and the result is compared with the reference bit for bit."""
+    x, rois, grad = _problem(C=20)
+    x = torch.cat([x[:1], x[1:] * 0, x[1:]])  # image 1 of 3: no box
+    rois[:, 0] = torch.where(rois[:, 0] == 1, 2.0, rois[:, 0])
+    grad = grad.contiguous(memory_format=LAYOUTS[layout])
+    N, C, H, W = x.shape
+    want = reference.backward_input(grad, rois, 0.7, 3, 4, N, C, H, W, 0, False)
+    for _ in range(3):
+        torch.full((N, C, H, W), math.nan, dtype=torch.float64).contiguous(memory_format=LAYOUTS[layout])
+        got = OPS.roi_align_rotated_backward_input(grad, rois, 0.7, 3, 4, N, C, H, W, 0, False)
+        assert torch.equal(got[1], torch.zeros_like(got[1])), "the image without boxes"
+        assert torch.equal(got, want), f"max difference {(got - want).abs().max().item()}"
+
+
 # (rtol, share of the largest reference value used as atol). Every dtype computes in float32 (the geometry in
 # float64, as the reference) and rounds once to the output dtype: float16 and bfloat16 are then off by at most half
 # an ulp of the result, 2**-11 and 2**-8 relative, and rtol is one ulp. float32 sums up to a few hundred products
