@@ -386,7 +386,7 @@ inline int64_t image_grad_chunk(int64_t N, int64_t C) {
 // Bytes of one image-gradient task's accumulator band: it stays in L2 (1-2 MB per core on current x86) while the
 // task's boxes add into it, where a whole map's channel slice (P2: 200 x 304 x 128 x 4 B = 31 MB) would not even fit
 // in L3 and every corner's add would miss.
-constexpr int64_t kBandBytes = int64_t{1} << 20;
+constexpr int64_t kCropGradBandBytes = int64_t{1} << 20;
 
 // Image gradient into gi [N, C, H, W], channels_last or NCHW (`planes`), split over (image, band of rows, channel
 // slice): each task zeroes and accumulates its rows and channels of its image, walking the boxes that reach its rows
@@ -401,7 +401,7 @@ void crop_image_grad_banded(const ImageGradCall<scalar_t, T>& call, int64_t N, i
   const int64_t H = plane_size / W;  // W > 0: an empty map returns before any kernel
   const int64_t chunk = image_grad_chunk(N, C);
   const int64_t chunks = (C + chunk - 1) / chunk;
-  const int64_t band = std::clamp<int64_t>(kBandBytes / (W * std::min(chunk, C) * int64_t{sizeof(T)}), 1, H);
+  const int64_t band = std::clamp<int64_t>(kCropGradBandBytes / (W * std::min(chunk, C) * int64_t{sizeof(T)}), 1, H);
   const int64_t bands = (H + band - 1) / band;
   const int64_t work = K / std::max<int64_t>(N, 1) * cells * chunk / bands;
   at::parallel_for(0, N * bands * chunks, grain_for(work), [&](int64_t begin, int64_t end) {

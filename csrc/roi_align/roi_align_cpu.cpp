@@ -310,7 +310,7 @@ std::array<int64_t, 2> tapped_rows(const RoiTables<scalar_t, T>& tab, const RoiB
 }
 
 // Bytes of a band's channels-last accumulator: it stays in L2 while the band's taps add into it.
-constexpr int64_t kBandBytes = 512 << 10;
+constexpr int64_t kRoiGradBandBytes = 512 << 10;
 
 // Channels-last input gradient: split over (level, image, channel slice, band of rows). Each task accumulates its
 // band's [rows, W, slice] in a zeroed per-thread scratch that stays in L2, walking its level's and image's boxes
@@ -333,7 +333,7 @@ void roi_input_grad_channels_last(const RoiTables<scalar_t, T>& tab, const Level
   std::vector<int64_t> band_rows(L), bands(L), first_task(L + 1, 0);
   for (int64_t l = 0; l < L; ++l) {
     const int64_t row_bytes = lv.W[l] * slice * static_cast<int64_t>(sizeof(T));
-    band_rows[l] = std::max<int64_t>(1, kBandBytes / std::max<int64_t>(1, row_bytes));
+    band_rows[l] = std::max<int64_t>(1, kRoiGradBandBytes / std::max<int64_t>(1, row_bytes));
     bands[l] = (lv.H[l] + band_rows[l] - 1) / band_rows[l];
     first_task[l + 1] = first_task[l] + N * slices * bands[l];
   }
