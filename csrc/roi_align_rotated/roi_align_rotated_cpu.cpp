@@ -327,7 +327,6 @@ at::Tensor roi_align_rotated_forward_cpu(const at::Tensor& input_, const at::Ten
                   pooled_width,  sampling_ratio, spatial_scale, clockwise};
   const int64_t K = rois.size(0);
   at::Tensor out = at::empty({K, p.C, p.PH, p.PW}, input.options().memory_format(layout));
-  if (out.numel() > 0) advise_huge_pages(out);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "roi_align_rotated_forward_cpu",
                                   [&] {
     using T = at::opmath_type<scalar_t>;
@@ -364,7 +363,6 @@ at::Tensor roi_align_rotated_backward_input_cpu(const at::Tensor& grad_, const a
     const bool taps = K > 0 && p.C > 0 && p.H > 0 && p.W > 0;
     at::Tensor acc = at::empty({p.N, p.C, p.H, p.W},
                                grad.options().dtype(c10::CppTypeToScalarType<T>::value).memory_format(layout));
-    advise_huge_pages(acc);  // before any write: the first touch then faults 2 MB pages
     if (!taps || layout == at::MemoryFormat::ChannelsLast) acc.zero_();
     if (taps) {
       input_grad_kernel<scalar_t, T>(boxes, p, grad.const_data_ptr<scalar_t>(), Strides(layout, p.C, p.cells()),
