@@ -178,7 +178,11 @@ inline void load_transposed_tile(const float* src, int64_t stride, __m256* t) {
 // dst[c * rows + r] = src[r * src_stride + c], rounded to D: the transpose of a rows x cols matrix whose rows are
 // src_stride apart (cols when 0). For float, 8x8 tiles go through AVX2 registers (8 loads, 24 shuffles, 8 stores
 // per 64 values) instead of 64 scalar strided stores, the columns right of the whole tiles included (P2, 512 NCHW
-// 14x14 crops, fwd+bwd: 20.8 -> 19.6 ms on 2 cores); the values are the same either way.
+// 14x14 crops, fwd+bwd: 20.8 -> 19.6 ms on 2 cores); the values are the same either way. Short rows (at most
+// kShortRows: 16 planes copied interleaved) take the tiles column by column, so that each line of dst is written
+// whole at once; row by row, each pass over a plane-sized dst would write half of every line and the next pass
+// read it back to write the other half.
+constexpr int64_t kShortRows = 64;
 template <typename S, typename D>
 void transpose_matrix(const S* src, int64_t rows, int64_t cols, D* dst, int64_t src_stride = 0) {
   if (src_stride == 0) src_stride = cols;
@@ -187,11 +191,18 @@ void transpose_matrix(const S* src, int64_t rows, int64_t cols, D* dst, int64_t 
   if constexpr (std::is_same_v<S, float> && std::is_same_v<D, float>) {
     r_tiled = rows / 8 * 8;
     c_tiled = cols / 8 * 8;
-    for (int64_t r0 = 0; r0 < r_tiled; r0 += 8) {
+    auto tile = [&](int64_t r0, int64_t c0) {
+      __m256 t[8];
+      load_transposed_tile(src + r0 * src_stride + c0, src_stride, t);
+      for (int i = 0; i < 8; ++i) _mm256_storeu_ps(dst + (c0 + i) * rows + r0, t[i]);
+    };
+    if (rows <= kShortRows) {
       for (int64_t c0 = 0; c0 < c_tiled; c0 += 8) {
-        __m256 t[8];
-        load_transposed_tile(src + r0 * src_stride + c0, src_stride, t);
-        for (int i = 0; i < 8; ++i) _mm256_storeu_ps(dst + (c0 + i) * rows + r0, t[i]);
+        for (int64_t r0 = 0; r0 < r_tiled; r0 += 8) tile(r0, c0);
+      }
+    } else {
+      for (int64_t r0 = 0; r0 < r_tiled; r0 += 8) {
+        for (int64_t c0 = 0; c0 < c_tiled; c0 += 8) tile(r0, c0);
       }
     }
     // The last columns of the tiled rows, fewer than 8 (a 14-wide crop row: 6 of 14), as one more tile per 8 rows

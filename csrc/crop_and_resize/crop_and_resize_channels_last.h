@@ -106,14 +106,21 @@ void prefetch_next_rows(const CropAxis<T>& y, const CropAxis<T>& next, const Cro
   }
 }
 
+// crop_forward_box's default `before_row`: nothing.
+struct NoRowHook {
+  void operator()(int64_t) const {}
+};
+
 // One crop, channels [c0, c0 + slice_c), channels last: cell (py, px) into dst + (py * crop_width + px) * step,
 // slice_c contiguous values (dst = &out[k][c0][0][0], step = C). `stream`: the call's own tensors, read and written
 // in memory (the channels_last forward), not a copy in cache: the output is streamed (vertical_lerp) and the next
-// crop row's image rows are prefetched (prefetch_next_rows).
-template <typename scalar_t, typename T>
+// crop row's image rows are prefetched (prefetch_next_rows). before_row(py) runs before crop row py is computed:
+// the NCHW forward streams part py of the previous crop's planes there (crop_forward_blocks).
+template <typename scalar_t, typename T, typename Hook = NoRowHook>
 void crop_forward_box(const CropAxis<T>* yk, const CropAxis<T>* xk, int64_t crop_height, int64_t crop_width,
                       bool nearest, scalar_t ext, const scalar_t* im, int64_t W, int64_t stride, int64_t slice_c,
-                      LerpRowCache<T>& cache, scalar_t* dst, int64_t step, bool stream) {
+                      LerpRowCache<T>& cache, scalar_t* dst, int64_t step, bool stream,
+                      const Hook& before_row = Hook{}) {
   cache.tag[0] = cache.tag[1] = -1;  // the cached rows belong to another box's columns
   auto fill = [&](int64_t r, T* h) { lerp_image_row(xk, crop_width, im + r * W * stride, stride, slice_c, h); };
   // A crop row whose cells are contiguous in dst and all inside the map is one vertical lerp over the cached rows
@@ -122,6 +129,7 @@ void crop_forward_box(const CropAxis<T>* yk, const CropAxis<T>* xk, int64_t crop
     return x.valid;
   });
   for (int64_t py = 0; py < crop_height; ++py) {
+    before_row(py);
     const CropAxis<T>& y = yk[py];
     scalar_t* row = dst + py * crop_width * step;
     if (!y.valid) {
@@ -343,7 +351,8 @@ void accumulate_image(const ImageGradCall<scalar_t, T>& call, int64_t n, int64_t
 // run of plane_size values at out0 + j * plane_stride, streamed (the output is written once and not read again by
 // the call). float, where every run is whole cache lines (28x28 crops, P2 gradient bands) and slice_c whole tiles:
 // 8x8 tiles transposed in registers go straight out as non-temporal stores, 8 planes at a time, each run in order;
-// on 2 cores, P2 forward 128 x 28x28 7.6 -> 6.7 ms, P2 512 x 14x14 fwd+bwd 22.5 -> 21.5 ms. Else (a run that
+// on 2 Zen 4 cores, P2 forward 128 x 28x28 7.6 -> 6.7 ms (that forward now streams by parts, store_planes_part),
+// P2 512 x 14x14 fwd+bwd 22.5 -> 21.5 ms. Else (a run that
 // shares a line with the next: 14x14 crops) transposed in cache into `planes` [slice_c, plane_size], then streamed,
 // one run when the planes are contiguous: a line split between two non-temporal writes costs more than the
 // transpose saves (14x14: 9 -> 16 ms).
@@ -372,6 +381,25 @@ void store_planes(const T* acc, int64_t plane_size, int64_t slice_c, int64_t pla
     return;
   }
   for (int64_t j = 0; j < slice_c; ++j) stream_copy(planes + j * plane_size, out0 + j * plane_stride, plane_size);
+}
+
+// Part `part` of `parts` of store_planes for planes that are one contiguous run (plane_stride = plane_size): part 0
+// transposes the accumulator whole into `planes` in cache, then each part streams its share of the run, split at
+// cache lines of out0 (stream_copy), so the run goes out in order, line after line. The NCHW forward streams a
+// crop's planes this way between the next crop's rows (crop_forward_blocks); there the in-cache transpose beat
+// store_planes' tiles streamed from registers (P2 forward 128 x 28x28 on 2 Xeon cores: 11.3-12.4 -> 9.9-10.3 ms).
+template <typename scalar_t, typename T>
+void store_planes_part(const T* acc, int64_t plane_size, int64_t slice_c, scalar_t* planes, scalar_t* out0,
+                       int64_t part, int64_t parts) {
+  if (part == 0) transpose_matrix(acc, plane_size, slice_c, planes);
+  const int64_t n = slice_c * plane_size;
+  auto line_start = [&](int64_t i) -> int64_t {  // the start of the line of out0 + i (0 and n themselves)
+    if (i == 0 || i == n) return i;
+    return i - static_cast<int64_t>(reinterpret_cast<uintptr_t>(out0 + i) % 64 / sizeof(scalar_t));
+  };
+  const int64_t begin = std::max<int64_t>(0, line_start(part * n / parts));
+  const int64_t end = std::max<int64_t>(0, line_start((part + 1) * n / parts));
+  stream_copy(planes + begin, out0 + begin, end - begin);
 }
 
 // Channels per task of the image gradient: at most kChunk, narrower when there would be fewer tasks than threads
