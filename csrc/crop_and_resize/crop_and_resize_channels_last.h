@@ -349,34 +349,17 @@ void accumulate_image(const ImageGradCall<scalar_t, T>& call, int64_t n, int64_t
 
 // store_channels_last's accumulator (cpu_common.h) rounded into slice_c planes of an NCHW output instead, plane j's
 // run of plane_size values at out0 + j * plane_stride, streamed (the output is written once and not read again by
-// the call). float, where every run is whole cache lines (28x28 crops, P2 gradient bands) and slice_c whole tiles:
-// 8x8 tiles transposed in registers go straight out as non-temporal stores, 8 planes at a time, each run in order;
-// on 2 Zen 4 cores, P2 forward 128 x 28x28 7.6 -> 6.7 ms (that forward now streams by parts, store_planes_part),
-// P2 512 x 14x14 fwd+bwd 22.5 -> 21.5 ms. Else (a run that
-// shares a line with the next: 14x14 crops) transposed in cache into `planes` [slice_c, plane_size], then streamed,
-// one run when the planes are contiguous: a line split between two non-temporal writes costs more than the
-// transpose saves (14x14: 9 -> 16 ms).
+// the call): transposed in cache into `planes` [slice_c, plane_size], then each run streamed in order, line after
+// line (one run when the planes are contiguous, lines shared by two planes included). Streaming 8x8 tiles straight
+// from registers instead (8 runs written a half line at a time) measured faster on 2 Zen 4 cores (P2 512 x 14x14
+// fwd+bwd 22.5 -> 21.5 ms) but slower on 2 Xeon (Emerald Rapids) cores, by more: P2 fwd+bwd, the image gradient's
+// bands, alternated in one process under mimalloc, 128 x 28x28 44.0 / 54.9 -> 34.0 / 40.9 ms, 512 x 14x14
+// 48.6 / 47.2 -> 38.4 / 37.0 ms (two processes).
 template <typename scalar_t, typename T>
 void store_planes(const T* acc, int64_t plane_size, int64_t slice_c, int64_t plane_stride, scalar_t* planes,
                   scalar_t* out0) {
-#ifdef __AVX2__
-  if constexpr (std::is_same_v<T, float> && std::is_same_v<scalar_t, float>) {
-    constexpr int64_t kLine = 64 / sizeof(float);
-    if (reinterpret_cast<uintptr_t>(out0) % 64 == 0 && plane_stride % kLine == 0 && plane_size % kLine == 0 &&
-        slice_c % 8 == 0) {
-      for (int64_t c0 = 0; c0 < slice_c; c0 += 8) {
-        for (int64_t r0 = 0; r0 < plane_size; r0 += 8) {
-          __m256 t[8];
-          load_transposed_tile(acc + r0 * slice_c + c0, slice_c, t);
-          for (int i = 0; i < 8; ++i) _mm256_stream_ps(out0 + (c0 + i) * plane_stride + r0, t[i]);
-        }
-      }
-      return;
-    }
-  }
-#endif
   transpose_matrix(acc, plane_size, slice_c, planes);
-  if (plane_stride == plane_size) {  // the planes are one run: streamed whole, lines shared by two planes included
+  if (plane_stride == plane_size) {
     stream_copy(planes, out0, slice_c * plane_size);
     return;
   }
@@ -386,8 +369,8 @@ void store_planes(const T* acc, int64_t plane_size, int64_t slice_c, int64_t pla
 // Part `part` of `parts` of store_planes for planes that are one contiguous run (plane_stride = plane_size): part 0
 // transposes the accumulator whole into `planes` in cache, then each part streams its share of the run, split at
 // cache lines of out0 (stream_copy), so the run goes out in order, line after line. The NCHW forward streams a
-// crop's planes this way between the next crop's rows (crop_forward_blocks); there the in-cache transpose beat
-// store_planes' tiles streamed from registers (P2 forward 128 x 28x28 on 2 Xeon cores: 11.3-12.4 -> 9.9-10.3 ms).
+// crop's planes this way between the next crop's rows (crop_forward_blocks); there too the in-cache transpose beat
+// tiles streamed from registers (P2 forward 128 x 28x28 on 2 Xeon cores: 11.3-12.4 -> 9.9-10.3 ms).
 template <typename scalar_t, typename T>
 void store_planes_part(const T* acc, int64_t plane_size, int64_t slice_c, scalar_t* planes, scalar_t* out0,
                        int64_t part, int64_t parts) {

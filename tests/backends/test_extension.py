@@ -391,10 +391,9 @@ def test_kernels_reject_wrong_shapes_naming_the_argument():
 # each box's window ("windows"); C < 8 reads the planes in place ("sparse"). roi_align interleaves its copied channel
 # blocks alike. The shared matrix runs C = 3 and tiny calls, which take only the sparse path: these run every path,
 # the blocked ones on 19 channels (two full blocks and three single channels, the tail of every blocked loop).
-# "dense_lines": every crop plane and every gradient band row of 16 columns is whole 64-byte lines, so float32
-# planes go out as transposed tiles straight from registers (store_planes), where 4x5 crops of a 9-column map take
-# the transpose in cache. "dense_32": 32 channels, so a channels_last gradient's pixel runs are whole lines too, and
-# its band streams out (store_channels_last).
+# "dense_lines": every crop plane and every gradient band row of 16 columns is whole 64-byte lines, so the planes
+# stream out in whole lines, where 4x5 crops of a 9-column map share lines between planes. "dense_32": 32 channels,
+# so a channels_last gradient's pixel runs are whole lines too, and its band streams out (store_channels_last).
 PATHS = {  # path: (channels, boxes, crop size, map width)
     "dense": (19, 12, (4, 5), 9),   # 12 x 4x5 crops x 4 taps = 960 taps >= 2 x 7x9 = 126 pixels
     "dense_lines": (19, 12, (4, 4), 16),  # 12 x 4x4 x 4 = 768 >= 2 x 7x16 = 224
