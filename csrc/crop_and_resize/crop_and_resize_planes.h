@@ -225,7 +225,7 @@ void crop_forward_blocks(const CropTables<scalar_t, T>& tab, const std::vector<i
       store_pending(0, 1);
     }
 #ifdef __AVX2__
-    _mm_sfence();  // store_planes' streamed stores are visible before the task ends
+    _mm_sfence();  // store_planes_part's streamed stores are visible before the task ends
 #endif
   });
 }
