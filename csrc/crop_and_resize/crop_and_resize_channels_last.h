@@ -130,12 +130,13 @@ struct NoRowHook {
 // in memory (the channels_last forward), not a copy in cache: the output is streamed (vertical_lerp) and, where that
 // pays (next_rows_prefetch_pays), the next crop row's image rows are prefetched (prefetch_next_rows). before_row(py)
 // runs before crop row py is computed: the NCHW forward streams part py of the previous crop's planes there
-// (crop_forward_blocks).
-template <typename scalar_t, typename T, typename Hook = NoRowHook>
+// (crop_forward_blocks). kC > 0: stride, slice_c and step are all kC, known when compiled (crop_interleaved).
+template <int64_t kC = 0, typename scalar_t, typename T, typename Hook = NoRowHook>
 void crop_forward_box(const CropAxis<T>* yk, const CropAxis<T>* xk, int64_t crop_height, int64_t crop_width,
                       bool nearest, scalar_t ext, const scalar_t* im, int64_t W, int64_t stride, int64_t slice_c,
                       LerpRowCache<T>& cache, scalar_t* dst, int64_t step, bool stream,
                       const Hook& before_row = Hook{}) {
+  if constexpr (kC > 0) stride = slice_c = step = kC;
   cache.tag[0] = cache.tag[1] = -1;  // the cached rows belong to another box's columns
   auto fill = [&](int64_t r, T* h) { lerp_image_row(xk, crop_width, im + r * W * stride, stride, slice_c, h); };
   const bool prefetch_rows = stream && next_rows_prefetch_pays();
@@ -162,7 +163,9 @@ void crop_forward_box(const CropAxis<T>* yk, const CropAxis<T>* xk, int64_t crop
         }
       }
     } else {
-      if (prefetch_rows && py + 1 < crop_height) prefetch_next_rows(y, yk[py + 1], xk, crop_width, im, W, stride, slice_c);
+      if (prefetch_rows && py + 1 < crop_height) {
+        prefetch_next_rows(y, yk[py + 1], xk, crop_width, im, W, stride, slice_c);
+      }
       const int st = cache.get(y.lo, -1, fill);
       const int sb = cache.get(y.hi, st, fill);
       const T* top = cache.rows[st].data();
