@@ -175,18 +175,21 @@ inline void load_transposed_tile(const float* src, int64_t stride, __m256* t) {
 }
 #endif
 
-// dst[c * rows + r] = src[r * src_stride + c], rounded to D: the transpose of a rows x cols matrix whose rows are
-// src_stride apart (cols when 0). For float, 8x8 tiles go through AVX2 registers (8 loads, 24 shuffles, 8 stores
-// per 64 values) instead of 64 scalar strided stores, the columns right of the whole tiles included (P2, 512 NCHW
-// 14x14 crops, fwd+bwd: 20.8 -> 19.6 ms on 2 cores); the values are the same either way. Short rows (at most
+// dst[c * dst_stride + r] = src[r * src_stride + c], rounded to D: the transpose of a rows x cols matrix whose rows
+// are src_stride apart (cols when 0), into rows dst_stride apart (rows when 0). For float, 8x8 tiles go through AVX2
+// registers (8 loads, 24 shuffles, 8 stores per 64 values) instead of 64 scalar strided stores, the columns right of
+// the whole tiles included (P2, 512 NCHW 14x14 crops, fwd+bwd: 20.8 -> 19.6 ms on 2 cores); the values are the same
+// either way. Short rows (at most
 // kShortRows: crop_and_resize's 16 planes copied interleaved) take the tiles column by column, so that each line of
 // dst is written whole at once; row by row, each pass over a plane-sized dst would write half of every line and the
 // next pass read it back to write the other half. Longer rows keep the row order, which reads 8 source rows at a
 // time: the rotated operator's 64-channel windows read 64 at a time column by column and were slower for it.
 constexpr int64_t kShortRows = 16;
 template <typename S, typename D>
-void transpose_matrix(const S* src, int64_t rows, int64_t cols, D* dst, int64_t src_stride = 0) {
+void transpose_matrix(const S* src, int64_t rows, int64_t cols, D* dst, int64_t src_stride = 0,
+                      int64_t dst_stride = 0) {
   if (src_stride == 0) src_stride = cols;
+  if (dst_stride == 0) dst_stride = rows;
   int64_t r_tiled = 0, c_tiled = 0;  // rows and columns covered by the tiles
 #ifdef __AVX2__
   if constexpr (std::is_same_v<S, float> && std::is_same_v<D, float>) {
@@ -195,7 +198,7 @@ void transpose_matrix(const S* src, int64_t rows, int64_t cols, D* dst, int64_t 
     auto tile = [&](int64_t r0, int64_t c0) {
       __m256 t[8];
       load_transposed_tile(src + r0 * src_stride + c0, src_stride, t);
-      for (int i = 0; i < 8; ++i) _mm256_storeu_ps(dst + (c0 + i) * rows + r0, t[i]);
+      for (int i = 0; i < 8; ++i) _mm256_storeu_ps(dst + (c0 + i) * dst_stride + r0, t[i]);
     };
     if (rows <= kShortRows) {
       for (int64_t c0 = 0; c0 < c_tiled; c0 += 8) {
@@ -216,7 +219,7 @@ void transpose_matrix(const S* src, int64_t rows, int64_t cols, D* dst, int64_t 
         __m256 t[8];
         for (int i = 0; i < 8; ++i) t[i] = _mm256_maskload_ps(src + (r0 + i) * src_stride + c_tiled, mask);
         transpose8x8(t);
-        for (int64_t i = 0; i < rest; ++i) _mm256_storeu_ps(dst + (c_tiled + i) * rows + r0, t[i]);
+        for (int64_t i = 0; i < rest; ++i) _mm256_storeu_ps(dst + (c_tiled + i) * dst_stride + r0, t[i]);
       }
       c_tiled = cols;
     }
@@ -225,11 +228,11 @@ void transpose_matrix(const S* src, int64_t rows, int64_t cols, D* dst, int64_t 
   // What the tiles left: the columns right of them in the tiled rows, then the rows below them.
   if (c_tiled < cols) {
     for (int64_t r = 0; r < r_tiled; ++r) {
-      for (int64_t c = c_tiled; c < cols; ++c) dst[c * rows + r] = static_cast<D>(src[r * src_stride + c]);
+      for (int64_t c = c_tiled; c < cols; ++c) dst[c * dst_stride + r] = static_cast<D>(src[r * src_stride + c]);
     }
   }
   for (int64_t r = r_tiled; r < rows; ++r) {
-    for (int64_t c = 0; c < cols; ++c) dst[c * rows + r] = static_cast<D>(src[r * src_stride + c]);
+    for (int64_t c = 0; c < cols; ++c) dst[c * dst_stride + r] = static_cast<D>(src[r * src_stride + c]);
   }
 }
 

@@ -20,7 +20,8 @@
 //   (crop_and_resize_channels_last.h) with planes = true. Per (image, band of rows, channel slice), the taps add
 //   channels-last into a scratch band that stays in L2 (each tap's channels one contiguous run, where planes take
 //   one scattered read-modify-write per channel), which is then transposed into the band's rows of each plane and
-//   streamed out. P2, 512 boxes of 14x14: 37 -> 25 ms on 2 cores.
+//   streamed out; only the pixels the boxes read are zeroed and transposed there, the others' planes zeroed in cache
+//   (ReadRuns, crop_and_resize_tables.h). P2, 512 boxes of 14x14: 37 -> 25 ms on 2 cores.
 // - Image gradient, sparse (fewer taps, or C < 8: one box per P3 map, RGB): per (image, block of kChannelBlock
 //   planes), the image's boxes in increasing k add their taps into the gradient's own planes (float/double) or a
 //   float scratch of the block's planes (half types, rounded once). The block's kChannelBlock planes give
@@ -172,49 +173,6 @@ struct TouchedRows {
   }
 };
 
-// The pixels each image's boxes read, as runs of its rows: runs[run_start[n] .. run_start[n + 1]) for image n, each
-// {row, first column, end column}, from the boxes' windows (axis_span of each side). The block path interleaves
-// only these: a copy of whole planes also copies what no box reads (P2, 128 boxes of 28x28: 35% of the map's pixels
-// are read). Built from per-row counts of the windows opening and closing at each column, so its cost grows with the
-// boxes' rows and the maps' pixels (fewer than 4 x the taps where the block path runs), not with the windows' areas.
-struct ReadRuns {
-  std::vector<std::array<int64_t, 3>> runs;
-  std::vector<int64_t> run_start;
-
-  template <typename scalar_t, typename T>
-  ReadRuns(const CropTables<scalar_t, T>& tab, const std::vector<int64_t>& order, const std::vector<int64_t>& start,
-           int64_t N, int64_t H, int64_t W, int64_t crop_height, int64_t crop_width, bool nearest)
-      : run_start(N + 1, 0) {
-    std::vector<int32_t> opened(H * (W + 1));  // row r: windows opening at column x, minus those ending there
-    for (int64_t n = 0; n < N; ++n) {
-      std::fill(opened.begin(), opened.end(), 0);
-      for (int64_t j = start[n]; j < start[n + 1]; ++j) {
-        const int64_t k = order[j];
-        const auto [y0, y1] = axis_span(tab.ys.data() + k * crop_height, crop_height, nearest);
-        const auto [x0, x1] = axis_span(tab.xs.data() + k * crop_width, crop_width, nearest);
-        if (x0 == x1) continue;
-        for (int64_t r = y0; r < y1; ++r) {
-          ++opened[r * (W + 1) + x0];
-          --opened[r * (W + 1) + x1];
-        }
-      }
-      for (int64_t r = 0; r < H; ++r) {
-        int32_t depth = 0;
-        int64_t first = -1;
-        for (int64_t x = 0; x <= W; ++x) {
-          depth += opened[r * (W + 1) + x];
-          if (depth > 0 && first < 0) first = x;
-          if (depth == 0 && first >= 0) {
-            runs.push_back({r, first, x});
-            first = -1;
-          }
-        }
-      }
-      run_start[n + 1] = static_cast<int64_t>(runs.size());
-    }
-  }
-};
-
 // One crop of cb interleaved planes (cell (py, px)'s cb values at crop + (py * crop_width + px) * cb) from `block`,
 // a copy in cache of the planes, interleaved, W pixels a row: crop_forward_box with 16 planes, the block and window
 // paths' full blocks, compiled for that count, so each tap's loops are one run of 16 values with no remainder to
@@ -271,7 +229,8 @@ void crop_forward_blocks(const CropTables<scalar_t, T>& tab, const std::vector<i
       const int64_t c0 = item % blocks * G;
       const int64_t cb = std::min(G, C - c0);
       const scalar_t* planes_in = image + (n * C + c0) * plane_size;
-      for (int64_t i = read.run_start[n]; i < read.run_start[n + 1]; ++i) {  // the pixels the boxes read, interleaved
+      const auto [first, end] = read.of_rows(n, 0, H);
+      for (int64_t i = first; i < end; ++i) {  // the pixels the boxes read, interleaved
         const auto [r, x0, x1] = read.runs[i];
         transpose_matrix(planes_in + r * W + x0, cb, x1 - x0, block.data() + (r * W + x0) * cb, plane_size);
       }
