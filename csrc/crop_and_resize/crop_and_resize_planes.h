@@ -229,8 +229,8 @@ void crop_forward_blocks(const CropTables<scalar_t, T>& tab, const std::vector<i
       const int64_t c0 = item % blocks * G;
       const int64_t cb = std::min(G, C - c0);
       const scalar_t* planes_in = image + (n * C + c0) * plane_size;
-      const auto [first, end] = read.of_rows(n, 0, H);
-      for (int64_t i = first; i < end; ++i) {  // the pixels the boxes read, interleaved
+      const auto [first, last] = read.of_rows(n, 0, H);
+      for (int64_t i = first; i < last; ++i) {  // the pixels the boxes read, interleaved
         const auto [r, x0, x1] = read.runs[i];
         transpose_matrix(planes_in + r * W + x0, cb, x1 - x0, block.data() + (r * W + x0) * cb, plane_size);
       }
