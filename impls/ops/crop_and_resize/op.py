@@ -7,6 +7,7 @@ import torch
 from ...core import autocast as _autocast
 from ...core import dispatch
 from ...core import registry as _registry
+from ...core.function_call import apply_function
 from .arguments import arguments
 from .spec import Function
 
@@ -52,6 +53,6 @@ def crop_and_resize(
         image, boxes, box_index, crop_size, method, extrapolation_value
     )
     kernels = dispatch.kernels(backend, "crop_and_resize", image, boxes)
-    return Function.apply(
-        image, boxes, box_index, crop_height, crop_width, method, extrapolation_value, kernels
+    return apply_function(
+        Function, image, boxes, box_index, crop_height, crop_width, method, extrapolation_value, kernels
     )

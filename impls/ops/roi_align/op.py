@@ -7,6 +7,7 @@ import torch
 from ...core import autocast as _autocast
 from ...core import dispatch
 from ...core import registry as _registry
+from ...core.function_call import apply_function
 from .arguments import arguments
 from .spec import Function
 
@@ -56,6 +57,6 @@ def roi_align(
         input, boxes, output_size, spatial_scale, sampling_ratio, aligned
     )
     kernels = dispatch.kernels(backend, "roi_align", input, rois)
-    return Function.apply(
-        input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned, kernels
+    return apply_function(
+        Function, input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned, kernels
     )

@@ -7,6 +7,7 @@ import torch
 from ...core import autocast as _autocast
 from ...core import dispatch
 from ...core import registry as _registry
+from ...core.function_call import apply_function
 from .arguments import arguments
 from .spec import Function
 
@@ -54,4 +55,6 @@ def roi_align_rotated(
         input, rois, output_size, spatial_scale, sampling_ratio, clockwise
     )
     kernels = dispatch.kernels(backend, "roi_align_rotated", input, rois)
-    return Function.apply(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, clockwise, kernels)
+    return apply_function(
+        Function, input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, clockwise, kernels
+    )
