@@ -179,11 +179,11 @@ inline void load_transposed_tile(const float* src, int64_t stride, __m256* t) {
 // are src_stride apart (cols when 0), into rows dst_stride apart (rows when 0). For float, 8x8 tiles go through AVX2
 // registers (8 loads, 24 shuffles, 8 stores per 64 values) instead of 64 scalar strided stores, the columns right of
 // the whole tiles included (P2, 512 NCHW 14x14 crops, fwd+bwd: 20.8 -> 19.6 ms on 2 cores); the values are the same
-// either way. Short rows (at most
-// kShortRows: crop_and_resize's 16 planes copied interleaved) take the tiles column by column, so that each line of
-// dst is written whole at once; row by row, each pass over a plane-sized dst would write half of every line and the
-// next pass read it back to write the other half. Longer rows keep the row order, which reads 8 source rows at a
-// time: the rotated operator's 64-channel windows read 64 at a time column by column and were slower for it.
+// either way. Short rows (at most kShortRows: crop_and_resize's 16 planes copied interleaved) take the tiles column
+// by column, so that each line of dst is written whole at once; row by row, each pass over a plane-sized dst would
+// write half of every line and the next pass read it back to write the other half. Longer rows keep the row order,
+// which reads 8 source rows at a time: the rotated operator's 64-channel windows read 64 at a time column by column
+// and were slower for it.
 constexpr int64_t kShortRows = 16;
 template <typename S, typename D>
 void transpose_matrix(const S* src, int64_t rows, int64_t cols, D* dst, int64_t src_stride = 0,

@@ -393,13 +393,13 @@ void store_planes(const T* acc, int64_t plane_size, int64_t slice_c, int64_t pla
 }
 
 // store_planes for a band of `pixels` pixels (rows from r0, W a row) whose accumulator holds values only in the runs
-// the boxes read (read.runs[first .. end)), every other pixel's gradient being 0: those runs are transposed into
+// the boxes read (read.runs[first .. last)), every other pixel's gradient being 0: those runs are transposed into
 // `planes`, the rest of it zeroed, and the planes streamed alike. P2, 128 boxes of 28x28 read 35% of the map's pixels.
 template <typename scalar_t, typename T>
-void store_read_planes(const T* acc, const ReadRuns& read, int64_t first, int64_t end, int64_t r0, int64_t W,
+void store_read_planes(const T* acc, const ReadRuns& read, int64_t first, int64_t last, int64_t r0, int64_t W,
                        int64_t pixels, int64_t slice_c, int64_t plane_stride, scalar_t* planes, scalar_t* out0) {
   std::fill(planes, planes + slice_c * pixels, scalar_t(0));
-  for (int64_t i = first; i < end; ++i) {
+  for (int64_t i = first; i < last; ++i) {
     const auto [r, x0, x1] = read.runs[i];
     const int64_t p0 = (r - r0) * W + x0;
     transpose_matrix(acc + p0 * slice_c, x1 - x0, slice_c, planes + p0, 0, pixels);
@@ -489,7 +489,7 @@ void crop_image_grad_banded(const ImageGradCall<scalar_t, T>& call, int64_t N, i
                         out0);
     }
 #ifdef __AVX2__
-    _mm_sfence();  // store_planes' streamed stores are visible before the task ends
+    _mm_sfence();  // store_read_planes' and store_channels_last's streamed stores are visible before the task ends
 #endif
   });
 }

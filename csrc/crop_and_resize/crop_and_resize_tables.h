@@ -118,7 +118,7 @@ struct ReadRuns {
     }
   }
 
-  // The runs of image n's rows [r0, r1): runs[first .. end).
+  // The runs of image n's rows [r0, r1): runs[first .. last).
   std::array<int64_t, 2> of_rows(int64_t n, int64_t r0, int64_t r1) const {
     return {row_start[n * H + r0], row_start[n * H + r1]};
   }
