@@ -45,7 +45,15 @@ def like(name: str, t: torch.Tensor, ref_name: str, ref: torch.Tensor) -> None:
 
 def stats(*values: torch.Tensor) -> torch.Tensor:
     """Scalar tensors (reductions on the tensors' device) as one float64 tensor, still on that device."""
-    return torch.stack([v.to(torch.float64) for v in values])
+    return torch.stack([v if v.dtype == torch.float64 else v.to(torch.float64) for v in values])
+
+
+def nan_unless_finite(t: torch.Tensor) -> torch.Tensor:
+    """A float64 scalar on ``t``'s device: 0 when every value of ``t`` is finite, NaN when one is NaN or infinite
+    (``0 * inf`` is NaN, and a NaN term makes the sum NaN; no sum of zeros overflows). Two operators where
+    ``torch.isfinite(t).all()`` takes four, and already the dtype ``stats`` stacks: each operator costs a few
+    microseconds of dispatch, paid by every call of a public op."""
+    return t.mul(0).sum(dtype=torch.float64)
 
 
 def read(stats: torch.Tensor) -> list:
@@ -53,15 +61,22 @@ def read(stats: torch.Tensor) -> list:
     return stats.tolist()
 
 
+def _integer(value) -> bool:
+    """An integer that is not a bool. ``type(value) is int`` first: the ABC check costs a microsecond, paid on every
+    call of a public op."""
+    return type(value) is int or (isinstance(value, numbers.Integral) and not isinstance(value, bool))
+
+
 def pair(name: str, value) -> tuple[int, int]:
     """``int`` or ``(int, int)``, both > 0 -> ``(h, w)``."""
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+    if _integer(value):
         value = (value, value)
-    if isinstance(value, torch.Size) or (
-        isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2
-    ):
+    sequence = type(value) is tuple or isinstance(value, torch.Size) or (
+        isinstance(value, Sequence) and not isinstance(value, str)
+    )
+    if sequence and len(value) == 2:
         h, w = value
-        if all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in (h, w)):
+        if _integer(h) and _integer(w):
             if h > 0 and w > 0:
                 return int(h), int(w)
             raise ValueError(f"{name} must be positive, got ({h}, {w})")

@@ -12,6 +12,7 @@ called directly with a bad index (NaN output, no gradient).
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import torch
@@ -57,15 +58,15 @@ def arguments(image, boxes, box_index, crop_size, method, extrapolation_value):
 
 
 def _box_stats(boxes: torch.Tensor, box_index: torch.Tensor) -> torch.Tensor:
-    """[3]: all boxes finite, the smallest and the largest image index."""
-    return checks.stats(torch.isfinite(boxes).all(), box_index.min(), box_index.max())
+    """[3]: NaN where a box is not finite (else 0), the smallest and the largest image index."""
+    return checks.stats(checks.nan_unless_finite(boxes), box_index.min(), box_index.max())
 
 
 def _raise_for_boxes(stats: list, n: int) -> None:
-    finite, lo, hi = stats
+    not_finite, lo, hi = stats
     if lo < 0 or hi >= n:
         raise IndexError(f"box_index must be in [0, {n}) (the image batch size), found values in [{lo:.0f}, {hi:.0f}]")
-    if not finite:
+    if math.isnan(not_finite):
         raise ValueError("boxes must be finite; found NaN or inf")
 
 

@@ -9,6 +9,7 @@ returns a copy of the boxes that the kernels then read (``crop_and_resize/argume
 
 from __future__ import annotations
 
+import math
 from typing import Sequence, Union
 
 import torch
@@ -59,22 +60,23 @@ def arguments(input, boxes: BoxesArg, output_size, spatial_scale, sampling_ratio
 
 
 def _roi_stats(rois: torch.Tensor, spatial_scale: float) -> torch.Tensor:
-    """[5]: all finite, all batch indices whole, the smallest and the largest, all still finite on the map."""
-    batch = rois[:, 0]
+    """[5]: NaN where a value is not finite (else 0), all batch indices whole, the smallest and the largest, NaN
+    where a value is not finite on the map (else 0)."""
+    batch = rois[:, 0].to(torch.float64)  # min and max then stack as they are
     scaled = rois[:, 1:].to(torch.float64) * spatial_scale  # [K, 4] feature-map coordinates
-    return checks.stats(torch.isfinite(rois).all(), (batch == batch.floor()).all(), batch.min(), batch.max(),
-                  torch.isfinite(scaled).all())
+    return checks.stats(checks.nan_unless_finite(rois), (batch == batch.floor()).all(), batch.min(), batch.max(),
+                        checks.nan_unless_finite(scaled))
 
 
 def _raise_for_rois(stats: list, n: int, spatial_scale: float) -> None:
-    finite, whole, lo, hi, finite_scaled = stats
-    if not finite:
+    not_finite, whole, lo, hi, not_finite_scaled = stats
+    if math.isnan(not_finite):
         raise ValueError("boxes must be finite; found NaN or inf")
     if not whole:
         raise ValueError("boxes[:, 0] (the batch index) must hold whole numbers")
     if lo < 0 or hi >= n:
         raise IndexError(f"boxes[:, 0] (the batch index) must be in [0, {n}), found values in [{lo:.0f}, {hi:.0f}]")
-    if not finite_scaled:
+    if math.isnan(not_finite_scaled):
         raise ValueError(
             f"boxes * spatial_scale ({spatial_scale!r}) overflows to inf: the boxes are too large for this scale"
         )

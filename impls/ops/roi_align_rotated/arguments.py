@@ -10,6 +10,8 @@ and returns a copy of the boxes that the kernels then read (``crop_and_resize/ar
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ...core import checks
@@ -37,23 +39,23 @@ def arguments(input, rois, output_size, spatial_scale, sampling_ratio, clockwise
 
 
 def _rotated_stats(rois: torch.Tensor, spatial_scale: float) -> torch.Tensor:
-    """[6]: all finite, all batch indices whole, the smallest and the largest, all still finite on the map, the
-    smallest width or height."""
-    batch = rois[:, 0]
+    """[6]: NaN where a value is not finite (else 0), all batch indices whole, the smallest and the largest, NaN
+    where a value is not finite on the map (else 0), the smallest width or height."""
+    batch = rois[:, 0].to(torch.float64)  # min and max then stack as they are
     scaled = rois[:, 1:5].to(torch.float64) * spatial_scale  # [K, 4] (cx, cy, w, h) on the map
-    return checks.stats(torch.isfinite(rois).all(), (batch == batch.floor()).all(), batch.min(), batch.max(),
-                        torch.isfinite(scaled).all(), rois[:, 3:5].min())
+    return checks.stats(checks.nan_unless_finite(rois), (batch == batch.floor()).all(), batch.min(), batch.max(),
+                        checks.nan_unless_finite(scaled), rois[:, 3:5].min())
 
 
 def _raise_for_rotated_rois(stats: list, n: int, spatial_scale: float) -> None:
-    finite, whole, lo, hi, finite_scaled, smallest_side = stats
-    if not finite:
+    not_finite, whole, lo, hi, not_finite_scaled, smallest_side = stats
+    if math.isnan(not_finite):
         raise ValueError("rois must be finite; found NaN or inf")
     if not whole:
         raise ValueError("rois[:, 0] (the batch index) must hold whole numbers")
     if lo < 0 or hi >= n:
         raise IndexError(f"rois[:, 0] (the batch index) must be in [0, {n}), found values in [{lo:.0f}, {hi:.0f}]")
-    if not finite_scaled:
+    if math.isnan(not_finite_scaled):
         raise ValueError(
             f"rois * spatial_scale ({spatial_scale!r}) overflows to inf: the boxes are too large for this scale"
         )
