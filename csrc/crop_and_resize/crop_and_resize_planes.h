@@ -13,9 +13,9 @@
 //   16 planes (32 P3 maps, 2 cores: 1.8x faster than the sparse path, then 3.7 -> 2.0 ms with the prefetch).
 // - Forward, dense (more taps than pixels: P2 heads): per (image, block of 16 planes), the pixels of the block that
 //   the boxes read are copied interleaved into a per-thread buffer that stays in cache (read once where the boxes
-//   would read them several times), cropped by the channels_last kernel, and each crop transposed back into 16
-//   planes in cache and streamed into out[k] a part at a time, between the rows of the next crop (non-temporal
-//   stores, store_planes_part).
+//   would read them several times; a box's rows just before its crop, the boxes in order of their first row),
+//   cropped by the channels_last kernel, and each crop transposed back into 16 planes in cache and streamed into
+//   out[k] a part at a time, between the rows of the next crop (non-temporal stores, store_planes_part).
 // - Image gradient, dense (more taps than pixels, C >= 8: P2 heads): crop_image_grad_banded
 //   (crop_and_resize_channels_last.h) with planes = true. Per (image, band of rows, channel slice), the taps add
 //   channels-last into a scratch band that stays in L2 (each tap's channels one contiguous run, where planes take
@@ -192,17 +192,20 @@ void crop_interleaved(const CropAxis<T>* yk, const CropAxis<T>* xk, int64_t crop
   }
 }
 
-// Forward where the boxes read each plane many times over (P2, 512 boxes of 14x14: 400K taps of a 61K-pixel
-// plane): split over (image, block of G planes). A task copies the pixels of its block that the boxes read
-// (ReadRuns) interleaved, G channels per pixel, into a per-thread buffer that stays in cache (P2 forward, 128 x
-// 28x28: 8.5 -> 7.6 ms against the whole block, 2 Xeon cores), crops every box of the image from it with the
-// channels_last kernel (each tap one contiguous run of G values, where a plane read costs a scalar gather per
-// value), and writes each crop's [cells, G] back as G planes of out[k]. The copy reads the block once, which the
-// boxes would have read several times; the values are those of crop_forward_plane. A crop's planes go out while the
-// next crop computes, a part before each of its rows (store_planes_part), instead of in one burst after each crop,
-// and the copy writes each interleaved line whole (transpose_matrix's order for short rows): on 2 Xeon (Emerald
-// Rapids) cores under mimalloc, alternating builds, P2 forward 128 x 28x28 14.5-17.9 -> 8.6-9.8 ms, 512 x 14x14
-// 12.2-14.0 -> 10.8-11.6 ms.
+// Forward where the boxes read each plane many times over (P2, 512 boxes of 14x14: 400K taps of a 61K-pixel plane):
+// split over (image, block of G planes). A task copies the pixels of its block that the boxes read (ReadRuns)
+// interleaved, G channels per pixel, into a per-thread buffer that stays in cache (P2 forward, 128 x 28x28: 8.5 -> 7.6
+// ms against the whole block, 2 Xeon cores), a box's rows just before its crop, the boxes taken in order of their first
+// row: the rows a crop reads were written moments before and are still in L2 (a block of 16 P2 planes, 3.9 MB, is twice
+// a Xeon core's L2; on 2 Xeon (Emerald Rapids) cores under mimalloc, two builds alternated in one process, 7 rounds:
+// 128 x 28x28 7.58 -> 7.39 ms, 512 x 14x14 9.33 -> 8.66 ms against interleaving every row first), crops every box of
+// the image from it with the channels_last kernel (each tap one contiguous run of G values, where a plane read costs a
+// scalar gather per value), and writes each crop's [cells, G] back as G planes of out[k]. The copy reads the block
+// once, which the boxes would have read several times; the values are those of crop_forward_plane. A crop's planes go
+// out while the next crop computes, a part before each of its rows (store_planes_part), instead of in one burst after
+// each crop, and the copy writes each interleaved line whole (transpose_matrix's order for short rows): on 2 Xeon
+// (Emerald Rapids) cores under mimalloc, alternating builds, P2 forward 128 x 28x28 14.5-17.9 -> 8.6-9.8 ms, 512 x
+// 14x14 12.2-14.0 -> 10.8-11.6 ms.
 // Kernels that read the planes in place lose here, whatever fetches the taps: on P2 (2 Zen 4 cores, forward 28x28
 // and 14x14), scalar loads 1.6x and 2.1x this path's time, AVX2 gathers 2.3-3.2x, taps permuted in registers from
 // two 8-wide loads 1.5-2.1x; a per-plane loop does 1/G of this one's work per crop row and its bookkeeping dominates.
@@ -217,6 +220,15 @@ void crop_forward_blocks(const CropTables<scalar_t, T>& tab, const std::vector<i
   const int64_t cells = crop_height * crop_width, plane_size = H * W, blocks = (C + G - 1) / G;
   const int64_t K = static_cast<int64_t>(order.size());
   const ReadRuns read(tab, order, start, N, H, W, crop_height, crop_width, nearest);
+  // Each image's boxes in order of the first row they read (rows[k]: box k's rows [y0, y1)), so a task interleaves
+  // the rows a box reads just before its crop, on top of the rows the boxes before it needed.
+  std::vector<std::array<int64_t, 2>> rows(K);
+  for (int64_t k = 0; k < K; ++k) rows[k] = axis_span(tab.ys.data() + k * crop_height, crop_height, nearest);
+  std::vector<int64_t> by_row(order);
+  for (int64_t n = 0; n < N; ++n) {
+    std::stable_sort(by_row.begin() + start[n], by_row.begin() + start[n + 1],
+                     [&](int64_t a, int64_t b) { return rows[a][0] < rows[b][0]; });
+  }
   at::parallel_for(0, N * blocks, grain_for(K / std::max<int64_t>(N, 1) * cells * G),
                    [&](int64_t begin, int64_t end) {
     std::vector<T> block(G * plane_size);
@@ -229,11 +241,15 @@ void crop_forward_blocks(const CropTables<scalar_t, T>& tab, const std::vector<i
       const int64_t c0 = item % blocks * G;
       const int64_t cb = std::min(G, C - c0);
       const scalar_t* planes_in = image + (n * C + c0) * plane_size;
-      const auto [first, last] = read.of_rows(n, 0, H);
-      for (int64_t i = first; i < last; ++i) {  // the pixels the boxes read, interleaved
-        const auto [r, x0, x1] = read.runs[i];
-        transpose_matrix(planes_in + r * W + x0, cb, x1 - x0, block.data() + (r * W + x0) * cb, plane_size);
-      }
+      int64_t interleaved = 0;  // rows [0, interleaved) of the block are in place
+      auto interleave_to = [&](int64_t row) {  // the pixels the boxes read in rows [interleaved, row), interleaved
+        const auto [first, last] = read.of_rows(n, interleaved, std::max(row, interleaved));
+        for (int64_t i = first; i < last; ++i) {
+          const auto [r, x0, x1] = read.runs[i];
+          transpose_matrix(planes_in + r * W + x0, cb, x1 - x0, block.data() + (r * W + x0) * cb, plane_size);
+        }
+        interleaved = std::max(row, interleaved);
+      };
       // The previous box's crop and its planes c0 .. c0 + cb (one contiguous run of the output): streamed a part
       // before each row of the next crop (store_planes_part), the last box's after its crop.
       const T* pending = nullptr;
@@ -242,7 +258,8 @@ void crop_forward_blocks(const CropTables<scalar_t, T>& tab, const std::vector<i
         if (pending) store_planes_part(pending, cells, cb, planes.data(), pending_out, part, parts);
       };
       for (int64_t j = start[n]; j < start[n + 1]; ++j) {
-        const int64_t k = order[j];
+        const int64_t k = by_row[j];
+        interleave_to(rows[k][1]);
         T* crop = crops[j % 2].data();
         crop_interleaved(tab.ys.data() + k * crop_height, tab.xs.data() + k * crop_width, crop_height, crop_width,
                          nearest, static_cast<T>(ext), block.data(), W, cb, cache, crop,
