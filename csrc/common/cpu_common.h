@@ -41,6 +41,40 @@ inline void transpose8x8(__m256 r[8]) {
 }
 #endif
 
+#ifdef __AVX512F__
+// r[i][j] <- r[j][i] for a 16x16 tile of floats held in 16 registers.
+// GCC 12 warns "may be used uninitialized" inside its own AVX-512 shuffle intrinsics (their _mm512_undefined_ps
+// pass-through operand), not about this code: the warning is off for this function only.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+inline void transpose16x16(__m512 r[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 16; i += 2) {  // 32-bit pairs of rows i and i + 1
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {  // 64-bit pairs: 4 rows in each 128-bit lane
+    const __m512d a = _mm512_castps_pd(t[i]), b = _mm512_castps_pd(t[i + 1]);
+    const __m512d c = _mm512_castps_pd(t[i + 2]), d = _mm512_castps_pd(t[i + 3]);
+    r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+    r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+    r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+    r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+  }
+  for (int i = 0; i < 16; i += 8) {  // 128-bit lanes of 8 rows
+    for (int j = i; j < i + 4; ++j) {
+      t[j] = _mm512_shuffle_f32x4(r[j], r[j + 4], 0x88);
+      t[j + 4] = _mm512_shuffle_f32x4(r[j], r[j + 4], 0xdd);
+    }
+  }
+  for (int j = 0; j < 8; ++j) {  // 128-bit lanes of the 16 rows
+    r[j] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0x88);
+    r[j + 8] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0xdd);
+  }
+}
+#pragma GCC diagnostic pop
+#endif
+
 // dst[i] = src[i] for i < n, for a dst written once and not read again soon: float and double values from the first
 // 32-byte aligned address on go out with non-temporal stores, whole lines in order (no read of each line before its
 // write, as a cached store does). The writer issues _mm_sfence before another thread may read them.
