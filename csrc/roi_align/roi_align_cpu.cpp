@@ -8,9 +8,9 @@
 // channel then reuses them, kChannelBlock (8) channels at a time (cpu_common.h), so the per-sample work left
 // per channel is 4 loads and 4 multiply-adds.
 // Forward: split over (channel block, box) items in channel-block-major order, boxes grouped by image, so a
-// thread's consecutive items reuse the same 8 planes (8 x 243 KB for a 200x304 P2 map) for all boxes, copied
-// once into a per-thread buffer; box-major order instead re-fetches every box's region from DRAM once per
-// channel.
+// thread's consecutive items reuse the same 16 planes (16 x 243 KB for a 200x304 P2 map; 8 for larger maps) for all
+// boxes, copied once into a per-thread buffer; box-major order instead re-fetches every box's region from DRAM once
+// per channel.
 // Image gradient: split over (level, image, channel block), each walking its boxes in increasing k, so
 // contributions arrive in the reference's order (deterministic, no races).
 // Box gradient: split over box ranges; a range walks channel-outer, box-inner (for locality) while each box
