@@ -221,14 +221,12 @@ void crop_forward_blocks(const CropTables<scalar_t, T>& tab, const std::vector<i
   const int64_t cells = crop_height * crop_width, plane_size = H * W, blocks = (C + G - 1) / G;
   const int64_t K = static_cast<int64_t>(order.size());
   const ReadRuns read(tab, order, start, N, H, W, crop_height, crop_width, nearest);
-  // Each image's boxes in order of the first row they read (rows[k]: box k's rows [y0, y1)), so a task interleaves
-  // the rows a box reads just before its crop, on top of the rows the boxes before it needed.
-  std::vector<std::array<int64_t, 2>> rows(K);
-  for (int64_t k = 0; k < K; ++k) rows[k] = axis_span(tab.ys.data() + k * crop_height, crop_height, nearest);
+  // Each image's boxes in order of the first row they read, so a task interleaves the rows a box reads just before
+  // its crop, on top of the rows the boxes before it needed.
   std::vector<int64_t> by_row(order);
   for (int64_t n = 0; n < N; ++n) {
     std::stable_sort(by_row.begin() + start[n], by_row.begin() + start[n + 1],
-                     [&](int64_t a, int64_t b) { return rows[a][0] < rows[b][0]; });
+                     [&](int64_t a, int64_t b) { return read.box_rows[a][0] < read.box_rows[b][0]; });
   }
   at::parallel_for(0, N * blocks, grain_for(K / std::max<int64_t>(N, 1) * cells * G),
                    [&](int64_t begin, int64_t end) {
@@ -244,12 +242,13 @@ void crop_forward_blocks(const CropTables<scalar_t, T>& tab, const std::vector<i
       const scalar_t* planes_in = image + (n * C + c0) * plane_size;
       int64_t interleaved = 0;  // rows [0, interleaved) of the block are in place
       auto interleave_to = [&](int64_t row) {  // the pixels the boxes read in rows [interleaved, row), interleaved
-        const auto [first, last] = read.of_rows(n, interleaved, std::max(row, interleaved));
+        if (row <= interleaved) return;
+        const auto [first, last] = read.of_rows(n, interleaved, row);
         for (int64_t i = first; i < last; ++i) {
           const auto [r, x0, x1] = read.runs[i];
           transpose_matrix(planes_in + r * W + x0, cb, x1 - x0, block.data() + (r * W + x0) * cb, plane_size);
         }
-        interleaved = std::max(row, interleaved);
+        interleaved = row;
       };
       // The previous box's crop and its planes c0 .. c0 + cb (one contiguous run of the output): streamed a part
       // before each row of the next crop (store_planes_part), the last box's after its crop.
@@ -260,7 +259,7 @@ void crop_forward_blocks(const CropTables<scalar_t, T>& tab, const std::vector<i
       };
       for (int64_t j = start[n]; j < start[n + 1]; ++j) {
         const int64_t k = by_row[j];
-        interleave_to(rows[k][1]);
+        interleave_to(read.box_rows[k][1]);
         T* crop = crops[j % 2].data();
         crop_interleaved(tab.ys.data() + k * crop_height, tab.xs.data() + k * crop_width, crop_height, crop_width,
                          nearest, static_cast<T>(ext), block.data(), W, cb, cache, crop,

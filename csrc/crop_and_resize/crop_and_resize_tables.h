@@ -79,22 +79,24 @@ struct CropTables {
 // 28x28 read 35% of the map's pixels), and the NCHW banded image gradient transposes only these (every other pixel's
 // gradient is 0). Built from per-row counts of the windows opening and closing at each column, so its cost grows
 // with the boxes' rows and the maps' pixels (fewer than 4 x the taps where those paths run), not with the windows'
-// areas. order[start[n] .. start[n + 1]): image n's boxes.
+// areas. order[start[n] .. start[n + 1]): image n's boxes. box_rows[k]: the rows [y0, y1) box k reads.
 struct ReadRuns {
   std::vector<std::array<int64_t, 3>> runs;
   std::vector<int64_t> row_start;
+  std::vector<std::array<int64_t, 2>> box_rows;
   int64_t H;
 
   template <typename scalar_t, typename T>
   ReadRuns(const CropTables<scalar_t, T>& tab, const std::vector<int64_t>& order, const std::vector<int64_t>& start,
            int64_t N, int64_t H, int64_t W, int64_t crop_height, int64_t crop_width, bool nearest)
-      : row_start(N * H + 1, 0), H(H) {
+      : row_start(N * H + 1, 0), box_rows(order.size()), H(H) {
     std::vector<int32_t> opened(H * (W + 1));  // row r: windows opening at column x, minus those ending there
     for (int64_t n = 0; n < N; ++n) {
       std::fill(opened.begin(), opened.end(), 0);
       for (int64_t j = start[n]; j < start[n + 1]; ++j) {
         const int64_t k = order[j];
-        const auto [y0, y1] = axis_span(tab.ys.data() + k * crop_height, crop_height, nearest);
+        box_rows[k] = axis_span(tab.ys.data() + k * crop_height, crop_height, nearest);
+        const auto [y0, y1] = box_rows[k];
         const auto [x0, x1] = axis_span(tab.xs.data() + k * crop_width, crop_width, nearest);
         if (x0 == x1) continue;
         for (int64_t r = y0; r < y1; ++r) {
