@@ -190,6 +190,15 @@ inline void boxes_by_image(const int64_t* batch_of_box, int64_t num_boxes, int64
 // chains. 8: 8 float accumulators plus the weights still fit in the 16 SSE registers of a plain x86-64 build.
 constexpr int64_t kChannelBlock = 8;
 
+// Planes per interleaved block of the NCHW forwards (crop_and_resize's block path, roi_align's): kPlanesPerBlock
+// where that many copies of a plane of plane_size values of `bytes` each fit in 8 MB (P2, float: 16 x 243 KB = 3.9
+// MB, in L3), so each tap's channels are one AVX-512 vector of float and each sample's table reads, weights and
+// offsets serve 16 channels; else kChannelBlock.
+constexpr int64_t kPlanesPerBlock = 16;
+inline int64_t planes_per_block(int64_t plane_size, int64_t bytes) {
+  return kPlanesPerBlock * plane_size * bytes <= (int64_t{8} << 20) ? kPlanesPerBlock : kChannelBlock;
+}
+
 // Channel blocks of C channels: C / kChannelBlock full blocks, then the C % kChannelBlock remaining channels
 // one by one. e.g. C = 256: 32 blocks; C = 3: 3 blocks of one channel.
 inline int64_t channel_blocks(int64_t C) { return C / kChannelBlock + C % kChannelBlock; }

@@ -184,8 +184,8 @@ template <typename T, typename Hook = NoRowHook>
 void crop_interleaved(const CropAxis<T>* yk, const CropAxis<T>* xk, int64_t crop_height, int64_t crop_width,
                       bool nearest, T ext, const T* block, int64_t W, int64_t cb, LerpRowCache<T>& cache, T* crop,
                       const Hook& before_row = Hook{}) {
-  if (cb == 16) {
-    crop_forward_box<16>(yk, xk, crop_height, crop_width, nearest, ext, block, W, cb, cb, cache, crop, cb,
+  if (cb == kPlanesPerBlock) {
+    crop_forward_box<kPlanesPerBlock>(yk, xk, crop_height, crop_width, nearest, ext, block, W, cb, cb, cache, crop, cb,
                          /*stream=*/false, before_row);
   } else {
     crop_forward_box(yk, xk, crop_height, crop_width, nearest, ext, block, W, cb, cb, cache, crop, cb,
@@ -215,9 +215,9 @@ void crop_forward_blocks(const CropTables<scalar_t, T>& tab, const std::vector<i
                          const std::vector<int64_t>& start, const scalar_t* image, int64_t N, int64_t C, int64_t H,
                          int64_t W, int64_t crop_height, int64_t crop_width, bool nearest, scalar_t ext,
                          scalar_t* out) {
-  // Planes per block: 16 where they fit in 8 MB (P2: 16 x 243 KB = 3.9 MB, in L3), which amortizes each tap's
-  // table reads over two vectors of 8 (P2 512 x 14x14: 17% faster than 8); else 8.
-  const int64_t G = 16 * H * W * static_cast<int64_t>(sizeof(T)) <= (int64_t{8} << 20) ? 16 : 8;
+  // 16 planes per block where they fit amortize each tap's table reads over twice the channels of 8 (P2 512 x 14x14:
+  // 17% faster than 8).
+  const int64_t G = planes_per_block(H * W, sizeof(T));
   const int64_t cells = crop_height * crop_width, plane_size = H * W, blocks = (C + G - 1) / G;
   const int64_t K = static_cast<int64_t>(order.size());
   const ReadRuns read(tab, order, start, N, H, W, crop_height, crop_width, nearest);

@@ -366,9 +366,6 @@ void roi_input_grad_channels_last(const RoiTables<scalar_t, T>& tab, const Level
   });
 }
 
-// Planes per block of the NCHW forward where they fit (roi_forward_planes).
-constexpr int64_t kPlanesPerBlock = 16;
-
 // roi_forward_block for a block of cb channels: kPlanesPerBlock, kChannelBlock or 1.
 template <bool kInterleaved, typename src_t, typename scalar_t, typename T>
 void roi_forward_channels(int64_t cb, const RoiTables<scalar_t, T>& tab, const RoiBox& box, const src_t* plane0,
@@ -382,18 +379,16 @@ void roi_forward_channels(int64_t cb, const RoiTables<scalar_t, T>& tab, const R
   }
 }
 
-// NCHW forward: split over (channel block, box) items in channel-block-major order, boxes grouped by (level,
-// image), so a thread's consecutive items share the same planes. A thread copies the G planes of its current
-// (level, image, channel block) into a buffer of T once, interleaved (pixel-major, G channels per pixel), when the
-// boxes read them more often than their size (P2, 512 boxes, 7x7, 2x2 samples: 4 * 0.1M reads of a 61K pixel
-// plane). Each tap is then one contiguous run of G values, as in channels_last, instead of G scalar loads from as
-// many planes; the copy is one sequential pass that leaves the block in cache for the scattered box reads, and for
-// half/bfloat16 it converts each value once instead of 4 times per sample. Same values, same results. G:
-// kPlanesPerBlock (16) where that many copies of the largest plane fit in 8 MB (P2: 3.9 MB), else kChannelBlock (8):
-// each sample's table reads, weights and offsets then serve 16 channels, one AVX-512 vector of float per tap. On 2
-// Xeon (Emerald Rapids) cores under mimalloc, the kernel alone on the multi-level pooler's forward (2 images x 1000
-// boxes, 7x7, sr 2), two builds alternated in one process, 5 rounds each, equal outputs: 106.8 -> 54.6 ms with the
-// host's memory contended; 32 planes per block took 63.9 ms.
+// NCHW forward: split over (channel block, box) items in channel-block-major order, boxes grouped by (level, image), so
+// a thread's consecutive items share the same planes. A thread copies the G planes of its current (level, image,
+// channel block) into a buffer of T once, interleaved (pixel-major, G channels per pixel), when the boxes read them
+// more often than their size (P2, 512 boxes, 7x7, 2x2 samples: 4 * 0.1M reads of a 61K pixel plane). Each tap is then
+// one contiguous run of G values, as in channels_last, instead of G scalar loads from as many planes; the copy is one
+// sequential pass that leaves the block in cache for the scattered box reads, and for half/bfloat16 it converts each
+// value once instead of 4 times per sample. Same values, same results. G: planes_per_block of the largest plane
+// (cpu_common.h), 16 on P2 where it was 8. On 2 Xeon (Emerald Rapids) cores under mimalloc, the kernel alone on the
+// multi-level pooler's forward (2 images x 1000 boxes, 7x7, sr 2), two builds alternated in one process, 5 rounds each,
+// equal outputs: 106.8 -> 54.6 ms with the host's memory contended; 32 planes per block took 63.9 ms.
 template <typename scalar_t, typename T>
 void roi_forward_planes(const RoiTables<scalar_t, T>& tab, const Levels& lv,
                         const std::vector<const scalar_t*>& maps, int64_t N, int64_t C, int64_t PH, int64_t PW,
@@ -406,9 +401,7 @@ void roi_forward_planes(const RoiTables<scalar_t, T>& tab, const Levels& lv,
   for (const RoiBox& box : tab.boxes) reads += 4 * cells * box.grid_h * box.grid_w;
   for (int64_t l = 0; l < L; ++l) pixels += N * lv.plane(l);
   const bool copy_planes = reads >= pixels;
-  const int64_t G = kPlanesPerBlock * lv.largest_plane() * static_cast<int64_t>(sizeof(T)) <= (int64_t{8} << 20)
-                        ? kPlanesPerBlock
-                        : kChannelBlock;
+  const int64_t G = planes_per_block(lv.largest_plane(), sizeof(T));
   const int64_t full_blocks = C / G;  // then the C % G channels left, one block each
   at::parallel_for(0, (full_blocks + C % G) * K, grain_for(cells * 4 * G), [&](int64_t begin, int64_t end) {
     std::vector<T> block_planes(copy_planes ? G * lv.largest_plane() : 0);
