@@ -367,46 +367,6 @@ void accumulate_image(const ImageGradCall<scalar_t, T>& call, int64_t n, int64_t
   }
 }
 
-// store_channels_last's accumulator (cpu_common.h) rounded into slice_c planes of an NCHW output instead, plane j's
-// run of plane_size values at out0 + j * plane_stride, streamed (the output is written once and not read again by
-// the call): transposed in cache into `planes` [slice_c, plane_size], then each run streamed in order, line after
-// line (one run when the planes are contiguous, lines shared by two planes included). Streaming 8x8 tiles straight
-// from registers instead (8 runs written a half line at a time) measured faster on 2 Zen 4 cores (P2 512 x 14x14
-// fwd+bwd 22.5 -> 21.5 ms) but slower on 2 Xeon (Emerald Rapids) cores, by more: P2 fwd+bwd, the image gradient's
-// bands, alternated in one process under mimalloc, 128 x 28x28 44.0 / 54.9 -> 34.0 / 40.9 ms, 512 x 14x14
-// 48.6 / 47.2 -> 38.4 / 37.0 ms (two processes).
-template <typename scalar_t>
-void stream_planes(const scalar_t* planes, int64_t plane_size, int64_t slice_c, int64_t plane_stride,
-                   scalar_t* out0) {
-  if (plane_stride == plane_size) {
-    stream_copy(planes, out0, slice_c * plane_size);
-    return;
-  }
-  for (int64_t j = 0; j < slice_c; ++j) stream_copy(planes + j * plane_size, out0 + j * plane_stride, plane_size);
-}
-
-template <typename scalar_t, typename T>
-void store_planes(const T* acc, int64_t plane_size, int64_t slice_c, int64_t plane_stride, scalar_t* planes,
-                  scalar_t* out0) {
-  transpose_matrix(acc, plane_size, slice_c, planes);
-  stream_planes(planes, plane_size, slice_c, plane_stride, out0);
-}
-
-// store_planes for a band of `pixels` pixels (rows from r0, W a row) whose accumulator holds values only in the runs
-// the boxes read (read.runs[first .. last)), every other pixel's gradient being 0: those runs are transposed into
-// `planes`, the rest of it zeroed, and the planes streamed alike. P2, 128 boxes of 28x28 read 35% of the map's pixels.
-template <typename scalar_t, typename T>
-void store_read_planes(const T* acc, const ReadRuns& read, int64_t first, int64_t last, int64_t r0, int64_t W,
-                       int64_t pixels, int64_t slice_c, int64_t plane_stride, scalar_t* planes, scalar_t* out0) {
-  std::fill(planes, planes + slice_c * pixels, scalar_t(0));
-  for (int64_t i = first; i < last; ++i) {
-    const auto [r, x0, x1] = read.runs[i];
-    const int64_t p0 = (r - r0) * W + x0;
-    transpose_matrix(acc + p0 * slice_c, x1 - x0, slice_c, planes + p0, 0, pixels);
-  }
-  stream_planes(planes, pixels, slice_c, plane_stride, out0);
-}
-
 #ifdef __AVX512F__
 // Part `part` of `parts` of a float accumulator [plane_size, 16] written as 16 planes of plane_size values at out0
 // (plane j at out0 + j * plane_size), for plane_size a multiple of 16 and out0 64-byte aligned: 16 pixels at a time
@@ -486,10 +446,10 @@ void crop_image_grad_banded(const ImageGradCall<scalar_t, T>& call, int64_t N, i
   const int64_t bands = (H + band - 1) / band;
   const int64_t work = K / std::max<int64_t>(N, 1) * cells * chunk / bands;
   // NCHW: the pixels the boxes read, the only ones whose accumulators are zeroed, added into and transposed.
-  const std::optional<ReadRuns> read = planes ? std::optional<ReadRuns>(std::in_place, call.tab, call.order, call.start,
-                                                                        N, H, W, call.crop_height, call.crop_width,
-                                                                        call.nearest)
-                                              : std::nullopt;
+  const std::optional<ReadRuns> read =
+      planes ? std::optional<ReadRuns>(crop_read_runs(call.tab, call.order, call.start, N, H, W, call.crop_height,
+                                                      call.crop_width, call.nearest))
+             : std::nullopt;
   at::parallel_for(0, N * bands * chunks, grain_for(work), [&](int64_t begin, int64_t end) {
     std::vector<T> scratch(band * W * std::min(chunk, C));
     std::vector<T> gt(call.grad_in_place ? 0 : call.crop_width * std::min(chunk, C));
@@ -505,11 +465,7 @@ void crop_image_grad_banded(const ImageGradCall<scalar_t, T>& call, int64_t N, i
         continue;
       }
       const auto [first, last] = read->of_rows(n, r0, r1);
-      for (int64_t i = first; i < last; ++i) {
-        const auto [r, x0, x1] = read->runs[i];
-        std::fill(scratch.begin() + ((r - r0) * W + x0) * slice_c, scratch.begin() + ((r - r0) * W + x1) * slice_c,
-                  T(0));
-      }
+      read->zero(first, last, r0, W, slice_c, scratch.data());
       accumulate_image(call, n, r0, r1, c0, slice_c, gt.data(), scratch.data());
       store_read_planes(scratch.data(), *read, first, last, r0, W, pixels, slice_c, plane_size, transposed.data(),
                         out0);

@@ -22,7 +22,7 @@
 //   channels-last into a scratch band that stays in L2 (each tap's channels one contiguous run, where planes take
 //   one scattered read-modify-write per channel), which is then transposed into the band's rows of each plane and
 //   streamed out; only the pixels the boxes read are zeroed and transposed there, the others' planes zeroed in cache
-//   (ReadRuns, crop_and_resize_tables.h). P2, 512 boxes of 14x14: 37 -> 25 ms on 2 cores.
+//   (ReadRuns, common/read_runs.h). P2, 512 boxes of 14x14: 37 -> 25 ms on 2 cores.
 // - Image gradient, sparse (fewer taps, or C < 8: one box per P3 map, RGB): per (image, block of kChannelBlock
 //   planes), the image's boxes in increasing k add their taps into the gradient's own planes (float/double) or a
 //   float scratch of the block's planes (half types, rounded once). The block's kChannelBlock planes give
@@ -220,7 +220,7 @@ void crop_forward_blocks(const CropTables<scalar_t, T>& tab, const std::vector<i
   const int64_t G = planes_per_block(H * W, sizeof(T));
   const int64_t cells = crop_height * crop_width, plane_size = H * W, blocks = (C + G - 1) / G;
   const int64_t K = static_cast<int64_t>(order.size());
-  const ReadRuns read(tab, order, start, N, H, W, crop_height, crop_width, nearest);
+  const ReadRuns read = crop_read_runs(tab, order, start, N, H, W, crop_height, crop_width, nearest);
   // Each image's boxes in order of the first row they read, so a task interleaves the rows a box reads just before
   // its crop, on top of the rows the boxes before it needed.
   std::vector<int64_t> by_row(order);

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common/bilinear.h"
+#include "common/read_runs.h"
 
 namespace impls {
 
@@ -73,57 +74,17 @@ struct CropTables {
         xs(crop_axis_tables<scalar_t, T>(boxes, K, 1, 3, crop_width, W)) {}
 };
 
-// The pixels each image's boxes read, as runs of its rows: {row, first column, end column} in runs, image n's row r
-// at runs[row_start[n * H + r] .. row_start[n * H + r + 1]), from the boxes' windows (axis_span of each side). The
-// NCHW block path interleaves only these (a copy of whole planes also copies what no box reads: P2, 128 boxes of
-// 28x28 read 35% of the map's pixels), and the NCHW banded image gradient transposes only these (every other pixel's
-// gradient is 0). Built from per-row counts of the windows opening and closing at each column, so its cost grows
-// with the boxes' rows and the maps' pixels (fewer than 4 x the taps where those paths run), not with the windows'
-// areas. order[start[n] .. start[n + 1]): image n's boxes. box_rows[k]: the rows [y0, y1) box k reads.
-struct ReadRuns {
-  std::vector<std::array<int64_t, 3>> runs;
-  std::vector<int64_t> row_start;
-  std::vector<std::array<int64_t, 2>> box_rows;
-  int64_t H;
-
-  template <typename scalar_t, typename T>
-  ReadRuns(const CropTables<scalar_t, T>& tab, const std::vector<int64_t>& order, const std::vector<int64_t>& start,
-           int64_t N, int64_t H, int64_t W, int64_t crop_height, int64_t crop_width, bool nearest)
-      : row_start(N * H + 1, 0), box_rows(order.size()), H(H) {
-    std::vector<int32_t> opened(H * (W + 1));  // row r: windows opening at column x, minus those ending there
-    for (int64_t n = 0; n < N; ++n) {
-      std::fill(opened.begin(), opened.end(), 0);
-      for (int64_t j = start[n]; j < start[n + 1]; ++j) {
-        const int64_t k = order[j];
-        box_rows[k] = axis_span(tab.ys.data() + k * crop_height, crop_height, nearest);
-        const auto [y0, y1] = box_rows[k];
-        const auto [x0, x1] = axis_span(tab.xs.data() + k * crop_width, crop_width, nearest);
-        if (x0 == x1) continue;
-        for (int64_t r = y0; r < y1; ++r) {
-          ++opened[r * (W + 1) + x0];
-          --opened[r * (W + 1) + x1];
-        }
-      }
-      for (int64_t r = 0; r < H; ++r) {
-        int32_t depth = 0;
-        int64_t first = -1;
-        for (int64_t x = 0; x <= W; ++x) {
-          depth += opened[r * (W + 1) + x];
-          if (depth > 0 && first < 0) first = x;
-          if (depth == 0 && first >= 0) {
-            runs.push_back({r, first, x});
-            first = -1;
-          }
-        }
-        row_start[n * H + r + 1] = static_cast<int64_t>(runs.size());
-      }
-    }
-  }
-
-  // The runs of image n's rows [r0, r1): runs[first .. last).
-  std::array<int64_t, 2> of_rows(int64_t n, int64_t r0, int64_t r1) const {
-    return {row_start[n * H + r0], row_start[n * H + r1]};
-  }
-};
+// The pixels each image's boxes read (ReadRuns): each box's window is the span of its valid samples on each side.
+// order[start[n] .. start[n + 1]): image n's boxes.
+template <typename scalar_t, typename T>
+ReadRuns crop_read_runs(const CropTables<scalar_t, T>& tab, const std::vector<int64_t>& order,
+                        const std::vector<int64_t>& start, int64_t N, int64_t H, int64_t W, int64_t crop_height,
+                        int64_t crop_width, bool nearest) {
+  return ReadRuns(order, start.data(), N, H, W, static_cast<int64_t>(order.size()), [&](int64_t k) {
+    const auto [y0, y1] = axis_span(tab.ys.data() + k * crop_height, crop_height, nearest);
+    const auto [x0, x1] = axis_span(tab.xs.data() + k * crop_width, crop_width, nearest);
+    return std::array<int64_t, 4>{y0, y1, x0, x1};
+  });
+}
 
 }  // namespace impls

@@ -11,8 +11,9 @@
 // thread's consecutive items reuse the same 16 planes (16 x 243 KB for a 200x304 P2 map; 8 for larger maps) for all
 // boxes, copied once into a per-thread buffer; box-major order instead re-fetches every box's region from DRAM once
 // per channel.
-// Image gradient: split over (level, image, channel block), each walking its boxes in increasing k, so
-// contributions arrive in the reference's order (deterministic, no races).
+// Image gradient: split over (level, image, channel slice, band of rows), each walking its boxes in increasing k, so
+// contributions arrive in the reference's order (deterministic, no races), into a channels-last band in L2 in either
+// layout (NCHW: then transposed into the planes).
 // Box gradient: split over box ranges; a range walks channel-outer, box-inner (for locality) while each box
 // still sums channel, cell, sample in the reference's order.
 // Float64 equals impls/backends/reference.py bit for bit: same expressions, same order, no FP contraction (setup.py).
@@ -33,6 +34,7 @@
 #include "common/bilinear.h"
 #include "common/checks.h"
 #include "common/cpu_common.h"
+#include "common/read_runs.h"
 
 namespace impls {
 namespace {
@@ -296,38 +298,50 @@ void roi_input_grad_box_channels_last(const RoiTables<scalar_t, T>& tab, const R
   }
 }
 
-// The map rows [first, last] that box k's valid samples tap (first > last: none).
+// The pixels [y0, y1) x [x0, x1) that box k's valid samples tap ({y0, y0, x0, x0}: none).
 template <typename scalar_t, typename T>
-std::array<int64_t, 2> tapped_rows(const RoiTables<scalar_t, T>& tab, const RoiBox& box, int64_t PH) {
-  std::array<int64_t, 2> rows{box.H, -1};
-  const RoiAxis<T>* ys = tab.ys.data() + box.y_offset;
-  for (int64_t i = 0; i < PH * box.grid_h; ++i) {
-    if (!ys[i].valid) continue;
-    rows[0] = std::min(rows[0], ys[i].low);
-    rows[1] = std::max(rows[1], ys[i].high);
-  }
-  return rows;
+std::array<int64_t, 4> tapped_window(const RoiTables<scalar_t, T>& tab, const RoiBox& box, int64_t PH, int64_t PW) {
+  const auto span = [](const RoiAxis<T>* axis, int64_t count) {
+    int64_t first = INT64_MAX, last = -1;
+    for (int64_t i = 0; i < count; ++i) {
+      if (!axis[i].valid) continue;
+      first = std::min(first, axis[i].low);
+      last = std::max(last, axis[i].high);
+    }
+    return last < 0 ? std::array<int64_t, 2>{0, 0} : std::array<int64_t, 2>{first, last + 1};
+  };
+  const auto [y0, y1] = span(tab.ys.data() + box.y_offset, PH * box.grid_h);
+  const auto [x0, x1] = span(tab.xs.data() + box.x_offset, PW * box.grid_w);
+  return y0 == y1 || x0 == x1 ? std::array<int64_t, 4>{y0, y0, x0, x0} : std::array<int64_t, 4>{y0, y1, x0, x1};
 }
 
 // Bytes of a band's channels-last accumulator: it stays in L2 while the band's taps add into it.
 constexpr int64_t kRoiGradBandBytes = 512 << 10;
 
-// Channels-last input gradient: split over (level, image, channel slice, band of rows). Each task accumulates its
-// band's [rows, W, slice] in a zeroed per-thread scratch that stays in L2, walking its level's and image's boxes
+// Input gradient: split over (level, image, channel slice, band of rows). Each task accumulates its band's
+// [rows, W, slice] channels last in a zeroed per-thread scratch that stays in L2, walking its level's and image's boxes
 // that tap the band in increasing k and adding their taps on its rows in the reference's order (deterministic, no
-// two threads write the same element), then writes the band's channels once (store_channels_last: non-temporal
-// stores where each pixel's slice is whole cache lines): the gradient is never zeroed first and then read back for
-// every add. Half types accumulate in float and are rounded once. Every element of `grads` is written. g is the
-// incoming gradient, channels last too ([K, PH, PW, C]); grads[l] is level l's.
+// two threads write the same element), then writes the band once: into a channels_last gradient with
+// store_channels_last (non-temporal stores where each pixel's slice is whole cache lines), into an NCHW one
+// (`planes`) transposed into the band's rows of each plane and streamed (store_planes). The gradient is never zeroed
+// first and then read back for every add, and each tap's slice is one contiguous run of the scratch, where NCHW
+// planes would take one scattered read-modify-write per channel. Half types accumulate in float and are rounded once.
+// Every element of `grads` is written. g is the incoming gradient in the gradients' layout ([K, PH, PW, C] channels
+// last, [K, C, PH, PW] in NCHW, a box's slice then transposed to [PH, PW, slice] first); grads[l] is level l's.
 template <typename scalar_t, typename T>
-void roi_input_grad_channels_last(const RoiTables<scalar_t, T>& tab, const Levels& lv, const scalar_t* g,
-                                  int64_t N, int64_t C, int64_t PH, int64_t PW,
-                                  const std::vector<scalar_t*>& grads) {
-  const int64_t L = lv.count(), K = static_cast<int64_t>(tab.boxes.size());
+void roi_input_grad_banded(const RoiTables<scalar_t, T>& tab, const Levels& lv, const scalar_t* g, int64_t N,
+                           int64_t C, int64_t PH, int64_t PW, bool planes, const std::vector<scalar_t*>& grads) {
+  const int64_t L = lv.count(), K = static_cast<int64_t>(tab.boxes.size()), cells = PH * PW;
   std::vector<int64_t> order, start;
   tab.by_level_and_image(N, L, order, start);
-  std::vector<std::array<int64_t, 2>> rows(K);
-  for (int64_t k = 0; k < K; ++k) rows[k] = tapped_rows(tab, tab.boxes[k], PH);
+  std::vector<std::array<int64_t, 4>> windows(K);
+  for (int64_t k = 0; k < K; ++k) windows[k] = tapped_window(tab, tab.boxes[k], PH, PW);
+  // NCHW: each level's pixels that the boxes read, the only ones whose accumulators are zeroed, added into and
+  // transposed.
+  std::vector<ReadRuns> read;
+  for (int64_t l = 0; planes && l < L; ++l) {
+    read.emplace_back(order, start.data() + l * N, N, lv.H[l], lv.W[l], K, [&](int64_t k) { return windows[k]; });
+  }
   const int64_t slice = std::min<int64_t>(C, 64), slices = (C + slice - 1) / slice;
   // Tasks: (level, image, slice, band), bands of `band_rows[l]` rows, level l's first task at first_task[l].
   std::vector<int64_t> band_rows(L), bands(L), first_task(L + 1, 0);
@@ -339,29 +353,60 @@ void roi_input_grad_channels_last(const RoiTables<scalar_t, T>& tab, const Level
   }
   at::parallel_for(0, first_task[L], 1, [&](int64_t begin, int64_t end) {
     std::vector<T> scratch;
+    std::vector<scalar_t> gt(planes ? cells * slice : 0);  // a box's incoming slice, channels last (NCHW)
+    std::vector<scalar_t> transposed;                       // the band's planes, before they are streamed (NCHW)
     for (int64_t task = begin; task < end; ++task) {
       const int64_t level = std::upper_bound(first_task.begin(), first_task.end(), task) - first_task.begin() - 1;
       const int64_t local = task - first_task[level];
       const int64_t n = local / (slices * bands[level]), c0 = local / bands[level] % slices * slice;
       const int64_t r0 = local % bands[level] * band_rows[level], r1 = std::min(lv.H[level], r0 + band_rows[level]);
-      const int64_t W = lv.W[level], cs = std::min(slice, C - c0), group = level * N + n;
-      scratch.assign((r1 - r0) * W * cs, T(0));
+      const int64_t W = lv.W[level], cs = std::min(slice, C - c0), group = level * N + n, pixels = (r1 - r0) * W;
+      std::array<int64_t, 2> runs{};  // the band's runs in read[level] (NCHW, where they hold under half its pixels)
+      bool sparse = false;
+      if (planes) {
+        runs = read[level].of_rows(n, r0, r1);
+        sparse = read[level].pixels(runs[0], runs[1]) * 2 < pixels;
+      }
+      if (sparse) {
+        scratch.resize(pixels * cs);
+        read[level].zero(runs[0], runs[1], r0, W, cs, scratch.data());
+      } else {
+        scratch.assign(pixels * cs, T(0));
+      }
       for (int64_t j = start[group]; j < start[group + 1]; ++j) {
         const int64_t k = order[j];
-        if (rows[k][1] < r0 || rows[k][0] >= r1) continue;  // no tap on the band's rows
+        if (windows[k][1] <= r0 || windows[k][0] >= r1) continue;  // no tap on the band's rows
         const RoiBox& box = tab.boxes[k];
         const int64_t count = box.geo.count;
-        const scalar_t* gk = g + k * PH * PW * C + c0;
+        const scalar_t* gk = g + k * cells * C + c0;
+        int64_t stride = C;
+        if (planes) {
+          transpose_matrix(g + (k * C + c0) * cells, cs, cells, gt.data());
+          gk = gt.data();
+          stride = cs;
+        }
         if ((count & (count - 1)) == 0) {
-          roi_input_grad_box_channels_last<true>(tab, box, gk, C, cs, PH, PW, r0, r1, scratch.data());
+          roi_input_grad_box_channels_last<true>(tab, box, gk, stride, cs, PH, PW, r0, r1, scratch.data());
         } else {
-          roi_input_grad_box_channels_last<false>(tab, box, gk, C, cs, PH, PW, r0, r1, scratch.data());
+          roi_input_grad_box_channels_last<false>(tab, box, gk, stride, cs, PH, PW, r0, r1, scratch.data());
         }
       }
-      store_channels_last(scratch.data(), (r1 - r0) * W, cs, C, grads[level] + (n * lv.H[level] + r0) * W * C + c0);
+      const int64_t plane_size = lv.plane(level);
+      if (planes) {
+        transposed.resize(pixels * cs);
+        scalar_t* out0 = grads[level] + (n * C + c0) * plane_size + r0 * W;
+        if (sparse) {
+          store_read_planes(scratch.data(), read[level], runs[0], runs[1], r0, W, pixels, cs, plane_size,
+                            transposed.data(), out0);
+        } else {
+          store_planes(scratch.data(), pixels, cs, plane_size, transposed.data(), out0);
+        }
+      } else {
+        store_channels_last(scratch.data(), pixels, cs, C, grads[level] + (n * plane_size + r0 * W) * C + c0);
+      }
     }
 #ifdef __AVX2__
-    _mm_sfence();  // store_channels_last's streamed stores are visible before the task ends
+    _mm_sfence();  // the streamed stores are visible before the task ends
 #endif
   });
 }
@@ -485,102 +530,6 @@ at::Tensor pyramid_forward(at::TensorList features_, const at::Tensor& rois_, co
   return out;
 }
 
-// Input gradient of one box into CB accumulator planes (acc0 + j * plane_size), taps in the reference's order.
-// Each tap adds (g * w) / count. With a power-of-two count (sampling_ratio 2: 4) it multiplies by the exact
-// reciprocal instead: the same correctly rounded result, without 4 divisions per sample.
-template <int64_t CB, bool kPow2, typename scalar_t, typename T>
-void roi_input_grad_block(const RoiTables<scalar_t, T>& tab, const RoiBox& box, const scalar_t* g0,
-                          int64_t g_stride, int64_t PH, int64_t PW, T* acc0) {
-  const int64_t W = box.W, plane_size = box.H * box.W;
-  const T count = static_cast<T>(box.geo.count);
-  const T inv = static_cast<T>(1) / count;
-  const auto share = [&](T gw) { return kPow2 ? gw * inv : gw / count; };
-  for (int64_t ph = 0; ph < PH; ++ph) {
-    const RoiAxis<T>* yrow = tab.ys.data() + box.y_offset + ph * box.grid_h;
-    for (int64_t pw = 0; pw < PW; ++pw) {
-      const RoiAxis<T>* xrow = tab.xs.data() + box.x_offset + pw * box.grid_w;
-      T gv[CB];
-      for (int64_t j = 0; j < CB; ++j) gv[j] = static_cast<T>(g0[j * g_stride + ph * PW + pw]);
-      for (int64_t iy = 0; iy < box.grid_h; ++iy) {
-        const RoiAxis<T>& y = yrow[iy];
-        if (!y.valid) continue;
-        const int64_t low = y.low * W, high = y.high * W;
-        for (int64_t ix = 0; ix < box.grid_w; ++ix) {
-          const RoiAxis<T>& x = xrow[ix];
-          if (!x.valid) continue;
-          const T w1 = y.h * x.h, w2 = y.h * x.l, w3 = y.l * x.h, w4 = y.l * x.l;
-          const int64_t o1 = low + x.low, o2 = low + x.high, o3 = high + x.low, o4 = high + x.high;
-          for (int64_t j = 0; j < CB; ++j) {
-            T* a = acc0 + j * plane_size;
-            a[o1] += share(gv[j] * w1);
-            a[o2] += share(gv[j] * w2);
-            a[o3] += share(gv[j] * w3);
-            a[o4] += share(gv[j] * w4);
-          }
-        }
-      }
-    }
-  }
-}
-
-template <int64_t CB, typename scalar_t, typename T>
-void roi_input_grad_box(const RoiTables<scalar_t, T>& tab, const RoiBox& box, const scalar_t* g0,
-                        int64_t g_stride, int64_t PH, int64_t PW, T* acc0) {
-  const int64_t count = box.geo.count;
-  if ((count & (count - 1)) == 0) {
-    roi_input_grad_block<CB, true>(tab, box, g0, g_stride, PH, PW, acc0);
-  } else {
-    roi_input_grad_block<CB, false>(tab, box, g0, g_stride, PH, PW, acc0);
-  }
-}
-
-// NCHW input gradient: split over (level, image, channel block), each walking its level's and image's boxes in
-// increasing k, so contributions arrive in the reference's order (deterministic, no races). Each task accumulates
-// its block's planes in a zeroed per-thread scratch (in T: float for half/bfloat16, as the reference sums in double,
-// rounded once) and writes them out once, float and double with non-temporal stores (stream_copy): the gradient's
-// lines are written whole, never zeroed first and then read back for each tap's add. Every element of `grads` is
-// written (an image with no box at a level gets its zeros the same way), so they need no zeroing beforehand.
-template <typename scalar_t, typename T>
-void roi_input_grad_planes(const RoiTables<scalar_t, T>& tab, const Levels& lv, const scalar_t* g, int64_t N,
-                           int64_t C, int64_t PH, int64_t PW, const std::vector<scalar_t*>& grads) {
-  const int64_t K = static_cast<int64_t>(tab.boxes.size()), L = lv.count();
-  const int64_t cells = PH * PW;
-  std::vector<int64_t> order, start;
-  tab.by_level_and_image(N, L, order, start);
-  const int64_t blocks = channel_blocks(C);
-  const int64_t work = K / std::max<int64_t>(L * N, 1) * cells * 4 * kChannelBlock;
-  at::parallel_for(0, L * N * blocks, grain_for(work), [&](int64_t begin, int64_t end) {
-    std::vector<T> scratch(lv.largest_plane() * kChannelBlock);
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t group = item / blocks, level = group / N, n = group % N;
-      const int64_t plane_size = lv.plane(level);
-      bool full;
-      const int64_t c0 = block_start(item % blocks, C, full);
-      const int64_t cb = full ? kChannelBlock : 1;
-      scalar_t* out0 = grads[level] + (n * C + c0) * plane_size;
-      T* acc0 = scratch.data();
-      std::fill(scratch.begin(), scratch.begin() + cb * plane_size, T(0));
-      for (int64_t j = start[group]; j < start[group + 1]; ++j) {
-        const int64_t k = order[j];
-        const scalar_t* g0 = g + (k * C + c0) * cells;
-        if (full) {
-          roi_input_grad_box<kChannelBlock>(tab, tab.boxes[k], g0, cells, PH, PW, acc0);
-        } else {
-          roi_input_grad_box<1>(tab, tab.boxes[k], g0, cells, PH, PW, acc0);
-        }
-      }
-      if constexpr (std::is_same_v<scalar_t, T>) {
-        stream_copy(acc0, out0, cb * plane_size);
-      } else {
-        std::copy(scratch.begin(), scratch.begin() + cb * plane_size, out0);
-      }
-    }
-#ifdef __AVX2__
-    _mm_sfence();  // stream_copy's stores are visible before the task ends
-#endif
-  });
-}
-
 std::vector<at::Tensor> pyramid_backward_input(const at::Tensor& grad_, const at::Tensor& rois_,
                                                       const at::Tensor& levels, const std::vector<double>& scales,
                                                       int64_t pooled_height, int64_t pooled_width, int64_t N,
@@ -605,7 +554,7 @@ std::vector<at::Tensor> pyramid_backward_input(const at::Tensor& grad_, const at
   const int64_t K = rois.size(0), PH = pooled_height, PW = pooled_width;
   std::vector<at::Tensor> grads;
   // Empty in the layout, advised huge pages before its first touch (at::zeros takes no memory format); zeroed here
-  // only when there is nothing to compute: roi_input_grad_planes and roi_input_grad_channels_last write every element.
+  // only when there is nothing to compute: roi_input_grad_banded writes every element.
   const bool written = K > 0 && C > 0;
   for (int64_t l = 0; l < lv.count(); ++l) {
     at::Tensor g = at::empty({N, C, lv.H[l], lv.W[l]}, grad.options().memory_format(layout));
@@ -621,11 +570,7 @@ std::vector<at::Tensor> pyramid_backward_input(const at::Tensor& grad_, const at
     std::vector<scalar_t*> outs;
     for (at::Tensor& t : grads) outs.push_back(t.mutable_data_ptr<scalar_t>());
     const scalar_t* g = grad.const_data_ptr<scalar_t>();
-    if (layout == at::MemoryFormat::ChannelsLast) {
-      roi_input_grad_channels_last(tab, lv, g, N, C, PH, PW, outs);
-    } else {
-      roi_input_grad_planes(tab, lv, g, N, C, PH, PW, outs);
-    }
+    roi_input_grad_banded(tab, lv, g, N, C, PH, PW, layout != at::MemoryFormat::ChannelsLast, outs);
   });
   return grads;
 }

@@ -467,27 +467,32 @@ def test_cpp_roi_align_interleaved_blocks_equal_channels_last(dtype):
         assert torch.equal(got, impls.roi_align(x, rois, backend="reference", **kwargs)), "differs from reference"
 
 
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=["nchw", "channels_last"])
 @pytest.mark.parametrize("sampling_ratio", [2, 0])
-def test_cpp_roi_align_channels_last_gradient_bands_equal_reference(sampling_ratio):
-    # The channels_last image gradient accumulates bands of rows sized to stay in L2 (512 KiB): on a 64-wide map,
-    # a 64-channel slice of float64 makes 16-row bands, so this 40-row map has three, crossed by the boxes; 70
-    # channels add a 6-channel slice. float64 must equal reference bit for bit (CONVENTIONS.md §6), float32 the
-    # NCHW kernel's.
+def test_cpp_roi_align_gradient_bands_equal_reference(sampling_ratio, layout):
+    # The image gradient accumulates bands of rows sized to stay in L2 (512 KiB), channels last in both layouts: on a
+    # 64-wide map, a 64-channel slice of float64 makes 16-row bands, so this 40-row map has three, crossed by the
+    # boxes; 70 channels add a 6-channel slice. In NCHW a band where the boxes read under half the pixels zeroes and
+    # transposes only those (ReadRuns): the 6 small boxes leave bands 1 and 2 so, the large one (rows 0-24, every
+    # column) fills band 0 (16 rows in float64, 32 in float32) past half. float64 must equal reference bit for bit
+    # (CONVENTIONS.md §6) in both layouts, float32 the other layout's kernel.
     g = torch.Generator().manual_seed(17)
     x = torch.randn(2, 70, 40, 64, generator=g, dtype=torch.float64)
     corner = torch.rand(6, 2, generator=g, dtype=torch.float64) * torch.tensor([60.0, 36.0], dtype=torch.float64)
     size = 4 + torch.rand(6, 2, generator=g, dtype=torch.float64) * 8  # up to 12 px: 4 samples per bin side at most
     rois = torch.cat([torch.tensor([[0.0], [1], [0], [1], [0], [1]], dtype=torch.float64), corner, corner + size], 1)
-    grad = torch.randn(6, 70, 3, 3, generator=g, dtype=torch.float64)
+    rois = torch.cat([rois, torch.tensor([[1.0, 0, 0, 63, 24]], dtype=torch.float64)])
+    grad = torch.randn(7, 70, 3, 3, generator=g, dtype=torch.float64)
     kwargs = dict(output_size=3, sampling_ratio=sampling_ratio, aligned=True)
+    other = torch.channels_last if layout == torch.contiguous_format else torch.contiguous_format
 
     def image_grad(x, grad, backend, layout=torch.contiguous_format):
         x = x.contiguous(memory_format=layout).requires_grad_()
         out = impls.roi_align(x, rois.to(x.dtype), backend=backend, **kwargs)
         return torch.autograd.grad(out, x, grad.contiguous(memory_format=layout))[0]
 
-    got = image_grad(x, grad, "cpp", torch.channels_last)
-    assert got.is_contiguous(memory_format=torch.channels_last)
+    got = image_grad(x, grad, "cpp", layout)
+    assert got.is_contiguous(memory_format=layout)
     assert torch.equal(got, image_grad(x, grad, "reference")), "differs from reference (float64 must be bit-exact)"
-    nhwc = image_grad(x.float(), grad.float(), "cpp", torch.channels_last)
-    assert torch.equal(nhwc, image_grad(x.float(), grad.float(), "cpp")), "float32: channels_last and NCHW differ"
+    single = image_grad(x.float(), grad.float(), "cpp", layout)
+    assert torch.equal(single, image_grad(x.float(), grad.float(), "cpp", other)), "float32: the two layouts differ"

@@ -1,0 +1,100 @@
+// The pixels a call's boxes read, as runs of each image's rows, and the NCHW store that transposes only those: shared
+// by the NCHW kernels of crop_and_resize and roi_align.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <vector>
+
+#include "common/cpu_common.h"
+
+namespace impls {
+
+// The pixels each image's boxes read, as runs of its rows: {row, first column, end column} in runs, image n's row r
+// at runs[row_start[n * H + r] .. row_start[n * H + r + 1]), from the boxes' windows: window(k) gives the rectangle
+// {y0, y1, x0, x1} of pixels [y0, y1) x [x0, x1) box k reads. The NCHW block path of crop_and_resize interleaves only
+// these (a copy of whole planes also copies what no box reads: P2, 128 boxes of 28x28 read 35% of the map's pixels),
+// and the NCHW banded image gradients transpose only these (every other pixel's gradient is 0). Built from per-row
+// counts of the windows opening and closing at each column, so its cost grows with the boxes' rows and the maps'
+// pixels (fewer than 4 x the taps where those paths run), not with the windows' areas. order[start[n] ..
+// start[n + 1]): image n's boxes, among K. box_rows[k]: the rows [y0, y1) box k reads.
+struct ReadRuns {
+  std::vector<std::array<int64_t, 3>> runs;
+  std::vector<int64_t> row_start;
+  std::vector<std::array<int64_t, 2>> box_rows;
+  int64_t H;
+
+  template <typename Window>
+  ReadRuns(const std::vector<int64_t>& order, const int64_t* start, int64_t N, int64_t H, int64_t W, int64_t K,
+           Window window)
+      : row_start(N * H + 1, 0), box_rows(K), H(H) {
+    std::vector<int32_t> opened(H * (W + 1));  // row r: windows opening at column x, minus those ending there
+    for (int64_t n = 0; n < N; ++n) {
+      std::fill(opened.begin(), opened.end(), 0);
+      for (int64_t j = start[n]; j < start[n + 1]; ++j) {
+        const int64_t k = order[j];
+        const auto [y0, y1, x0, x1] = window(k);
+        box_rows[k] = {y0, y1};
+        if (x0 == x1) continue;
+        for (int64_t r = y0; r < y1; ++r) {
+          ++opened[r * (W + 1) + x0];
+          --opened[r * (W + 1) + x1];
+        }
+      }
+      for (int64_t r = 0; r < H; ++r) {
+        int32_t depth = 0;
+        int64_t first = -1;
+        for (int64_t x = 0; x <= W; ++x) {
+          depth += opened[r * (W + 1) + x];
+          if (depth > 0 && first < 0) first = x;
+          if (depth == 0 && first >= 0) {
+            runs.push_back({r, first, x});
+            first = -1;
+          }
+        }
+        row_start[n * H + r + 1] = static_cast<int64_t>(runs.size());
+      }
+    }
+  }
+
+  // The runs of image n's rows [r0, r1): runs[first .. last).
+  std::array<int64_t, 2> of_rows(int64_t n, int64_t r0, int64_t r1) const {
+    return {row_start[n * H + r0], row_start[n * H + r1]};
+  }
+
+  // The pixels in runs[first .. last).
+  int64_t pixels(int64_t first, int64_t last) const {
+    int64_t sum = 0;
+    for (int64_t i = first; i < last; ++i) sum += runs[i][2] - runs[i][1];
+    return sum;
+  }
+
+  // Zeroes the runs[first .. last) of a channels-last accumulator of the rows from r0 (W pixels a row, slice_c values a
+  // pixel): the only pixels the boxes add into, and the only ones store_read_planes reads back.
+  template <typename T>
+  void zero(int64_t first, int64_t last, int64_t r0, int64_t W, int64_t slice_c, T* acc) const {
+    for (int64_t i = first; i < last; ++i) {
+      const auto [r, x0, x1] = runs[i];
+      std::fill(acc + ((r - r0) * W + x0) * slice_c, acc + ((r - r0) * W + x1) * slice_c, T(0));
+    }
+  }
+};
+
+// store_planes (cpu_common.h) for a band of `pixels` pixels (rows from r0, W a row) whose accumulator holds values
+// only in the runs the boxes read (read.runs[first .. last)), every other pixel's gradient being 0: those runs are
+// transposed into `planes`, the rest of it zeroed, and the planes streamed alike. P2, 128 boxes of 28x28 read 35% of
+// the map's pixels.
+template <typename scalar_t, typename T>
+void store_read_planes(const T* acc, const ReadRuns& read, int64_t first, int64_t last, int64_t r0, int64_t W,
+                       int64_t pixels, int64_t slice_c, int64_t plane_stride, scalar_t* planes, scalar_t* out0) {
+  std::fill(planes, planes + slice_c * pixels, scalar_t(0));
+  for (int64_t i = first; i < last; ++i) {
+    const auto [r, x0, x1] = read.runs[i];
+    const int64_t p0 = (r - r0) * W + x0;
+    transpose_matrix(acc + p0 * slice_c, x1 - x0, slice_c, planes + p0, 0, pixels);
+  }
+  stream_planes(planes, pixels, slice_c, plane_stride, out0);
+}
+
+}  // namespace impls
