@@ -454,11 +454,17 @@ def test_cpp_crop_and_resize_nchw_image_gradient_reads_an_expanded_gradient(path
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_cpp_roi_align_interleaved_blocks_equal_channels_last(dtype):
+@pytest.mark.parametrize("clustered", [False, True], ids=["spread", "clustered"])
+def test_cpp_roi_align_interleaved_blocks_equal_channels_last(dtype, clustered):
+    # The NCHW forward copies a block of planes interleaved when the boxes tap more than the maps have pixels (here 40
+    # boxes x 3x3 bins x 4 samples x 4 taps >> 2 x 126 pixels): the whole planes where the boxes read half of them or
+    # more (spread), only the pixels they read (ReadRuns) where they read less (clustered: every box within the
+    # top-left 5x5 of a 12x20 map). 19 channels: one block of 16 and three single channels.
     g = torch.Generator().manual_seed(13)
-    x = torch.randn(2, 19, 7, 9, generator=g, dtype=dtype)
-    xy = torch.rand(40, 2, generator=g, dtype=dtype) * 6  # 40 boxes x 3x3 bins x 4 samples x 4 taps >> 126 pixels
-    rois = torch.cat([torch.randint(0, 2, (40, 1), generator=g).to(dtype), xy, xy + 3], dim=1)
+    H, W, span, side = (12, 20, 2.0, 1.5) if clustered else (7, 9, 6.0, 3.0)
+    x = torch.randn(2, 19, H, W, generator=g, dtype=dtype)
+    xy = torch.rand(40, 2, generator=g, dtype=dtype) * span
+    rois = torch.cat([torch.randint(0, 2, (40, 1), generator=g).to(dtype), xy, xy + side], dim=1)
     kwargs = dict(output_size=3, sampling_ratio=2, aligned=True)
     got = impls.roi_align(x, rois, backend="cpp", **kwargs)
     nhwc = impls.roi_align(x.contiguous(memory_format=torch.channels_last), rois, backend="cpp", **kwargs)
