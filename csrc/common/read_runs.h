@@ -11,14 +11,15 @@
 
 namespace impls {
 
-// The pixels each image's boxes read, as runs of its rows: {row, first column, end column} in runs, image n's row r
-// at runs[row_start[n * H + r] .. row_start[n * H + r + 1]), from the boxes' windows: window(k) gives the rectangle
-// {y0, y1, x0, x1} of pixels [y0, y1) x [x0, x1) box k reads. The NCHW block path of crop_and_resize interleaves only
-// these (a copy of whole planes also copies what no box reads: P2, 128 boxes of 28x28 read 35% of the map's pixels),
-// and the NCHW banded image gradients transpose only these (every other pixel's gradient is 0). Built from per-row
-// counts of the windows opening and closing at each column, so its cost grows with the boxes' rows and the maps'
-// pixels (fewer than 4 x the taps where those paths run), not with the windows' areas. order[start[n] ..
-// start[n + 1]): image n's boxes, among K. box_rows[k]: the rows [y0, y1) box k reads.
+// The pixels each image's boxes read, as runs of its rows: {row, first column, end column} in runs, image n's row r at
+// runs[row_start[n * H + r] .. row_start[n * H + r + 1]), from the boxes' windows: window(k) gives the rectangle {y0,
+// y1, x0, x1} of pixels [y0, y1) x [x0, x1) box k reads. The NCHW forwards interleave only these (crop_and_resize's
+// block path; roi_align's where they are under half a plane): a copy of whole planes also copies what no box reads (P2,
+// 128 boxes of 28x28 read 35% of the map's pixels); the NCHW banded image gradients transpose only these (every other
+// pixel's gradient is 0; roi_align's where they are under half a band). Built from per-row counts of the windows
+// opening and closing at each column, so its cost grows with the boxes' rows and the maps' pixels (fewer than 4 x the
+// taps where those paths run), not with the windows' areas. order[start[n] .. start[n + 1]): image n's boxes, among K.
+// box_rows[k]: the rows [y0, y1) box k reads.
 struct ReadRuns {
   std::vector<std::array<int64_t, 3>> runs;
   std::vector<int64_t> row_start;
