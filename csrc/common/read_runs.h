@@ -64,11 +64,23 @@ struct ReadRuns {
     return {row_start[n * H + r0], row_start[n * H + r1]};
   }
 
-  // The pixels in runs[first .. last).
-  int64_t pixels(int64_t first, int64_t last) const {
+  // Whether runs[first .. last) hold under half of `pixels` pixels: where the boxes read that little of a plane or
+  // band, roi_align's NCHW kernels copy and transpose only the runs instead of the whole.
+  bool under_half(int64_t first, int64_t last, int64_t pixels) const {
     int64_t sum = 0;
     for (int64_t i = first; i < last; ++i) sum += runs[i][2] - runs[i][1];
-    return sum;
+    return sum * 2 < pixels;
+  }
+
+  // runs[first .. last) of cb planes (plane j at planes + j * plane_size, W pixels a row) copied interleaved into
+  // block: pixel p's cb values at block + p * cb, each pixel's values written whole (transpose_matrix).
+  template <typename S, typename T>
+  void interleave(int64_t first, int64_t last, const S* planes, int64_t cb, int64_t W, int64_t plane_size,
+                  T* block) const {
+    for (int64_t i = first; i < last; ++i) {
+      const auto [r, x0, x1] = runs[i];
+      transpose_matrix(planes + r * W + x0, cb, x1 - x0, block + (r * W + x0) * cb, plane_size);
+    }
   }
 
   // Zeroes the runs[first .. last) of a channels-last accumulator of the rows from r0 (W pixels a row, slice_c values a

@@ -244,10 +244,7 @@ void crop_forward_blocks(const CropTables<scalar_t, T>& tab, const std::vector<i
       auto interleave_to = [&](int64_t row) {  // the pixels the boxes read in rows [interleaved, row), interleaved
         if (row <= interleaved) return;
         const auto [first, last] = read.of_rows(n, interleaved, row);
-        for (int64_t i = first; i < last; ++i) {
-          const auto [r, x0, x1] = read.runs[i];
-          transpose_matrix(planes_in + r * W + x0, cb, x1 - x0, block.data() + (r * W + x0) * cb, plane_size);
-        }
+        read.interleave(first, last, planes_in, cb, W, plane_size, block.data());
         interleaved = row;
       };
       // The previous box's crop and its planes c0 .. c0 + cb (one contiguous run of the output): streamed a part

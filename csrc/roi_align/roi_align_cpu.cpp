@@ -298,9 +298,9 @@ void roi_input_grad_box_channels_last(const RoiTables<scalar_t, T>& tab, const R
   }
 }
 
-// The pixels [y0, y1) x [x0, x1) that box k's valid samples tap ({y0, y0, x0, x0}: none).
+// Each box's pixels [y0, y1) x [x0, x1) that its valid samples tap ({y0, y0, x0, x0}: none), by box index.
 template <typename scalar_t, typename T>
-std::array<int64_t, 4> tapped_window(const RoiTables<scalar_t, T>& tab, const RoiBox& box, int64_t PH, int64_t PW) {
+std::vector<std::array<int64_t, 4>> tapped_windows(const RoiTables<scalar_t, T>& tab, int64_t PH, int64_t PW) {
   const auto span = [](const RoiAxis<T>* axis, int64_t count) {
     int64_t first = INT64_MAX, last = -1;
     for (int64_t i = 0; i < count; ++i) {
@@ -310,9 +310,14 @@ std::array<int64_t, 4> tapped_window(const RoiTables<scalar_t, T>& tab, const Ro
     }
     return last < 0 ? std::array<int64_t, 2>{0, 0} : std::array<int64_t, 2>{first, last + 1};
   };
-  const auto [y0, y1] = span(tab.ys.data() + box.y_offset, PH * box.grid_h);
-  const auto [x0, x1] = span(tab.xs.data() + box.x_offset, PW * box.grid_w);
-  return y0 == y1 || x0 == x1 ? std::array<int64_t, 4>{y0, y0, x0, x0} : std::array<int64_t, 4>{y0, y1, x0, x1};
+  std::vector<std::array<int64_t, 4>> windows;
+  for (const RoiBox& box : tab.boxes) {
+    const auto [y0, y1] = span(tab.ys.data() + box.y_offset, PH * box.grid_h);
+    const auto [x0, x1] = span(tab.xs.data() + box.x_offset, PW * box.grid_w);
+    windows.push_back(y0 == y1 || x0 == x1 ? std::array<int64_t, 4>{y0, y0, x0, x0}
+                                           : std::array<int64_t, 4>{y0, y1, x0, x1});
+  }
+  return windows;
 }
 
 // Each level's pixels that the boxes read: ReadRuns over that level's images, from the boxes' tapped windows (order
@@ -344,11 +349,10 @@ constexpr int64_t kRoiGradBandBytes = 512 << 10;
 template <typename scalar_t, typename T>
 void roi_input_grad_banded(const RoiTables<scalar_t, T>& tab, const Levels& lv, const scalar_t* g, int64_t N,
                            int64_t C, int64_t PH, int64_t PW, bool planes, const std::vector<scalar_t*>& grads) {
-  const int64_t L = lv.count(), K = static_cast<int64_t>(tab.boxes.size()), cells = PH * PW;
+  const int64_t L = lv.count(), cells = PH * PW;
   std::vector<int64_t> order, start;
   tab.by_level_and_image(N, L, order, start);
-  std::vector<std::array<int64_t, 4>> windows(K);
-  for (int64_t k = 0; k < K; ++k) windows[k] = tapped_window(tab, tab.boxes[k], PH, PW);
+  const std::vector<std::array<int64_t, 4>> windows = tapped_windows(tab, PH, PW);
   // NCHW: each level's pixels that the boxes read, the only ones whose accumulators are zeroed, added into and
   // transposed.
   const std::vector<ReadRuns> read =
@@ -376,7 +380,7 @@ void roi_input_grad_banded(const RoiTables<scalar_t, T>& tab, const Levels& lv, 
       bool sparse = false;
       if (planes) {
         runs = read[level].of_rows(n, r0, r1);
-        sparse = read[level].pixels(runs[0], runs[1]) * 2 < pixels;
+        sparse = read[level].under_half(runs[0], runs[1], pixels);
       }
       if (sparse) {
         scratch.resize(pixels * cs);
@@ -462,11 +466,7 @@ void roi_forward_planes(const RoiTables<scalar_t, T>& tab, const Levels& lv,
   const bool copy_planes = reads >= pixels;
   // The pixels the boxes read, per level and image: where they are under half a plane, only they are interleaved.
   std::vector<ReadRuns> read;
-  if (copy_planes) {
-    std::vector<std::array<int64_t, 4>> windows(K);
-    for (int64_t k = 0; k < K; ++k) windows[k] = tapped_window(tab, tab.boxes[k], PH, PW);
-    read = read_runs_by_level(lv, order, start, N, windows);
-  }
+  if (copy_planes) read = read_runs_by_level(lv, order, start, N, tapped_windows(tab, PH, PW));
   const int64_t G = planes_per_block(lv.largest_plane(), sizeof(T));
   const int64_t full_blocks = C / G;  // then the C % G channels left, one block each
   at::parallel_for(0, (full_blocks + C % G) * K, grain_for(cells * 4 * G), [&](int64_t begin, int64_t end) {
@@ -486,12 +486,8 @@ void roi_forward_planes(const RoiTables<scalar_t, T>& tab, const Levels& lv,
         if (block_key != key) {
           const ReadRuns& runs = read[box.level];
           const auto [first, last] = runs.of_rows(box.n, 0, box.H);
-          if (runs.pixels(first, last) * 2 < plane_size) {
-            for (int64_t i = first; i < last; ++i) {
-              const auto [r, x0, x1] = runs.runs[i];
-              transpose_matrix(plane0 + r * box.W + x0, cb, x1 - x0, block_planes.data() + (r * box.W + x0) * cb,
-                               plane_size);
-            }
+          if (runs.under_half(first, last, plane_size)) {
+            runs.interleave(first, last, plane0, cb, box.W, plane_size, block_planes.data());
           } else {
             interleave_planes(plane0, cb, plane_size, block_planes.data());
           }
