@@ -14,9 +14,9 @@
 // - Forward, dense (more taps than pixels: P2 heads): per (image, block of 16 planes), the pixels of the block that
 //   the boxes read are copied interleaved into a per-thread buffer that stays in cache (read once where the boxes
 //   would read them several times; a box's rows just before its crop, the boxes in order of their first row),
-//   cropped by the channels_last kernel, and each crop transposed back into 16 planes (in registers where each
-//   line holds 16 values of one plane, else in cache) and streamed into out[k] a part at a time, between the rows
-//   of the next crop (non-temporal stores, store_planes_part).
+//   cropped by the channels_last kernel, and each crop transposed back into 16 planes (16x16 tiles in registers,
+//   through cache where a plane's values do not fill whole lines) and streamed into out[k] a part at a time, between
+//   the rows of the next crop (non-temporal stores, store_planes_part).
 // - Image gradient, dense (more taps than pixels, C >= 8: P2 heads): crop_image_grad_banded
 //   (crop_and_resize_channels_last.h) with planes = true. Per (image, band of rows, channel slice), the taps add
 //   channels-last into a scratch band that stays in L2 (each tap's channels one contiguous run, where planes take

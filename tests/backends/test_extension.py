@@ -386,8 +386,8 @@ def test_kernels_reject_wrong_shapes_naming_the_argument():
 
 # The CPU kernels pick a path by the call's shape: an NCHW crop_and_resize whose boxes tap the maps more often than
 # they have pixels, with at least one full block of 8 channels, crops from interleaved 8-channel copies of the
-# planes and accumulates its image gradient in a channels-last band ("dense"; float32 through AVX2 8x8 tile
-# transposes); fewer taps with C >= 8 crop from interleaved copies of
+# planes and accumulates its image gradient in a channels-last band ("dense"; float32 through 8x8 and 16x16
+# tile transposes); fewer taps with C >= 8 crop from interleaved copies of
 # each box's window ("windows"); C < 8 reads the planes in place ("sparse"). roi_align interleaves its copied channel
 # blocks alike. The shared matrix runs C = 3 and tiny calls, which take only the sparse path: these run every path,
 # the blocked ones on 19 channels (two full blocks and three single channels, the tail of every blocked loop).
