@@ -333,14 +333,9 @@ void crop_forward_windows(const CropTables<scalar_t, T>& tab, const int64_t* idx
   const int64_t cells = crop_height * crop_width, plane_size = H * W;
   constexpr int64_t G = kWindowPlanes;
   const int64_t blocks = (C + G - 1) / G;
-  // Each box's window, the pixels its valid samples read (axis_span): rows [y0, y1) x columns [x0, x1),
-  // spans[k] = {y0, y1, x0, x1}.
+  // Each box's window (crop_window): spans[k] = {y0, y1, x0, x1}.
   std::vector<std::array<int64_t, 4>> spans(K);
-  for (int64_t k = 0; k < K; ++k) {
-    const auto ry = axis_span(tab.ys.data() + k * crop_height, crop_height, nearest);
-    const auto rx = axis_span(tab.xs.data() + k * crop_width, crop_width, nearest);
-    spans[k] = {ry[0], ry[1], rx[0], rx[1]};
-  }
+  for (int64_t k = 0; k < K; ++k) spans[k] = crop_window(tab, k, crop_height, crop_width, nearest);
   // The window's row segments of item `item`'s planes, asked of memory ahead of their use.
   auto prefetch_item = [&](int64_t item) {
     const int64_t k = item / blocks, c0 = item % blocks * G, cb = std::min(G, C - c0);

@@ -74,17 +74,24 @@ struct CropTables {
         xs(crop_axis_tables<scalar_t, T>(boxes, K, 1, 3, crop_width, W)) {}
 };
 
-// The pixels each image's boxes read (ReadRuns): each box's window is the span of its valid samples on each side.
-// order[start[n] .. start[n + 1]): image n's boxes.
+// Box k's window, the pixels its valid samples read (axis_span of each side): rows [y0, y1) x columns [x0, x1) as
+// {y0, y1, x0, x1}.
+template <typename scalar_t, typename T>
+std::array<int64_t, 4> crop_window(const CropTables<scalar_t, T>& tab, int64_t k, int64_t crop_height,
+                                   int64_t crop_width, bool nearest) {
+  const auto [y0, y1] = axis_span(tab.ys.data() + k * crop_height, crop_height, nearest);
+  const auto [x0, x1] = axis_span(tab.xs.data() + k * crop_width, crop_width, nearest);
+  return {y0, y1, x0, x1};
+}
+
+// The pixels each image's boxes read (ReadRuns), from each box's crop_window. order[start[n] .. start[n + 1]): image
+// n's boxes.
 template <typename scalar_t, typename T>
 ReadRuns crop_read_runs(const CropTables<scalar_t, T>& tab, const std::vector<int64_t>& order,
                         const std::vector<int64_t>& start, int64_t N, int64_t H, int64_t W, int64_t crop_height,
                         int64_t crop_width, bool nearest) {
-  return ReadRuns(order, start.data(), N, H, W, static_cast<int64_t>(order.size()), [&](int64_t k) {
-    const auto [y0, y1] = axis_span(tab.ys.data() + k * crop_height, crop_height, nearest);
-    const auto [x0, x1] = axis_span(tab.xs.data() + k * crop_width, crop_width, nearest);
-    return std::array<int64_t, 4>{y0, y1, x0, x1};
-  });
+  return ReadRuns(order, start.data(), N, H, W, static_cast<int64_t>(order.size()),
+                  [&](int64_t k) { return crop_window(tab, k, crop_height, crop_width, nearest); });
 }
 
 }  // namespace impls
