@@ -25,9 +25,10 @@ def _cuda_home():
 def _cpu_isa_flags():
     """``-mavx2`` when the machine building the extension (which is the one running it: it is built in place) has
     AVX2: the channels-innermost loops then run 8 floats wide instead of SSE2's 4; and AVX-512 (F, VL, BW, DQ: the
-    x86-64-v4 set) where it has those too, 16 floats wide. Vector width changes no result (contraction stays off, and
-    the compiler never reassociates without fast-math). ``IMPLS_CPU_ISA=generic`` builds for any x86-64 CPU,
-    ``IMPLS_CPU_ISA=avx2`` stops at AVX2."""
+    x86-64-v4 set) where it has those too, 16 floats wide; with AVX2, F16C (float16 <-> float32 in registers: the
+    NCHW kernels' transposes, and c10::Half's own conversion, which then uses the same instruction). Vector width
+    changes no result (contraction stays off, and the compiler never reassociates without fast-math).
+    ``IMPLS_CPU_ISA=generic`` builds for any x86-64 CPU, ``IMPLS_CPU_ISA=avx2`` stops at AVX2."""
     isa = os.environ.get("IMPLS_CPU_ISA")
     if isa == "generic" or platform.machine() not in ("x86_64", "AMD64"):
         return []
@@ -38,10 +39,11 @@ def _cpu_isa_flags():
         return []
     if "avx2" not in flags:
         return []
+    avx2 = ["-mavx2", *(["-mf16c"] if "f16c" in flags else [])]
     avx512 = ["avx512f", "avx512vl", "avx512bw", "avx512dq"]
     if isa == "avx2" or not all(flag in flags for flag in avx512):
-        return ["-mavx2"]
-    return ["-mavx2", *(f"-m{flag}" for flag in avx512)]
+        return avx2
+    return [*avx2, *(f"-m{flag}" for flag in avx512)]
 
 
 def _sources(pattern):

@@ -3,6 +3,7 @@
 
 #include <ATen/Parallel.h>
 #include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
 #include <c10/util/Exception.h>
 
 #include <ATen/core/Tensor.h>
@@ -209,27 +210,41 @@ inline int64_t block_start(int64_t b, int64_t C, bool& full) {
 }
 
 #ifdef __AVX2__
-// Types whose 8 values go through an AVX2 float register: float, and bfloat16 (the upper half of a float: widened
-// exactly, narrowed with c10::BFloat16's own rounding, below).
+// Types whose 8 values go through an AVX2 float register: float; bfloat16 (the upper half of a float: widened
+// exactly, narrowed with c10::BFloat16's own rounding, below); float16 where the build has F16C (setup.py), whose
+// vcvtps2ph is c10::Half's own conversion then.
 template <typename V>
-constexpr bool kTileType = std::is_same_v<V, float> || std::is_same_v<V, c10::BFloat16>;
+constexpr bool kTileType = std::is_same_v<V, float> || std::is_same_v<V, c10::BFloat16>
+#ifdef __F16C__
+                           || std::is_same_v<V, c10::Half>
+#endif
+    ;
 
 // 8 values at p as floats.
 template <typename V>
 inline __m256 load8_float(const V* p) {
   if constexpr (std::is_same_v<V, float>) {
     return _mm256_loadu_ps(p);
+#ifdef __F16C__
+  } else if constexpr (std::is_same_v<V, c10::Half>) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+#endif
   } else {
     const __m128i bits = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bits), 16));
   }
 }
 
-// 8 floats stored at p as V: bfloat16 rounded to nearest even, NaN as 0x7FC0, as c10::BFloat16(float) rounds.
+// 8 floats stored at p as V: bfloat16 rounded to nearest even, NaN as 0x7FC0, as c10::BFloat16(float) rounds;
+// float16 by vcvtps2ph, to nearest even, as c10::Half(float) converts under F16C.
 template <typename V>
 inline void store8_float(V* p, __m256 v) {
   if constexpr (std::is_same_v<V, float>) {
     _mm256_storeu_ps(p, v);
+#ifdef __F16C__
+  } else if constexpr (std::is_same_v<V, c10::Half>) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+#endif
   } else {
     const __m256i u = _mm256_castps_si256(v);
     const __m256i bias = _mm256_add_epi32(_mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1)),
@@ -252,13 +267,14 @@ inline void load_transposed_tile(const S* src, int64_t stride, __m256* t) {
 #endif
 
 // dst[c * dst_stride + r] = src[r * src_stride + c], rounded to D: the transpose of a rows x cols matrix whose rows
-// are src_stride apart (cols when 0), into rows dst_stride apart (rows when 0). For float and bfloat16 (kTileType),
-// 8x8 tiles go through AVX2 float registers (8 loads, 24 shuffles, 8 stores per 64 values) instead of 64 scalar
-// strided stores, float's columns right of the whole tiles included (P2, 512 NCHW 14x14 crops, fwd+bwd: 20.8 -> 19.6
-// ms on 2 cores); the values are the same either way, bfloat16's rounded as the scalar cast rounds them (bfloat16
-// NCHW forwards, whose interleave and stores went value by value before, on 2 Xeon (Emerald Rapids) cores under
-// mimalloc: crop_and_resize P2 512 x 14x14 17.5 -> 7.4 ms, 128 x 28x28 14.8 -> 5.9 ms, 32 P3 maps 1.89 -> 0.99 ms;
-// roi_align P2 512 x 7x7 25.3 -> 10.9 ms). Short rows (at most kShortRows: crop_and_resize's 16 planes copied interleaved) take the tiles column
+// are src_stride apart (cols when 0), into rows dst_stride apart (rows when 0). For float and the 16-bit types
+// (kTileType), 8x8 tiles go through AVX2 float registers (8 loads, 24 shuffles, 8 stores per 64 values) instead of 64
+// scalar strided stores, float's columns right of the whole tiles included (P2, 512 NCHW 14x14 crops, fwd+bwd: 20.8
+// -> 19.6 ms on 2 cores); the values are the same either way, the 16-bit types' rounded as their scalar casts round
+// them. The NCHW forwards' interleave and stores of the 16-bit types went value by value before: on 2 Xeon (Emerald
+// Rapids) cores under mimalloc, crop_and_resize P2 512 x 14x14 bfloat16 17.5 -> 7.4 ms, float16 12.7 -> 6.0 ms; 128 x
+// 28x28 14.8 -> 5.9, 10.3 -> 4.6 ms; 32 P3 maps 1.89 -> 0.99, 1.89 -> 0.95 ms; roi_align P2 512 x 7x7 bfloat16 25.3
+// -> 10.9 ms. Short rows (at most kShortRows: crop_and_resize's 16 planes copied interleaved) take the tiles column
 // by column, so that each line of dst is written whole at once; row by row, each pass over a plane-sized dst would
 // write half of every line and the next pass read it back to write the other half. Longer rows keep the row order,
 // which reads 8 source rows at a time: the rotated operator's 64-channel windows read 64 at a time column by column

@@ -439,25 +439,31 @@ def test_cpp_crop_and_resize_nchw_paths_equal_reference(path, method):
         assert torch.equal(a, b), f"float32 {name}: NCHW and channels_last differ"
 
 
+# NaNs with a payload as 16-bit patterns, positive and negative: (bfloat16, float16).
+NAN_BITS = {torch.bfloat16: (0x7FC1, 0xFFC1), torch.float16: (0x7E01, 0xFE01)}
+
+
+@pytest.mark.parametrize("dtype", NAN_BITS, ids=str)
 @pytest.mark.parametrize("path", PATHS)
-def test_cpp_crop_and_resize_nchw_paths_bfloat16_equal_channels_last(path):
-    # bfloat16: every kernel widens each value to float exactly and rounds each result once; the NCHW paths round in
-    # vector registers where they transpose (cpu_common.h's store8_float), the channels_last kernel with c10's
-    # scalar cast, so the two agree bit for bit if the vector rounding is c10's: to nearest even, any NaN as 0x7FC0
-    # (the NaN pixels' crops keep their payload and sign through the float arithmetic until then). Compared as bits:
-    # NaN != NaN.
+def test_cpp_crop_and_resize_nchw_paths_half_types_equal_channels_last(path, dtype):
+    # bfloat16 and float16: every kernel widens each value to float exactly and rounds each result once; the NCHW paths
+    # round in vector registers where they transpose (cpu_common.h's store8_float), the channels_last kernel with
+    # c10's scalar cast, so the two agree bit for bit if the vector rounding is c10's: to nearest even, and NaN as c10
+    # makes it (bfloat16: 0x7FC0; float16 under F16C: vcvtps2ph's). The NaN pixels' crops keep their payload and
+    # sign through the float arithmetic until then. Compared as bits: NaN != NaN.
     x, boxes, box_index, crop, grad = _blocked_case(path)
-    x = x.to(torch.bfloat16)
+    x = x.to(dtype)
     bits = x.view(torch.int16)
-    bits[0, :, 3] = 0x7FC1  # NaNs with a payload: a whole row of image 0, a column of image 1 negative
-    bits[1, :, :, 4] = 0xFFC1 - 0x10000
-    boxes = boxes.to(torch.bfloat16)
-    nchw = _crop_pass(x, boxes, box_index, crop, grad.to(torch.bfloat16), "bilinear", "cpp")
-    nhwc = _crop_pass(x, boxes, box_index, crop, grad.to(torch.bfloat16), "bilinear", "cpp", torch.channels_last)
+    positive, negative = NAN_BITS[dtype]
+    bits[0, :, 3] = positive  # a whole row of image 0, a column of image 1
+    bits[1, :, :, 4] = negative - 0x10000
+    boxes = boxes.to(dtype)
+    nchw = _crop_pass(x, boxes, box_index, crop, grad.to(dtype), "bilinear", "cpp")
+    nhwc = _crop_pass(x, boxes, box_index, crop, grad.to(dtype), "bilinear", "cpp", torch.channels_last)
     assert nchw[0].isnan().any(), "the case must crop a NaN pixel"
     for name, a, b in zip(("output", "image gradient", "box gradient"), nchw, nhwc):
         assert torch.equal(a.contiguous().view(torch.int16), b.contiguous().view(torch.int16)), (
-            f"bfloat16 {name}: NCHW and channels_last differ")
+            f"{dtype} {name}: NCHW and channels_last differ")
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -474,7 +480,7 @@ def test_cpp_crop_and_resize_nchw_image_gradient_reads_an_expanded_gradient(path
         assert torch.equal(want, reference), "differs from reference (float64 must be bit-exact)"
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("clustered", [False, True], ids=["spread", "clustered"])
 def test_cpp_roi_align_interleaved_blocks_equal_channels_last(dtype, clustered):
     # The NCHW forward copies a block of planes interleaved when the boxes tap more than the maps have pixels (here 40
