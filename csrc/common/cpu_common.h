@@ -79,7 +79,8 @@ inline void transpose16x16(__m512 r[16]) {
 
 // dst[i] = src[i] for i < n, for a dst written once and not read again soon: values (float, double, the 16-bit
 // types) from the first 32-byte aligned address on go out with non-temporal stores, whole lines in order (no read of
-// each line before its write, as a cached store does). The writer issues _mm_sfence before another thread may read them.
+// each line before its write, as a cached store does). The writer issues _mm_sfence before another thread may read
+// them.
 template <typename scalar_t>
 void stream_copy(const scalar_t* src, scalar_t* dst, int64_t n) {
   int64_t i = 0;
@@ -306,7 +307,7 @@ void transpose_matrix(const S* src, int64_t rows, int64_t cols, D* dst, int64_t 
     }
     // The last columns of the tiled rows, fewer than 8 (a 14-wide crop row: 6 of 14), as one more tile per 8 rows
     // whose loads are masked to them (the masked lanes read nothing) and whose first `rest` rows are stored; float
-    // only (a masked load reads 32-bit lanes), bfloat16's go to the scalar loop below.
+    // only (a masked load reads 32-bit lanes), the 16-bit types' go to the scalar loop below.
     if constexpr (std::is_same_v<S, float>) {
       if (c_tiled < cols && r_tiled > 0) {
         const int64_t rest = cols - c_tiled;
