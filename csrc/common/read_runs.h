@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "common/cpu_common.h"
@@ -97,10 +98,29 @@ struct ReadRuns {
 // store_planes (cpu_common.h) for a band of `pixels` pixels (rows from r0, W a row) whose accumulator holds values
 // only in the runs the boxes read (read.runs[first .. last)), every other pixel's gradient being 0: those runs are
 // transposed into `planes`, the rest of it zeroed, and the planes streamed alike. P2, 128 boxes of 28x28 read 35% of
-// the map's pixels.
+// the map's pixels. With AVX-512, float planes that start on cache lines go out from registers instead
+// (stream_tiles16: 16 pixels at a time, those in no run as 0, with no copy in cache; store_planes has the timings).
 template <typename scalar_t, typename T>
 void store_read_planes(const T* acc, const ReadRuns& read, int64_t first, int64_t last, int64_t r0, int64_t W,
                        int64_t pixels, int64_t slice_c, int64_t plane_stride, scalar_t* planes, scalar_t* out0) {
+#ifdef __AVX512F__
+  if constexpr (std::is_same_v<T, float> && std::is_same_v<scalar_t, float>) {
+    if (planes_in_lines16(slice_c, plane_stride, out0)) {
+      std::vector<uint32_t> held((pixels + 15) / 16, 0);  // bit i of held[t]: pixel t * 16 + i is in a run
+      for (int64_t i = first; i < last; ++i) {
+        const auto [r, x0, x1] = read.runs[i];
+        for (int64_t p = (r - r0) * W + x0, end = (r - r0) * W + x1; p < end;) {
+          const int64_t bit = p % 16, count = std::min<int64_t>(16 - bit, end - p);
+          held[p / 16] |= static_cast<uint32_t>(((uint64_t{1} << count) - 1) << bit);
+          p += count;
+        }
+      }
+      stream_tiles16(acc, pixels, slice_c, plane_stride, out0, 0, static_cast<int64_t>(held.size()),
+                     [&](int64_t tile) { return held[tile]; });
+      return;
+    }
+  }
+#endif
   std::fill(planes, planes + slice_c * pixels, scalar_t(0));
   for (int64_t i = first; i < last; ++i) {
     const auto [r, x0, x1] = read.runs[i];

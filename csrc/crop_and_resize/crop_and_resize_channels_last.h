@@ -380,24 +380,20 @@ void accumulate_image(const ImageGradCall<scalar_t, T>& call, int64_t n, int64_t
 inline void stream_planes16_part(const float* acc, int64_t plane_size, float* planes, float* out0, int64_t part,
                                  int64_t parts) {
   const int64_t tiles = (plane_size + 15) / 16;
-  // t[j]: plane j's values of pixels tile * 16 .. tile * 16 + 15 (zero past plane_size); returns how many are pixels.
-  auto load_tile = [&](int64_t tile, __m512* t) {
-    const int64_t pixels = std::min<int64_t>(16, plane_size - tile * 16);
-    for (int i = 0; i < 16; ++i) t[i] = i < pixels ? _mm512_loadu_ps(acc + (tile * 16 + i) * 16) : _mm512_setzero_ps();
-    transpose16x16(t);
-    return pixels;
-  };
-  __m512 t[16];
   if (plane_size % 16 == 0) {
-    for (int64_t tile = part * tiles / parts; tile < (part + 1) * tiles / parts; ++tile) {
-      load_tile(tile, t);
-      for (int j = 0; j < 16; ++j) _mm512_stream_ps(out0 + j * plane_size + tile * 16, t[j]);
-    }
+    stream_tiles16(acc, plane_size, 16, plane_size, out0, part * tiles / parts, (part + 1) * tiles / parts,
+                   [](int64_t) { return 0xFFFFu; });
     return;
   }
   if (part == 0) {
     for (int64_t tile = 0; tile < tiles; ++tile) {
-      const auto in_tile = static_cast<__mmask16>((1u << load_tile(tile, t)) - 1);
+      const int64_t pixels = std::min<int64_t>(16, plane_size - tile * 16);
+      __m512 t[16];  // t[j]: plane j's values of the tile's pixels, zero past plane_size
+      for (int i = 0; i < 16; ++i) {
+        t[i] = i < pixels ? _mm512_loadu_ps(acc + (tile * 16 + i) * 16) : _mm512_setzero_ps();
+      }
+      transpose16x16(t);
+      const auto in_tile = static_cast<__mmask16>((1u << pixels) - 1);
       for (int j = 0; j < 16; ++j) _mm512_mask_storeu_ps(planes + j * plane_size + tile * 16, in_tile, t[j]);
     }
   }

@@ -480,6 +480,36 @@ def test_cpp_crop_and_resize_nchw_image_gradient_reads_an_expanded_gradient(path
         assert torch.equal(want, reference), "differs from reference (float64 must be bit-exact)"
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_cpp_crop_and_resize_nchw_gradient_bands_equal_channels_last(threads):
+    # The dense NCHW image gradient accumulates bands of rows channels last (1 MiB: 25 rows of a 40-wide float32 map of
+    # 256 channels, so this 54-row map has bands of 25, 25 and 4 rows) and writes each band's planes; with AVX-512,
+    # where a band's planes start on cache lines (bands 0 and 2), 16 pixels x 16 channels at a time from registers,
+    # else (band 1: row 25 starts half a line in) through cache. Band 0 ends half a line into its last 16 pixels
+    # (1000 = 62.5 x 16), stored masked; band 2 reuses the accumulator of the bands before it in the same task (one
+    # task per image on 2 threads, one for both on 1) and no box reads it (all boxes end above row 47): its gradient
+    # must come out 0, whatever the accumulator still holds. float32: the channels_last kernel is the oracle, the same
+    # sums in the same order, bit for bit.
+    g = torch.Generator().manual_seed(29)
+    n, c, h, w, k = 2, 256, 54, 40, 40  # 40 boxes x 8x8 crops x 4 taps >= 2 x 54 x 40 pixels: the dense path
+    ys = torch.rand(k, 2, generator=g) * 0.85  # rows up to 0.85 x 53 = 45, some boxes flipped
+    xs = torch.rand(k, 2, generator=g) * 1.2 - 0.1  # some columns outside the map, some boxes flipped
+    boxes = torch.stack([ys[:, 0], xs[:, 0], ys[:, 1], xs[:, 1]], dim=1)
+    box_index = torch.randint(0, n, (k,), generator=g)
+    grad = torch.randn(k, c, 8, 8, generator=g)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        nchw = OPS.crop_and_resize_backward_input(grad, boxes, box_index, 8, 8, n, c, h, w, "bilinear")
+        nhwc = OPS.crop_and_resize_backward_input(grad.contiguous(memory_format=torch.channels_last), boxes,
+                                                  box_index, 8, 8, n, c, h, w, "bilinear")
+    finally:
+        torch.set_num_threads(previous)
+    assert nchw.is_contiguous() and nhwc.is_contiguous(memory_format=torch.channels_last)
+    assert (nhwc[:, :, 47:] == 0).all() and (nhwc[:, :, :47] != 0).any(), "the case must leave band 2 unread"
+    assert torch.equal(nchw, nhwc), "float32 image gradient: NCHW and channels_last differ"
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("clustered", [False, True], ids=["spread", "clustered"])
 def test_cpp_roi_align_interleaved_blocks_equal_channels_last(dtype, clustered):
