@@ -2,6 +2,9 @@
 
     python bench/report.py                          # the newest whole run in bench/results/
     python bench/report.py cpu.json gpu.json        # several runs (machines) side by side
+    python bench/report.py bench/results/vm-2026-12-07-xeon-crop-bgrad.json --name vm-2026-12-07-xeon-crop-bgrad
+        # a side run (one suite, ``bench/run.py -k ...``): <name>-report.md and <name>-<plot>.png beside the whole
+        # run's, whose report, plots and README section stay as they are
 
 The tables give pytest-benchmark's median per call and, in brackets, the speed-up over the peer users compare
 against (``torchvision`` for roi_align, ``tensorflow`` for crop_and_resize, each timed natively, as its users run
@@ -590,14 +593,14 @@ def machine_header(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_plots(rows: list[dict], out_dir: Path) -> list[str]:
+def write_plots(rows: list[dict], out_dir: Path, prefix: str = "") -> list[str]:
     written = []
     for op in BASELINE:
-        if plots.cases_plot(rows, op, out_dir / f"{op}_cases.png"):
-            written.append(f"{op}_cases.png")
+        if plots.cases_plot(rows, op, out_dir / f"{prefix}{op}_cases.png"):
+            written.append(f"{prefix}{op}_cases.png")
     for sweep in plots.SWEEP_AXES:
-        if plots.scaling_plot(rows, sweep, out_dir / f"scaling_{sweep}.png"):
-            written.append(f"scaling_{sweep}.png")
+        if plots.scaling_plot(rows, sweep, out_dir / f"{prefix}scaling_{sweep}.png"):
+            written.append(f"{prefix}scaling_{sweep}.png")
     return written
 
 
@@ -666,6 +669,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("results", nargs="*", type=Path, help="pytest-benchmark JSON files (default: the newest)")
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--readme", type=Path, default=README)
+    parser.add_argument("--name", help="a side run's name: write <name>-report.md and <name>-<plot>.png in --out-dir "
+                        "and leave the README alone")
     args = parser.parse_args(argv)
 
     paths = args.results
@@ -683,10 +688,14 @@ def main(argv: list[str]) -> int:
               file=sys.stderr)
         return 1
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    images = write_plots(rows, args.out_dir)
-    report = args.out_dir / "report.md"
+    prefix = f"{args.name}-" if args.name else ""
+    images = write_plots(rows, args.out_dir, prefix)
+    report = args.out_dir / f"{prefix}report.md"
     report.write_text(report_markdown(rows, every, runs, images, args.out_dir))
     print(f"wrote {report} and {', '.join(images)}")
+    if args.name:
+        print(f"a side run ({args.name}): {args.readme} left unchanged")
+        return 0
     if update_readme(readme_section(rows, every, runs, images), args.readme):
         print(f"updated the benchmark section of {args.readme}")
     else:

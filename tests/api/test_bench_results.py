@@ -22,3 +22,22 @@ def test_newest_is_the_latest_whole_run(tmp_path):
     assert results_json.newest(tmp_path) == tmp_path / "vm-2026-12-06.json"
     _write(tmp_path / "vm-2026-12-07.json", "2026-12-07T01:00:00")
     assert results_json.newest(tmp_path) == tmp_path / "vm-2026-12-07.json"
+
+
+def test_a_side_run_reports_beside_the_whole_run(tmp_path):
+    # ``report.py --name``: a side run's report and plots are written under its name, linked from its report, and
+    # neither the README's section nor the whole run's report.md or plots are touched.
+    import report
+
+    run = Path(report.RESULTS_DIR) / "vm-2026-12-07-xeon-crop-bgrad.json"
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- bench-table:start -->\nthe whole run's tables\n<!-- bench-table:end -->\n")
+    before = readme.read_text()
+    assert report.main([str(run), "--out-dir", str(tmp_path), "--readme", str(readme), "--name", "side"]) == 0
+    assert readme.read_text() == before, "a side run replaced the README's benchmark section"
+    assert not (tmp_path / "report.md").exists() and not (tmp_path / "crop_and_resize_cases.png").exists()
+    text = (tmp_path / "side-report.md").read_text()
+    assert "![side-crop_and_resize_cases.png](side-crop_and_resize_cases.png)" in text
+    assert (tmp_path / "side-crop_and_resize_cases.png").stat().st_size > 0
+    link = text.split("[vm-2026-11-26-vectorized-stability.md](")[1].split(")")[0]
+    assert (tmp_path / link).resolve() == (Path(report.RESULTS_DIR) / "vm-2026-11-26-vectorized-stability.md")
