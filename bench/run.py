@@ -4,6 +4,9 @@
     BENCH=full python bench/run.py       # everything (see matrix.py)
     python bench/run.py -k cpp           # extra arguments go to pytest
     python bench/run.py -k roi_align_rotated    # one operator's suite: -k on the test ids (``<op>-<backend>-...``)
+    python bench/run.py --side xeon-crop -k crop_and_resize
+        # a side run: saved as <host>-<date>-xeon-crop.json, its report and plots under that name (report.py --name);
+        # the whole run of the day, its report, plots and the README's tables stay as they are
 
 Exits with pytest's status when the suite fails (the report is then not regenerated). How long pytest took is
 added to the JSON (``wall_seconds``), and the report states it beside the machine: how long ``make bench`` takes is
@@ -45,9 +48,21 @@ ALLOCATOR_TESTS = BENCH_DIR / "test_crop_and_resize.py"
 NO_TESTS_COLLECTED = 5
 
 
-def results_path() -> Path:
+def results_path(side: str | None = None) -> Path:
     host = re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname())
-    return RESULTS_DIR / f"{host}-{datetime.date.today().isoformat()}.json"
+    return RESULTS_DIR / f"{host}-{datetime.date.today().isoformat()}{f'-{side}' if side else ''}.json"
+
+
+def side_name(argv: list[str]) -> tuple[str | None, list[str]]:
+    """``--side NAME`` at the front of the arguments: (NAME, the rest, for pytest); (None, argv) without it."""
+    if not argv or argv[0] != "--side":
+        return None, argv
+    name = argv[1] if len(argv) > 1 else ""
+    # A letter in it: a name of digits and dashes could end like a date and pass for the day's whole run.
+    if not re.fullmatch(r"[A-Za-z0-9_.]+(-[A-Za-z0-9_.]+)*", name) or not re.search("[A-Za-z]", name):
+        raise SystemExit("--side takes a name of letters, digits, '_', '.' and inner '-', with a letter in it, e.g. "
+                         "--side xeon-crop")
+    return name, argv[2:]
 
 
 def record_wall_time(path: Path, seconds: float) -> None:
@@ -100,9 +115,10 @@ def record_no_allocator_run(path: Path, reason: str) -> None:
     path.write_text(json.dumps(data, indent=4))
 
 
-def main(pytest_args: list[str]) -> int:
+def main(argv: list[str]) -> int:
+    side, pytest_args = side_name(argv)
     RESULTS_DIR.mkdir(exist_ok=True)
-    output = results_path()
+    output = results_path(side)
     with (tempfile.TemporaryDirectory(prefix="impls-bench-inductor-") as cache,
           tempfile.TemporaryDirectory(prefix="impls-bench-") as scratch):
         env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": os.environ.get("TORCHINDUCTOR_CACHE_DIR", cache)}
@@ -125,7 +141,8 @@ def main(pytest_args: list[str]) -> int:
                 reason = merge_allocator_run(output, second, keeping, seconds)
                 if reason:
                     record_no_allocator_run(output, reason)
-    return subprocess.call([sys.executable, str(BENCH_DIR / "report.py"), str(output)], cwd=BENCH_DIR.parent)
+    named = ["--name", output.stem] if side else []
+    return subprocess.call([sys.executable, str(BENCH_DIR / "report.py"), str(output), *named], cwd=BENCH_DIR.parent)
 
 
 if __name__ == "__main__":

@@ -41,3 +41,21 @@ def test_a_side_run_reports_beside_the_whole_run(tmp_path):
     assert (tmp_path / "side-crop_and_resize_cases.png").stat().st_size > 0
     link = text.split("[vm-2026-11-26-vectorized-stability.md](")[1].split(")")[0]
     assert (tmp_path / link).resolve() == (Path(report.RESULTS_DIR) / "vm-2026-11-26-vectorized-stability.md")
+
+
+def test_a_side_run_is_saved_under_its_own_name():
+    # ``bench/run.py --side NAME``: the JSON is <host>-<date>-NAME.json, which the whole-run pattern does not take for
+    # the day's whole run (test_newest_is_the_latest_whole_run), and the rest of the arguments go to pytest.
+    import pytest
+    import results_json
+    import run
+
+    side, rest = run.side_name(["--side", "xeon-crop", "-k", "crop_and_resize"])
+    assert (side, rest) == ("xeon-crop", ["-k", "crop_and_resize"])
+    assert run.side_name(["-k", "cpp"]) == (None, ["-k", "cpp"])
+    assert run.results_path(side).name.endswith("-xeon-crop.json")
+    assert not results_json.WHOLE_RUN.fullmatch(run.results_path(side).name)
+    assert results_json.WHOLE_RUN.fullmatch(run.results_path().name)
+    for bad in (["--side"], ["--side", "-k"], ["--side", "../x"], ["--side", "2026-12-08"]):
+        with pytest.raises(SystemExit, match="--side takes a name"):
+            run.side_name(bad)
