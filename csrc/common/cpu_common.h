@@ -357,16 +357,16 @@ inline bool planes_in_lines16(int64_t slice_c, int64_t plane_stride, const float
 // Tiles [t0, t1) of a float accumulator [pixels, slice_c] written as slice_c planes of `pixels` values, plane j at
 // out0 + j * plane_stride (planes_in_lines16): 16 pixels x 16 channels at a time transposed in registers
 // (transpose16x16), and each plane's 16 values streamed as one whole line, with no copy in cache; a last tile of fewer
-// than 16 pixels is stored masked (the rest of its line belongs to the rows after them). Pixel tile * 16 + i is read
-// where bit i of held(tile) is set and written 0 where it is not (a gradient's pixels that no box reads: never
-// zeroed in the accumulator).
+// than 16 pixels is stored masked (the rest of its line belongs to the rows after them), and nothing past `pixels` is
+// read. Pixel tile * 16 + i is read where bit i of held(tile) is set and written 0 where it is not (a gradient's
+// pixels that no box reads: never zeroed in the accumulator).
 template <typename Held>
 void stream_tiles16(const float* acc, int64_t pixels, int64_t slice_c, int64_t plane_stride, float* out0, int64_t t0,
                     int64_t t1, const Held& held) {
   for (int64_t c = 0; c < slice_c; c += 16) {
     for (int64_t tile = t0; tile < t1; ++tile) {
-      const uint32_t bits = held(tile);
       const int64_t in_tile = std::min<int64_t>(16, pixels - tile * 16);
+      const uint32_t bits = held(tile) & static_cast<uint32_t>((uint64_t{1} << in_tile) - 1);  // nothing past pixels
       __m512 t[16];
       for (int i = 0; i < 16; ++i) {
         t[i] = bits >> i & 1 ? _mm512_loadu_ps(acc + (tile * 16 + i) * slice_c + c) : _mm512_setzero_ps();
