@@ -354,6 +354,14 @@ inline bool planes_in_lines16(int64_t slice_c, int64_t plane_stride, const float
   return slice_c % 16 == 0 && plane_stride % 16 == 0 && reinterpret_cast<uintptr_t>(out0) % 64 == 0;
 }
 
+// The 16x16 tile of a float accumulator [pixels, slice_c] whose first pixel's channel c is at acc, transposed in
+// registers: t[j] holds channel c + j of the tile's 16 pixels, pixel i loaded where bit i of `bits` is set and 0
+// where it is not.
+inline void load_tile16(const float* acc, int64_t slice_c, uint32_t bits, __m512 t[16]) {
+  for (int i = 0; i < 16; ++i) t[i] = bits >> i & 1 ? _mm512_loadu_ps(acc + i * slice_c) : _mm512_setzero_ps();
+  if (bits != 0) transpose16x16(t);
+}
+
 // Tiles [t0, t1) of a float accumulator [pixels, slice_c] written as slice_c planes of `pixels` values, plane j at
 // out0 + j * plane_stride (planes_in_lines16): 16 pixels x 16 channels at a time transposed in registers
 // (transpose16x16), and each plane's 16 values streamed as one whole line, with no copy in cache; a last tile of fewer
@@ -368,10 +376,7 @@ void stream_tiles16(const float* acc, int64_t pixels, int64_t slice_c, int64_t p
       const int64_t in_tile = std::min<int64_t>(16, pixels - tile * 16);
       const uint32_t bits = held(tile) & static_cast<uint32_t>((uint64_t{1} << in_tile) - 1);  // nothing past pixels
       __m512 t[16];
-      for (int i = 0; i < 16; ++i) {
-        t[i] = bits >> i & 1 ? _mm512_loadu_ps(acc + (tile * 16 + i) * slice_c + c) : _mm512_setzero_ps();
-      }
-      if (bits != 0) transpose16x16(t);
+      load_tile16(acc + tile * 16 * slice_c + c, slice_c, bits, t);
       float* o = out0 + c * plane_stride + tile * 16;
       if (in_tile == 16) {
         for (int j = 0; j < 16; ++j) _mm512_stream_ps(o + j * plane_stride, t[j]);

@@ -388,12 +388,9 @@ inline void stream_planes16_part(const float* acc, int64_t plane_size, float* pl
   if (part == 0) {
     for (int64_t tile = 0; tile < tiles; ++tile) {
       const int64_t pixels = std::min<int64_t>(16, plane_size - tile * 16);
-      __m512 t[16];  // t[j]: plane j's values of the tile's pixels, zero past plane_size
-      for (int i = 0; i < 16; ++i) {
-        t[i] = i < pixels ? _mm512_loadu_ps(acc + (tile * 16 + i) * 16) : _mm512_setzero_ps();
-      }
-      transpose16x16(t);
       const auto in_tile = static_cast<__mmask16>((1u << pixels) - 1);
+      __m512 t[16];  // t[j]: plane j's values of the tile's pixels, zero past plane_size
+      load_tile16(acc + tile * 16 * 16, 16, in_tile, t);
       for (int j = 0; j < 16; ++j) _mm512_mask_storeu_ps(planes + j * plane_size + tile * 16, in_tile, t[j]);
     }
   }
