@@ -470,23 +470,24 @@ void crop_image_grad_banded(const ImageGradCall<scalar_t, T>& call, int64_t N, i
                                                       call.crop_width, call.nearest))
              : std::nullopt;
   at::parallel_for(0, N * bands * chunks, grain_for(work), [&](int64_t begin, int64_t end) {
-    std::vector<T> scratch(band * W * std::min(chunk, C));
+    // Each item zeroes what it reads of the scratch: all of it (channels_last) or the runs (NCHW).
+    const auto scratch = uninitialized_buffer<T>(band * W * std::min(chunk, C));
     std::vector<T> gt(call.grad_in_place ? 0 : call.crop_width * std::min(chunk, C));
-    std::vector<scalar_t> transposed(planes ? band * W * std::min(chunk, C) : 0);
+    const auto transposed = uninitialized_buffer<scalar_t>(planes ? band * W * std::min(chunk, C) : 0);
     for (int64_t item = begin; item < end; ++item) {
       const int64_t n = item / (bands * chunks), r0 = item / chunks % bands * band, c0 = item % chunks * chunk;
       const int64_t r1 = std::min(H, r0 + band), slice_c = std::min(chunk, C - c0), pixels = (r1 - r0) * W;
       scalar_t* out0 = planes ? gi + (n * C + c0) * plane_size + r0 * W : gi + (n * plane_size + r0 * W) * C + c0;
       if (!planes) {
-        std::fill(scratch.begin(), scratch.begin() + pixels * slice_c, T(0));
-        accumulate_image(call, n, r0, r1, c0, slice_c, gt.data(), scratch.data());
-        store_channels_last(scratch.data(), pixels, slice_c, C, out0);
+        std::fill(scratch.get(), scratch.get() + pixels * slice_c, T(0));
+        accumulate_image(call, n, r0, r1, c0, slice_c, gt.data(), scratch.get());
+        store_channels_last(scratch.get(), pixels, slice_c, C, out0);
         continue;
       }
       const auto [first, last] = read->of_rows(n, r0, r1);
-      read->zero(first, last, r0, W, slice_c, scratch.data());
-      accumulate_image(call, n, r0, r1, c0, slice_c, gt.data(), scratch.data());
-      store_read_planes(scratch.data(), *read, first, last, r0, W, pixels, slice_c, plane_size, transposed.data(),
+      read->zero(first, last, r0, W, slice_c, scratch.get());
+      accumulate_image(call, n, r0, r1, c0, slice_c, gt.data(), scratch.get());
+      store_read_planes(scratch.get(), *read, first, last, r0, W, pixels, slice_c, plane_size, transposed.get(),
                         out0);
     }
 #ifdef __AVX2__

@@ -230,7 +230,7 @@ void crop_forward_blocks(const CropTables<scalar_t, T>& tab, const std::vector<i
   }
   at::parallel_for(0, N * blocks, grain_for(K / std::max<int64_t>(N, 1) * cells * G),
                    [&](int64_t begin, int64_t end) {
-    std::vector<T> block(G * plane_size);
+    const auto block = uninitialized_buffer<T>(G * plane_size);  // read only where interleaved
     std::array<std::vector<T>, 2> crops{std::vector<T>(G * cells), std::vector<T>(G * cells)};
     std::vector<scalar_t> planes(G * cells);
     LerpRowCache<T> cache;
@@ -244,7 +244,7 @@ void crop_forward_blocks(const CropTables<scalar_t, T>& tab, const std::vector<i
       auto interleave_to = [&](int64_t row) {  // the pixels the boxes read in rows [interleaved, row), interleaved
         if (row <= interleaved) return;
         const auto [first, last] = read.of_rows(n, interleaved, row);
-        read.interleave(first, last, planes_in, cb, W, plane_size, block.data());
+        read.interleave(first, last, planes_in, cb, W, plane_size, block.get());
         interleaved = row;
       };
       // The previous box's crop and its planes c0 .. c0 + cb (one contiguous run of the output): streamed a part
@@ -259,7 +259,7 @@ void crop_forward_blocks(const CropTables<scalar_t, T>& tab, const std::vector<i
         interleave_to(read.box_rows[k][1]);
         T* crop = crops[j % 2].data();
         crop_interleaved(tab.ys.data() + k * crop_height, tab.xs.data() + k * crop_width, crop_height, crop_width,
-                         nearest, static_cast<T>(ext), block.data(), W, cb, cache, crop,
+                         nearest, static_cast<T>(ext), block.get(), W, cb, cache, crop,
                          [&](int64_t py) { store_pending(py, crop_height); });
         pending = crop;
         pending_out = out + (k * C + c0) * cells;

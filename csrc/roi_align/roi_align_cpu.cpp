@@ -470,7 +470,7 @@ void roi_forward_planes(const RoiTables<scalar_t, T>& tab, const Levels& lv,
   const int64_t G = planes_per_block(lv.largest_plane(), sizeof(T));
   const int64_t full_blocks = C / G;  // then the C % G channels left, one block each
   at::parallel_for(0, (full_blocks + C % G) * K, grain_for(cells * 4 * G), [&](int64_t begin, int64_t end) {
-    std::vector<T> block_planes(copy_planes ? G * lv.largest_plane() : 0);
+    const auto block_planes = uninitialized_buffer<T>(copy_planes ? G * lv.largest_plane() : 0);
     int64_t block_key = -1;  // (level * N + n) * C + c0 of the planes in `block_planes`
     for (int64_t item = begin; item < end; ++item) {
       const int64_t k = order[item % K];
@@ -487,13 +487,13 @@ void roi_forward_planes(const RoiTables<scalar_t, T>& tab, const Levels& lv,
           const ReadRuns& runs = read[box.level];
           const auto [first, last] = runs.of_rows(box.n, 0, box.H);
           if (runs.under_half(first, last, plane_size)) {
-            runs.interleave(first, last, plane0, cb, box.W, plane_size, block_planes.data());
+            runs.interleave(first, last, plane0, cb, box.W, plane_size, block_planes.get());
           } else {
-            interleave_planes(plane0, cb, plane_size, block_planes.data());
+            interleave_planes(plane0, cb, plane_size, block_planes.get());
           }
           block_key = key;
         }
-        roi_forward_channels<true>(cb, tab, box, block_planes.data(), plane_size, PH, PW, dst0, cells);
+        roi_forward_channels<true>(cb, tab, box, block_planes.get(), plane_size, PH, PW, dst0, cells);
       } else {
         roi_forward_channels<false>(cb, tab, box, plane0, plane_size, PH, PW, dst0, cells);
       }
