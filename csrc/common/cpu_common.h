@@ -98,6 +98,42 @@ void stream_copy(const scalar_t* src, scalar_t* dst, int64_t n) {
   std::copy(src + i, src + n, dst + i);
 }
 
+// A run dst[0 .. n) = src[0 .. n) streamed out (stream_copy) a step at a time between other work, e.g. a crop's
+// planes a part before each row of the next crop (crop_forward_narrow): its stores never arrive in one burst. Each
+// step streams whole lines of dst, the first one also the run's unaligned head, the last its tail; start() first
+// finishes the run before.
+template <typename scalar_t>
+class StreamedRun {
+ public:
+  void start(const scalar_t* src, scalar_t* dst, int64_t n, int64_t steps) {
+    finish();
+    constexpr int64_t kLine = 64 / sizeof(scalar_t);
+    const auto misalign = static_cast<int64_t>(reinterpret_cast<uintptr_t>(dst) / sizeof(scalar_t) % kLine);
+    head_ = std::min<int64_t>(n, (kLine - misalign) % kLine);
+    const int64_t lines = (n - head_ + kLine - 1) / kLine;
+    step_ = (lines + steps - 1) / std::max<int64_t>(steps, 1) * kLine;
+    src_ = src;
+    dst_ = dst;
+    n_ = n;
+    done_ = 0;
+  }
+  void step() {
+    if (done_ >= n_) return;
+    const int64_t end = std::min(n_, (done_ == 0 ? head_ : done_) + step_);
+    stream_copy(src_ + done_, dst_ + done_, end - done_);
+    done_ = end;
+  }
+  void finish() {
+    if (done_ < n_) stream_copy(src_ + done_, dst_ + done_, n_ - done_);
+    done_ = n_;
+  }
+
+ private:
+  const scalar_t* src_ = nullptr;
+  scalar_t* dst_ = nullptr;
+  int64_t n_ = 0, done_ = 0, head_ = 0, step_ = 0;
+};
+
 // A channels-last accumulator [plane_size, slice_c] rounded into slice_c of a channels_last output's C channels.
 // Where the accumulator's type is the output's and every pixel's run is whole cache lines (float P2 gradients of
 // crop_and_resize and roi_align), the runs are streamed (stream_copy): the gradient is written once, and a cached

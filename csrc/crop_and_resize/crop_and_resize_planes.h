@@ -3,6 +3,9 @@
 // What a call reads grows with its boxes' taps, never with N x H x W beyond them: 32 P3 maps with one 14x14 box
 // each read 32 x 256 small windows, not 32 x 256 whole 100x152 planes (an earlier version transposed every map
 // into a fresh channels-last buffer on every call: 162 ms where TensorFlow's NHWC kernel takes 2).
+// - Forward, narrow (AVX-512, float32 bilinear, crops up to 32 columns wide, boxes mostly at most 32 columns wide:
+//   P2 and P3 heads): each plane read in place, its rows in registers (crop_and_resize_narrow_boxes.h). The paths
+//   below take every other call.
 // - Forward, sparse (C < 8: RGB patches): per (image, channel) plane, read in place; per box, the horizontal lerps
 //   of an image row are computed once and shared by the crop rows that read it, the vertical lerp is a contiguous
 //   loop over the crop row written straight into out[k][c], and the next plane's touched cache lines are
@@ -46,6 +49,7 @@
 #include "common/bilinear.h"
 #include "common/cpu_common.h"
 #include "crop_and_resize/crop_and_resize_channels_last.h"
+#include "crop_and_resize/crop_and_resize_narrow_boxes.h"
 #include "crop_and_resize/crop_and_resize_tables.h"
 
 namespace impls {
@@ -207,9 +211,9 @@ void crop_interleaved(const CropAxis<T>* yk, const CropAxis<T>* xk, int64_t crop
 // each crop, and the copy writes each interleaved line whole (transpose_matrix's order for short rows): on 2 Xeon
 // (Emerald Rapids) cores under mimalloc, alternating builds, P2 forward 128 x 28x28 14.5-17.9 -> 8.6-9.8 ms, 512 x
 // 14x14 12.2-14.0 -> 10.8-11.6 ms.
-// Kernels that read the planes in place lose here, whatever fetches the taps: on P2 (2 Zen 4 cores, forward 28x28
-// and 14x14), scalar loads 1.6x and 2.1x this path's time, AVX2 gathers 2.3-3.2x, taps permuted in registers from
-// two 8-wide loads 1.5-2.1x; a per-plane loop does 1/G of this one's work per crop row and its bookkeeping dominates.
+// Kernels that read the planes in place lost to this one with AVX2 (P2, 2 Zen 4 cores, forward 28x28 and 14x14):
+// scalar loads 1.6x and 2.1x this path's time, AVX2 gathers 2.3-3.2x, taps permuted in registers from two 8-wide
+// loads 1.5-2.1x. With AVX-512, 16-wide permutes win for float32 (crop_and_resize_narrow_boxes.h).
 template <typename scalar_t, typename T>
 void crop_forward_blocks(const CropTables<scalar_t, T>& tab, const std::vector<int64_t>& order,
                          const std::vector<int64_t>& start, const scalar_t* image, int64_t N, int64_t C, int64_t H,
@@ -385,14 +389,25 @@ inline bool dense_taps(int64_t K, int64_t crop_height, int64_t crop_width, int64
   return K * crop_height * crop_width * 4 >= N * H * W && C >= kChannelBlock;
 }
 
-// NCHW forward: the block path when the boxes' taps outnumber the maps' pixels and there are full blocks of
-// channels to interleave (C = 3 gains nothing from it), the window path for fewer taps, the sparse one for C < 8.
+// NCHW forward: with AVX-512, float32 bilinear crops up to 32 columns wide whose boxes are mostly narrow take the
+// narrow path (crop_and_resize_narrow_boxes.h). Otherwise the block path when the boxes' taps outnumber the maps'
+// pixels and there are full blocks of channels to interleave (C = 3 gains nothing from it), the window path for fewer
+// taps, the sparse one for C < 8.
 template <typename scalar_t, typename T>
 void crop_forward_planes(const CropTables<scalar_t, T>& tab, const int64_t* idx, const std::vector<int64_t>& order,
                          const std::vector<int64_t>& start, const scalar_t* image, int64_t N, int64_t C, int64_t H,
                          int64_t W, int64_t crop_height, int64_t crop_width, bool nearest, scalar_t ext,
                          scalar_t* out) {
-  if (dense_taps(static_cast<int64_t>(order.size()), crop_height, crop_width, N, C, H, W)) {
+  const int64_t K = static_cast<int64_t>(order.size());
+#ifdef __AVX512F__
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (!nearest && NarrowTables::fits(tab, K, crop_height, crop_width, H, W)) {
+      crop_forward_narrow(tab, order, start, image, N, C, H, W, crop_height, crop_width, ext, out);
+      return;
+    }
+  }
+#endif
+  if (dense_taps(K, crop_height, crop_width, N, C, H, W)) {
     crop_forward_blocks(tab, order, start, image, N, C, H, W, crop_height, crop_width, nearest, ext, out);
   } else if (C >= kChannelBlock) {
     crop_forward_windows(tab, idx, image, static_cast<int64_t>(order.size()), C, H, W, crop_height, crop_width,

@@ -1,0 +1,98 @@
+"""crop_and_resize's narrow NCHW forward (csrc/crop_and_resize/crop_and_resize_narrow_boxes.h): float32 bilinear crops
+at most 32 columns wide, the planes' rows read in registers, with AVX-512 builds (the x86-64 machines that have it).
+
+The case mixes every kind of box the kernel tells apart: windows of at most 16 columns (one register a row), 17 to 32
+(two), and a few it gathers tap by tap (wider than 32 columns, or near the plane's end, where a register's load would
+pass it), at most 1 box in 8 of those, as the kernel requires before it takes the call. Boxes reach outside the map
+(extrapolated rows and columns), some are flipped, one lies wholly outside, and 19 channels make four whole groups of
+4 planes and three single planes. The oracles: the channels_last kernel, which computes each value with the same
+expressions in the same order (bit for bit), and the float64 reference on the same inputs (float32 rounding).
+"""
+
+import math
+
+import pytest
+import torch
+
+import impls
+
+N, C, H, W = 2, 19, 40, 48
+GATHERED_SHARE = 8  # kGatheredShare
+
+
+def _columns(lo: float, hi: float, crop: int) -> tuple[int, int]:
+    """The columns [first, last + 1) that a box side's valid samples read (crop_window), in float32 as the kernel
+    computes them."""
+    lo32, hi32 = (torch.tensor(v, dtype=torch.float32) for v in (lo, hi))
+    if crop > 1:
+        scale = (hi32 - lo32) * (W - 1) / (crop - 1)
+        xs = [lo32 * (W - 1) + i * scale for i in range(crop)]
+    else:
+        xs = [0.5 * (lo32 + hi32) * (W - 1)]
+    taps = [t for x in xs if 0 <= float(x) <= W - 1 for t in (math.floor(float(x)), math.ceil(float(x)))]
+    return (min(taps), max(taps) + 1) if taps else (0, 0)
+
+
+def _rows_end(lo: float, hi: float, crop: int) -> int:
+    """The last row a box side's valid samples read, plus one (0 if none)."""
+    ys = [lo * (H - 1) + i * (hi - lo) * (H - 1) / (crop - 1) for i in range(crop)] if crop > 1 else [
+        0.5 * (lo + hi) * (H - 1)]
+    taps = [math.ceil(y) for y in ys if 0 <= y <= H - 1]
+    return max(taps) + 1 if taps else 0
+
+
+def _kind(box, crop) -> str:
+    """How the kernel fetches a box's taps (NarrowTables::taps_of)."""
+    y1, x1, y2, x2 = box.tolist()
+    first, last = _columns(x1, x2, crop[1])
+    end = max(_rows_end(y1, y2, crop[0]) - 1, 0) * W + first
+    if last - first <= 16 and end + 16 <= H * W:
+        return "one register"
+    if last - first <= 32 and end + 32 <= H * W:
+        return "two registers"
+    return "gathered"
+
+
+def _case():
+    g = torch.Generator().manual_seed(7)
+
+    def boxes(count, width_px, y_range=(-0.1, 0.9), x_range=(-0.1, 0.8)):
+        y1 = torch.empty(count).uniform_(*y_range, generator=g)
+        x1 = torch.empty(count).uniform_(*x_range, generator=g)
+        h = torch.empty(count).uniform_(2, 14, generator=g) / (H - 1)
+        w = torch.empty(count).uniform_(*width_px, generator=g) / (W - 1)
+        return torch.stack([y1, x1, y1 + h, x1 + w], dim=1)
+
+    narrow = boxes(24, (2, 14))
+    narrow[::5] = narrow[::5, [2, 3, 0, 1]]  # flipped
+    two = boxes(8, (17, 30), x_range=(0.0, 0.3))
+    wide = boxes(2, (36, 44), x_range=(0.0, 0.05))
+    corner = torch.tensor([[0.9, 0.85, 1.0, 0.97]])  # the last rows, near the plane's end
+    outside = torch.tensor([[1.2, 1.3, 1.5, 1.6]])
+    all_boxes = torch.cat([narrow, two, wide, corner, outside]).float()
+    box_index = torch.randint(0, N, (all_boxes.shape[0],), generator=g)
+    image = torch.randn(N, C, H, W, generator=g)
+    return image, all_boxes, box_index
+
+
+CROPS = [(14, 14), (7, 7), (4, 5), (3, 16), (2, 17), (5, 28), (6, 32), (1, 1)]
+
+
+@pytest.mark.parametrize("crop", CROPS, ids=lambda c: f"{c[0]}x{c[1]}")
+def test_narrow_nchw_forward_equals_channels_last_and_reference(crop):
+    image, boxes, box_index = _case()
+    kinds = [_kind(b, crop) for b in boxes]
+    if crop[1] > 1:  # a one-column crop reads one or two columns of every box
+        assert {"one register", "two registers", "gathered"} <= set(kinds), kinds
+    assert kinds.count("gathered") * GATHERED_SHARE <= len(kinds), "the kernel would not take this call"
+    out = impls.crop_and_resize(image, boxes, box_index, crop, extrapolation_value=-3.5, backend="cpp")
+    nhwc = impls.crop_and_resize(image.contiguous(memory_format=torch.channels_last), boxes, box_index, crop,
+                                 extrapolation_value=-3.5, backend="cpp")
+    assert out.is_contiguous()
+    assert (out == -3.5).any() and (out != -3.5).any(), "the case must extrapolate some samples and not others"
+    assert torch.equal(out, nhwc), "float32 NCHW narrow path and channels_last differ"
+    want = impls.crop_and_resize(image.double(), boxes.double(), box_index, crop, extrapolation_value=-3.5,
+                                 backend="reference")
+    # float32 against float64: each value is three lerps of values of about 1, a few float32 roundings (1e-6); the
+    # sample coordinates are rounded to float32 first here, so a tap next to an integer may move by as much.
+    torch.testing.assert_close(out.double(), want, rtol=0, atol=1e-4)
