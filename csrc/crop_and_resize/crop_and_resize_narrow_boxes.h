@@ -124,8 +124,8 @@ struct NarrowTables {
 // image row's horizontal lerps t = L + (R - L) * x_lerp. The column tables are loaded into registers once per box
 // and serve all its planes, which give CB independent chains per row. Each crop row is stored 16 columns at a time,
 // whole registers where they stay inside the plane's crop (the columns past a row's end land on the rows after it,
-// written later), masked to the row where they would not. before_row(py) runs before crop row py is computed (crop_forward_narrow streams a part of the previous
-// box's crops there).
+// written later), masked to the row where they would not. before_row(py) runs before crop row py is computed
+// (crop_forward_narrow streams a part of the previous box's crops there).
 template <int Q, NarrowTaps TAPS, int64_t CB, typename Hook>
 void crop_narrow_box(const NarrowTables& t, int64_t k, const float* planes, int64_t plane_size, int64_t W, float ext,
                      float* h, float* dst, const Hook& before_row) {
