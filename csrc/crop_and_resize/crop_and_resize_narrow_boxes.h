@@ -244,7 +244,7 @@ inline void crop_forward_narrow(const CropTables<float, float>& tab, const std::
     std::vector<Lanes16> h(t.max_rows * kNarrowGroup * t.chunks);
     std::array<std::vector<float>, 2> crops{std::vector<float>(kNarrowGroup * cells),
                                             std::vector<float>(kNarrowGroup * cells)};
-    float* hs = h.data()->v;
+    float* hs = reinterpret_cast<float*>(h.data());
     // The previous box's crops: streamed a part before each crop row of the next box, the last box's after it.
     StreamedRun<float> pending;
     int64_t parity = 0;

@@ -20,32 +20,24 @@ N, C, H, W = 2, 19, 40, 48
 GATHERED_SHARE = 8  # kGatheredShare
 
 
-def _columns(lo: float, hi: float, crop: int) -> tuple[int, int]:
-    """The columns [first, last + 1) that a box side's valid samples read (crop_window), in float32 as the kernel
-    computes them."""
+def _taps(lo: float, hi: float, crop: int, size: int) -> list[int]:
+    """The pixels a box side's valid samples read (their floors and ceilings), the coordinates computed in float32 as
+    the kernel computes them."""
     lo32, hi32 = (torch.tensor(v, dtype=torch.float32) for v in (lo, hi))
     if crop > 1:
-        scale = (hi32 - lo32) * (W - 1) / (crop - 1)
-        xs = [lo32 * (W - 1) + i * scale for i in range(crop)]
+        scale = (hi32 - lo32) * (size - 1) / (crop - 1)
+        coords = [float(lo32 * (size - 1) + i * scale) for i in range(crop)]
     else:
-        xs = [0.5 * (lo32 + hi32) * (W - 1)]
-    taps = [t for x in xs if 0 <= float(x) <= W - 1 for t in (math.floor(float(x)), math.ceil(float(x)))]
-    return (min(taps), max(taps) + 1) if taps else (0, 0)
-
-
-def _rows_end(lo: float, hi: float, crop: int) -> int:
-    """The last row a box side's valid samples read, plus one (0 if none)."""
-    ys = [lo * (H - 1) + i * (hi - lo) * (H - 1) / (crop - 1) for i in range(crop)] if crop > 1 else [
-        0.5 * (lo + hi) * (H - 1)]
-    taps = [math.ceil(y) for y in ys if 0 <= y <= H - 1]
-    return max(taps) + 1 if taps else 0
+        coords = [float(0.5 * (lo32 + hi32) * (size - 1))]
+    return [t for v in coords if 0 <= v <= size - 1 for t in (math.floor(v), math.ceil(v))]
 
 
 def _kind(box, crop) -> str:
     """How the kernel fetches a box's taps (NarrowTables::taps_of)."""
     y1, x1, y2, x2 = box.tolist()
-    first, last = _columns(x1, x2, crop[1])
-    end = max(_rows_end(y1, y2, crop[0]) - 1, 0) * W + first
+    columns, rows = _taps(x1, x2, crop[1], W), _taps(y1, y2, crop[0], H)
+    first, last = (min(columns), max(columns) + 1) if columns else (0, 0)
+    end = (max(rows) if rows else 0) * W + first  # the last row's loads start there
     if last - first <= 16 and end + 16 <= H * W:
         return "one register"
     if last - first <= 32 and end + 32 <= H * W:
