@@ -14,10 +14,10 @@
 // 14x14 6.63 -> 4.40 ms, 128 x 28x28 4.84 -> 3.47 ms, 32 P3 maps with one box each 1.09 -> 0.78 ms. Where it goes,
 // P2 14x14: the horizontal lerps 1.9 ms and the vertical ones 1.1 ms with the planes hot in cache (1.9 and 1.2 ns a
 // row and plane a core, where one core runs 2.6 permutes or 8 adds of 16 floats a ns in a loop of nothing else), the
-// output's stream 2.1 ms alone, 4.4 ms together. Tried and not kept: prefetching the next box's rows or the next task's (P2 unchanged, P3
-// 0.77 -> 0.82 ms), 64-byte streamed stores (5.12 -> 5.42 ms), the crops streamed in one burst after each box (P2
-// 28x28 3.47 -> 3.65 ms) or before each image row (3.80 ms), 2 or 8 planes a task (P2 14x14 5.46 or 4.65 ms, 28x28
-// 3.50 or 4.33 ms, P3 0.85 or 0.80 ms).
+// output's stream 2.1 ms alone, 4.4 ms together. Tried and not kept: prefetching the next box's rows or the next
+// task's (P2 unchanged, P3 0.77 -> 0.82 ms), 64-byte streamed stores (5.12 -> 5.42 ms), the crops streamed in one
+// burst after each box (P2 28x28 3.47 -> 3.65 ms) or before each image row (3.80 ms), 2 or 8 planes a task (P2 14x14
+// 5.46 or 4.65 ms, 28x28 3.50 or 4.33 ms, P3 0.85 or 0.80 ms).
 #pragma once
 
 #ifdef __AVX512F__

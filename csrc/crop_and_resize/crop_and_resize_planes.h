@@ -410,8 +410,7 @@ void crop_forward_planes(const CropTables<scalar_t, T>& tab, const int64_t* idx,
   if (dense_taps(K, crop_height, crop_width, N, C, H, W)) {
     crop_forward_blocks(tab, order, start, image, N, C, H, W, crop_height, crop_width, nearest, ext, out);
   } else if (C >= kChannelBlock) {
-    crop_forward_windows(tab, idx, image, static_cast<int64_t>(order.size()), C, H, W, crop_height, crop_width,
-                         nearest, ext, out);
+    crop_forward_windows(tab, idx, image, K, C, H, W, crop_height, crop_width, nearest, ext, out);
   } else {
     crop_forward_sparse_planes(tab, idx, order, start, image, N, C, H, W, crop_height, crop_width, nearest, ext,
                                out);
