@@ -19,6 +19,7 @@
 #endif
 #ifdef __linux__
 #include <sys/mman.h>
+#include <unistd.h>
 #endif
 
 namespace impls {
@@ -77,6 +78,20 @@ inline void transpose16x16(__m512 r[16]) {
 }
 #pragma GCC diagnostic pop
 #endif
+
+// Whether an output of `bytes` written by cached stores stays in the last-level cache beside what the call reads
+// (at most half of the cache), so that each store's read of its line hits there; where it does not (or the C library
+// does not say how large the cache is), streamed stores save that read from memory. On 2 Xeon (Emerald Rapids) cores
+// with 300 MB of L3 under mimalloc, the channels_last crop_and_resize forward's 103 MB output by cached stores against
+// streamed ones, alternated in one process, 5 rounds: P2 512 x 14x14 3.93 -> 3.76 ms, 128 x 28x28 3.05 -> 2.72 ms.
+inline bool stays_in_cache(int64_t bytes) {
+#if defined(__linux__) && defined(_SC_LEVEL3_CACHE_SIZE)
+  static const int64_t cache = std::max<int64_t>(sysconf(_SC_LEVEL3_CACHE_SIZE), 0);
+  return bytes <= cache / 2;
+#else
+  return false;
+#endif
+}
 
 // dst[i] = src[i] for i < n, for a dst written once and not read again soon: values (float, double, the 16-bit
 // types) from the first 32-byte aligned address on go out with non-temporal stores, whole lines in order (no read of

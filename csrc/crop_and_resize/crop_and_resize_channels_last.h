@@ -68,20 +68,33 @@ struct LerpRowCache {
 };
 
 // dst[c] = t[c] + (b[c] - t[c]) * w for c < n: a crop row's vertical lerp. With `stream` (dst is the call's output,
-// written once and not read again by the call), whole float vectors at 32-byte-aligned addresses are written with
-// non-temporal stores: a cached store first reads the output's line from memory, so for a 100 MB output the write
-// costs the memory twice that. The same operations give the same values either way; the task issues the fence.
+// written once and not read again by the call, and too large to stay in the last-level cache: stays_in_cache), whole
+// float vectors at 32-byte-aligned addresses are written with non-temporal stores: a cached store first reads the
+// output's line, from memory for such an output, so the write costs the memory twice that. Cached float stores are
+// 16 values wide where AVX-512 is there: 8 wide, the RGB forward (8 x 3 x 512 x 512, 256 boxes of 64x64, bound by
+// its arithmetic) took 5% longer than with streamed stores, 16 wide as long. The same operations give the same values
+// either way; the task issues the fence.
 template <typename scalar_t, typename T>
 inline void vertical_lerp(const T* t, const T* b, T w, scalar_t* dst, int64_t n, bool stream) {
   int64_t c = 0;
 #ifdef __AVX2__
   if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<T, float>) {
+    const __m256 wv = _mm256_set1_ps(w);
+    auto lerp8 = [&](int64_t i) {
+      const __m256 tv = _mm256_loadu_ps(t + i), bv = _mm256_loadu_ps(b + i);
+      return _mm256_add_ps(tv, _mm256_mul_ps(_mm256_sub_ps(bv, tv), wv));
+    };
     if (stream && reinterpret_cast<uintptr_t>(dst) % 32 == 0) {
-      const __m256 wv = _mm256_set1_ps(w);
-      for (; c + 8 <= n; c += 8) {
-        const __m256 tv = _mm256_loadu_ps(t + c), bv = _mm256_loadu_ps(b + c);
-        _mm256_stream_ps(dst + c, _mm256_add_ps(tv, _mm256_mul_ps(_mm256_sub_ps(bv, tv), wv)));
+      for (; c < n / 8 * 8; c += 8) _mm256_stream_ps(dst + c, lerp8(c));
+    } else {
+#ifdef __AVX512F__
+      const __m512 wz = _mm512_set1_ps(w);
+      for (; c < n / 16 * 16; c += 16) {
+        const __m512 tv = _mm512_loadu_ps(t + c), bv = _mm512_loadu_ps(b + c);
+        _mm512_storeu_ps(dst + c, _mm512_add_ps(tv, _mm512_mul_ps(_mm512_sub_ps(bv, tv), wz)));
       }
+#endif
+      for (; c < n / 8 * 8; c += 8) _mm256_storeu_ps(dst + c, lerp8(c));
     }
   }
 #endif
@@ -121,26 +134,32 @@ inline bool next_rows_prefetch_pays() {
 #endif
 }
 
+// Where crop_forward_box reads and writes: a copy of the planes in cache into a crop in cache (the NCHW block
+// paths), or the call's own map into its output (the channels_last forward), by cached stores where the output stays
+// in the last-level cache (stays_in_cache), else streamed (vertical_lerp).
+enum class CropMemory : uint8_t { kInCache, kCachedStores, kStreamedStores };
+
 // crop_forward_box's default `before_row`: nothing.
 struct NoRowHook {
   void operator()(int64_t) const {}
 };
 
 // One crop, channels [c0, c0 + slice_c), channels last: cell (py, px) into dst + (py * crop_width + px) * step,
-// slice_c contiguous values (dst = &out[k][c0][0][0], step = C). `stream`: the call's own tensors, read and written
-// in memory (the channels_last forward), not a copy in cache: the output is streamed (vertical_lerp) and, where that
-// pays (next_rows_prefetch_pays), the next crop row's image rows are prefetched (prefetch_next_rows). before_row(py)
+// slice_c contiguous values (dst = &out[k][c0][0][0], step = C). `memory`: with the call's own tensors (not a copy
+// in cache), where that pays (next_rows_prefetch_pays), the next crop row's image rows are prefetched
+// (prefetch_next_rows), and the output is streamed where it is too large for the cache (vertical_lerp). before_row(py)
 // runs before crop row py is computed: the NCHW forward streams part py of the previous crop's planes there
 // (crop_forward_blocks). kC > 0: stride, slice_c and step are all kC, known when compiled (crop_interleaved).
 template <int64_t kC = 0, typename scalar_t, typename T, typename Hook = NoRowHook>
 void crop_forward_box(const CropAxis<T>* yk, const CropAxis<T>* xk, int64_t crop_height, int64_t crop_width,
                       bool nearest, scalar_t ext, const scalar_t* im, int64_t W, int64_t stride, int64_t slice_c,
-                      LerpRowCache<T>& cache, scalar_t* dst, int64_t step, bool stream,
+                      LerpRowCache<T>& cache, scalar_t* dst, int64_t step, CropMemory memory,
                       const Hook& before_row = Hook{}) {
   if constexpr (kC > 0) stride = slice_c = step = kC;
   cache.tag[0] = cache.tag[1] = -1;  // the cached rows belong to another box's columns
   auto fill = [&](int64_t r, T* h) { lerp_image_row(xk, crop_width, im + r * W * stride, stride, slice_c, h); };
-  const bool prefetch_rows = stream && next_rows_prefetch_pays();
+  const bool prefetch_rows = memory != CropMemory::kInCache && next_rows_prefetch_pays();
+  const bool stream = memory == CropMemory::kStreamedStores;
   // A crop row whose cells are contiguous in dst and all inside the map is one vertical lerp over the cached rows
   // (and one streamed run), however few channels a cell has: RGB's 3 too.
   const bool whole_rows = step == slice_c && std::all_of(xk, xk + crop_width, [](const CropAxis<T>& x) {
@@ -502,6 +521,8 @@ void crop_forward_channels_last(const CropTables<scalar_t, T>& tab, const int64_
                                 int64_t K, int64_t C, int64_t H, int64_t W, int64_t crop_height, int64_t crop_width,
                                 bool nearest, scalar_t ext, scalar_t* out) {
   const int64_t cells = crop_height * crop_width;
+  const CropMemory memory = stays_in_cache(K * C * cells * int64_t{sizeof(scalar_t)}) ? CropMemory::kCachedStores
+                                                                                         : CropMemory::kStreamedStores;
   for (int64_t c0 = 0; c0 < C; c0 += kChunk) {
     const int64_t slice_c = std::min(kChunk, C - c0);
     at::parallel_for(0, K, grain_for(cells * slice_c), [&](int64_t begin, int64_t end) {
@@ -510,7 +531,7 @@ void crop_forward_channels_last(const CropTables<scalar_t, T>& tab, const int64_
       for (int64_t k = begin; k < end; ++k) {
         crop_forward_box(tab.ys.data() + k * crop_height, tab.xs.data() + k * crop_width, crop_height, crop_width,
                          nearest, ext, image + idx[k] * H * W * C + c0, W, C, slice_c, cache,
-                         out + k * cells * C + c0, C, /*stream=*/true);
+                         out + k * cells * C + c0, C, memory);
       }
 #ifdef __AVX2__
       _mm_sfence();  // the streamed stores are visible before the task ends

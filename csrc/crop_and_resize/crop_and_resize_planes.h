@@ -190,10 +190,10 @@ void crop_interleaved(const CropAxis<T>* yk, const CropAxis<T>* xk, int64_t crop
                       const Hook& before_row = Hook{}) {
   if (cb == kPlanesPerBlock) {
     crop_forward_box<kPlanesPerBlock>(yk, xk, crop_height, crop_width, nearest, ext, block, W, cb, cb, cache, crop, cb,
-                         /*stream=*/false, before_row);
+                         CropMemory::kInCache, before_row);
   } else {
     crop_forward_box(yk, xk, crop_height, crop_width, nearest, ext, block, W, cb, cb, cache, crop, cb,
-                     /*stream=*/false, before_row);
+                     CropMemory::kInCache, before_row);
   }
 }
 
