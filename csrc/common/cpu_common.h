@@ -79,20 +79,6 @@ inline void transpose16x16(__m512 r[16]) {
 #pragma GCC diagnostic pop
 #endif
 
-// Whether an output of `bytes` written by cached stores stays in the last-level cache beside what the call reads
-// (at most half of the cache), so that each store's read of its line hits there; where it does not (or the C library
-// does not say how large the cache is), streamed stores save that read from memory. On 2 Xeon (Emerald Rapids) cores
-// with 300 MB of L3 under mimalloc, the channels_last crop_and_resize forward's 103 MB output by cached stores against
-// streamed ones, alternated in one process, 5 rounds: P2 512 x 14x14 3.93 -> 3.76 ms, 128 x 28x28 3.05 -> 2.72 ms.
-inline bool stays_in_cache(int64_t bytes) {
-#if defined(__linux__) && defined(_SC_LEVEL3_CACHE_SIZE)
-  static const int64_t cache = std::max<int64_t>(sysconf(_SC_LEVEL3_CACHE_SIZE), 0);
-  return bytes <= cache / 2;
-#else
-  return false;
-#endif
-}
-
 // dst[i] = src[i] for i < n, for a dst written once and not read again soon: values (float, double, the 16-bit
 // types) from the first 32-byte aligned address on go out with non-temporal stores, whole lines in order (no read of
 // each line before its write, as a cached store does). The writer issues _mm_sfence before another thread may read
@@ -509,6 +495,26 @@ inline void advise_huge_pages(const at::Tensor& t) {
   if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);
 #else
   (void)t;
+#endif
+}
+
+// Whether a freshly allocated tensor's pages are not in memory yet: the allocator has just mapped them from the OS
+// (glibc's malloc maps every allocation above its mmap threshold anew and unmaps it on free), so its first touch
+// faults them in and the kernel zeroes them, through the cache. Asked of the page in the middle of the tensor (the
+// first one may hold the allocator's header); false where Linux cannot say. A kernel writing such an output in
+// order then finds each line it stores in cache, zeroed, and cached stores beat streamed ones, which write the line
+// to memory a second time.
+inline bool pages_are_fresh(const at::Tensor& t) {
+#ifdef __linux__
+  const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  if (t.nbytes() < 2 * page) return false;
+  const uintptr_t middle = reinterpret_cast<uintptr_t>(t.data_ptr()) + t.nbytes() / 2;
+  unsigned char resident = 1;
+  if (mincore(reinterpret_cast<void*>(middle & ~(page - 1)), 1, &resident) != 0) return false;
+  return (resident & 1) == 0;
+#else
+  (void)t;
+  return false;
 #endif
 }
 

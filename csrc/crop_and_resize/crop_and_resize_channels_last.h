@@ -68,12 +68,11 @@ struct LerpRowCache {
 };
 
 // dst[c] = t[c] + (b[c] - t[c]) * w for c < n: a crop row's vertical lerp. With `stream` (dst is the call's output,
-// written once and not read again by the call, and too large to stay in the last-level cache: stays_in_cache), whole
-// float vectors at 32-byte-aligned addresses are written with non-temporal stores: a cached store first reads the
-// output's line, from memory for such an output, so the write costs the memory twice that. Cached float stores are
-// 16 values wide where AVX-512 is there: 8 wide, the RGB forward (8 x 3 x 512 x 512, 256 boxes of 64x64, bound by
-// its arithmetic) took 5% longer than with streamed stores, 16 wide as long. The same operations give the same values
-// either way; the task issues the fence.
+// written once and not read again by the call, in pages already in memory), whole float vectors at 32-byte-aligned
+// addresses are written with non-temporal stores: a cached store first reads the output's line from memory, so for a
+// 100 MB output the write costs the memory twice that. Without it (the output's pages fresh from the OS, zeroed in
+// cache by their first touch: pages_are_fresh), cached stores, 16 floats wide where AVX-512 is there. The same
+// operations give the same values either way; the task issues the fence.
 template <typename scalar_t, typename T>
 inline void vertical_lerp(const T* t, const T* b, T w, scalar_t* dst, int64_t n, bool stream) {
   int64_t c = 0;
@@ -135,8 +134,8 @@ inline bool next_rows_prefetch_pays() {
 }
 
 // Where crop_forward_box reads and writes: a copy of the planes in cache into a crop in cache (the NCHW block
-// paths), or the call's own map into its output (the channels_last forward), by cached stores where the output stays
-// in the last-level cache (stays_in_cache), else streamed (vertical_lerp).
+// paths), or the call's own map into its output (the channels_last forward), by cached stores where the output's
+// pages are fresh from the OS (pages_are_fresh), else streamed (vertical_lerp).
 enum class CropMemory : uint8_t { kInCache, kCachedStores, kStreamedStores };
 
 // crop_forward_box's default `before_row`: nothing.
@@ -147,7 +146,7 @@ struct NoRowHook {
 // One crop, channels [c0, c0 + slice_c), channels last: cell (py, px) into dst + (py * crop_width + px) * step,
 // slice_c contiguous values (dst = &out[k][c0][0][0], step = C). `memory`: with the call's own tensors (not a copy
 // in cache), where that pays (next_rows_prefetch_pays), the next crop row's image rows are prefetched
-// (prefetch_next_rows), and the output is streamed where it is too large for the cache (vertical_lerp). before_row(py)
+// (prefetch_next_rows), and the output is streamed unless its pages are fresh (vertical_lerp). before_row(py)
 // runs before crop row py is computed: the NCHW forward streams part py of the previous crop's planes there
 // (crop_forward_blocks). kC > 0: stride, slice_c and step are all kC, known when compiled (crop_interleaved).
 template <int64_t kC = 0, typename scalar_t, typename T, typename Hook = NoRowHook>
@@ -515,14 +514,18 @@ void crop_image_grad_banded(const ImageGradCall<scalar_t, T>& call, int64_t N, i
   });
 }
 
-// Forward into a channels_last out [K, C, crop_height, crop_width], split over boxes, kChunk channels per pass.
+// Forward into a channels_last out [K, C, crop_height, crop_width], split over boxes, kChunk channels per pass;
+// `fresh_out`: out's pages are fresh from the OS (pages_are_fresh), so it is written by cached stores. On 2 Xeon
+// (Emerald Rapids) cores, streamed stores only and this choice alternated in one process, 5 rounds, each call's
+// output alive until the next one returns (as pytest-benchmark and a network hold it), outputs bit-equal: under
+// glibc, which maps each P2 output anew, P2 512 x 14x14 12.5 -> 10.4 ms, 128 x 28x28 12.3 -> 8.8 ms. Under mimalloc,
+// which hands the same pages back, cached stores for every output lost instead (4.23 -> 4.47, 3.01 -> 3.19 ms).
 template <typename scalar_t, typename T>
 void crop_forward_channels_last(const CropTables<scalar_t, T>& tab, const int64_t* idx, const scalar_t* image,
                                 int64_t K, int64_t C, int64_t H, int64_t W, int64_t crop_height, int64_t crop_width,
-                                bool nearest, scalar_t ext, scalar_t* out) {
+                                bool nearest, scalar_t ext, bool fresh_out, scalar_t* out) {
   const int64_t cells = crop_height * crop_width;
-  const CropMemory memory = stays_in_cache(K * C * cells * int64_t{sizeof(scalar_t)}) ? CropMemory::kCachedStores
-                                                                                         : CropMemory::kStreamedStores;
+  const CropMemory memory = fresh_out ? CropMemory::kCachedStores : CropMemory::kStreamedStores;
   for (int64_t c0 = 0; c0 < C; c0 += kChunk) {
     const int64_t slice_c = std::min(kChunk, C - c0);
     at::parallel_for(0, K, grain_for(cells * slice_c), [&](int64_t begin, int64_t end) {

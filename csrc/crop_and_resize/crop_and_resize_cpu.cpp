@@ -44,6 +44,7 @@ at::Tensor crop_and_resize_forward_cpu(const at::Tensor& image_, const at::Tenso
   at::Tensor out = at::empty({K, C, crop_height, crop_width}, image.options().memory_format(
                                                                    image_.suggest_memory_format()));
   if (out.numel() == 0) return out;
+  const bool fresh_out = pages_are_fresh(out);
   advise_huge_pages(out);
   const bool nearest = method == "nearest";
 
@@ -55,7 +56,7 @@ at::Tensor crop_and_resize_forward_cpu(const at::Tensor& image_, const at::Tenso
     const CropTables<scalar_t, T> tab(boxes.const_data_ptr<scalar_t>(), K, crop_height, crop_width, H, W);
     const scalar_t ext = static_cast<scalar_t>(extrapolation_value);
     if (channels_last) {
-      crop_forward_channels_last(tab, idx, im, K, C, H, W, crop_height, crop_width, nearest, ext, o);
+      crop_forward_channels_last(tab, idx, im, K, C, H, W, crop_height, crop_width, nearest, ext, fresh_out, o);
     } else {
       std::vector<int64_t> order, start;
       boxes_by_image(idx, K, N, order, start);
