@@ -402,13 +402,14 @@ inline void load_tile16(const float* acc, int64_t slice_c, uint32_t bits, __m512
 
 // Tiles [t0, t1) of a float accumulator [pixels, slice_c] written as slice_c planes of `pixels` values, plane j at
 // out0 + j * plane_stride (planes_in_lines16): 16 pixels x 16 channels at a time transposed in registers
-// (transpose16x16), and each plane's 16 values streamed as one whole line, with no copy in cache; a last tile of fewer
-// than 16 pixels is stored masked (the rest of its line belongs to the rows after them), and nothing past `pixels` is
-// read. Pixel tile * 16 + i is read where bit i of held(tile) is set and written 0 where it is not (a gradient's
-// pixels that no box reads: never zeroed in the accumulator).
+// (transpose16x16), and each plane's 16 values streamed as one whole line, with no copy in cache, or, `cached`, stored
+// as one by a cached store (an output whose pages are fresh from the OS, zeroed in cache by their first touch:
+// pages_are_fresh); a last tile of fewer than 16 pixels is stored masked (the rest of its line belongs to the rows
+// after them), and nothing past `pixels` is read. Pixel tile * 16 + i is read where bit i of held(tile) is set and
+// written 0 where it is not (a gradient's pixels that no box reads: never zeroed in the accumulator).
 template <typename Held>
 void stream_tiles16(const float* acc, int64_t pixels, int64_t slice_c, int64_t plane_stride, float* out0, int64_t t0,
-                    int64_t t1, const Held& held) {
+                    int64_t t1, bool cached, const Held& held) {
   for (int64_t c = 0; c < slice_c; c += 16) {
     for (int64_t tile = t0; tile < t1; ++tile) {
       const int64_t in_tile = std::min<int64_t>(16, pixels - tile * 16);
@@ -416,7 +417,9 @@ void stream_tiles16(const float* acc, int64_t pixels, int64_t slice_c, int64_t p
       __m512 t[16];
       load_tile16(acc + tile * 16 * slice_c + c, slice_c, bits, t);
       float* o = out0 + c * plane_stride + tile * 16;
-      if (in_tile == 16) {
+      if (in_tile == 16 && cached) {
+        for (int j = 0; j < 16; ++j) _mm512_store_ps(o + j * plane_stride, t[j]);
+      } else if (in_tile == 16) {
         for (int j = 0; j < 16; ++j) _mm512_stream_ps(o + j * plane_stride, t[j]);
       } else {
         const auto mask = static_cast<__mmask16>((1u << in_tile) - 1);
@@ -455,7 +458,7 @@ void store_planes(const T* acc, int64_t plane_size, int64_t slice_c, int64_t pla
 #ifdef __AVX512F__
   if constexpr (std::is_same_v<T, float> && std::is_same_v<scalar_t, float>) {
     if (planes_in_lines16(slice_c, plane_stride, out0)) {
-      stream_tiles16(acc, plane_size, slice_c, plane_stride, out0, 0, (plane_size + 15) / 16,
+      stream_tiles16(acc, plane_size, slice_c, plane_stride, out0, 0, (plane_size + 15) / 16, /*cached=*/false,
                      [](int64_t) { return 0xFFFFu; });
       return;
     }

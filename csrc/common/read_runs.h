@@ -99,10 +99,12 @@ struct ReadRuns {
 // only in the runs the boxes read (read.runs[first .. last)), every other pixel's gradient being 0: those runs are
 // transposed into `planes`, the rest of it zeroed, and the planes streamed alike. P2, 128 boxes of 28x28 read 35% of
 // the map's pixels. With AVX-512, float planes that start on cache lines go out from registers instead
-// (stream_tiles16: 16 pixels at a time, those in no run as 0, with no copy in cache; store_planes has the timings).
+// (stream_tiles16: 16 pixels at a time, those in no run as 0, with no copy in cache; store_planes has the timings),
+// by cached stores where `cached` (out0's pages fresh from the OS: pages_are_fresh).
 template <typename scalar_t, typename T>
 void store_read_planes(const T* acc, const ReadRuns& read, int64_t first, int64_t last, int64_t r0, int64_t W,
-                       int64_t pixels, int64_t slice_c, int64_t plane_stride, scalar_t* planes, scalar_t* out0) {
+                       int64_t pixels, int64_t slice_c, int64_t plane_stride, scalar_t* planes, scalar_t* out0,
+                       bool cached) {
 #ifdef __AVX512F__
   if constexpr (std::is_same_v<T, float> && std::is_same_v<scalar_t, float>) {
     if (planes_in_lines16(slice_c, plane_stride, out0)) {
@@ -115,7 +117,7 @@ void store_read_planes(const T* acc, const ReadRuns& read, int64_t first, int64_
           p += count;
         }
       }
-      stream_tiles16(acc, pixels, slice_c, plane_stride, out0, 0, static_cast<int64_t>(held.size()),
+      stream_tiles16(acc, pixels, slice_c, plane_stride, out0, 0, static_cast<int64_t>(held.size()), cached,
                      [&](int64_t tile) { return held[tile]; });
       return;
     }

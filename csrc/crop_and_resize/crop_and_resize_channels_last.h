@@ -400,7 +400,7 @@ inline void stream_planes16_part(const float* acc, int64_t plane_size, float* pl
   const int64_t tiles = (plane_size + 15) / 16;
   if (plane_size % 16 == 0) {
     stream_tiles16(acc, plane_size, 16, plane_size, out0, part * tiles / parts, (part + 1) * tiles / parts,
-                   [](int64_t) { return 0xFFFFu; });
+                   /*cached=*/false, [](int64_t) { return 0xFFFFu; });
     return;
   }
   if (part == 0) {
@@ -471,10 +471,14 @@ constexpr int64_t kCropGradBandBytes = int64_t{1} << 20;
 // of the scratch, where NCHW planes would take one scattered read-modify-write per channel). In NCHW only the pixels
 // the boxes read (ReadRuns) are zeroed in the scratch and transposed: on 2 Xeon (Emerald Rapids) cores, AVX-512, the
 // two alternated in one process under mimalloc, P2 forward + image gradient 128 x 28x28 17.2 -> 15.5 ms, 512 x 14x14
-// 19.6 -> 19.1 ms.
+// 19.6 -> 19.1 ms. `fresh_gi`: gi's pages are fresh from the OS (pages_are_fresh), and its NCHW planes are written by
+// cached stores: on the same cores, 7971157 and this choice alternated in one process, 4 rounds, each gradient alive
+// until the next call returns, under glibc (which maps each P2 gradient anew) the NCHW image gradient of P2 512 x
+// 14x14 took 15.7 -> 13.1 ms, 128 x 28x28 14.2 -> 11.7 ms. Its channels_last runs stay streamed: cached, the 14x14
+// one took 12.1 -> 13.6 ms.
 template <typename scalar_t, typename T>
 void crop_image_grad_banded(const ImageGradCall<scalar_t, T>& call, int64_t N, int64_t K, bool planes,
-                            scalar_t* gi) {
+                            bool fresh_gi, scalar_t* gi) {
   const int64_t C = call.C, W = call.W, cells = call.crop_height * call.crop_width, plane_size = call.plane_size;
   const int64_t H = plane_size / W;  // W > 0: an empty map returns before any kernel
   const int64_t chunk = image_grad_chunk(N, C);
@@ -506,7 +510,7 @@ void crop_image_grad_banded(const ImageGradCall<scalar_t, T>& call, int64_t N, i
       read->zero(first, last, r0, W, slice_c, scratch.get());
       accumulate_image(call, n, r0, r1, c0, slice_c, gt.data(), scratch.get());
       store_read_planes(scratch.get(), *read, first, last, r0, W, pixels, slice_c, plane_size, transposed.get(),
-                        out0);
+                        out0, /*cached=*/fresh_gi);
     }
 #ifdef __AVX2__
     _mm_sfence();  // store_read_planes' and store_channels_last's streamed stores are visible before the task ends

@@ -80,6 +80,7 @@ at::Tensor crop_and_resize_backward_input_cpu(const at::Tensor& grad, const at::
   const bool channels_last = grad.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
   at::Tensor grad_image = at::empty({N, C, H, W}, grad.options().memory_format(grad.suggest_memory_format()));
   if (K == 0 || C == 0 || H * W == 0) return grad_image.zero_();
+  const bool fresh_gi = pages_are_fresh(grad_image);
   advise_huge_pages(grad_image);
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "crop_and_resize_backward_input_cpu",
@@ -105,7 +106,7 @@ at::Tensor crop_and_resize_backward_input_cpu(const at::Tensor& grad, const at::
     const ImageGradCall<scalar_t, T> call{tab, g, grad.stride(0), grad.stride(1), grad.stride(2), grad.stride(3),
                                           crop_height, crop_width, C, W, H * W, nearest,
                                           grad.is_contiguous(at::MemoryFormat::ChannelsLast), order, start, rows};
-    crop_image_grad_banded(call, N, K, /*planes=*/!channels_last, gi);
+    crop_image_grad_banded(call, N, K, /*planes=*/!channels_last, fresh_gi, gi);
   });
   return grad_image;
 }

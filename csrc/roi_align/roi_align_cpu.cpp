@@ -412,7 +412,7 @@ void roi_input_grad_banded(const RoiTables<scalar_t, T>& tab, const Levels& lv, 
         scalar_t* out0 = grads[level] + (n * C + c0) * plane_size + r0 * W;
         if (sparse) {
           store_read_planes(scratch.data(), read[level], runs[0], runs[1], r0, W, pixels, cs, plane_size,
-                            transposed.data(), out0);
+                            transposed.data(), out0, /*cached=*/false);
         } else {
           store_planes(scratch.data(), pixels, cs, plane_size, transposed.data(), out0);
         }

@@ -1,17 +1,21 @@
-"""crop_and_resize's channels_last forward writes its output by cached stores where the output's pages are fresh from
-the OS, and by streamed, non-temporal stores where they are already in memory (``pages_are_fresh`` and
-``vertical_lerp`` in csrc). Both must give the same values: the case is one call with a 42 MB output, which glibc's
-malloc (this process's allocator) always maps anew, being above its largest mmap threshold (32 MB), so that its pages
-are fresh; and the same boxes again two at a time, each output under two pages, which the kernel never counts as
-fresh, so that they stream.
+"""crop_and_resize's channels_last forward and NCHW image gradient write their outputs by cached stores where the
+output's pages are fresh from the OS, and by streamed, non-temporal stores where they are already in memory
+(``pages_are_fresh``, ``vertical_lerp`` and ``stream_tiles16`` in csrc). Both must give the same values. An output
+above glibc's largest mmap threshold (32 MB) is always mapped anew by glibc's malloc (this process's allocator), so its
+pages are fresh; the kernel never counts an output under two pages as fresh.
 
-The oracles: the small calls, bit for bit (the same expressions, only the stores differ), and the float64 reference on
-a few of the boxes (float32 rounding).
+- Forward: one call with a 42 MB output (cached) against the same boxes two at a time (streamed), bit for bit, and
+  the float64 reference on a few of the boxes (float32 rounding).
+- Image gradient: a 42 MB NCHW gradient (cached) against the channels_last one, whose runs are always streamed: the
+  same sums in the same order, bit for bit. The NCHW tiles' streamed stores are the forward's and roi_align's, which
+  always stream (their tests).
 """
 
 import torch
 
 import impls
+
+OPS = torch.ops.impls
 
 C, H, W = 16, 24, 40
 CROP = (7, 7)
@@ -46,3 +50,20 @@ def test_streamed_and_cached_stores_give_the_same_crops():
     # float32 against float64: three lerps of values of about 1, a few float32 roundings (1e-6), and sample
     # coordinates rounded to float32, which can move a tap next to an integer by as much.
     torch.testing.assert_close(big[few].double(), want, rtol=0, atol=1e-4)
+
+
+def test_fresh_nchw_image_gradient_equals_channels_last():
+    n, c, h, w, k, crop = 1, 256, 168, 256, 700, 8  # 700 x 8 x 8 x 4 taps >= 168 x 256 pixels: the dense (banded) path
+    g = torch.Generator().manual_seed(5)
+    ys = torch.rand(k, 2, generator=g)
+    xs = torch.rand(k, 2, generator=g) * 1.2 - 0.1  # some columns outside the map, some boxes flipped
+    boxes = torch.stack([ys[:, 0], xs[:, 0], ys[:, 1], xs[:, 1]], dim=1)
+    box_index = torch.zeros(k, dtype=torch.int64)
+    grad = torch.randn(k, c, crop, crop, generator=g)
+    nchw = OPS.crop_and_resize_backward_input(grad, boxes, box_index, crop, crop, n, c, h, w, "bilinear")
+    nhwc = OPS.crop_and_resize_backward_input(grad.contiguous(memory_format=torch.channels_last), boxes, box_index,
+                                              crop, crop, n, c, h, w, "bilinear")
+    assert nchw.numel() * 4 > 32 << 20, "the NCHW gradient must be above glibc's largest mmap threshold"
+    assert nchw.is_contiguous() and nhwc.is_contiguous(memory_format=torch.channels_last)
+    assert (nchw != 0).any()
+    assert torch.equal(nchw, nhwc), "float32 image gradient: NCHW (cached stores) and channels_last differ"
