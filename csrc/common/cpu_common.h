@@ -452,13 +452,14 @@ void stream_planes(const scalar_t* planes, int64_t plane_size, int64_t slice_c, 
   for (int64_t j = 0; j < slice_c; ++j) stream_copy(planes + j * plane_size, out0 + j * plane_stride, plane_size);
 }
 
+// `cached`: out0's pages are fresh from the OS (pages_are_fresh), and the AVX-512 tiles are stored through the cache.
 template <typename scalar_t, typename T>
 void store_planes(const T* acc, int64_t plane_size, int64_t slice_c, int64_t plane_stride, scalar_t* planes,
-                  scalar_t* out0) {
+                  scalar_t* out0, bool cached) {
 #ifdef __AVX512F__
   if constexpr (std::is_same_v<T, float> && std::is_same_v<scalar_t, float>) {
     if (planes_in_lines16(slice_c, plane_stride, out0)) {
-      stream_tiles16(acc, plane_size, slice_c, plane_stride, out0, 0, (plane_size + 15) / 16, /*cached=*/false,
+      stream_tiles16(acc, plane_size, slice_c, plane_stride, out0, 0, (plane_size + 15) / 16, cached,
                      [](int64_t) { return 0xFFFFu; });
       return;
     }

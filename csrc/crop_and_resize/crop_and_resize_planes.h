@@ -374,7 +374,7 @@ void crop_forward_windows(const CropTables<scalar_t, T>& tab, const int64_t* idx
       }
       crop_interleaved(ys.data(), xs.data(), crop_height, crop_width, nearest, static_cast<T>(ext), window.data(), ww,
                        cb, cache, crop.data());
-      store_planes(crop.data(), cells, cb, cells, planes_out.data(), out + (k * C + c0) * cells);
+      store_planes(crop.data(), cells, cb, cells, planes_out.data(), out + (k * C + c0) * cells, /*cached=*/false);
     }
 #ifdef __AVX2__
     _mm_sfence();  // store_planes' streamed stores are visible before the task ends

@@ -1,14 +1,15 @@
-"""crop_and_resize's channels_last forward and NCHW image gradient write their outputs by cached stores where the
-output's pages are fresh from the OS, and by streamed, non-temporal stores where they are already in memory
-(``pages_are_fresh``, ``vertical_lerp`` and ``stream_tiles16`` in csrc). Both must give the same values. An output
-above glibc's largest mmap threshold (32 MB) is always mapped anew by glibc's malloc (this process's allocator), so its
-pages are fresh; the kernel never counts an output under two pages as fresh.
+"""The CPU kernels write some float32 outputs by cached stores where the output's pages are fresh from the OS, and by
+streamed, non-temporal stores where they are already in memory (``pages_are_fresh``, ``vertical_lerp`` and
+``stream_tiles16`` in csrc): crop_and_resize's channels_last forward, and crop_and_resize's and roi_align's NCHW image
+gradients. Both stores must give the same values. An output above glibc's largest mmap threshold (32 MB) is always
+mapped anew by glibc's malloc (this process's allocator), so its pages are fresh; the kernels never count an output
+under two pages as fresh.
 
-- Forward: one call with a 42 MB output (cached) against the same boxes two at a time (streamed), bit for bit, and
-  the float64 reference on a few of the boxes (float32 rounding).
-- Image gradient: a 42 MB NCHW gradient (cached) against the channels_last one, whose runs are always streamed: the
-  same sums in the same order, bit for bit. The NCHW tiles' streamed stores are the forward's and roi_align's, which
-  always stream (their tests).
+- crop_and_resize forward: one call with a 42 MB output (cached) against the same boxes two at a time (streamed), bit
+  for bit, and the float64 reference on a few of the boxes (float32 rounding).
+- Image gradients: a 42 MB NCHW gradient (cached) against the channels_last one, whose runs are always streamed: the
+  same sums in the same order, bit for bit. The NCHW tiles' streamed stores are those of every gradient whose pages
+  are in memory and of crop_and_resize's forward blocks (the other tests).
 """
 
 import torch
@@ -67,3 +68,19 @@ def test_fresh_nchw_image_gradient_equals_channels_last():
     assert nchw.is_contiguous() and nhwc.is_contiguous(memory_format=torch.channels_last)
     assert (nchw != 0).any()
     assert torch.equal(nchw, nhwc), "float32 image gradient: NCHW (cached stores) and channels_last differ"
+
+
+def test_fresh_nchw_roi_align_gradient_equals_channels_last():
+    n, c, h, w, k, pooled = 1, 256, 168, 256, 512, 7  # a 42 MB gradient
+    g = torch.Generator().manual_seed(6)
+    xy = torch.rand(k, 2, generator=g) * torch.tensor([w * 4.0, h * 4.0])  # image pixels, spatial_scale 1/4
+    side = 16 + torch.rand(k, 2, generator=g) * 96
+    rois = torch.cat([torch.zeros(k, 1), xy, xy + side], dim=1)  # some boxes reach past the map
+    grad = torch.randn(k, c, pooled, pooled, generator=g)
+    args = (rois, 0.25, pooled, pooled, n, c, h, w, 2, True)
+    nchw = OPS.roi_align_backward_input(grad, *args)
+    nhwc = OPS.roi_align_backward_input(grad.contiguous(memory_format=torch.channels_last), *args)
+    assert nchw.numel() * 4 > 32 << 20, "the NCHW gradient must be above glibc's largest mmap threshold"
+    assert nchw.is_contiguous() and nhwc.is_contiguous(memory_format=torch.channels_last)
+    assert (nchw != 0).any()
+    assert torch.equal(nchw, nhwc), "float32 roi_align input gradient: NCHW (cached stores) and channels_last differ"
