@@ -70,9 +70,9 @@ struct LerpRowCache {
 // dst[c] = t[c] + (b[c] - t[c]) * w for c < n: a crop row's vertical lerp. With `stream` (dst is the call's output,
 // written once and not read again by the call, in pages already in memory), whole float vectors at 32-byte-aligned
 // addresses are written with non-temporal stores: a cached store first reads the output's line from memory, so for a
-// 100 MB output the write costs the memory twice that. Without it (the output's pages fresh from the OS, zeroed in
-// cache by their first touch: pages_are_fresh), cached stores, 16 floats wide where AVX-512 is there. The same
-// operations give the same values either way; the task issues the fence.
+// 100 MB output the write costs the memory twice that. Without it (a crop in cache, or an output whose pages are fresh
+// from the OS, zeroed in cache by their first touch: pages_are_fresh), cached stores, 16 floats wide where AVX-512 is
+// there. The same operations give the same values either way; the task issues the fence.
 template <typename scalar_t, typename T>
 inline void vertical_lerp(const T* t, const T* b, T w, scalar_t* dst, int64_t n, bool stream) {
   int64_t c = 0;
@@ -474,7 +474,7 @@ constexpr int64_t kCropGradBandBytes = int64_t{1} << 20;
 // 19.6 -> 19.1 ms. `fresh_gi`: gi's pages are fresh from the OS (pages_are_fresh), and its NCHW planes are written by
 // cached stores: on the same cores, 7971157 and this choice alternated in one process, 4 rounds, each gradient alive
 // until the next call returns, under glibc (which maps each P2 gradient anew) the NCHW image gradient of P2 512 x
-// 14x14 took 15.7 -> 13.1 ms, 128 x 28x28 14.2 -> 11.7 ms. Its channels_last runs stay streamed: cached, the 14x14
+// 14x14 took 15.7 -> 13.1 ms, 128 x 28x28 14.5 -> 12.0 ms. Its channels_last runs stay streamed: cached, the 14x14
 // one took 12.1 -> 13.6 ms.
 template <typename scalar_t, typename T>
 void crop_image_grad_banded(const ImageGradCall<scalar_t, T>& call, int64_t N, int64_t K, bool planes,
