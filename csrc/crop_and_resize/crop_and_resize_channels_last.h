@@ -4,9 +4,11 @@
 // (TensorFlow's NHWC kernel works the same way), up to kChunk channels per pass over the boxes.
 // - Forward: split over boxes; image rows are interpolated horizontally once per box (LerpRowCache), and each
 //   crop row's vertical lerp is written straight into out[k].
-// - Image gradient: split over (image, channel slice); each task walks its image's boxes in increasing k, so every
-//   element receives its contributions in the reference's order (box, cell, corner): deterministic, independent of
-//   the thread count, and no two threads write the same element.
+// - Image gradient (crop_image_grad_banded, also NCHW's where the taps outnumber the pixels): split over (image, band
+//   of rows, channel slice); each task walks its image's boxes in increasing k, adding into a channels-last scratch
+//   band in L2 (float32 with AVX-512: the accumulators under a crop row's cells in registers, add_row_columns16), so
+//   every element receives its contributions in the reference's order (box, cell, corner): deterministic,
+//   independent of the thread count, and no two threads write the same element.
 // - Box gradient: split over boxes; each box sums channel, cell in the reference's order.
 #pragma once
 
