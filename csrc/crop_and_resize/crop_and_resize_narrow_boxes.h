@@ -18,6 +18,15 @@
 // task's (P2 unchanged, P3 0.77 -> 0.82 ms), 64-byte streamed stores (5.12 -> 5.42 ms), the crops streamed in one
 // burst after each box (P2 28x28 3.47 -> 3.65 ms) or before each image row (3.80 ms), 2 or 8 planes a task (P2 14x14
 // 5.46 or 4.65 ms, 28x28 3.50 or 4.33 ms, P3 0.85 or 0.80 ms).
+//
+// A row's loads start at its window's first column, or, where the planes start on cache lines and the window fits in
+// the lines loaded from there, at the start of that column's line: a window of at most 16 columns that fits in one
+// line is then read as one line, not as the two lines an unaligned load of it spans, and one of at most 32 as two,
+// not three. Where the time goes: P2 14x14 takes 3.40 ms, not 4.40, with every row's loads served from L1, and the
+// 32 P3 maps 0.28 ms, not 0.75 (lines no core holds in L2). Measured as above: P2 14x14 4.36 -> 4.28 ms, 28x28 3.38
+// -> 3.30 ms, P3 0.74 -> 0.66 ms (where W = 152, rows alternate between two shifts); loads always from the line's
+// start, right or wrong, took 4.12, 3.20 and 0.63 ms, the most it could give. Prefetching the next task's rows into
+// L1 or L2 lost again (P3 0.66 -> 0.68-0.69 ms).
 #pragma once
 
 #ifdef __AVX512F__
@@ -54,38 +63,63 @@ struct NarrowTables {
   std::vector<std::array<float, 16>> lerp;    // x lerp; 0 for invalid columns
   std::vector<__mmask16> valid;               // [K * chunks]: valid columns
   std::vector<int64_t> rows, row_count;       // [K * max_rows]: slot j's image row; [K]: slots used
+  std::vector<int32_t> shift;                 // [K * max_rows]: slot j's loads start this many columns before x0
   std::vector<int32_t> top, bottom;           // [K * crop_height]: crop row py's slots; top = -1: invalid row
   std::vector<float> ylerp;                   // [K * crop_height]
 
-  static NarrowTaps taps_of(const std::array<int64_t, 4>& window, int64_t H, int64_t W) {
+  // Whether every plane of image starts on a cache line, and so every line of its rows lies in one plane.
+  static bool aligned_planes(const float* image, int64_t H, int64_t W) {
+    return reinterpret_cast<uintptr_t>(image) % 64 == 0 && H * W % 16 == 0;
+  }
+
+  // Where row r's `registers` loads of the window's `width` columns from x0 start, in columns before x0: at the start
+  // of x0's cache line where the window fits in the lines loaded from there (aligned planes), so that a window
+  // which fits in one line costs one line, not the two an unaligned load of it spans; else at x0 (0). -1: the loads
+  // would pass the plane's end either way.
+  static int32_t row_shift(int64_t r, int64_t x0, int64_t width, int64_t registers, int64_t H, int64_t W,
+                           bool aligned) {
+    const int64_t first = r * W + x0, shift = first % 16;
+    if (aligned && shift + width <= 16 * registers && first - shift + 16 * registers <= H * W) {
+      return static_cast<int32_t>(shift);
+    }
+    return first + 16 * registers <= H * W ? 0 : -1;
+  }
+
+  // One register a row where the window is at most 16 columns wide and every row's load stays in its plane, else two
+  // for at most 32, else gathered.
+  static NarrowTaps taps_of(const std::array<int64_t, 4>& window, int64_t H, int64_t W, bool aligned) {
     const auto [y0, y1, x0, x1] = window;
-    const int64_t width = x1 - x0, end = std::max<int64_t>(y1 - 1, 0) * W + x0;  // the last row's loads from there
-    if (width <= 16 && end + 16 <= H * W) return NarrowTaps::kOneRegister;
-    if (width <= 32 && end + 32 <= H * W) return NarrowTaps::kTwoRegisters;
+    for (const int64_t registers : {1, 2}) {
+      bool inside = x1 - x0 <= 16 * registers;
+      for (int64_t r = y0; inside && r < y1; ++r) inside = row_shift(r, x0, x1 - x0, registers, H, W, aligned) >= 0;
+      if (inside) return registers == 1 ? NarrowTaps::kOneRegister : NarrowTaps::kTwoRegisters;
+    }
     return NarrowTaps::kGathered;
   }
 
   // Whether the crops are at most 32 columns wide and at most 1 box in kGatheredShare has its taps gathered.
   static bool fits(const CropTables<float, float>& tab, int64_t K, int64_t crop_height, int64_t crop_width, int64_t H,
-                   int64_t W) {
+                   int64_t W, bool aligned) {
     if (crop_width > 32) return false;
     int64_t gathered = 0;
     for (int64_t k = 0; k < K; ++k) {
-      gathered += taps_of(crop_window(tab, k, crop_height, crop_width, /*nearest=*/false), H, W) ==
+      gathered += taps_of(crop_window(tab, k, crop_height, crop_width, /*nearest=*/false), H, W, aligned) ==
                   NarrowTaps::kGathered;
     }
     return gathered * kGatheredShare <= K;
   }
 
   NarrowTables(const CropTables<float, float>& tab, int64_t K, int64_t crop_height, int64_t crop_width, int64_t H,
-               int64_t W)
+               int64_t W, bool aligned)
       : chunks((crop_width + 15) / 16), crop_height(crop_height), crop_width(crop_width), max_rows(2 * crop_height),
-        x0(K), taps(K), lo(K * chunks), hi(K * chunks), lerp(K * chunks), valid(K * chunks), rows(K * max_rows),
-        row_count(K), top(K * crop_height), bottom(K * crop_height), ylerp(K * crop_height) {
+        x0(K), taps(K), lo(K * chunks), hi(K * chunks), lerp(K * chunks), valid(K * chunks),
+        rows(K * max_rows), row_count(K), shift(K * max_rows), top(K * crop_height), bottom(K * crop_height),
+        ylerp(K * crop_height) {
     for (int64_t k = 0; k < K; ++k) {
       const std::array<int64_t, 4> window = crop_window(tab, k, crop_height, crop_width, /*nearest=*/false);
       x0[k] = window[2];
-      taps[k] = taps_of(window, H, W);
+      taps[k] = taps_of(window, H, W, aligned);
+      const int64_t width = window[3] - window[2], registers = taps[k] == NarrowTaps::kTwoRegisters ? 2 : 1;
       for (int64_t q = 0; q < chunks; ++q) {
         __mmask16 v = 0;
         for (int64_t lane = 0; lane < 16; ++lane) {
@@ -105,6 +139,8 @@ struct NarrowTables {
           if (rows[k * max_rows + s] == r) return static_cast<int32_t>(s);
         }
         rows[k * max_rows + used] = r;
+        shift[k * max_rows + used] =
+            taps[k] == NarrowTaps::kGathered ? 0 : row_shift(r, x0[k], width, registers, H, W, aligned);
         return static_cast<int32_t>(used++);
       };
       for (int64_t py = 0; py < crop_height; ++py) {
@@ -120,31 +156,44 @@ struct NarrowTables {
 };
 
 // Box k's crops of CB planes (planes + c * plane_size, each [H, W]) into dst [CB, crop_height, crop_width], for Q
-// chunks of 16 columns, its taps fetched as TAPS says. h: per-thread scratch of max_rows * CB * Q * 16 floats, each
-// image row's horizontal lerps t = L + (R - L) * x_lerp. The column tables are loaded into registers once per box
-// and serve all its planes, which give CB independent chains per row. Each crop row is stored 16 columns at a time,
-// whole registers where they stay inside the plane's crop (the columns past a row's end land on the rows after it,
-// written later), masked to the row where they would not. before_row(py) runs before crop row py is computed
-// (crop_forward_narrow streams a part of the previous box's crops there).
+// chunks of 16 columns, its taps fetched as TAPS says, each row's loads starting its shift before the window. h:
+// per-thread scratch of max_rows * CB * Q * 16 floats, each image row's horizontal lerps t = L + (R - L) * x_lerp.
+// The column tables are loaded into registers once per box and serve all its planes, which give CB independent
+// chains per row. Each crop row is stored 16 columns at a time, whole registers where they stay inside the plane's
+// crop (the columns past a row's end land on the rows after it, written later), masked to the row where they would
+// not. before_row(py) runs before crop row py is computed (crop_forward_narrow streams a part of the previous box's
+// crops there).
 template <int Q, NarrowTaps TAPS, int64_t CB, typename Hook>
 void crop_narrow_box(const NarrowTables& t, int64_t k, const float* planes, int64_t plane_size, int64_t W, float ext,
                      float* h, float* dst, const Hook& before_row) {
   const int64_t cw = t.crop_width, ch = t.crop_height, cells = ch * cw;
-  __m512i li[Q], ri[Q];
+  __m512i li[Q], ri[Q], ls[Q], rs[Q];  // each column's taps from x0; from the row's first load (x0 - shift)
   __m512 xl[Q];
   __mmask16 valid[Q];
   for (int q = 0; q < Q; ++q) {
     const int64_t c = k * Q + q;
     li[q] = _mm512_loadu_si512(t.lo[c].data());
     ri[q] = _mm512_loadu_si512(t.hi[c].data());
+    ls[q] = li[q];
+    rs[q] = ri[q];
     xl[q] = _mm512_loadu_ps(t.lerp[c].data());
     valid[q] = t.valid[c];
   }
   const float* base = planes + t.x0[k];
   const int64_t* rows = t.rows.data() + k * t.max_rows;
+  const int32_t* shifts = t.shift.data() + k * t.max_rows;
   const int64_t row_count = t.row_count[k];
+  int32_t held = 0;  // ls and rs's shift
   for (int64_t s = 0; s < row_count; ++s) {
-    const float* row = base + rows[s] * W;
+    const int32_t shift = shifts[s];
+    if (shift != held) {  // rows of a box share their shift where W is a multiple of 16
+      held = shift;
+      for (int q = 0; q < Q; ++q) {
+        ls[q] = _mm512_add_epi32(li[q], _mm512_set1_epi32(shift));
+        rs[q] = _mm512_add_epi32(ri[q], _mm512_set1_epi32(shift));
+      }
+    }
+    const float* row = base + rows[s] * W - shift;
     for (int64_t c = 0; c < CB; ++c) {
       const float* src = row + c * plane_size;
       const __m512 a = TAPS == NarrowTaps::kGathered ? __m512{} : _mm512_loadu_ps(src);
@@ -152,14 +201,14 @@ void crop_narrow_box(const NarrowTables& t, int64_t k, const float* planes, int6
       for (int q = 0; q < Q; ++q) {
         __m512 l, r;
         if constexpr (TAPS == NarrowTaps::kOneRegister) {
-          l = _mm512_permutex2var_ps(a, li[q], a);  // indices below 16: lanes of a; no undefined source
-          r = _mm512_permutex2var_ps(a, ri[q], a);
+          l = _mm512_permutex2var_ps(a, ls[q], a);  // indices below 16: lanes of a; no undefined source
+          r = _mm512_permutex2var_ps(a, rs[q], a);
         } else if constexpr (TAPS == NarrowTaps::kTwoRegisters) {
-          l = _mm512_permutex2var_ps(a, li[q], b);
-          r = _mm512_permutex2var_ps(a, ri[q], b);
+          l = _mm512_permutex2var_ps(a, ls[q], b);
+          r = _mm512_permutex2var_ps(a, rs[q], b);
         } else {
-          l = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), __mmask16(0xFFFF), li[q], src, 4);
-          r = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), __mmask16(0xFFFF), ri[q], src, 4);
+          l = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), __mmask16(0xFFFF), ls[q], src, 4);
+          r = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), __mmask16(0xFFFF), rs[q], src, 4);
         }
         _mm512_store_ps(h + ((s * CB + c) * Q + q) * 16, _mm512_add_ps(l, _mm512_mul_ps(_mm512_sub_ps(r, l), xl[q])));
       }
@@ -231,7 +280,7 @@ inline void crop_forward_narrow(const CropTables<float, float>& tab, const std::
                                 const std::vector<int64_t>& start, const float* image, int64_t N, int64_t C,
                                 int64_t H, int64_t W, int64_t crop_height, int64_t crop_width, float ext, float* out) {
   const int64_t K = static_cast<int64_t>(order.size()), cells = crop_height * crop_width, plane_size = H * W;
-  const NarrowTables t(tab, K, crop_height, crop_width, H, W);
+  const NarrowTables t(tab, K, crop_height, crop_width, H, W, NarrowTables::aligned_planes(image, H, W));
   // Each image's boxes in order of the first row they read: consecutive boxes read neighbouring lines.
   std::vector<int64_t> by_row(order);
   for (int64_t n = 0; n < N; ++n) {
