@@ -265,6 +265,7 @@ void add_row_columns16(const CropAxis<float>& y, const CropAxis<float>* xk, int6
   float* rows[2] = {TOP ? acc + ((y.lo - r0) * W * slice_c + c) : nullptr,
                     BOTTOM ? acc + ((y.hi - r0) * W * slice_c + c) : nullptr};
   auto mask = [&](int v) { return v == V - 1 ? tail : __mmask16(0xFFFF); };
+  constexpr bool kAdds[2] = {TOP, BOTTOM};             // the rows the cell's corners add into
   constexpr bool kHeld[2] = {TOP, BOTTOM && !ONE_ROW};  // the rows whose accumulators are in registers
   constexpr int kInto[2] = {0, ONE_ROW ? 0 : 1};      // the registers each row's corners add into
   __m512 col_a[2][V], col_b[2][V];  // [top, bottom][vector]: the accumulators of columns a and a + 1
@@ -310,7 +311,7 @@ void add_row_columns16(const CropAxis<float>& y, const CropAxis<float>* xk, int6
       for (int v = 0; v < V; ++v) {
         const __m512 g = _mm512_maskz_loadu_ps(mask(v), gv + v * 16);
         for (int r = 0; r < 2; ++r) {
-          if ((r == 0 && !TOP) || (r == 1 && !BOTTOM)) continue;
+          if (!kAdds[r]) continue;
           const __m512 gy = _mm512_mul_ps(r == 0 ? ay : by, g);
           col_a[kInto[r]][v] = _mm512_add_ps(col_a[kInto[r]][v], _mm512_mul_ps(ax, gy));
           right[kInto[r]][v] = _mm512_add_ps(right[kInto[r]][v], _mm512_mul_ps(bx, gy));
