@@ -47,6 +47,10 @@ against a peer (``check.py``), outside the timer.
   allocated and written before the timer, the same ones every round; ``limit_copy``: ``dst.copy_(src)`` between two
   such sets of buffers; ``fresh_fill``: ``torch.empty(shape).fill_(1.0)``, new tensors every round, freed after it:
   what a new output costs before any work, page faults included where the allocator hands out new pages.
+* The read-limit rows (``matrix.READ_LIMIT_LABELS``, no backend; ``read_limit_call``): the case's float32 map in the
+  row's layout and the cache lines its forward's taps touch there (``work.touched_lines``: each once, in address
+  order, int32), both made before the timer; timed: ``read_lines(map, lines)`` (``bench/read_lines.cpp``), one
+  load from each line on torch's threads (and the line's 4-byte number: 1/16 more bytes than the lines).
 
 On a CUDA device our calls and torchvision's end with ``torch.cuda.synchronize()`` so that the timer sees the
 kernels finish, not just their launch. ``fwdbwd_det`` runs the ``fwdbwd`` call inside
@@ -64,7 +68,8 @@ from typing import Callable, Optional, Union
 
 import operators
 import torch
-from matrix import LIMIT_LABELS, MULTISCALE, Case, Variant, variant
+from matrix import LIMIT_LABELS, MULTISCALE, READ_LIMIT_LABELS, Case, Variant, variant
+from read_lines import module as read_lines_module
 from workloads import SEED, PyramidWorkload, Workload, feature_map, pyramid_boxes, pyramid_maps
 
 import impls
@@ -432,10 +437,25 @@ def _tensorflow_call(pass_: str, inputs: Inputs) -> Call:
     return Call(forward_backward_boxes, lambda out: (_from_nhwc(out[0]), torch.from_numpy(out[1].numpy())))
 
 
+def read_limit_call(label: str, workload: Workload, lines: torch.Tensor) -> Call:
+    """The ``Call`` of read-limit row ``label`` (module docstring): ``lines`` (``work.touched_lines`` of the map in
+    the label's layout) read from ``workload``'s float32 map; what it returns is not checked."""
+    layout = READ_LIMIT_LABELS[label]
+    memory_format = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    image = feature_map(workload).contiguous(memory_format=memory_format)  # [N, C, H, W] in the row's layout
+    assert image.data_ptr() % 64 == 0, "the map's storage starts on a cache line"
+    indices = lines.to(torch.int32)
+    read_lines = read_lines_module().read_lines
+    return Call(lambda: read_lines(image, indices), tuple)
+
+
 def timed_region(label: str, op: str) -> str:
     """What the timer of row ``label`` measures on ``op``, in words (the report's table of timed regions)."""
     if label in LIMIT_LABELS:
         return LIMIT_TIMED[label]
+    if label in READ_LIMIT_LABELS:
+        return (f"`read_lines(map, lines)` (bench/read_lines.cpp): one load from each cache line the forward's taps "
+                f"touch in the {READ_LIMIT_LABELS[label]} map, the lines listed before the timer: the read limit")
     v = variant(label)
     if op == MULTISCALE:
         return _pyramid_timed_region(v)

@@ -24,7 +24,9 @@ that keeps freed pages).
 A write-limit row (``run_limit``; ``matrix.limit_cases``) has no inputs and no check: it builds its buffers, runs
 twice untimed (counting the page faults of the second call) and is timed as above, for ``LIMIT_BUDGET_S``; its
 ``extra_info`` says which limit (``write_limit``), the shapes and bytes written, the workload and the allocator, and
-no rates (it is no backend).
+no rates (it is no backend). A read-limit row (``run_read_limit``; ``matrix.read_limit_cases``) the same way, with
+the lines it reads built first (``work.touched_lines``, untimed): ``read_limit`` (its layout), the lines and bytes
+read.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ import allocator
 import matrix
 import pytest
 import torch
-from calls import limit_call, make_call, make_inputs, timed_region
+from calls import limit_call, make_call, make_inputs, read_limit_call, timed_region
 from check import check_against_peer
 from cpu_share import CpuShare
 from peak_memory import peak_memory
@@ -52,8 +54,10 @@ from work import (
     peak_bandwidth,
     peak_bandwidth_source,
     samples,
+    touched_lines,
     written_shapes,
 )
+from workloads import crop_and_resize_inputs
 
 # TensorFlow's multi-threaded CPU image gradient of crop_and_resize races: a few pixels come out wrong by up to
 # ~10% of the largest gradient, differently on each run (seen with tensorflow-cpu 2.21 on the P2 case). Op
@@ -267,6 +271,29 @@ def run_limit(benchmark):
             minor_faults=faults if device == "cpu" else None,  # of one untimed call
             threads=torch.get_num_threads(),
         )
+        benchmark.extra_info.update(info)
+
+    return run
+
+
+@pytest.fixture
+def run_read_limit(benchmark):
+    """Times one read-limit row from the params ``matrix.ARGNAMES`` (``matrix.read_limit_cases``; module
+    docstring)."""
+
+    def run(op: str, backend: str, device: str, dtype: str, case_id: str, pass_: str) -> None:
+        case = _find(op, backend, device, dtype, case_id, pass_)
+        layout = matrix.READ_LIMIT_LABELS[backend]
+        boxes, box_index, kwargs = crop_and_resize_inputs(case.workload)
+        lines = touched_lines(case.workload.map_shape, boxes, box_index, kwargs["crop_size"], layout)
+        call = read_limit_call(backend, case.workload, lines)
+        start = time.perf_counter()
+        call.run()
+        share = _timed_rounds(benchmark, call.run, _rounds(time.perf_counter() - start, LIMIT_BUDGET_S))
+
+        info = _row_info(case, share)
+        info.update(impl=backend, read_limit=layout, timed=timed_region(backend, op), lines_read=len(lines),
+                    read_bytes=len(lines) * 64, threads=torch.get_num_threads())
         benchmark.extra_info.update(info)
 
     return run

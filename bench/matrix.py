@@ -53,6 +53,12 @@ labels that time no backend (``LIMIT_LABELS``, ``calls.limit_call``) on tensors 
 buffers, ``limit_copy`` copies reused buffers into others (the machine's write-bandwidth limits for that output),
 ``fresh_fill`` allocates new ones and fills them (their first-touch cost beside ``limit_fill``). Their JSON rows
 carry ``write_limit``; the report reads them beside the case (a share of the limit per row), never as a backend.
+
+Read-limit rows (``read_limit_cases``, issue 29): for each crop_and_resize head case, float32 forward on the CPU, a
+row per layout (``READ_LIMIT_LABELS``: ``read_nchw``, ``read_nhwc``) that reads the cache lines the forward's taps
+touch in that layout (``work.touched_lines``), each once, as the rows of one ``torch.nn.functional.embedding_bag``
+sum (``calls.read_limit_call``): what reading them costs on this machine with no sampling, no write and no reuse to
+arrange. Their JSON rows carry ``read_limit``; the report sets the forward of each layout against its limit.
 ``make bench`` runs ``test_crop_and_resize.py`` a second time under an allocator that keeps freed pages
 (``bench/allocator.py``, ``bench/run.py``).
 
@@ -176,6 +182,8 @@ RGB_PATCHES = {"smoke": Workload("tiny_rgb", boxes=8, output=4, sampling_ratio=2
 # Row labels that time no backend: the write-bandwidth limits of a case's outputs and a fresh output's cost
 # (module docstring).
 LIMIT_LABELS = ("limit_fill", "limit_copy", "fresh_fill")
+# Row labels that time no backend: the reads a crop_and_resize forward cannot avoid, in each layout (module docstring).
+READ_LIMIT_LABELS = {"read_nchw": "contiguous", "read_nhwc": "channels_last"}
 # The sweeps: smoke runs one point of each on the tiny map, so that the code path is exercised in CI.
 BOX_SWEEP_BOXES = {"smoke": (16,), "default": (16, 128, 1024), "full": (16, 64, 256, 1024, 4096),
                    "gpu": (64, 256, 1024, 4096)}
@@ -375,6 +383,15 @@ def limit_cases(op: str, mode: str = MODE) -> list[Case]:
         return []
     timed = {(c.case_id, c.device, c.dtype, c.pass_): c for c in head_cases(op, mode) if c.pass_ != "fwdbwd_det"}
     return [dataclasses.replace(c, backend=label) for c in timed.values() for label in LIMIT_LABELS]
+
+
+def read_limit_cases(op: str, mode: str = MODE) -> list[Case]:
+    """The read-limit rows (module docstring): ``READ_LIMIT_LABELS`` once per head case of ``op`` (crop_and_resize
+    only), float32 forward on the CPU."""
+    if op != "crop_and_resize" or "cpu" not in DEVICES:
+        return []
+    timed = {c.case_id: c for c in head_cases(op, mode) if c.device == "cpu" and c.dtype == "float32"}
+    return [Case(op, label, "cpu", "float32", c.workload, "fwd") for c in timed.values() for label in READ_LIMIT_LABELS]
 
 
 def sweep_cases(op: str, mode: str = MODE) -> list[Case]:

@@ -21,9 +21,10 @@ multi-level table, the timed regions, one plot and the method; without the marke
 Where the results have write-limit rows (issue 29; ``matrix.LIMIT_LABELS``), the op's head table is
 ``write_limit_table`` instead: one line per case, pass and allocator (the run's own, then the one that keeps freed
 pages, bench/run.py), each cell also giving the row's share of the write-bandwidth limit of its output, and the
-limits and the output's first-touch cost beside them. Those rows are read with ``load(..., side_rows=True)``; every
-other table, the plots and the speed-ups see the backends' rows under the run's own allocator alone
-(``results_json.side_row``).
+limits and the output's first-touch cost beside them. Where they have read-limit rows (``matrix.READ_LIMIT_LABELS``),
+``read_limit_table`` follows: the float32 CPU forwards of ``READ_ROWS``, each as a share of the time it takes to read
+the lines its taps touch in its layout. Those rows are read with ``load(..., side_rows=True)``; every other table,
+the plots and the speed-ups see the backends' rows under the run's own allocator alone (``results_json.side_row``).
 
 Results written before row labels and timed regions were recorded (bench/results/vm-2026-11-25.json) still
 render: their ``tensorflow`` column was timed through our wrapper (conversions included, today's
@@ -43,7 +44,17 @@ import work
 from allocator import HOW_TO_GET
 from baseline import BASELINE
 from cpu_share import QUIET_LIMIT
-from results_json import PASS_LABELS, backend_key, baseline_median, baseline_row, impl, load, newest, side_row
+from results_json import (
+    PASS_LABELS,
+    backend_key,
+    baseline_median,
+    baseline_row,
+    impl,
+    limit_row,
+    load,
+    newest,
+    side_row,
+)
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
@@ -190,7 +201,7 @@ def write_limit_table(every: list[dict], runs: list[dict], op: str) -> str:
               for r in mine if r.get("write_limit")}
     if not limits:
         return ""
-    rows = [r for r in mine if not r.get("write_limit")]
+    rows = [r for r in mine if not limit_row(r)]
 
     def limit(row: dict, label: str, dtype: str | None = None) -> dict | None:
         """The limit row ``label`` of ``row``'s run, allocator, device, case, pass and dtype (or ``dtype``); a
@@ -252,6 +263,51 @@ def write_limit_table(every: list[dict], runs: list[dict], op: str) -> str:
                          f"| {first_touch(line)} | " + " | ".join(cells.get(c, "-") for c in columns) + " |")
     sentences = " ".join(_allocator_sentence(run) for run in runs)
     return "\n".join(lines) + f"\n\n{WRITE_LIMIT_NOTE} Allocators: {sentences}"
+
+
+# The forward rows set against a read limit, by row label: the layout their map is read in (ours in each layout;
+# TensorFlow's kernel reads its NHWC tf.Tensor).
+READ_ROWS = {"cpp": "contiguous", "cpp_nhwc": "channels_last", "tensorflow": "channels_last"}
+
+READ_LIMIT_NOTE = """\
+Read limit: `read_nchw` and `read_nhwc` load each cache line of the map that the forward's taps touch in that layout
+once (`MB read`), in address order, on torch's threads, with nothing computed or written (`bench/read_lines.cpp`): the
+least time reading them takes on this machine in that order. Share = limit median / row median: 100% would be a
+forward that costs no more than its reads, with its sampling and its output's write hidden under them. The limit
+rows run under the process's own allocator only (they allocate nothing of note)."""
+
+
+def read_limit_table(every: list[dict], runs: list[dict], op: str = "crop_and_resize") -> str:
+    """The float32 CPU forwards of ``READ_ROWS`` set against the read limit of their layout (``READ_LIMIT_NOTE``),
+    one line per run, case and allocator; "" when the results have no read-limit rows. ``every``: the rows of
+    ``load(..., side_rows=True)``."""
+    mine = [r for r in every if r["op"] == op and r["device"] == "cpu" and r["dtype"] == "float32"
+            and r["pass"] == "fwd" and r["test"] != "test_scaling"]
+    limits = {(r["run"], r["case"], r["read_limit"]): r for r in mine if r.get("read_limit")}
+    if not limits:
+        return ""
+    rows = [r for r in mine if r["backend"] in READ_ROWS and not limit_row(r)]
+    lines = [
+        f"**{op}**, float32 forward on the CPU: median time per call (share of the read limit of the layout its map "
+        "is read in: " + ", ".join(f"`{label}` {layout}" for label, layout in READ_ROWS.items()) + ")",
+        "",
+        "| case | allocator | MB read: NCHW / NHWC | read limit: NCHW / NHWC | " + " | ".join(READ_ROWS) + " |",
+        "|---|---|---:|---:|" + "---:|" * len(READ_ROWS),
+    ]
+    for run, case in dict.fromkeys((run, case) for run, case, _ in limits):
+        bounds = [limits.get((run, case, layout)) for layout in ("contiguous", "channels_last")]
+        read = " / ".join(f"{b['read_bytes'] / 1e6:.3g}" if b else "-" for b in bounds)
+        times = " / ".join(f"{format_time(b['median'])} (IQR {format_time(b['iqr'])})" if b else "-" for b in bounds)
+        line = [r for r in rows if (r["run"], r["case"]) == (run, case)]
+        for name in dict.fromkeys(_allocator(r, runs) for r in sorted(line, key=lambda r: _keeping(r, runs))):
+            cells = []
+            for label, layout in READ_ROWS.items():
+                row = next((r for r in line if r["backend"] == label and _allocator(r, runs) == name), None)
+                bound = limits.get((run, case, layout))
+                share = f" ({bound['median'] / row['median']:.0%})" if row and bound else ""
+                cells.append(format_time(row["median"]) + share if row else "-")
+            lines.append(f"| {case} | {name} | {read} | {times} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + f"\n\n{READ_LIMIT_NOTE}"
 
 
 def op_table(rows: list[dict], every: list[dict], runs: list[dict], op: str) -> str:
@@ -608,6 +664,8 @@ def report_markdown(rows: list[dict], every: list[dict], runs: list[dict], image
     """``rows``: the backends' rows under each run's own allocator; ``every``: all rows (``load(side_rows=True)``)."""
     parts = ["# Benchmark report", "", "Generated by `bench/report.py` from:", "", machine_header(runs), ""]
     parts += [op_table(rows, every, runs, op) + "\n" for op in head_ops() if op_table(rows, every, runs, op)]
+    read = read_limit_table(every, runs)
+    parts += [read, ""] if read else []
     compiled = compile_table(rows)
     parts += [timed_table(rows), ""] + ([compiled, ""] if compiled else [])
     parts += [f"![{name}]({name})" for name in images]
@@ -625,7 +683,7 @@ def report_markdown(rows: list[dict], every: list[dict], runs: list[dict], image
     note = stability_note(rows, out_dir)
     parts += ["## Spread of the timings", "", quiet_note(rows), "", stability_table(rows, runs), ""]
     parts += [note, ""] if note else []
-    backends = [r for r in every if not r.get("write_limit")]
+    backends = [r for r in every if not limit_row(r)]
     parts += ["## Every measurement", "", PEAK_NOTE, "", detail_table(backends, runs), ""]
     limits = limit_detail_table(every, runs)
     parts += ["The write-limit rows (the page faults of one call, this process's):", "", limits, ""] if limits else []
@@ -682,7 +740,7 @@ def main(argv: list[str]) -> int:
         return 1
     every, runs = load(paths, side_rows=True)
     rows = [r for r in every if not side_row(r, runs[r["run"]]["machine_info"])]
-    recount_bytes([r for r in every if not r.get("write_limit")])
+    recount_bytes([r for r in every if not limit_row(r)])
     if not rows:
         print(f"{', '.join(map(str, paths))} hold no timed benchmarks (run without --benchmark-disable)",
               file=sys.stderr)

@@ -2,10 +2,12 @@
 pytest-benchmark computed (median, IQR, min, rounds) and the machine it ran on. Used by the report and the plots.
 
 Rows that are no backend's time under the run's own allocator (``side_row``) are left out unless asked for: the
-write-limit rows (``write_limit``: ``limit_fill``, ``limit_copy``, ``fresh_fill``, ``matrix.LIMIT_LABELS``) and the
-rows ``make bench`` times again under a second allocator (``allocator`` other than ``machine_info["allocator"]``,
-bench/run.py). Only the report's crop_and_resize table and its list of every measurement read them, so no plot,
-speed-up or ranking takes a limit for a backend or mixes two allocators' timings of one row.
+write-limit rows (``write_limit``: ``limit_fill``, ``limit_copy``, ``fresh_fill``, ``matrix.LIMIT_LABELS``), the
+read-limit rows (``read_limit``: ``read_nchw``, ``read_nhwc``, ``matrix.READ_LIMIT_LABELS``; ``limit_row`` says
+either) and the rows ``make bench`` times again under a second allocator (``allocator`` other than
+``machine_info["allocator"]``, bench/run.py). Only the report's crop_and_resize tables and its list of every
+measurement read them, so no plot, speed-up or ranking takes a limit for a backend or mixes two allocators' timings
+of one row.
 """
 
 from __future__ import annotations
@@ -32,11 +34,16 @@ PASS_LABELS = {"fwd": "fwd", "fwdbwd": "fwd+bwd", "fwdbwd_det": "fwd+bwd (determ
 BASELINE_PASS = {"fwdbwd_det": "fwdbwd"}
 
 
+def limit_row(row: dict) -> bool:
+    """Whether ``row`` times a limit (a write or a read limit), not a backend (module docstring)."""
+    return bool(row.get("write_limit") or row.get("read_limit"))
+
+
 def side_row(row: dict, machine_info: dict) -> bool:
-    """Whether ``row`` (its ``extra_info``) is a write-limit row or was timed under another allocator than its run's
-    own (module docstring). Results from before either existed have neither field: every row is a main one."""
+    """Whether ``row`` (its ``extra_info``) is a limit row or was timed under another allocator than its run's own
+    (module docstring). Results from before either existed have neither field: every row is a main one."""
     own = machine_info.get("allocator")
-    return bool(row.get("write_limit")) or row.get("allocator", own) != own
+    return limit_row(row) or row.get("allocator", own) != own
 
 
 def load(paths: list[Path], side_rows: bool = False) -> tuple[list[dict], list[dict]]:

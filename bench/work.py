@@ -14,6 +14,8 @@
   move more (four corners per sample, partly from cache; whole cache lines; a plane copied whole), so this is a
   lower bound: bytes / time is an achieved bandwidth to set against the memory's peak, not a measurement of it.
   Charging the whole map instead overstated what 128 boxes read, and so put a kernel above the copy bandwidth.
+* Read (``touched_lines``): the cache lines of the map that crop_and_resize's forward taps read, in either layout,
+  each once: the read-limit rows (``matrix.READ_LIMIT_LABELS``) read these.
 * Written (``written_shapes``): the tensors one crop_and_resize pass writes, the crops, plus the image gradient
   (whole), plus the box gradient: the write-limit rows (``matrix.LIMIT_LABELS``) fill and copy buffers of these.
 * The machine's bandwidth (``copy_bandwidth``), measured once per session (``conftest.py``): a STREAM-style copy,
@@ -77,6 +79,17 @@ def _tap_lines(position: torch.Tensor, size: int, low: float) -> torch.Tensor:
     return torch.cat([first, second]).unique()
 
 
+def _crop_taps(box: torch.Tensor, height: int, width: int, crop_size: tuple[int, int]) -> list[torch.Tensor]:
+    """The pixel rows and the columns crop_and_resize's taps read for one normalized ``(y1, x1, y2, x2)`` box (float64
+    [4]) on an ``H x W`` map (CONVENTIONS.md §1.2): [rows, columns]."""
+    taps = []
+    for lo, hi, side, count in ((box[0], box[2], height, crop_size[0]), (box[1], box[3], width, crop_size[1])):
+        steps = torch.arange(count, dtype=torch.float64)
+        at = (lo + steps * (hi - lo) / (count - 1) if count > 1 else 0.5 * (lo + hi) + 0 * steps) * (side - 1)
+        taps.append(_tap_lines(at, side, 0.0))
+    return taps
+
+
 def touched_pixels(op: str, map_shape: tuple[int, ...], boxes: torch.Tensor, kwargs: dict,
                    box_index: torch.Tensor | None = None) -> int:
     """How many pixels (per channel) of the ``[N, C, H, W]`` map(s) some sample's four taps read: the union over
@@ -92,12 +105,7 @@ def touched_pixels(op: str, map_shape: tuple[int, ...], boxes: torch.Tensor, kwa
     for k in range(b.shape[0]):
         if op == "crop_and_resize":
             image = 0 if box_index is None else int(box_index[k])
-            lines = []
-            for lo, hi, side, count in ((b[k, 0], b[k, 2], height, kwargs["crop_size"][0]),
-                                        (b[k, 1], b[k, 3], width, kwargs["crop_size"][1])):
-                steps = torch.arange(count, dtype=torch.float64)
-                at = (lo + steps * (hi - lo) / (count - 1) if count > 1 else 0.5 * (lo + hi) + 0 * steps) * (side - 1)
-                lines.append(_tap_lines(at, side, 0.0))
+            lines = _crop_taps(b[k], height, width, kwargs["crop_size"])
         else:
             image, scale = int(b[k, 0]), kwargs["spatial_scale"]
             offset = 0.5 if kwargs["aligned"] else 0.0
@@ -117,6 +125,35 @@ def touched_pixels(op: str, map_shape: tuple[int, ...], boxes: torch.Tensor, kwa
         rows, columns = lines
         touched[image][rows[:, None], columns[None, :]] = True
     return int(touched.sum())
+
+
+LINE_BYTES = 64  # a cache line on x86-64 and on the GPUs' L2 (128-byte lines as four 32-byte sectors)
+
+
+def touched_lines(map_shape: tuple[int, ...], boxes: torch.Tensor, box_index: torch.Tensor,
+                  crop_size: tuple[int, int], layout: str, itemsize: int = 4) -> torch.Tensor:
+    """The cache lines of an ``[N, C, H, W]`` map (its storage starting on a line) that crop_and_resize's forward taps
+    read for normalized ``boxes`` [K, 4] on images ``box_index`` [K], each once, in address order: int64 [L], line
+    ``i`` being the storage's bytes ``[64 i, 64 i + 64)``. The taps are those of ``touched_pixels`` (the rows and
+    the columns a box's samples fall between); a line counts where it holds one of them in some channel.
+    ``layout``: ``"contiguous"`` (NCHW: a box's pixels in a plane row are a few lines of that row, plane after
+    plane) or ``"channels_last"`` (NHWC: each pixel's C channels are one run). Needs no map values. The read-limit
+    rows (``matrix.READ_LIMIT_LABELS``) read these."""
+    _, channels, height, width = map_shape
+    per_line = LINE_BYTES // itemsize
+    b = boxes.detach().cpu().to(torch.float64)
+    lines = [torch.zeros(0, dtype=torch.int64)]
+    for k in range(b.shape[0]):
+        rows, columns = _crop_taps(b[k], height, width, crop_size)  # [R], [X]
+        image = int(box_index[k])
+        if layout == "channels_last":
+            pixels = (image * height + rows[:, None]) * width + columns[None, :]  # [R, X]
+            elements = pixels[:, :, None] * channels + torch.arange(channels)  # [R, X, C]
+        else:
+            planes = (image * channels + torch.arange(channels)) * height  # [C]
+            elements = (planes[:, None] + rows[None, :])[:, :, None] * width + columns  # [C, R, X]
+        lines.append((elements // per_line).flatten().unique())
+    return torch.cat(lines).unique()
 
 
 def bytes_moved(inputs: AnyInputs, pass_: str) -> int:
