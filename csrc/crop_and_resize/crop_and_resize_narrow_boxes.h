@@ -48,12 +48,14 @@ namespace impls {
 // window, or one whose loads would pass its plane's end).
 enum class NarrowTaps : uint8_t { kOneRegister, kTwoRegisters, kGathered };
 
-// The kernel takes a call where at most 1 box in kGatheredShare has its taps gathered.
+// The kernel takes a call whose crops are at most kNarrowWidth columns wide (two registers) and where at most 1 box in
+// kGatheredShare has its taps gathered.
+constexpr int64_t kNarrowWidth = 32;
 constexpr int64_t kGatheredShare = 8;
 
-// Every box's columns and rows in the form the narrow kernel reads, computed once per call. Box k's crop columns
-// come in chunks of 16 (chunks = ceil(crop_width / 16), at most 2); its image rows are the distinct rows its valid
-// crop rows read, in order of first use ("slots").
+// Every box's columns and rows in the form the narrow kernel reads, computed once per call, for crops at most
+// kNarrowWidth columns wide. Box k's crop columns come in chunks of 16 (chunks = ceil(crop_width / 16), at most 2);
+// its image rows are the distinct rows its valid crop rows read, in order of first use ("slots").
 struct NarrowTables {
   int64_t chunks, crop_height, crop_width, max_rows;
   std::vector<int64_t> x0;                    // [K]: the window's first column
@@ -97,24 +99,13 @@ struct NarrowTables {
     return NarrowTaps::kGathered;
   }
 
-  // Whether the crops are at most 32 columns wide and at most 1 box in kGatheredShare has its taps gathered.
-  static bool fits(const CropTables<float, float>& tab, int64_t K, int64_t crop_height, int64_t crop_width, int64_t H,
-                   int64_t W, bool aligned) {
-    if (crop_width > 32) return false;
-    int64_t gathered = 0;
-    for (int64_t k = 0; k < K; ++k) {
-      gathered += taps_of(crop_window(tab, k, crop_height, crop_width, /*nearest=*/false), H, W, aligned) ==
-                  NarrowTaps::kGathered;
-    }
-    return gathered * kGatheredShare <= K;
-  }
-
   NarrowTables(const CropTables<float, float>& tab, int64_t K, int64_t crop_height, int64_t crop_width, int64_t H,
                int64_t W, bool aligned)
       : chunks((crop_width + 15) / 16), crop_height(crop_height), crop_width(crop_width), max_rows(2 * crop_height),
         x0(K), taps(K), lo(K * chunks), hi(K * chunks), lerp(K * chunks), valid(K * chunks),
         rows(K * max_rows), row_count(K), shift(K * max_rows), top(K * crop_height), bottom(K * crop_height),
         ylerp(K * crop_height) {
+    TORCH_INTERNAL_ASSERT(crop_width <= kNarrowWidth, "NarrowTables: crops wider than kNarrowWidth");
     for (int64_t k = 0; k < K; ++k) {
       const std::array<int64_t, 4> window = crop_window(tab, k, crop_height, crop_width, /*nearest=*/false);
       x0[k] = window[2];
@@ -152,6 +143,12 @@ struct NarrowTables {
       }
       row_count[k] = used;
     }
+  }
+
+  // Whether the narrow kernel takes the call: at most 1 box in kGatheredShare has its taps gathered.
+  bool fits() const {
+    const auto gathered = std::count(taps.begin(), taps.end(), NarrowTaps::kGathered);
+    return gathered * kGatheredShare <= static_cast<int64_t>(taps.size());
   }
 };
 
@@ -273,14 +270,13 @@ struct alignas(64) Lanes16 {
 // crop of 4 planes is whole cache lines (49), and 4 independent chains a row keep the vector ports busy.
 constexpr int64_t kNarrowGroup = 4;
 
-// NCHW float32 bilinear forward of crops at most 32 columns wide whose boxes' taps are mostly in registers
-// (NarrowTables::fits): split over (image, group of kNarrowGroup planes, then the planes past the last whole group
-// one by one); each box's crops of the group are built in L1 and go out as one run of out[k] (stream_copy).
-inline void crop_forward_narrow(const CropTables<float, float>& tab, const std::vector<int64_t>& order,
+// NCHW float32 bilinear forward of crops at most kNarrowWidth columns wide whose boxes' taps are mostly in registers
+// (t.fits(), t built on image): split over (image, group of kNarrowGroup planes, then the planes past the last whole
+// group one by one); each box's crops of the group are built in L1 and go out as one run of out[k] (stream_copy).
+inline void crop_forward_narrow(const NarrowTables& t, const std::vector<int64_t>& order,
                                 const std::vector<int64_t>& start, const float* image, int64_t N, int64_t C,
                                 int64_t H, int64_t W, int64_t crop_height, int64_t crop_width, float ext, float* out) {
   const int64_t K = static_cast<int64_t>(order.size()), cells = crop_height * crop_width, plane_size = H * W;
-  const NarrowTables t(tab, K, crop_height, crop_width, H, W, NarrowTables::aligned_planes(image, H, W));
   // Each image's boxes in order of the first row they read: consecutive boxes read neighbouring lines.
   std::vector<int64_t> by_row(order);
   for (int64_t n = 0; n < N; ++n) {

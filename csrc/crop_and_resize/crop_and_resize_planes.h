@@ -401,10 +401,12 @@ void crop_forward_planes(const CropTables<scalar_t, T>& tab, const int64_t* idx,
   const int64_t K = static_cast<int64_t>(order.size());
 #ifdef __AVX512F__
   if constexpr (std::is_same_v<scalar_t, float>) {
-    if (!nearest && NarrowTables::fits(tab, K, crop_height, crop_width, H, W,
-                                                  NarrowTables::aligned_planes(image, H, W))) {
-      crop_forward_narrow(tab, order, start, image, N, C, H, W, crop_height, crop_width, ext, out);
-      return;
+    if (!nearest && crop_width <= kNarrowWidth) {
+      const NarrowTables t(tab, K, crop_height, crop_width, H, W, NarrowTables::aligned_planes(image, H, W));
+      if (t.fits()) {
+        crop_forward_narrow(t, order, start, image, N, C, H, W, crop_height, crop_width, ext, out);
+        return;
+      }
     }
   }
 #endif
