@@ -15,8 +15,9 @@ every operator whose benchmark module (``bench/operators/<op>.py``) writes a sec
 (``report_section``) instead of a head table. Then:
 what each backend's timer holds, the bytes each case must move and the share of the machine's measured copy
 bandwidth each backend reaches, and the spread of the timings (``vectorized``'s in particular). The README's text
-between ``<!-- bench-table:start -->`` and ``<!-- bench-table:end -->`` is replaced with the head-case tables, the
-multi-level table, the timed regions, one plot and the method; without the markers the README is left alone.
+between ``<!-- bench-table:start -->`` and ``<!-- bench-table:end -->`` is replaced with the head-case tables (and the
+read-limit table), the multi-level table, the timed regions, one plot and the method; without the markers the README
+is left alone.
 
 Where the results have write-limit rows (issue 29; ``matrix.LIMIT_LABELS``), the op's head table is
 ``write_limit_table`` instead: one line per case, pass and allocator (the run's own, then the one that keeps freed
@@ -698,6 +699,8 @@ def readme_section(rows: list[dict], every: list[dict], runs: list[dict], images
         "",
     ]
     parts += [op_table(rows, every, runs, op) + "\n" for op in head_ops() if op_table(rows, every, runs, op)]
+    read = read_limit_table(every, runs)
+    parts += [read, ""] if read else []
     multiscale = multiscale_table(rows, runs)
     parts += ["**Multi-level RoIAlign: the FPN pooler**", "", multiscale, ""] if multiscale else []
     for title, text in own_sections(rows, runs):
