@@ -48,6 +48,7 @@ from cpu_share import CpuShare
 from peak_memory import peak_memory
 from work import (
     BYTES_MODEL,
+    LINE_BYTES,
     bytes_moved,
     copy_bandwidth,
     copy_buffer_bytes,
@@ -293,7 +294,7 @@ def run_read_limit(benchmark):
 
         info = _row_info(case, share)
         info.update(impl=backend, read_limit=layout, timed=timed_region(backend, op), lines_read=len(lines),
-                    read_bytes=len(lines) * 64, threads=torch.get_num_threads())
+                    read_bytes=len(lines) * LINE_BYTES, threads=torch.get_num_threads())
         benchmark.extra_info.update(info)
 
     return run

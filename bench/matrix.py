@@ -53,14 +53,15 @@ labels that time no backend (``LIMIT_LABELS``, ``calls.limit_call``) on tensors 
 buffers, ``limit_copy`` copies reused buffers into others (the machine's write-bandwidth limits for that output),
 ``fresh_fill`` allocates new ones and fills them (their first-touch cost beside ``limit_fill``). Their JSON rows
 carry ``write_limit``; the report reads them beside the case (a share of the limit per row), never as a backend.
-
-Read-limit rows (``read_limit_cases``, issue 29): for each crop_and_resize head case, float32 forward on the CPU, a
-row per layout (``READ_LIMIT_LABELS``: ``read_nchw``, ``read_nhwc``) that reads the cache lines the forward's taps
-touch in that layout (``work.touched_lines``), each once, as the rows of one ``torch.nn.functional.embedding_bag``
-sum (``calls.read_limit_call``): what reading them costs on this machine with no sampling, no write and no reuse to
-arrange. Their JSON rows carry ``read_limit``; the report sets the forward of each layout against its limit.
 ``make bench`` runs ``test_crop_and_resize.py`` a second time under an allocator that keeps freed pages
 (``bench/allocator.py``, ``bench/run.py``).
+
+Read-limit rows (``read_limit_cases``, issue 29; ``test_crop_and_resize_read_limit.py``): for each crop_and_resize
+head case, float32 forward on the CPU, a row per layout (``READ_LIMIT_LABELS``: ``read_nchw``, ``read_nhwc``) that
+loads the cache lines the forward's taps touch in that layout (``work.touched_lines``), each once, in a loop of
+nothing else (``calls.read_limit_call``, ``bench/read_lines.cpp``): what reading them costs on this machine with no
+sampling, no write and no reuse to arrange. Their JSON rows carry ``read_limit``; the report sets the forward of
+each layout against its limit.
 
 Multi-level pooling (op ``multiscale_roi_align``, ``multiscale_cases``; issue 21): Mask R-CNN's FPN poolers on two
 800x1216 images, P2-P5 with C=256 (``workloads.PYRAMIDS``), ``sampling_ratio=2``, ``aligned=False`` (torchvision's

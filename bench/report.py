@@ -272,8 +272,8 @@ READ_ROWS = {"cpp": "contiguous", "cpp_nhwc": "channels_last", "tensorflow": "ch
 
 READ_LIMIT_NOTE = """\
 Read limit: `read_nchw` and `read_nhwc` load each cache line of the map that the forward's taps touch in that layout
-once (`MB read`), in address order, on torch's threads, with nothing computed or written (`bench/read_lines.cpp`): the
-least time reading them takes on this machine in that order. Share = limit median / row median: 100% would be a
+once (`MB read`), in address order, on torch's threads, with nothing computed or written (`bench/read_lines.cpp`): what
+reading them takes on this machine with nothing else to do. Share = limit median / row median: 100% would be a
 forward that costs no more than its reads, with its sampling and its output's write hidden under them. The limit
 rows run under the process's own allocator only (they allocate nothing of note)."""
 

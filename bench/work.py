@@ -127,7 +127,7 @@ def touched_pixels(op: str, map_shape: tuple[int, ...], boxes: torch.Tensor, kwa
     return int(touched.sum())
 
 
-LINE_BYTES = 64  # a cache line on x86-64 and on the GPUs' L2 (128-byte lines as four 32-byte sectors)
+LINE_BYTES = 64  # a cache line of the x86-64 CPUs the read-limit rows run on
 
 
 def touched_lines(map_shape: tuple[int, ...], boxes: torch.Tensor, box_index: torch.Tensor,
