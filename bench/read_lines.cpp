@@ -14,7 +14,8 @@ double read_lines(const torch::Tensor& map, const torch::Tensor& lines) {
               map.scalar_type(), " on ", map.device());
   TORCH_CHECK(lines.scalar_type() == at::kInt && lines.dim() == 1 && lines.is_contiguous(),
               "lines: a contiguous int32 [L] tensor of line numbers");
-  const int64_t count = lines.numel(), storage_lines = map.storage().nbytes() / 64;
+  // A line is listed by its first float: the storage's last line may be partial.
+  const int64_t count = lines.numel(), storage_lines = (static_cast<int64_t>(map.storage().nbytes()) + 63) / 64;
   TORCH_CHECK(storage_lines > 0, "map: an empty storage has no lines to read");
   const int32_t* index = lines.const_data_ptr<int32_t>();
   const float* base = static_cast<const float*>(map.storage().data());

@@ -77,6 +77,11 @@ def test_read_lines_loads_the_listed_lines():
         read_lines.module().read_lines(image, torch.tensor([3, 96], dtype=torch.int32))
     with pytest.raises(RuntimeError, match=r"lines: line numbers outside"):
         read_lines.module().read_lines(image, torch.tensor([-1], dtype=torch.int32))
+    # 20 floats: a whole line and a partial one, whose first float (the one loaded) is element 16.
+    short = torch.arange(20, dtype=torch.float32).reshape(1, 1, 1, 20)
+    assert read_lines.module().read_lines(short, torch.tensor([0, 1], dtype=torch.int32)) == 16.0
+    with pytest.raises(RuntimeError, match=r"lines: line numbers outside \[0, 2\)"):
+        read_lines.module().read_lines(short, torch.tensor([2], dtype=torch.int32))
 
 
 def _row(label: str, median: float, allocator: str, **extra) -> dict:
