@@ -10,6 +10,7 @@ from pathlib import Path
 
 import optional_deps
 import pytest
+from bench_rows import benchmark_row
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 sys.path.insert(0, str(BENCH))
@@ -68,15 +69,8 @@ def test_make_bench_finds_a_keeping_allocator():
     assert chosen["name"] in ("jemalloc", "mimalloc"), chosen
 
 
-def _benchmark(backend: str, median: float, allocator_name: str, **extra) -> dict:
-    info = {"op": "crop_and_resize", "backend": backend, "impl": backend, "device": "cpu", "dtype": "float32",
-            "case": "p2_k512_14x14", "pass": "fwd", "allocator": allocator_name, **extra}
-    stats = {"median": median, "mean": median, "iqr": 0.0, "q1": median, "q3": median, "min": median, "rounds": 5}
-    return {"name": f"test_crop_and_resize[{backend}]", "extra_info": info, "stats": stats}
-
-
 def _results(allocator_name: str, rows: dict[str, float]) -> dict:
-    benchmarks = [_benchmark(label, median, allocator_name,
+    benchmarks = [benchmark_row(label, median, allocator_name,
                              **({"write_limit": label, "written_bytes": 10**8} if label in LIMITS else {}))
                   for label, median in rows.items()]
     return {"machine_info": {"allocator": allocator_name}, "benchmarks": benchmarks}

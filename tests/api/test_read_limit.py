@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from bench_rows import benchmark_row
 
 import impls
 
@@ -85,11 +86,7 @@ def test_read_lines_loads_the_listed_lines():
 
 
 def _row(label: str, median: float, allocator: str, **extra) -> dict:
-    info = {"op": "crop_and_resize", "backend": label, "impl": label, "device": "cpu", "dtype": "float32",
-            "case": "p3_k32_14x14_n32", "pass": "fwd", "allocator": allocator, **extra}
-    stats = {"median": median, "mean": median, "iqr": median / 10, "q1": median, "q3": median, "min": median,
-             "rounds": 5}
-    return {"name": f"test_crop_and_resize[{label}]", "extra_info": info, "stats": stats}
+    return benchmark_row(label, median, allocator, case="p3_k32_14x14_n32", iqr=median / 10, **extra)
 
 
 def test_report_sets_each_forward_against_its_layouts_limit(tmp_path):
