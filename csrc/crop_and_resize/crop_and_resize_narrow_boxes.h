@@ -7,7 +7,8 @@
 // however many crop rows read it. A task takes (image, group of kNarrowGroup planes): the column tables are loaded
 // into registers once per box and serve its 4 planes. Each box's crops of the group are one contiguous run of the
 // output, built in L1 and streamed out (non-temporal, no read of the output's lines) a part before each crop row of
-// the next box. The values are crop_forward_plane's: same expressions, same order, no contraction.
+// the next box. Where the boxes read every line of the planes (P2), the next task's lines are asked for meanwhile, in
+// address order (PlanesAhead). The values are crop_forward_plane's: same expressions, same order, no contraction.
 //
 // Measured on 2 Xeon (Emerald Rapids) cores under mimalloc, this path and the one before it (interleaved blocks of 16
 // planes, crop_forward_blocks, or the window path) alternated in one process, outputs bit-equal: P2 forward 512 x
@@ -15,9 +16,10 @@
 // P2 14x14: the horizontal lerps 1.9 ms and the vertical ones 1.1 ms with the planes hot in cache (1.9 and 1.2 ns a
 // row and plane a core, where one core runs 2.6 permutes or 8 adds of 16 floats a ns in a loop of nothing else), the
 // output's stream 2.1 ms alone, 4.4 ms together. Tried and not kept: prefetching the next box's rows or the next
-// task's (P2 unchanged, P3 0.77 -> 0.82 ms), 64-byte streamed stores (5.12 -> 5.42 ms), the crops streamed in one
-// burst after each box (P2 28x28 3.47 -> 3.65 ms) or before each image row (3.80 ms), 2 or 8 planes a task (P2 14x14
-// 5.46 or 4.65 ms, 28x28 3.50 or 4.33 ms, P3 0.85 or 0.80 ms).
+// task's, box by box as they are read (P2 unchanged, P3 0.77 -> 0.82 ms; in address order they pay on P2,
+// PlanesAhead), 64-byte streamed stores (5.12 -> 5.42 ms), the crops streamed in one burst after each box (P2 28x28
+// 3.47 -> 3.65 ms) or before each image row (3.80 ms), 2 or 8 planes a task (P2 14x14 5.46 or 4.65 ms, 28x28 3.50 or
+// 4.33 ms, P3 0.85 or 0.80 ms).
 //
 // A row's loads start at its window's first column, or, where the planes start on cache lines and the window fits in
 // the lines loaded from there, at the start of that column's line: a window of at most 16 columns that fits in one
@@ -58,7 +60,7 @@ constexpr int64_t kGatheredShare = 8;
 // its image rows are the distinct rows its valid crop rows read, in order of first use ("slots").
 struct NarrowTables {
   int64_t chunks, crop_height, crop_width, max_rows;
-  std::vector<int64_t> x0;                    // [K]: the window's first column
+  std::vector<int64_t> x0, x1;                // [K]: the window's first column, and one past its last
   std::vector<NarrowTaps> taps;               // [K]
   std::vector<std::array<int32_t, 16>> lo;    // [K * chunks]: each column's left tap, relative to x0
   std::vector<std::array<int32_t, 16>> hi;    // right tap
@@ -102,15 +104,16 @@ struct NarrowTables {
   NarrowTables(const CropTables<float, float>& tab, int64_t K, int64_t crop_height, int64_t crop_width, int64_t H,
                int64_t W, bool aligned)
       : chunks((crop_width + 15) / 16), crop_height(crop_height), crop_width(crop_width), max_rows(2 * crop_height),
-        x0(K), taps(K), lo(K * chunks), hi(K * chunks), lerp(K * chunks), valid(K * chunks),
+        x0(K), x1(K), taps(K), lo(K * chunks), hi(K * chunks), lerp(K * chunks), valid(K * chunks),
         rows(K * max_rows), row_count(K), shift(K * max_rows), top(K * crop_height), bottom(K * crop_height),
         ylerp(K * crop_height) {
     TORCH_INTERNAL_ASSERT(crop_width <= kNarrowWidth, "NarrowTables: crops wider than kNarrowWidth");
     for (int64_t k = 0; k < K; ++k) {
       const std::array<int64_t, 4> window = crop_window(tab, k, crop_height, crop_width, /*nearest=*/false);
       x0[k] = window[2];
+      x1[k] = window[3];
       taps[k] = taps_of(window, H, W, aligned);
-      const int64_t width = window[3] - window[2], registers = taps[k] == NarrowTaps::kTwoRegisters ? 2 : 1;
+      const int64_t width = x1[k] - x0[k], registers = taps[k] == NarrowTaps::kTwoRegisters ? 2 : 1;
       for (int64_t q = 0; q < chunks; ++q) {
         __mmask16 v = 0;
         for (int64_t lane = 0; lane < 16; ++lane) {
@@ -266,6 +269,65 @@ struct alignas(64) Lanes16 {
   float v[16];
 };
 
+// Rows [y0, y1) x columns [x0, x1) of an image's planes: where its boxes read them.
+struct PlaneSpan {
+  int64_t y0, y1, x0, x1;
+};
+
+// The lines of the next task's planes that its boxes read, asked of memory ahead (prefetch_line, into L2) in
+// address order, a share at a time between other work: a part before each crop row of the current task's boxes
+// (crop_forward_narrow, where the boxes tap every pixel of the planes several times over, P2). Its boxes then find
+// most of their rows in L2 where they would wait on memory for each, scattered line by line; and a sweep in address
+// order lets the core's own prefetchers run ahead of it, where the scattered misses of the boxes share the line fill
+// buffers with the output's streamed stores.
+class PlanesAhead {
+ public:
+  // The lines of span in planes[0 .. count) (each plane_size floats, rows of W), spread over `steps` calls of step().
+  void start(const float* planes, int64_t count, int64_t plane_size, int64_t W, const PlaneSpan& span,
+             int64_t steps) {
+    planes_ = planes;
+    count_ = count;
+    plane_size_ = plane_size;
+    W_ = W;
+    span_ = span;
+    plane_ = 0;
+    row_ = span.y0;
+    const int64_t lines = count * (span.y1 - span.y0) * ((span.x1 - span.x0 + 15) / 16 + 1);
+    per_step_ = (lines + steps - 1) / std::max<int64_t>(steps, 1);
+    if (span.y0 >= span.y1 || span.x0 >= span.x1) plane_ = count;  // nothing to read
+    enter_row();
+  }
+  void step() {
+    for (int64_t i = 0; i < per_step_ && plane_ < count_; ++i) {
+      prefetch_line(at_);
+      at_ += 16;
+      if (at_ > last_) next_row();
+    }
+  }
+
+ private:
+  // The row's lines from the one that holds column x0 to the one that holds x1 - 1.
+  void enter_row() {
+    if (plane_ >= count_) return;
+    const float* row = planes_ + plane_ * plane_size_ + row_ * W_;
+    at_ = reinterpret_cast<const float*>(reinterpret_cast<uintptr_t>(row + span_.x0) / 64 * 64);
+    last_ = row + span_.x1 - 1;
+  }
+  void next_row() {
+    if (++row_ == span_.y1) {
+      row_ = span_.y0;
+      ++plane_;
+    }
+    enter_row();
+  }
+
+  const float* planes_ = nullptr;
+  const float* at_ = nullptr;    // the next line to ask for
+  const float* last_ = nullptr;  // the row's last value read
+  int64_t count_ = 0, plane_size_ = 0, W_ = 0, plane_ = 0, row_ = 0, per_step_ = 0;
+  PlaneSpan span_{};
+};
+
 // Planes a task crops together: 4 P2 planes (1 MB) stay in a Xeon core's 2 MB L2 while its boxes read them, a 14x14
 // crop of 4 planes is whole cache lines (49), and 4 independent chains a row keep the vector ports busy.
 constexpr int64_t kNarrowGroup = 4;
@@ -273,17 +335,44 @@ constexpr int64_t kNarrowGroup = 4;
 // NCHW float32 bilinear forward of crops at most kNarrowWidth columns wide whose boxes' taps are mostly in registers
 // (t.fits(), t built on image): split over (image, group of kNarrowGroup planes, then the planes past the last whole
 // group one by one); each box's crops of the group are built in L1 and go out as one run of out[k] (stream_copy).
+// `ahead`: the boxes tap every pixel of the planes several times over (dense_taps), so a task asks for the next
+// group's lines while it crops the current one (PlanesAhead). On a 2-core Xeon reporting 480 MB of L3, under
+// mimalloc, with and without, alternated in one process, 9 rounds, outputs bit-equal: P2 512 x 14x14 7.92 -> 6.92
+// ms, 128 x 28x28 5.29 -> 5.03 ms (4.69 -> 4.75 in another run). With the boxes' plane loads served from L1 instead,
+// P2 14x14 takes 2.5 ms, not 4.3, with no output written: it waits on those loads. Asked with prefetcht0 it gained
+// less (7.31 ms), with prefetcht2 as much (7.01), and at twice the rate less (7.41).
 inline void crop_forward_narrow(const NarrowTables& t, const std::vector<int64_t>& order,
                                 const std::vector<int64_t>& start, const float* image, int64_t N, int64_t C,
-                                int64_t H, int64_t W, int64_t crop_height, int64_t crop_width, float ext, float* out) {
-  const int64_t K = static_cast<int64_t>(order.size()), cells = crop_height * crop_width, plane_size = H * W;
+                                int64_t H, int64_t W, bool ahead, float ext, float* out) {
+  const int64_t K = static_cast<int64_t>(order.size()), cells = t.crop_height * t.crop_width, plane_size = H * W;
   // Each image's boxes in order of the first row they read: consecutive boxes read neighbouring lines.
   std::vector<int64_t> by_row(order);
   for (int64_t n = 0; n < N; ++n) {
     std::stable_sort(by_row.begin() + start[n], by_row.begin() + start[n + 1],
                      [&](int64_t a, int64_t b) { return t.rows[a * t.max_rows] < t.rows[b * t.max_rows]; });
   }
+  // Where each image's boxes read its planes: the rows and columns of their windows.
+  std::vector<PlaneSpan> spans(N, PlaneSpan{H, 0, W, 0});
+  for (int64_t n = 0; ahead && n < N; ++n) {
+    PlaneSpan& span = spans[n];
+    for (int64_t j = start[n]; j < start[n + 1]; ++j) {
+      const int64_t k = order[j];
+      const int64_t* rows = t.rows.data() + k * t.max_rows;
+      for (int64_t s = 0; s < t.row_count[k]; ++s) {
+        span.y0 = std::min(span.y0, rows[s]);
+        span.y1 = std::max(span.y1, rows[s] + 1);
+      }
+      span.x0 = std::min(span.x0, t.x0[k]);
+      span.x1 = std::max(span.x1, t.x1[k]);
+    }
+  }
   const int64_t whole = C / kNarrowGroup, groups = whole + C % kNarrowGroup;
+  // Item `item`'s first plane and its number of planes.
+  auto group_planes = [&](int64_t item) {
+    const int64_t n = item / groups, g = item % groups;
+    const int64_t c0 = g < whole ? g * kNarrowGroup : whole * kNarrowGroup + (g - whole);
+    return std::array<int64_t, 2>{n * C + c0, g < whole ? kNarrowGroup : 1};
+  };
   at::parallel_for(0, N * groups, grain_for(K / std::max<int64_t>(N, 1) * cells * kNarrowGroup),
                    [&](int64_t begin, int64_t end) {
     std::vector<Lanes16> h(t.max_rows * kNarrowGroup * t.chunks);
@@ -292,13 +381,21 @@ inline void crop_forward_narrow(const NarrowTables& t, const std::vector<int64_t
     float* hs = reinterpret_cast<float*>(h.data());
     // The previous box's crops: streamed a part before each crop row of the next box, the last box's after it.
     StreamedRun<float> pending;
+    PlanesAhead next;
     int64_t parity = 0;
-    auto before_row = [&](int64_t) { pending.step(); };
+    auto before_row = [&](int64_t) {
+      pending.step();
+      next.step();
+    };
     for (int64_t item = begin; item < end; ++item) {
-      const int64_t n = item / groups, g = item % groups;
-      const int64_t c0 = g < whole ? g * kNarrowGroup : whole * kNarrowGroup + (g - whole);
-      const int64_t cb = g < whole ? kNarrowGroup : 1;
-      const float* planes = image + (n * C + c0) * plane_size;
+      const int64_t n = item / groups;
+      const auto [plane0, cb] = group_planes(item);
+      const float* planes = image + plane0 * plane_size;
+      if (ahead && item + 1 < end) {
+        const auto [next0, next_cb] = group_planes(item + 1);
+        next.start(image + next0 * plane_size, next_cb, plane_size, W, spans[next0 / C],
+                   (start[n + 1] - start[n]) * t.crop_height);
+      }
       for (int64_t j = start[n]; j < start[n + 1]; ++j) {
         const int64_t k = by_row[j];
         float* crop = crops[parity ^= 1].data();
@@ -307,7 +404,7 @@ inline void crop_forward_narrow(const NarrowTables& t, const std::vector<int64_t
         } else {
           crop_narrow_box_of<1>(t, k, planes, plane_size, W, ext, hs, crop, before_row);
         }
-        pending.start(crop, out + (k * C + c0) * cells, cb * cells, crop_height);
+        pending.start(crop, out + (k * C + plane0 % C) * cells, cb * cells, t.crop_height);
       }
     }
     pending.finish();

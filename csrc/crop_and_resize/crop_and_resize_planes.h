@@ -4,8 +4,9 @@
 // each read 32 x 256 small windows, not 32 x 256 whole 100x152 planes (an earlier version transposed every map
 // into a fresh channels-last buffer on every call: 162 ms where TensorFlow's NHWC kernel takes 2).
 // - Forward, narrow (AVX-512, float32 bilinear, crops up to 32 columns wide, boxes mostly at most 32 columns wide:
-//   P2 and P3 heads): each plane read in place, its rows in registers (crop_and_resize_narrow_boxes.h). The paths
-//   below take every other call.
+//   P2 and P3 heads): each plane read in place, its rows in registers (crop_and_resize_narrow_boxes.h); where the
+//   boxes tap every pixel several times over (P2), a task asks for its next planes' lines meanwhile, in address
+//   order. The paths below take every other call.
 // - Forward, sparse (C < 8: RGB patches): per (image, channel) plane, read in place; per box, the horizontal lerps
 //   of an image row are computed once and shared by the crop rows that read it, the vertical lerp is a contiguous
 //   loop over the crop row written straight into out[k][c], and the next plane's touched cache lines are
@@ -404,7 +405,8 @@ void crop_forward_planes(const CropTables<scalar_t, T>& tab, const int64_t* idx,
     if (!nearest && crop_width <= kNarrowWidth) {
       const NarrowTables t(tab, K, crop_height, crop_width, H, W, NarrowTables::aligned_planes(image, H, W));
       if (t.fits()) {
-        crop_forward_narrow(t, order, start, image, N, C, H, W, crop_height, crop_width, ext, out);
+        crop_forward_narrow(t, order, start, image, N, C, H, W, dense_taps(K, crop_height, crop_width, N, C, H, W),
+                            ext, out);
         return;
       }
     }
