@@ -630,6 +630,20 @@ def limit_detail_table(every: list[dict], runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def cpu_description(cpu: dict) -> str:
+    """The CPU as py-cpuinfo saw it: its name and cores, the L3 it reports and its widest vector ISA, e.g. "Intel(R)
+    Xeon(R) Processor x 2 cores, 480 MiB of L3, AVX-512 and AMX": two hosts with one name can differ in both, and
+    a ratio against a peer holds for one machine."""
+    parts = [f"{cpu.get('brand_raw', '?')} x {cpu.get('count', '?')} cores"]
+    if cpu.get("l3_cache_size"):
+        parts.append(f"{cpu['l3_cache_size'] / 2**20:.0f} MiB of L3")
+    flags = set(cpu.get("flags", ()))
+    isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else None
+    if isa:
+        parts.append(f"{isa} and AMX" if "amx_tile" in flags else isa)
+    return ", ".join(parts)
+
+
 def machine_header(runs: list[dict]) -> str:
     lines = []
     for run in runs:
@@ -642,8 +656,8 @@ def machine_header(runs: list[dict]) -> str:
         if took and keeping.get("wall_seconds"):
             took += f", then {_duration(keeping['wall_seconds'])} under {keeping['name']}"
         lines.append(
-            f"- `{run['file']}`: machine `{info['node']}`, {cpu.get('brand_raw', '?')} x {cpu.get('count', '?')} "
-            f"cores, GPU: {gpu}; torch {info.get('torch_version')} ({info.get('torch_threads')} threads), "
+            f"- `{run['file']}`: machine `{info['node']}`, {cpu_description(cpu)}, GPU: {gpu}; "
+            f"torch {info.get('torch_version')} ({info.get('torch_threads')} threads), "
             f"torchvision {info.get('torchvision_version')}, tensorflow {info.get('tensorflow_version')}; "
             f"commit `{commit.get('id', '?')[:10]}`{dirty}; {run['datetime']}; `BENCH={info.get('bench_mode')}`{took}"
         )
