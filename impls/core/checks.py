@@ -1,10 +1,13 @@
 """Argument checks every operator shares, done once in Python before any backend runs.
 
 Every error names the argument, what was expected and what was given. The checks that read tensor values (box
-indices in range, finite boxes) are reduced on the tensors' device with ``stats`` and brought to the host together
-with ``read``: one device-to-host copy per call, which on CUDA is the call's one synchronization. Each operator's
-``arguments.py`` says what it reads and, under ``torch.compile``, hands the statistics to its own opaque check
-operator (``impls::checked_boxes``, ``impls::checked_rois``), which raises the eager exception when the graph runs.
+indices in range, finite boxes) compute a few statistics and read them once per call (``read_stats``): on the CPU
+from NumPy views of the tensors, with no torch operator dispatched; elsewhere reduced on the tensors' device with
+``stats`` and brought to the host together with ``read``, one device-to-host copy, which on CUDA is the call's one
+synchronization. An operator's statistics are one function that takes either (``float64``, ``floor``,
+``nan_unless_finite``, ``stats`` take both). Each operator's ``arguments.py`` says what it reads and, under
+``torch.compile``, hands the statistics to its own opaque check operator (``impls::checked_boxes``,
+``impls::checked_rois``), which raises the eager exception when the graph runs.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import math
 import numbers
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from .registry import FLOAT_DTYPES
@@ -43,22 +47,53 @@ def like(name: str, t: torch.Tensor, ref_name: str, ref: torch.Tensor) -> None:
         raise TypeError(f"{name} has dtype {t.dtype} but {ref_name} has {ref.dtype}; cast {name} to {ref.dtype}")
 
 
-def stats(*values: torch.Tensor) -> torch.Tensor:
-    """Scalar tensors (reductions on the tensors' device) as one float64 tensor, still on that device."""
+def stats(*values):
+    """Scalar tensors (reductions on the tensors' device) as one float64 tensor, still on that device; NumPy scalars
+    (reductions of host views, ``read_stats``) as a list."""
+    if isinstance(values[0], np.generic):
+        return list(values)
     return torch.stack([v if v.dtype == torch.float64 else v.to(torch.float64) for v in values])
 
 
-def nan_unless_finite(t: torch.Tensor) -> torch.Tensor:
-    """A float64 scalar on ``t``'s device: 0 when every value of ``t`` is finite, NaN when one is NaN or infinite
-    (``0 * inf`` is NaN, and a NaN term makes the sum NaN; no sum of zeros overflows). Two operators where
-    ``torch.isfinite(t).all()`` takes four, and already the dtype ``stats`` stacks: each operator costs a few
-    microseconds of dispatch, paid by every call of a public op."""
+def float64(t):
+    """``t`` (a tensor or a host view) in float64."""
+    return t.astype(np.float64) if isinstance(t, np.ndarray) else t.to(torch.float64)
+
+
+def floor(t):
+    """``t``'s values (a tensor or a host view) rounded down."""
+    return np.floor(t) if isinstance(t, np.ndarray) else t.floor()
+
+
+def nan_unless_finite(t):
+    """A float64 scalar: 0 when every value of ``t`` (a tensor, on its device, or a host view) is finite, NaN when one
+    is NaN or infinite. On a tensor ``0 * inf`` is NaN, and a NaN term makes the sum NaN; no sum of zeros overflows:
+    two operators where ``torch.isfinite(t).all()`` takes four, and already the dtype ``stats`` stacks (each operator
+    costs a few microseconds of dispatch, paid by every call of a public op)."""
+    if isinstance(t, np.ndarray):
+        return np.float64(0.0 if np.isfinite(t).all() else math.nan)
     return t.mul(0).sum(dtype=torch.float64)
 
 
 def read(stats: torch.Tensor) -> list:
     """A call's one device-to-host copy: its value statistics as Python numbers."""
     return stats.tolist()
+
+
+def read_stats(stats_of, *tensors: torch.Tensor) -> list:
+    """``stats_of(*tensors)`` (an operator's statistics, built with ``stats``) as Python numbers, read once.
+
+    Where every tensor is a strided CPU tensor in a dtype NumPy has (not bfloat16), the statistics are computed on
+    NumPy views of them (no copy, no torch operator): right after a kernel call, whose data has pushed torch's
+    dispatch out of the caches, each of the 8 small operators of crop_and_resize's check took 10-60 us, and the check
+    107 us against 48 us this way (27 and 6 us with warm caches; 32 P3 maps with one 14x14 box each, a 2-core Xeon):
+    a fifth of that call's 0.6 ms through the public op on channels_last maps. Elsewhere on the tensors (``read``:
+    one device-to-host copy)."""
+    if any(t.device.type != "cpu" or t.dtype == torch.bfloat16 or t.layout != torch.strided for t in tensors):
+        return read(stats_of(*tensors))
+    views = [(t.detach() if t.requires_grad else t).numpy() for t in tensors]
+    with np.errstate(all="ignore"):  # an overflow to inf is what the statistics look for, not a warning
+        return [float(v) for v in stats_of(*views)]
 
 
 def _integer(value) -> bool:

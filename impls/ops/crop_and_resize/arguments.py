@@ -1,7 +1,8 @@
 """crop_and_resize's arguments, checked once in Python before any backend runs (``core/checks.py`` for what every
 operator shares).
 
-The values read: every box finite and every ``box_index`` in ``[0, N)``, one device-to-host copy per call. Under
+The values read: every box finite and every ``box_index`` in ``[0, N)``, once per call (``checks.read_stats``: on
+the CPU through NumPy views, elsewhere one device-to-host copy). Under
 ``torch.compile`` a value cannot be read while tracing: the graph computes the same statistics and hands them to the
 opaque operator ``impls::checked_boxes``, which raises the eager exception when the graph runs and returns a copy of
 the boxes that the kernels then read, so no compiler can drop the check or run a kernel before it. It carries the
@@ -44,11 +45,10 @@ def arguments(image, boxes, box_index, crop_size, method, extrapolation_value):
             f"box_index has {box_index.shape[0]} entries but boxes has {boxes.shape[0]} rows; give one per box"
         )
     if box_index.numel():
-        stats = _box_stats(boxes, box_index)
         if torch.compiler.is_compiling():
-            boxes = checked_boxes(boxes, stats, image.shape[0])
+            boxes = checked_boxes(boxes, _box_stats(boxes, box_index), image.shape[0])
         else:
-            _raise_for_boxes(checks.read(stats), image.shape[0])
+            _raise_for_boxes(checks.read_stats(_box_stats, boxes, box_index), image.shape[0])
     crop_height, crop_width = checks.pair("crop_size", crop_size)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -57,8 +57,9 @@ def arguments(image, boxes, box_index, crop_size, method, extrapolation_value):
     return boxes, box_index.long(), crop_height, crop_width, float(extrapolation_value)
 
 
-def _box_stats(boxes: torch.Tensor, box_index: torch.Tensor) -> torch.Tensor:
-    """[3]: NaN where a box is not finite (else 0), the smallest and the largest image index."""
+def _box_stats(boxes, box_index):
+    """[3]: NaN where a box is not finite (else 0), the smallest and the largest image index (``checks.stats``: of
+    tensors or of their host views)."""
     return checks.stats(checks.nan_unless_finite(boxes), box_index.min(), box_index.max())
 
 
