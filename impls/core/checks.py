@@ -86,8 +86,8 @@ def read_stats(stats_of, *tensors: torch.Tensor) -> list:
     Where every tensor is a strided CPU tensor in a dtype NumPy has (not bfloat16), the statistics are computed on
     NumPy views of them (no copy, no torch operator): right after a kernel call, whose data has pushed torch's
     dispatch out of the caches, each of the 8 small operators of crop_and_resize's check took 10-60 us, and the check
-    107 us against 48 us this way (27 and 6 us with warm caches; 32 P3 maps with one 14x14 box each, a 2-core Xeon):
-    a fifth of that call's 0.6 ms through the public op on channels_last maps. Elsewhere on the tensors (``read``:
+    110 us against 70 us this way (33 and 17 us with warm caches; 32 P3 maps with one 14x14 box each, a 2-core Xeon),
+    where that call takes 0.6 ms through the public op on channels_last maps. Elsewhere on the tensors (``read``:
     one device-to-host copy)."""
     if not all(t.is_cpu and t.dtype != torch.bfloat16 and t.layout == torch.strided for t in tensors):
         return read(stats_of(*tensors))
