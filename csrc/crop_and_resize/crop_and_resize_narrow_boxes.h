@@ -351,12 +351,14 @@ inline void crop_forward_narrow(const NarrowTables& t, const std::vector<int64_t
     std::stable_sort(by_row.begin() + start[n], by_row.begin() + start[n + 1],
                      [&](int64_t a, int64_t b) { return t.rows[a * t.max_rows] < t.rows[b * t.max_rows]; });
   }
-  // Where each image's boxes read its planes: the rows and columns of their windows.
+  // Where each image's boxes read its planes: the rows and columns of their windows (a box that reads nothing, all
+  // its samples outside the map, widens neither).
   std::vector<PlaneSpan> spans(N, PlaneSpan{H, 0, W, 0});
   for (int64_t n = 0; ahead && n < N; ++n) {
     PlaneSpan& span = spans[n];
     for (int64_t j = start[n]; j < start[n + 1]; ++j) {
       const int64_t k = order[j];
+      if (t.row_count[k] == 0 || t.x1[k] <= t.x0[k]) continue;
       const int64_t* rows = t.rows.data() + k * t.max_rows;
       for (int64_t s = 0; s < t.row_count[k]; ++s) {
         span.y0 = std::min(span.y0, rows[s]);
@@ -367,11 +369,11 @@ inline void crop_forward_narrow(const NarrowTables& t, const std::vector<int64_t
     }
   }
   const int64_t whole = C / kNarrowGroup, groups = whole + C % kNarrowGroup;
-  // Item `item`'s first plane and its number of planes.
-  auto group_planes = [&](int64_t item) {
+  // Item `item`'s image, its first channel and its number of planes.
+  auto group_of = [&](int64_t item) {
     const int64_t n = item / groups, g = item % groups;
     const int64_t c0 = g < whole ? g * kNarrowGroup : whole * kNarrowGroup + (g - whole);
-    return std::array<int64_t, 2>{n * C + c0, g < whole ? kNarrowGroup : 1};
+    return std::array<int64_t, 3>{n, c0, g < whole ? kNarrowGroup : 1};
   };
   at::parallel_for(0, N * groups, grain_for(K / std::max<int64_t>(N, 1) * cells * kNarrowGroup),
                    [&](int64_t begin, int64_t end) {
@@ -388,12 +390,11 @@ inline void crop_forward_narrow(const NarrowTables& t, const std::vector<int64_t
       next.step();
     };
     for (int64_t item = begin; item < end; ++item) {
-      const int64_t n = item / groups;
-      const auto [plane0, cb] = group_planes(item);
-      const float* planes = image + plane0 * plane_size;
+      const auto [n, c0, cb] = group_of(item);
+      const float* planes = image + (n * C + c0) * plane_size;
       if (ahead && item + 1 < end) {
-        const auto [next0, next_cb] = group_planes(item + 1);
-        next.start(image + next0 * plane_size, next_cb, plane_size, W, spans[next0 / C],
+        const auto [next_n, next_c0, next_cb] = group_of(item + 1);
+        next.start(image + (next_n * C + next_c0) * plane_size, next_cb, plane_size, W, spans[next_n],
                    (start[n + 1] - start[n]) * t.crop_height);
       }
       for (int64_t j = start[n]; j < start[n + 1]; ++j) {
@@ -404,7 +405,7 @@ inline void crop_forward_narrow(const NarrowTables& t, const std::vector<int64_t
         } else {
           crop_narrow_box_of<1>(t, k, planes, plane_size, W, ext, hs, crop, before_row);
         }
-        pending.start(crop, out + (k * C + plane0 % C) * cells, cb * cells, t.crop_height);
+        pending.start(crop, out + (k * C + c0) * cells, cb * cells, t.crop_height);
       }
     }
     pending.finish();
