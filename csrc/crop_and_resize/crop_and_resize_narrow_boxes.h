@@ -338,7 +338,9 @@ constexpr int64_t kNarrowGroup = 4;
 // `ahead`: the boxes tap every pixel of the planes several times over (dense_taps), so a task asks for the next
 // group's lines while it crops the current one (PlanesAhead). On a 2-core Xeon reporting 480 MB of L3, under
 // mimalloc, with and without, alternated in one process, 9 rounds, outputs bit-equal: P2 512 x 14x14 7.92 -> 6.92
-// ms, 128 x 28x28 5.29 -> 5.03 ms (4.69 -> 4.75 in another run). With the boxes' plane loads served from L1 instead,
+// ms, 128 x 28x28 5.29 -> 5.03 ms (4.69 -> 4.75 in another run); on a 2-core Xeon with 1.25 MB of L2 a core (the
+// current and the next group's lines, 2 MB, do not both fit), 9 rounds: 10.17 -> 9.33 ms and 7.00 -> 6.63 ms, where
+// 2 planes a task instead of 4 lost (9.34 -> 10.78 ms). With the boxes' plane loads served from L1 instead,
 // P2 14x14 takes 2.5 ms, not 4.3, with no output written: it waits on those loads. Asked with prefetcht0 it gained
 // less (7.31 ms), with prefetcht2 as much (7.01), and at twice the rate less (7.41).
 inline void crop_forward_narrow(const NarrowTables& t, const std::vector<int64_t>& order,
