@@ -297,12 +297,24 @@ class PlanesAhead {
     if (span.y0 >= span.y1 || span.x0 >= span.x1) plane_ = count;  // nothing to read
     enter_row();
   }
+  // Its place is held in locals while it runs: kept in the members, each line's pointer went through memory (the
+  // crop's vector stores may alias them), a store-to-load chain per line. Alternated in one process on a 2-core
+  // Xeon with 1.25 MB of L2 a core, 7 rounds, bit-equal: P2 14x14 8.97 -> 8.77 ms, 28x28 6.16 -> 6.03 ms.
   void step() {
-    for (int64_t i = 0; i < per_step_ && plane_ < count_; ++i) {
-      prefetch_line(at_);
-      at_ += 16;
-      if (at_ > last_) next_row();
+    if (plane_ >= count_) return;
+    const float* at = at_;
+    const float* last = last_;
+    for (int64_t i = 0; i < per_step_; ++i) {
+      prefetch_line(at);
+      at += 16;
+      if (at > last) {
+        next_row();
+        if (plane_ >= count_) return;
+        at = at_;
+        last = last_;
+      }
     }
+    at_ = at;
   }
 
  private:
