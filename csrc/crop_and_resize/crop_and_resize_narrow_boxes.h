@@ -7,8 +7,9 @@
 // however many crop rows read it. A task takes (image, group of kNarrowGroup planes): the column tables are loaded
 // into registers once per box and serve its 4 planes. Each box's crops of the group are one contiguous run of the
 // output, built in L1 and streamed out (non-temporal, no read of the output's lines) a part at a time between the
-// crop rows of the next box (rows_per_step). Where the boxes read every line of the planes (P2), the next task's lines are asked for meanwhile, in
-// address order (PlanesAhead). The values are crop_forward_plane's: same expressions, same order, no contraction.
+// crop rows of the next box (rows_per_step). Where the boxes read every line of the planes (P2), the next task's
+// lines are asked for meanwhile, in address order (PlanesAhead). The values are crop_forward_plane's: same
+// expressions, same order, no contraction.
 //
 // Measured on 2 Xeon (Emerald Rapids) cores under mimalloc, this path and the one before it (interleaved blocks of 16
 // planes, crop_forward_blocks, or the window path) alternated in one process, outputs bit-equal: P2 forward 512 x
@@ -282,10 +283,10 @@ struct PlaneSpan {
 
 // The lines of the next task's planes that its boxes read, asked of memory ahead (prefetch_line, into L2) in
 // address order, a share at a time between other work: a part between the crop rows of the current task's boxes
-// (rows_per_step; crop_forward_narrow, where the boxes tap every pixel of the planes several times over, P2). Its boxes then find
-// most of their rows in L2 where they would wait on memory for each, scattered line by line; and a sweep in address
-// order lets the core's own prefetchers run ahead of it, where the scattered misses of the boxes share the line fill
-// buffers with the output's streamed stores.
+// (rows_per_step; crop_forward_narrow, where the boxes tap every pixel of the planes several times over, P2). Its
+// boxes then find most of their rows in L2 where they would wait on memory for each, scattered line by line; and a
+// sweep in address order lets the core's own prefetchers run ahead of it, where the scattered misses of the boxes
+// share the line fill buffers with the output's streamed stores.
 class PlanesAhead {
  public:
   // The lines of span in planes[0 .. count) (each plane_size floats, rows of W), spread over `steps` calls of step().
