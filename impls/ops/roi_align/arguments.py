@@ -64,7 +64,7 @@ def _roi_stats(rois, spatial_scale: float):
     """[5]: NaN where a value is not finite (else 0), all batch indices whole, the smallest and the largest, NaN
     where a value is not finite on the map (else 0)."""
     batch = checks.float64(rois[:, 0])  # min and max then stack as they are
-    scaled = checks.float64(rois[:, 1:]) * spatial_scale  # [K, 4] feature-map coordinates
+    scaled = checks.scaled(checks.float64(rois[:, 1:]), spatial_scale)  # [K, 4] feature-map coordinates
     return checks.stats(checks.nan_unless_finite(rois), (batch == checks.floor(batch)).all(), batch.min(), batch.max(),
                         checks.nan_unless_finite(scaled))
 

@@ -43,7 +43,7 @@ def _rotated_stats(rois, spatial_scale: float):
     """[6]: NaN where a value is not finite (else 0), all batch indices whole, the smallest and the largest, NaN
     where a value is not finite on the map (else 0), the smallest width or height."""
     batch = checks.float64(rois[:, 0])  # min and max then stack as they are
-    scaled = checks.float64(rois[:, 1:5]) * spatial_scale  # [K, 4] (cx, cy, w, h) on the map
+    scaled = checks.scaled(checks.float64(rois[:, 1:5]), spatial_scale)  # [K, 4] (cx, cy, w, h) on the map
     return checks.stats(checks.nan_unless_finite(rois), (batch == checks.floor(batch)).all(), batch.min(), batch.max(),
                         checks.nan_unless_finite(scaled), rois[:, 3:5].min())
 
