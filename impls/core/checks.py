@@ -4,7 +4,7 @@ Every error names the argument, what was expected and what was given. The checks
 indices in range, finite boxes) compute a few statistics and read them once per call (``read_stats``): on the CPU
 from NumPy views of the tensors, with no torch operator dispatched; elsewhere reduced on the tensors' device with
 ``stats`` and brought to the host together with ``read``, one device-to-host copy, which on CUDA is the call's one
-synchronization. An operator's statistics are one function that takes either (``float64``, ``floor``,
+synchronization. An operator's statistics are one function that takes either (``float64``, ``scaled``, ``floor``,
 ``nan_unless_finite``, ``stats`` take both). Each operator's ``arguments.py`` says what it reads and, under
 ``torch.compile``, hands the statistics to its own opaque check operator (``impls::checked_boxes``,
 ``impls::checked_rois``), which raises the eager exception when the graph runs.
