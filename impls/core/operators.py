@@ -2,7 +2,9 @@
 its fake kernel (what ``torch.compile`` and ``torch.export`` run while tracing: output shape, dtype and layout).
 
 The C++/CUDA extension (``csrc/<op>/``) only registers kernels for these names (``TORCH_LIBRARY_IMPL``); the
-``triton`` backend defines ``impls::triton_<op>_<pass>`` from the same schemas. Nothing else writes a schema.
+``triton`` backend defines ``impls::triton_<op>_<pass>`` from the same schemas. Nothing else writes a kernel's
+schema; the argument checks' own operators (the value statistics, ``checks.value_stats_op``, and the opaque checks
+under ``torch.compile``) are defined by each operator's ``arguments.py``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The public ops read tensor values (box indices, finiteness) once per call: on CUDA each read is a device-to-host
 synchronization inside every training step, and torchvision makes none. One read per call is the budget. On the CPU
-the read goes through NumPy views (``checks.read_stats``): no torch operator reads a value there either."""
+the read is one operator of the extension (``checks.read_stats``), which returns numbers: no torch operator reads a
+value there either."""
 
 import warnings
 

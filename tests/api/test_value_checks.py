@@ -1,10 +1,11 @@
 """The value statistics every public op reads before a backend runs (``impls/core/checks.py``): ``nan_unless_finite``
-against ``torch.isfinite(t).all()`` as the oracle, on tensors and on the NumPy views the CPU reads them through;
-each operator's statistics read through views against the same read from its torch operators; and the public ops'
-answers to boxes that are finite but huge (a plain sum of them would overflow and call them infinite)."""
+against ``torch.isfinite(t).all()`` as the oracle; each operator's statistics computed by the extension on the CPU
+(``impls::<op>_value_stats``) against the same computed by its torch operators and read with one copy, in every
+dtype and in strided views; that the CPU read is that one operator, and the torch one where the extension is not
+built; and the public ops' answers to boxes that are finite but huge (a plain sum of them would overflow and call
+them infinite)."""
 
 import math
-import warnings
 
 import numpy as np
 import pytest
@@ -43,53 +44,75 @@ def test_nan_unless_finite_matches_isfinite(dtype, values):
     expected_finite = bool(torch.isfinite(t).all())
     stat = checks.nan_unless_finite(t)
     assert stat.dtype == torch.float64 and stat.dim() == 0
-    on_views = [] if dtype == torch.bfloat16 else [checks.nan_unless_finite(t.numpy())]  # NumPy has no bfloat16
-    for value in [stat.item(), *on_views]:
-        assert math.isnan(value) == (not expected_finite)
-        if expected_finite:
-            assert value == 0.0
+    assert math.isnan(stat.item()) == (not expected_finite)
+    if expected_finite:
+        assert stat.item() == 0.0
 
 
 BIG = 1e300  # finite in float64; times a spatial scale of 1e10 it overflows to inf
-# (name, statistics of the operator, a valid row, rows that break one rule each)
+# (name, the operator's arguments module, its statistics on tensors, a valid row, rows that break one rule each)
 STATS = {
     "crop_and_resize": (
-        lambda boxes, index: crop_arguments._box_stats(boxes, index),
+        crop_arguments, crop_arguments._box_stats,
         [[0.1, 0.2, 0.7, 0.9]],
         [[float("nan"), 0, 1, 1], [0, float("inf"), 1, 1], [0, 0, -float("inf"), 1]],
     ),
     "roi_align": (
-        lambda rois: roi_arguments._roi_stats(rois, 1e10),
+        roi_arguments, roi_arguments._roi_stats,
         [[1, 0, 0, 3, 3]],
-        [[0.5, 0, 0, 3, 3], [-1, 0, 0, 3, 3], [2, 0, 0, 3, 3], [0, BIG, 0, 1, 1], [float("nan"), 0, 0, 1, 1]],
+        [[0.5, 0, 0, 3, 3], [-1, 0, 0, 3, 3], [2, 0, 0, 3, 3], [0, BIG, 0, 1, 1], [float("nan"), 0, 0, 1, 1],
+         [float("inf"), 0, 0, 1, 1], [0, 0, 0, 1, float("-inf")]],
     ),
     "roi_align_rotated": (
-        lambda rois: rotated_arguments._rotated_stats(rois, 1e10),
+        rotated_arguments, rotated_arguments._rotated_stats,
         [[1, 2, 2, 3, 3, 30]],
-        [[0.5, 2, 2, 3, 3, 0], [0, 2, 2, -1, 3, 0], [0, 2, 2, 3, BIG, 0], [0, 2, 2, 3, 3, float("inf")]],
+        [[0.5, 2, 2, 3, 3, 0], [0, 2, 2, -1, 3, 0], [0, 2, 2, 3, BIG, 0], [0, 2, 2, 3, 3, float("inf")],
+         [0, 2, 2, float("nan"), 3, 0], [-3, 2, 2, 3, -2, 0]],
     ),
 }
 
 
-def _stats_inputs(op, dtype, rows):
-    if op == "crop_and_resize":
-        return torch.tensor(rows, dtype=torch.float64).to(dtype), torch.tensor([0, 1, 5, -2][: len(rows)])
-    return (torch.tensor(rows, dtype=torch.float64).to(dtype),)
+def _every_other(t, poison):
+    """``t`` as a strided view: every other element of its last dimension in a tensor twice as long, the others
+    ``poison`` (a read past a stride finds one)."""
+    return torch.stack([t, torch.full_like(t, poison)], dim=-1).flatten(-2)[..., ::2]
 
 
+def _stats_args(op, dtype, rows, strided, index_dtype=torch.int64):
+    """The statistics' arguments: the rows in ``dtype``, then crop_and_resize's box_index or the others' spatial
+    scale; where ``strided``, each tensor a view of every other element (``_every_other``: NaN boxes, index -9)."""
+    boxes = torch.tensor(rows, dtype=torch.float64).to(dtype)
+    boxes = _every_other(boxes, math.nan) if strided else boxes
+    if op != "crop_and_resize":
+        return boxes, 1e10
+    index = torch.tensor([0, 1, 5, -2, 3, 4, 2, 1, 0, 3][: len(rows)], dtype=index_dtype)
+    return boxes, _every_other(index, -9) if strided else index
+
+
+def _row_sets(op):
+    _, _, valid, broken = STATS[op]
+    return [valid, *([valid[0], bad] for bad in broken), [*valid, *broken]]
+
+
+@pytest.mark.parametrize("strided", [False, True], ids=["contiguous", "strided"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("op", STATS)
-def test_statistics_read_through_views_equal_the_torch_read(op, dtype):
+def test_extension_statistics_equal_the_torch_read(op, dtype, strided):
     # The oracle: the same statistics computed by torch operators and read with one copy (what CUDA tensors take).
-    stats_of, valid, broken = STATS[op]
-    for rows in [valid, *([valid[0], bad] for bad in broken)]:  # BIG is inf in float16 and bfloat16: still a case
-        tensors = _stats_inputs(op, dtype, rows)
-        expected = checks.read(stats_of(*tensors))
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")  # NumPy's overflow to inf on the scaled boxes is a value read, not a warning
-            got = checks.read_stats(stats_of, *tensors)
+    module, stats_of, _, _ = STATS[op]
+    for rows in _row_sets(op):  # BIG is inf in float16 and bfloat16: still a case
+        args = _stats_args(op, dtype, rows, strided)
+        assert args[0].is_contiguous() != strided
+        expected = checks.read(stats_of(*args))
+        got = module._VALUE_STATS(*args)
         assert len(got) == len(expected) and all(type(v) is float for v in got), got
         assert np.array_equal(np.array(got), np.array(expected), equal_nan=True), (rows, got, expected)
+
+
+@pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64])
+def test_extension_statistics_read_int32_and_int64_box_indices(index_dtype):
+    boxes, index = _stats_args("crop_and_resize", torch.float32, [[0, 0, 1, 1]] * 4, False, index_dtype)
+    assert crop_arguments._VALUE_STATS(boxes, index) == [0.0, -2.0, 5.0]  # index [0, 1, 5, -2]
 
 
 class _CountOperators(TorchDispatchMode):
@@ -102,17 +125,34 @@ class _CountOperators(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def test_cpu_statistics_compute_with_no_torch_operator():
-    # Why the views: right after a kernel each dispatched operator costs tens of microseconds (checks.read_stats).
-    # Tensor.numpy() dispatches one detach (a view) per tensor; nothing else may run.
-    boxes, index = _stats_inputs("crop_and_resize", torch.float32, [[0.1, 0.2, 0.7, 0.9], [0, 0, 1, 1]])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("op", STATS)
+def test_cpu_statistics_are_the_extensions_one_operator(op, dtype):
+    # Why one operator: right after a kernel each dispatched operator costs tens of microseconds (checks.read_stats).
+    module, stats_of, valid, _ = STATS[op]
+    args = _stats_args(op, dtype, valid, strided=True)
     with _CountOperators() as mode:
-        stats = checks.read_stats(crop_arguments._box_stats, boxes, index)
-    assert stats == [0.0, 0.0, 1.0]
-    assert set(mode.ops) <= {torch.ops.aten.detach.default} and len(mode.ops) <= 2, mode.ops
-    with _CountOperators() as mode:  # bfloat16 has no NumPy view: the torch operators, read once
-        checks.read_stats(crop_arguments._box_stats, boxes.bfloat16(), index)
-    assert torch.ops.aten._local_scalar_dense.default not in mode.ops and mode.ops, mode.ops
+        stats = checks.read_stats(module._VALUE_STATS, stats_of, *args)
+    assert mode.ops == [module._VALUE_STATS], mode.ops
+    assert stats == module._VALUE_STATS(*args)
+
+
+@pytest.mark.parametrize("op", STATS)
+def test_without_the_extension_the_cpu_reads_the_torch_statistics(op, monkeypatch):
+    # impls._C not built: its statistics operators have no CPU kernel, and the torch operators compute the same.
+    monkeypatch.setattr(checks, "_has_cpu_kernel", lambda name: False)
+    module, stats_of, valid, broken = STATS[op]
+    args = _stats_args(op, torch.float32, [*valid, *broken], strided=False)
+    with _CountOperators() as mode:
+        stats = checks.read_stats(module._VALUE_STATS, stats_of, *args)
+    assert module._VALUE_STATS not in mode.ops and len(mode.ops) > 1, mode.ops
+    assert np.array_equal(np.array(stats), np.array(module._VALUE_STATS(*args)), equal_nan=True)
+
+
+def test_every_statistics_operator_has_the_extensions_cpu_kernel():
+    # A kernel file that misspells its operator's name would leave the CPU on the torch statistics, unseen.
+    for module, *_ in STATS.values():
+        assert checks._has_cpu_kernel(module._VALUE_STATS.name()), module._VALUE_STATS
 
 
 @pytest.mark.parametrize("backend", ["reference", "cpp"])

@@ -2,7 +2,7 @@
 operator shares).
 
 The values read: every box finite and every ``box_index`` in ``[0, N)``, once per call (``checks.read_stats``: on
-the CPU through NumPy views, elsewhere one device-to-host copy). Under
+the CPU the extension's ``impls::crop_and_resize_value_stats``, elsewhere one device-to-host copy). Under
 ``torch.compile`` a value cannot be read while tracing: the graph computes the same statistics and hands them to the
 opaque operator ``impls::checked_boxes``, which raises the eager exception when the graph runs and returns a copy of
 the boxes that the kernels then read, so no compiler can drop the check or run a kernel before it. It carries the
@@ -48,7 +48,7 @@ def arguments(image, boxes, box_index, crop_size, method, extrapolation_value):
         if torch.compiler.is_compiling():
             boxes = checked_boxes(boxes, _box_stats(boxes, box_index), image.shape[0])
         else:
-            _raise_for_boxes(checks.read_stats(_box_stats, boxes, box_index), image.shape[0])
+            _raise_for_boxes(checks.read_stats(_VALUE_STATS, _box_stats, boxes, box_index), image.shape[0])
     crop_height, crop_width = checks.pair("crop_size", crop_size)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -58,9 +58,12 @@ def arguments(image, boxes, box_index, crop_size, method, extrapolation_value):
 
 
 def _box_stats(boxes, box_index):
-    """[3]: NaN where a box is not finite (else 0), the smallest and the largest image index (``checks.stats``: of
-    tensors or of their host views)."""
+    """[3]: NaN where a box is not finite (else 0), the smallest and the largest image index."""
     return checks.stats(checks.nan_unless_finite(boxes), box_index.min(), box_index.max())
+
+
+# The same statistics on CPU tensors, computed by the extension (csrc/crop_and_resize/..._value_stats_cpu.cpp).
+_VALUE_STATS = checks.value_stats_op("crop_and_resize", "(Tensor boxes, Tensor box_index) -> float[]")
 
 
 def _raise_for_boxes(stats: list, n: int) -> None:

@@ -2,10 +2,10 @@
 shares). Multi-level roi_align checks its boxes with the same ``arguments``.
 
 The values read: every box finite, every batch index whole and in ``[0, N)``, the boxes still finite once scaled
-to the map; read once per call (``checks.read_stats``: on the CPU through NumPy views, elsewhere one device-to-host
-copy). Under ``torch.compile`` the graph computes the same statistics and hands them to the opaque operator
-``impls::checked_rois``, which raises the eager exception when the graph runs and returns a copy of the boxes that
-the kernels then read (``crop_and_resize/arguments.py`` says why).
+to the map; read once per call (``checks.read_stats``: on the CPU the extension's ``impls::roi_align_value_stats``,
+elsewhere one device-to-host copy). Under ``torch.compile`` the graph computes the same statistics and hands them
+to the opaque operator ``impls::checked_rois``, which raises the eager exception when the graph runs and returns a
+copy of the boxes that the kernels then read (``crop_and_resize/arguments.py`` says why).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def arguments(input, boxes: BoxesArg, output_size, spatial_scale, sampling_ratio
         if torch.compiler.is_compiling():
             rois = checked_rois(rois, _roi_stats(rois, scale), input.shape[0], scale)
         else:
-            _raise_for_rois(checks.read_stats(lambda r: _roi_stats(r, scale), rois), input.shape[0], scale)
+            _raise_for_rois(checks.read_stats(_VALUE_STATS, _roi_stats, rois, scale), input.shape[0], scale)
     checks.sampling_ratio(sampling_ratio)
     if not isinstance(aligned, bool):
         raise TypeError(f"aligned must be a bool, got {aligned!r}")
@@ -63,10 +63,14 @@ def arguments(input, boxes: BoxesArg, output_size, spatial_scale, sampling_ratio
 def _roi_stats(rois, spatial_scale: float):
     """[5]: NaN where a value is not finite (else 0), all batch indices whole, the smallest and the largest, NaN
     where a value is not finite on the map (else 0)."""
-    batch = checks.float64(rois[:, 0])  # min and max then stack as they are
-    scaled = checks.scaled(checks.float64(rois[:, 1:]), spatial_scale)  # [K, 4] feature-map coordinates
-    return checks.stats(checks.nan_unless_finite(rois), (batch == checks.floor(batch)).all(), batch.min(), batch.max(),
+    batch = rois[:, 0].to(torch.float64)  # min and max then stack as they are
+    scaled = rois[:, 1:].to(torch.float64) * spatial_scale  # [K, 4] feature-map coordinates
+    return checks.stats(checks.nan_unless_finite(rois), (batch == batch.floor()).all(), batch.min(), batch.max(),
                         checks.nan_unless_finite(scaled))
+
+
+# The same statistics on CPU tensors, computed by the extension (csrc/roi_align/roi_align_value_stats_cpu.cpp).
+_VALUE_STATS = checks.value_stats_op("roi_align", "(Tensor rois, float spatial_scale) -> float[]")
 
 
 def _raise_for_rois(stats: list, n: int, spatial_scale: float) -> None:

@@ -3,10 +3,10 @@ operator shares).
 
 The values read: every box finite, every batch index whole and in ``[0, N)``, widths and heights >= 0 (detectron2
 asserts the same; a negative side has no meaning for a centre-size box), the boxes still finite once scaled to the
-map; read once per call (``checks.read_stats``: on the CPU through NumPy views, elsewhere one device-to-host copy).
-Under ``torch.compile`` the graph computes the same statistics and hands them to the opaque operator
-``impls::checked_rotated_rois``, which raises the eager exception when the graph runs and returns a copy of the boxes
-that the kernels then read (``crop_and_resize/arguments.py`` says why).
+map; read once per call (``checks.read_stats``: on the CPU the extension's ``impls::roi_align_rotated_value_stats``,
+elsewhere one device-to-host copy). Under ``torch.compile`` the graph computes the same statistics and hands them
+to the opaque operator ``impls::checked_rotated_rois``, which raises the eager exception when the graph runs and
+returns a copy of the boxes that the kernels then read (``crop_and_resize/arguments.py`` says why).
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ def arguments(input, rois, output_size, spatial_scale, sampling_ratio, clockwise
         if torch.compiler.is_compiling():
             rois = checked_rotated_rois(rois, _rotated_stats(rois, scale), input.shape[0], scale)
         else:
-            _raise_for_rotated_rois(checks.read_stats(lambda r: _rotated_stats(r, scale), rois), input.shape[0], scale)
+            _raise_for_rotated_rois(checks.read_stats(_VALUE_STATS, _rotated_stats, rois, scale), input.shape[0],
+                                   scale)
     checks.sampling_ratio(sampling_ratio)
     if not isinstance(clockwise, bool):
         raise TypeError(f"clockwise must be a bool, got {clockwise!r}")
@@ -42,10 +43,15 @@ def arguments(input, rois, output_size, spatial_scale, sampling_ratio, clockwise
 def _rotated_stats(rois, spatial_scale: float):
     """[6]: NaN where a value is not finite (else 0), all batch indices whole, the smallest and the largest, NaN
     where a value is not finite on the map (else 0), the smallest width or height."""
-    batch = checks.float64(rois[:, 0])  # min and max then stack as they are
-    scaled = checks.scaled(checks.float64(rois[:, 1:5]), spatial_scale)  # [K, 4] (cx, cy, w, h) on the map
-    return checks.stats(checks.nan_unless_finite(rois), (batch == checks.floor(batch)).all(), batch.min(), batch.max(),
+    batch = rois[:, 0].to(torch.float64)  # min and max then stack as they are
+    scaled = rois[:, 1:5].to(torch.float64) * spatial_scale  # [K, 4] (cx, cy, w, h) on the map
+    return checks.stats(checks.nan_unless_finite(rois), (batch == batch.floor()).all(), batch.min(), batch.max(),
                         checks.nan_unless_finite(scaled), rois[:, 3:5].min())
+
+
+# The same statistics on CPU tensors, computed by the extension
+# (csrc/roi_align_rotated/roi_align_rotated_value_stats_cpu.cpp).
+_VALUE_STATS = checks.value_stats_op("roi_align_rotated", "(Tensor rois, float spatial_scale) -> float[]")
 
 
 def _raise_for_rotated_rois(stats: list, n: int, spatial_scale: float) -> None:
