@@ -75,6 +75,8 @@ def value_stats_op(op: str, schema: str) -> torch._ops.OpOverload:
 
 @functools.cache
 def _has_cpu_kernel(name: str) -> bool:
+    """Whether the extension registered operator ``name``'s CPU kernel (not where it is not built or did not load).
+    Asked once per operator: the extension loads with the package, before any call."""
     return torch._C._dispatch_has_kernel_for_dispatch_key(name, "CPU")
 
 
